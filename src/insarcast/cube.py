@@ -1,0 +1,183 @@
+"""Cube conventions: the regular grid, and the Zarr cube every later stage reads.
+
+A cube is an ``xarray.Dataset`` with ``displacement(t, y, x)`` float32 in mm (NaN where unknown),
+``valid(y, x)`` and ``support(y, x)``, a strictly increasing ``datetime64[ns]`` coordinate ``t``,
+``y`` descending (north up), and its CRS as a rioxarray ``spatial_ref`` coordinate.
+Cubes are written block by block so that memory does not grow with the region.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Iterator, Mapping
+
+import numpy as np
+import xarray as xr
+
+from .errors import InputError
+
+CUBE_DIMS = ("t", "y", "x")
+DEFAULT_CRS = "EPSG:3035"
+DEFAULT_CHUNK = 128
+# Zarr v2 with consolidated metadata: read by every xarray, GDAL and openEO backend in use today.
+ZARR_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A north-up regular grid: ``nx`` x ``ny`` cells of ``spacing`` metres, top-left corner (x0, y0)."""
+
+    x0: float
+    y0: float
+    nx: int
+    ny: int
+    spacing: float
+    crs: str = DEFAULT_CRS
+
+    @classmethod
+    def around(cls, x: np.ndarray, y: np.ndarray, *, spacing: float, crs: str = DEFAULT_CRS) -> "GridSpec":
+        """The smallest grid aligned to multiples of ``spacing`` whose cells hold every point.
+
+        EGMS L3 points lie at 100 m cell centres, so with ``spacing=100`` each point is a cell centre.
+        """
+        if len(x) == 0:
+            raise InputError("no points to grid")
+        xmin = math.floor(float(np.min(x)) / spacing) * spacing
+        ymin = math.floor(float(np.min(y)) / spacing) * spacing
+        xmax = (math.floor(float(np.max(x)) / spacing) + 1) * spacing
+        ymax = (math.floor(float(np.max(y)) / spacing) + 1) * spacing
+        return cls.from_bounds(xmin, ymin, xmax, ymax, spacing=spacing, crs=crs)
+
+    @classmethod
+    def from_bounds(cls, xmin: float, ymin: float, xmax: float, ymax: float, *, spacing: float,
+                    crs: str = DEFAULT_CRS) -> "GridSpec":
+        nx = int(round((xmax - xmin) / spacing))
+        ny = int(round((ymax - ymin) / spacing))
+        if nx <= 0 or ny <= 0:
+            raise InputError(f"empty grid: bounds {(xmin, ymin, xmax, ymax)} with spacing {spacing} m")
+        return cls(x0=float(xmin), y0=float(ymax), nx=nx, ny=ny, spacing=float(spacing), crs=crs)
+
+    @property
+    def x(self) -> np.ndarray:
+        """Cell-centre eastings, increasing."""
+        return self.x0 + (np.arange(self.nx) + 0.5) * self.spacing
+
+    @property
+    def y(self) -> np.ndarray:
+        """Cell-centre northings, decreasing (north up)."""
+        return self.y0 - (np.arange(self.ny) + 0.5) * self.spacing
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0 - self.ny * self.spacing, self.x0 + self.nx * self.spacing, self.y0)
+
+    @property
+    def transform(self) -> tuple[float, float, float, float, float, float]:
+        """GDAL-style affine (a, b, c, d, e, f) of the top-left corner."""
+        return (self.spacing, 0.0, self.x0, 0.0, -self.spacing, self.y0)
+
+    def blocks(self, size: int = DEFAULT_CHUNK) -> Iterator[tuple[slice, slice]]:
+        """(y, x) slices of square blocks aligned to the cube's chunks, row by row."""
+        for r in range(0, self.ny, size):
+            for c in range(0, self.nx, size):
+                yield slice(r, min(r + size, self.ny)), slice(c, min(c + size, self.nx))
+
+    def cell_centres(self, ys: slice, xs: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Eastings and northings of the cells of a block, each of shape (rows, cols)."""
+        return np.meshgrid(self.x[xs], self.y[ys])
+
+
+def _jsonable(attrs: Mapping) -> dict:
+    """Zarr attributes must be JSON: nested values are stored as JSON text."""
+    import json
+
+    out = {}
+    for key, value in attrs.items():
+        out[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True)
+    return out
+
+
+def create_cube(path: str | os.PathLike, grid: GridSpec, times: np.ndarray, *, attrs: Mapping,
+                chunk: int = DEFAULT_CHUNK, with_support: bool = True):
+    """Write a cube's metadata and coordinates to ``path``; return its Zarr group for block writes.
+
+    ``displacement`` starts as all-NaN; fill it with ``group["displacement"][:, ys, xs] = block``
+    for the slices of :meth:`GridSpec.blocks`, then ``valid`` (and ``support``) the same way.
+    """
+    import dask.array as da
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import zarr
+
+    times = np.asarray(times, dtype="datetime64[ns]")
+    nt = len(times)
+    variables = {
+        "displacement": (CUBE_DIMS, da.full((nt, grid.ny, grid.nx), np.nan, dtype="float32",
+                                            chunks=(nt, chunk, chunk)),
+                         {"units": "mm", "long_name": "vertical displacement since the first epoch"}),
+        "valid": (("y", "x"), da.zeros((grid.ny, grid.nx), dtype=bool, chunks=(chunk * 8, chunk * 8)),
+                  {"long_name": "cell has a displacement at every epoch"}),
+    }
+    if with_support:
+        variables["support"] = (("y", "x"), da.zeros((grid.ny, grid.nx), dtype="uint8",
+                                                     chunks=(chunk * 8, chunk * 8)),
+                                {"long_name": "number of data points that informed the cell"})
+    ds = xr.Dataset(
+        variables,
+        coords={
+            "t": ("t", times),
+            "y": ("y", grid.y, {"units": "m", "standard_name": "projection_y_coordinate"}),
+            "x": ("x", grid.x, {"units": "m", "standard_name": "projection_x_coordinate"}),
+        },
+        attrs=_jsonable({**attrs, "grid": asdict(grid)}),
+    )
+    ds = ds.rio.write_crs(grid.crs).rio.write_transform(_affine(grid))
+    encoding = {"t": {"units": f"days since {np.datetime_as_string(times[0], unit='D')}", "dtype": "int64"}}
+    ds.to_zarr(path, mode="w-", compute=False, encoding=encoding, consolidated=False, zarr_format=ZARR_FORMAT)
+    return zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
+
+
+def _affine(grid: GridSpec):
+    from affine import Affine
+
+    return Affine(*grid.transform)
+
+
+def finish_cube(path: str | os.PathLike) -> None:
+    """Consolidate the cube's metadata once every block is written."""
+    import zarr
+
+    zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
+
+
+def open_cube(path: str | os.PathLike) -> xr.Dataset:
+    """Open a cube lazily and check the conventions; errors name the file and the field."""
+    import rioxarray  # noqa: F401
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError("no such cube", path=path)
+    try:
+        ds = xr.open_zarr(path, decode_coords="all")
+    except Exception as exc:  # zarr raises many types for a damaged store
+        raise InputError(f"not a readable Zarr cube ({exc})", path=path) from exc
+    return check_cube(ds, path=path)
+
+
+def check_cube(ds: xr.Dataset, *, path: str | None = None) -> xr.Dataset:
+    """Check a cube's dims, time axis and CRS; return it with ``displacement`` as (t, y, x)."""
+    if "displacement" not in ds:
+        raise InputError("expected a 'displacement' variable", path=path, field="displacement")
+    dims = ds["displacement"].dims
+    if any(str(d).startswith("dim_") for d in dims) or set(dims) != set(CUBE_DIMS):
+        raise InputError(f"expected dims {CUBE_DIMS}, got {tuple(dims)}", path=path, field="displacement")
+    t = ds["t"].values
+    if not np.issubdtype(t.dtype, np.datetime64):
+        raise InputError(f"expected a datetime64 time coordinate, got {t.dtype}", path=path, field="t")
+    if len(t) > 1 and not np.all(np.diff(t) > np.timedelta64(0)):
+        raise InputError("time coordinate is not strictly increasing", path=path, field="t")
+    if ds.rio.crs is None:
+        raise InputError("cube has no CRS (expected a rioxarray spatial_ref coordinate)", path=path,
+                         field="spatial_ref")
+    return ds.transpose("t", "y", "x", ...)

@@ -1,0 +1,1 @@
+"""The embedded physics-based synthetic Rhineland scenario, written in the EGMS L3 CSV format."""

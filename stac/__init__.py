@@ -1,0 +1,1 @@
+"""Publishing products as Cloud-Optimised GeoTIFFs and STAC (pystac, rioxarray)."""

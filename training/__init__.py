@@ -1,0 +1,1 @@
+"""Training: windows, the six hybrid architectures, trainer and TPE search (torch, torch-geometric, optuna)."""
