@@ -1,0 +1,126 @@
+"""The `insarcast` command line: parse, call one library function, report. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import InputError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns expected failures into one line on stderr: exit 2 for bad input, 1 for the system."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            click.echo(f"insarcast: error: {exc}", err=True)
+            sys.exit(2)
+        except (OSError, MemoryError) as exc:
+            click.echo(f"insarcast: error: {exc}", err=True)
+            sys.exit(1)
+
+
+def _quiet(f):
+    return click.option("--quiet", "-q", is_flag=True, help="Do not show progress bars.")(f)
+
+
+def _overwrite(f):
+    return click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")(f)
+
+
+def _refuse_existing(paths, overwrite: bool) -> None:
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise InputError("output exists (pass --overwrite to replace it)", path=existing[0])
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", "-V", prog_name="insarcast")
+def main() -> None:
+    """Forecast InSAR ground deformation (EGMS L3) and map where the ground will move next.
+
+    The default input is an embedded synthetic Rhineland scenario (`insarcast synth`); real EGMS
+    L3 vertical CSV tiles go straight to `insarcast grid`.
+    """
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--preset", type=click.Choice(["tiny", "demo", "rhineland"]), default="demo", show_default=True,
+              help="Scenario size: tiny (tests, seconds), demo (~25 km, a minute), rhineland (200 x 100 km).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same bytes.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write into (created if missing).")
+@_overwrite
+@_quiet
+def synth(preset: str, seed: int, out_dir: Path, overwrite: bool, quiet: bool) -> None:
+    """Write the physics-based synthetic Rhineland scenario.
+
+    \b
+    Reads nothing. Writes into OUT:
+      EGMS_L3_E..N.._100km_U_synthetic.csv  EGMS L3 vertical CSV tile(s), EPSG:3035, mm
+      zones.geojson                          mine outlines and fault traces (EPSG:3035)
+      truth.zarr                             the noise-free displacement cube
+      scenario.json                          every parameter of the scenario
+    """
+    from .synth import preset as make_preset, write_scenario
+
+    config = make_preset(preset, seed=seed)
+    _refuse_existing([out_dir / "zones.geojson", out_dir / "truth.zarr", out_dir / "scenario.json"], overwrite)
+    outputs = write_scenario(config, out_dir, progress=not quiet)
+    for path in outputs.paths():
+        click.echo(str(path))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Zarr cube to write.")
+@click.option("--spacing", type=float, default=100.0, show_default=True, help="Grid spacing in metres.")
+@click.option("--power", type=float, default=2.0, show_default=True, help="IDW power of the inverse distance.")
+@click.option("--neighbours", type=int, default=8, show_default=True, help="Points used per cell, at most.")
+@click.option("--radius", type=float, default=300.0, show_default=True,
+              help="Search radius in metres; cells with no point within it are NaN and not valid.")
+@_overwrite
+@_quiet
+def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neighbours: int, radius: float,
+         overwrite: bool, quiet: bool) -> None:
+    """Grid EGMS L3 vertical CSV tiles to a displacement cube by inverse distance weighting.
+
+    \b
+    Reads INPUTS: EGMS L3 vertical CSV tiles (.csv, .csv.gz or EGMS .zip), or folders holding them;
+    several tiles merge (they must share their epochs).
+    Writes OUT, a Zarr cube (EPSG:3035):
+      displacement(t, y, x)  float32 mm since the first epoch, NaN where unknown
+      valid(y, x)            the cell has a value at every epoch
+      support(y, x)          number of points within the radius (at most --neighbours)
+    """
+    from .grid import IdwParams, grid_files
+
+    _refuse_existing([out], overwrite)
+    params = IdwParams(power=power, neighbours=neighbours, radius=radius)
+    path = grid_files(_expand(inputs), out, spacing=spacing, params=params, progress=not quiet)
+    click.echo(str(path))
+
+
+def _expand(inputs: tuple[Path, ...]) -> list[Path]:
+    """Files as given; a folder stands for the EGMS tiles inside it."""
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.name.endswith((".csv", ".csv.gz", ".zip")))
+            if not found:
+                raise InputError("folder holds no .csv, .csv.gz or .zip tile", path=path)
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,81 @@
+"""The command line as a user meets it: help, version, exit codes, one-line errors, quiet runs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from insarcast import __version__
+from insarcast.cli import main
+from insarcast.cube import open_cube
+
+BAD_CSV = "pid,easting,northing,20160105,20160111\nA,4000050,3000050,0.0,1.5\nB,4000150,3000050,0.0,oops\n"
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+def test_version_and_help_list_only_working_verbs():
+    assert run("--version").output.strip() == f"insarcast, version {__version__}"
+    result = run("--help")
+    assert result.exit_code == 0
+    verbs = result.output.split("Commands:")[1].split()
+    assert [v for v in verbs if v in ("synth", "grid", "train", "tune", "export", "forecast", "publish")] \
+        == ["grid", "synth"]
+
+
+@pytest.mark.parametrize("verb", ["synth", "grid"])
+def test_each_verb_says_what_it_reads_and_writes(verb):
+    text = run(verb, "--help").output
+    assert "Reads" in text and "Writes" in text and "--quiet" in text
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    csv = tmp_path / "tile.csv"
+    csv.write_text(BAD_CSV)
+    out = tmp_path / "cube.zarr"
+    proc = subprocess.run([sys.executable, "-m", "insarcast.cli", "grid", str(csv), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "tile.csv" in lines[0] and "line 3" in lines[0] and "20160111" in lines[0] and "oops" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tile.csv"]
+
+
+def test_missing_input_file_is_a_usage_error(tmp_path):
+    result = run("grid", tmp_path / "nope.csv", "--out", tmp_path / "c.zarr")
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_synth_then_grid_quietly(tmp_path):
+    result = CliRunner().invoke(main, ["synth", "--preset", "tiny", "--seed", "3", "--out", str(tmp_path / "s"),
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    tiles = sorted((tmp_path / "s").glob("EGMS_L3_*.csv"))
+    assert tiles and (tmp_path / "s" / "zones.geojson").exists() and (tmp_path / "s" / "truth.zarr").exists()
+
+    result = CliRunner().invoke(main, ["grid", str(tmp_path / "s"), "--out", str(tmp_path / "cube.zarr"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    cube = open_cube(tmp_path / "cube.zarr")
+    assert cube.sizes["t"] == 363 and cube.valid.values.mean() > 0.5
+
+    again = run("grid", tmp_path / "s", "--out", tmp_path / "cube.zarr", "-q")
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    replaced = run("grid", tmp_path / "s", "--out", tmp_path / "cube.zarr", "-q", "--overwrite", "--radius", "150")
+    assert replaced.exit_code == 0, replaced.output
+    assert open_cube(tmp_path / "cube.zarr").valid.values.mean() < cube.valid.values.mean()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_progress_bars_show_unless_quiet(tmp_path):
+    result = CliRunner().invoke(main, ["synth", "--preset", "tiny", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "%" in result.stderr

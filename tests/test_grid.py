@@ -1,0 +1,112 @@
+"""Inverse distance weighting: checked against values worked out by hand."""
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from insarcast.cube import GridSpec, open_cube
+from insarcast.egms import PointSet
+from insarcast.errors import InputError
+from insarcast.grid import IdwParams, grid_points, idw
+
+DATES = np.array(["2016-01-05", "2016-01-11", "2016-01-17"], dtype="datetime64[D]")
+
+
+def points(x, y, values) -> PointSet:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    values = np.asarray(values, np.float32).reshape(len(x), -1)
+    return PointSet(pid=np.array([f"p{i}" for i in range(len(x))], dtype=object), easting=x, northing=y,
+                    values=values, dates=DATES[: values.shape[1]], quality={}, sources=("test",))
+
+
+def test_two_points_weighted_by_inverse_square_distance():
+    # cell at the origin; points at 100 m (value 1) and 200 m (value 4):
+    # (1/100^2 * 1 + 1/200^2 * 4) / (1/100^2 + 1/200^2) = (1 + 1) / 1.25 = 1.6
+    tree = cKDTree([[100.0, 0.0], [0.0, 200.0]])
+    out, support = idw(tree, np.array([[1.0], [4.0]], np.float32), np.array([0.0]), np.array([0.0]),
+                       IdwParams(power=2, neighbours=8, radius=500))
+    assert out[0, 0] == pytest.approx(1.6, rel=1e-6)
+    assert support[0] == 2
+    # power 1: (1/100 + 4/200) / (1/100 + 1/200) = 0.03 / 0.015 = 2
+    out, _ = idw(tree, np.array([[1.0], [4.0]], np.float32), np.array([0.0]), np.array([0.0]),
+                 IdwParams(power=1, neighbours=8, radius=500))
+    assert out[0, 0] == pytest.approx(2.0, rel=1e-6)
+
+
+def test_radius_is_inclusive_and_excludes_farther_points():
+    tree = cKDTree([[300.0, 0.0], [301.0, 0.0]])
+    out, support = idw(tree, np.array([[5.0], [9.0]], np.float32), np.array([0.0]), np.array([0.0]),
+                       IdwParams(radius=300))
+    assert support[0] == 1 and out[0, 0] == 5.0
+
+
+def test_epoch_with_nan_uses_the_remaining_points():
+    tree = cKDTree([[100.0, 0.0], [0.0, 200.0]])
+    values = np.array([[1.0, np.nan], [4.0, 4.0]], np.float32)
+    out, _ = idw(tree, values, np.array([0.0]), np.array([0.0]), IdwParams(radius=500))
+    assert out[0, 0] == pytest.approx(1.6, rel=1e-6)
+    assert out[1, 0] == 4.0
+
+
+def test_coincident_points_are_averaged_at_their_cell():
+    pts = points([4000050, 4000050, 4000150], [3000050, 3000050, 3000050], [[2.0], [6.0], [100.0]])
+    tree = cKDTree(np.column_stack([pts.easting, pts.northing]))
+    out, support = idw(tree, pts.values, np.array([4000050.0]), np.array([3000050.0]), IdwParams())
+    assert out[0, 0] == 4.0 and support[0] == 3
+
+
+@pytest.fixture
+def scattered():
+    rng = np.random.default_rng(1)
+    cells = rng.choice(30 * 20, size=300, replace=False)
+    x = 4000050.0 + 100 * (cells % 30)
+    y = 3000050.0 + 100 * (cells // 30)
+    return points(x, y, rng.normal(0, 10, (300, 3)))
+
+
+def test_cube_is_exact_at_data_points(tmp_path, scattered):
+    cube = open_cube(grid_points(scattered, tmp_path / "c.zarr"))
+    col = ((scattered.easting - cube.x.values[0]) / 100).round().astype(int)
+    row = ((cube.y.values[0] - scattered.northing) / 100).round().astype(int)
+    got = cube.displacement.values[:, row, col].T
+    np.testing.assert_array_equal(got, scattered.values)
+    assert cube.displacement.dtype == np.float32
+    assert str(cube.rio.crs) == "EPSG:3035"
+    np.testing.assert_array_equal(cube.t.values, DATES.astype("datetime64[ns]"))
+
+
+def test_cube_reproduces_a_constant_field(tmp_path):
+    rng = np.random.default_rng(2)
+    x = 4000000 + rng.uniform(0, 3000, 500)  # off the cell centres
+    y = 3000000 + rng.uniform(0, 2000, 500)
+    cube = open_cube(grid_points(points(x, y, np.full((500, 3), -7.25)), tmp_path / "c.zarr"))
+    disp = cube.displacement.values[:, cube.valid.values]
+    assert cube.valid.values.mean() > 0.9
+    np.testing.assert_allclose(disp, -7.25, rtol=1e-6)
+
+
+def test_cells_beyond_the_radius_are_nan_and_not_valid(tmp_path):
+    # two points 2 km apart; with a 300 m radius the cells between them have no support
+    pts = points([4000050, 4002050], [3000050, 3000050], [[1, 2, 3], [4, 5, 6]])
+    cube = open_cube(grid_points(pts, tmp_path / "c.zarr", params=IdwParams(radius=300)))
+    row = cube.displacement.values[:, 0, :]
+    dist_to_nearest = np.minimum(abs(cube.x.values - 4000050), abs(cube.x.values - 4002050))
+    far = dist_to_nearest > 300
+    assert far.sum() == 21 - 2 * 7  # 21 cells; each point reaches its own cell and 3 on each side
+    assert np.isnan(row[:, far]).all() and np.isfinite(row[:, ~far]).all()
+    assert not cube.valid.values[0, far].any() and cube.valid.values[0, ~far].all()
+    assert (cube.support.values[0, far] == 0).all()
+
+
+def test_products_do_not_depend_on_the_block_size(tmp_path, scattered):
+    a = open_cube(grid_points(scattered, tmp_path / "a.zarr", chunk=7, workers=2))
+    b = open_cube(grid_points(scattered, tmp_path / "b.zarr", chunk=128, workers=1))
+    np.testing.assert_array_equal(a.displacement.values, b.displacement.values)
+    np.testing.assert_array_equal(a.support.values, b.support.values)
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(InputError, match="radius"):
+        IdwParams(radius=0)
+    with pytest.raises(InputError, match="neighbours"):
+        IdwParams(neighbours=0)
