@@ -74,7 +74,7 @@ def synth(preset: str, seed: int, out_dir: Path, overwrite: bool, quiet: bool) -
     config = make_preset(preset, seed=seed)
     _refuse_existing([out_dir / "zones.geojson", out_dir / "truth.zarr", out_dir / "scenario.json"], overwrite)
     outputs = write_scenario(config, out_dir, progress=not quiet)
-    for path in outputs.paths():
+    for path in (*outputs.csv, outputs.zones, outputs.truth, outputs.config):
         click.echo(str(path))
 
 

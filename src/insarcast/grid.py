@@ -17,7 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -25,9 +25,11 @@ from scipy.spatial import cKDTree
 
 from . import __version__
 from .cube import DEFAULT_CHUNK, GridSpec, create_cube, finish_cube
-from .egms import PointSet
 from .errors import InputError
 from .fsutil import atomic_path
+
+if TYPE_CHECKING:
+    from .egms import PointSet
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,18 @@ def idw(tree: cKDTree, values: np.ndarray, xq: np.ndarray, yq: np.ndarray, param
     weight[on_point] = exact[on_point]            # a point on the centre takes the cell alone
     rows = np.broadcast_to(np.arange(m)[:, None], found.shape)[found]
     used, cols = np.unique(idx[found], return_inverse=True)
-    w = csr_matrix((weight[found], (rows, cols)), shape=(m, len(used)))
     block = values[used]
     finite = np.isfinite(block)
+
+    def matrix(w: np.ndarray) -> csr_matrix:
+        return csr_matrix((w[found], (rows, cols)), shape=(m, len(used)))
+
+    if finite.all():  # complete series, the usual case: normalise once, one float32 product
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = matrix((weight / weight.sum(axis=1, keepdims=True)).astype(np.float32)) @ block
+        out[support == 0] = np.nan
+        return np.ascontiguousarray(out.T), support
+    w = matrix(weight)
     numerator = w @ np.where(finite, block, 0.0)
     denominator = w @ finite.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
