@@ -480,3 +480,27 @@ def test_damaged_containers_and_non_csv(tmp_path: Path) -> None:
     (tmp_path / "image.csv").write_bytes(bytes(range(256)) * 4)
     assert "image.csv" in read_error(tmp_path / "image.csv")
     assert "no such file" in read_error(tmp_path / "missing.csv")
+
+
+def test_streamed_blocks_equal_one_write_and_a_failed_stream_leaves_nothing(tmp_path: Path) -> None:
+    from insarcast.egms import EgmsCsvWriter
+
+    rng = np.random.default_rng(5)
+    dates = np.array(["2016-01-05", "2016-01-11", "2016-01-17"], dtype="datetime64[D]")
+    pid = np.array([f"P{i}" for i in range(10)], dtype=object)
+    east, north = 4000050.0 + 100 * np.arange(10), np.full(10, 3000050.0)
+    values = rng.normal(0, 5, (10, 3)).astype(np.float32)
+    height = rng.uniform(50, 90, 10).astype(np.float32)
+    write_egms_csv(tmp_path / "one.csv", pid=pid, easting=east, northing=north, dates=dates, values=values,
+                   quality={"height": height})
+    with EgmsCsvWriter(tmp_path / "two.csv", dates=dates, quality=("height",)) as writer:
+        for lo, hi in [(0, 3), (3, 10)]:
+            writer.write(pid=pid[lo:hi], easting=east[lo:hi], northing=north[lo:hi], values=values[lo:hi],
+                         quality={"height": height[lo:hi]})
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+
+    with pytest.raises(RuntimeError):
+        with EgmsCsvWriter(tmp_path / "three.csv.gz", dates=dates) as writer:
+            writer.write(pid=pid, easting=east, northing=north, values=values)
+            raise RuntimeError("simulated failure half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.csv", "two.csv"]

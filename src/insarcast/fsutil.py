@@ -20,7 +20,7 @@ def _remove(path: Path) -> None:
 def _replace(tmp: Path, target: Path) -> None:
     """Rename ``tmp`` onto ``target``; a directory target is swapped out, then removed."""
     if target.is_dir() and not target.is_symlink():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        old = target.with_name(f".old-{uuid.uuid4().hex[:8]}-{target.name}")
         os.replace(target, old)
         os.replace(tmp, target)
         _remove(old)
@@ -35,10 +35,13 @@ class Staging:
         self._pending: list[tuple[Path, Path]] = []
 
     def path(self, target: str | os.PathLike) -> Path:
-        """A temporary path in the target's folder; becomes ``target`` on commit."""
+        """A hidden temporary path in the target's folder; becomes ``target`` on commit.
+
+        It ends with the target's name, so writers that choose a format by suffix still can.
+        """
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp = target.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{target.name}")
         self._pending.append((tmp, target))
         return tmp
 

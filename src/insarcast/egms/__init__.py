@@ -6,15 +6,17 @@ for the reading rules, and :mod:`insarcast.egms.write` for the writing conventio
 
 from .columns import ALIASES, QUALITY_COLUMNS, REQUIRED_COLUMNS
 from .read import Header, PointSet, read_egms, read_header
-from .write import write_egms_csv
+from .write import EgmsCsvWriter, rounded, write_egms_csv
 
 __all__ = [
     "ALIASES",
     "QUALITY_COLUMNS",
     "REQUIRED_COLUMNS",
+    "EgmsCsvWriter",
     "Header",
     "PointSet",
     "read_egms",
     "read_header",
+    "rounded",
     "write_egms_csv",
 ]

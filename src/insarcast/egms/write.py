@@ -70,55 +70,101 @@ def write_egms_csv(
     increasing days; ``quality`` maps canonical quality names to ``(n,)`` arrays. Raises
     :class:`ValueError` for inconsistent arguments (these are programming errors, not bad input).
     """
-    target = Path(path)
-    container = _container(target)
-    if decimals is not None and (not isinstance(decimals, (int, np.integer)) or decimals < 0):
-        raise ValueError(f"decimals must be a non-negative integer or None, got {decimals!r}")
-    if block_rows < 1:
-        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    quality = quality or {}
+    with EgmsCsvWriter(path, dates=dates, quality=tuple(quality), decimals=decimals,
+                       block_rows=block_rows) as writer:
+        writer.write(pid=pid, easting=easting, northing=northing, values=values, quality=quality)
 
-    pids = _pid_array(pid)
-    n = len(pids)
-    east = _coordinate(easting, "easting", n)
-    north = _coordinate(northing, "northing", n)
-    day = _dates(dates)
-    vals = np.asarray(values)
-    if vals.ndim != 2 or vals.shape != (n, len(day)):
-        raise ValueError(f"values must have shape (n, T) = ({n}, {len(day)}), got {vals.shape}")
-    qual = _quality(quality or {}, n)
 
-    names = ["pid", "easting", "northing", *qual, *_date_names(day)]
-    schema = pa.schema(
-        [("pid", pa.string()), ("easting", pa.float64()), ("northing", pa.float64())]
-        + [(name, pa.float32()) for name in names[3:]]
-    )
-    quoting = "needed" if n and pc.any(pc.match_substring_regex(pids, r'[",\r\n]')).as_py() else "none"
-    options = pacsv.WriteOptions(
-        include_header=False, batch_size=_WRITE_BATCH_ROWS, quoting_style=quoting, delimiter=",", eol="\n"
-    )
-    quality_decimals = None if decimals is None else max(int(decimals), 2)
+class EgmsCsvWriter:
+    """Stream blocks of points into one EGMS L3 CSV tile; the file appears whole on a clean exit.
 
-    def render(start: int, stop: int) -> pa.Buffer:
-        """Rows ``start:stop`` as CSV text (runs in a worker thread; Arrow releases the GIL)."""
-        columns = [pids.slice(start, stop - start), pa.array(east[start:stop]), pa.array(north[start:stop])]
-        columns += [_float32_array(_rounded(q[start:stop], quality_decimals)) for q in qual.values()]
-        block = _rounded(vals[start:stop], decimals)
-        if np.isinf(block).any():
-            row, col = np.argwhere(np.isinf(block))[0]
-            raise ValueError(f"values[{start + row}, {col}] is infinite; use NaN for a missing value")
-        columns += [_float32_array(series) for series in np.ascontiguousarray(block.T)]
-        out = pa.BufferOutputStream()
-        with pacsv.CSVWriter(out, schema, write_options=options) as writer:
-            writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
-        return out.getvalue()
+    >>> with EgmsCsvWriter("tile.csv", dates=dates, quality=("height",)) as writer:  # doctest: +SKIP
+    ...     for block in blocks:
+    ...         writer.write(pid=..., easting=..., northing=..., values=..., quality={"height": ...})
 
-    workers = _workers()
-    task_rows = max(min(block_rows, 1024), -(-block_rows // workers))
-    spans = [(start, min(n, start + task_rows)) for start in range(0, n, task_rows)]
-    with atomic_path(target) as tmp, _sink(tmp, container, _member_name(target)) as sink:
-        sink.write((",".join(names) + "\n").encode("utf-8"))
+    Rows are formatted independently, so the bytes do not depend on how the points are blocked
+    (unless a pid needs quoting: quoting is decided per block).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, dates: np.ndarray | list, quality: tuple[str, ...] = (),
+                 decimals: int | None = 1, block_rows: int = 50_000) -> None:
+        self.target = Path(path)
+        self._container = _container(self.target)
+        if decimals is not None and (not isinstance(decimals, (int, np.integer)) or decimals < 0):
+            raise ValueError(f"decimals must be a non-negative integer or None, got {decimals!r}")
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        unknown = sorted(set(quality) - set(QUALITY_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown quality columns {unknown}; expected names from {QUALITY_COLUMNS}")
+        self.dates = _dates(dates)
+        self.quality = tuple(name for name in QUALITY_COLUMNS if name in quality)
+        self.decimals = decimals
+        self.block_rows = block_rows
+        self.names = ["pid", "easting", "northing", *self.quality, *_date_names(self.dates)]
+        self.schema = pa.schema(
+            [("pid", pa.string()), ("easting", pa.float64()), ("northing", pa.float64())]
+            + [(name, pa.float32()) for name in self.names[3:]]
+        )
+        self._stack: contextlib.ExitStack | None = None
+        self._sink: BinaryIO | None = None
+
+    def __enter__(self) -> "EgmsCsvWriter":
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.target))
+            self._sink = stack.enter_context(_sink(tmp, self._container, _member_name(self.target)))
+            self._sink.write((",".join(self.names) + "\n").encode("utf-8"))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        stack, self._stack, self._sink = self._stack, None, None
+        if stack is not None:
+            stack.__exit__(*exc_info)
+
+    def write(self, *, pid: np.ndarray | list[str], easting: np.ndarray, northing: np.ndarray,
+              values: np.ndarray, quality: Mapping[str, np.ndarray] | None = None) -> None:
+        """Append ``n`` points: ``values`` ``(n, T)`` mm, ``quality`` the columns named at opening."""
+        if self._sink is None:
+            raise ValueError("EgmsCsvWriter.write outside its with block")
+        pids = _pid_array(pid)
+        n = len(pids)
+        east = _coordinate(easting, "easting", n)
+        north = _coordinate(northing, "northing", n)
+        vals = np.asarray(values)
+        if vals.ndim != 2 or vals.shape != (n, len(self.dates)):
+            raise ValueError(f"values must have shape (n, T) = ({n}, {len(self.dates)}), got {vals.shape}")
+        qual = _quality(quality or {}, n)
+        if tuple(qual) != self.quality:
+            raise ValueError(f"quality columns {tuple(qual)} differ from those named at opening {self.quality}")
+        quoting = "needed" if n and pc.any(pc.match_substring_regex(pids, r'[",\r\n]')).as_py() else "none"
+        options = pacsv.WriteOptions(
+            include_header=False, batch_size=_WRITE_BATCH_ROWS, quoting_style=quoting, delimiter=",", eol="\n"
+        )
+        decimals = self.decimals
+        quality_decimals = None if decimals is None else max(int(decimals), 2)
+        schema = self.schema
+
+        def render(start: int, stop: int) -> pa.Buffer:
+            """Rows ``start:stop`` as CSV text (runs in a worker thread; Arrow releases the GIL)."""
+            columns = [pids.slice(start, stop - start), pa.array(east[start:stop]), pa.array(north[start:stop])]
+            columns += [_float32_array(rounded(q[start:stop], quality_decimals)) for q in qual.values()]
+            block = rounded(vals[start:stop], decimals)
+            if np.isinf(block).any():
+                row, col = np.argwhere(np.isinf(block))[0]
+                raise ValueError(f"values[{start + row}, {col}] is infinite; use NaN for a missing value")
+            columns += [_float32_array(series) for series in np.ascontiguousarray(block.T)]
+            out = pa.BufferOutputStream()
+            with pacsv.CSVWriter(out, schema, write_options=options) as writer:
+                writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+            return out.getvalue()
+
+        workers = _workers()
+        task_rows = max(min(self.block_rows, 1024), -(-self.block_rows // workers))
+        spans = [(start, min(n, start + task_rows)) for start in range(0, n, task_rows)]
         for text in _ordered_map(render, spans, workers=workers):
-            sink.write(memoryview(text))
+            self._sink.write(memoryview(text))
 
 
 def _workers() -> int:
@@ -244,7 +290,7 @@ def _quality(quality: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]
     return ordered
 
 
-def _rounded(array: np.ndarray, decimals: int | None) -> np.ndarray:
+def rounded(array: np.ndarray, decimals: int | None) -> np.ndarray:
     """``array`` as float32, rounded to ``decimals`` so that the shortest float32 text is short.
 
     The rounding is done on the integer count of 10**-decimals units and then divided in float32:

@@ -3,8 +3,7 @@
 observed = truth + atmosphere + white noise, with the first epoch the reference (0 everywhere).
 Memory stays bounded whatever the region: the atmosphere is made one screen at a time and
 sampled at the points into a scratch file; points are then simulated ``POINT_BLOCK`` at a time,
-tile by tile, each block written by the EGMS writer as a part that is appended to its tile (the
-writer formats rows independently, so the tile has the bytes of a single write); the truth cube
+tile by tile, each block streamed into its tile by the EGMS writer; the truth cube
 is written in the cube's spatial blocks. Scratch files live in a hidden folder of
 ``out_dir`` that is removed on exit; the outputs are staged and renamed into place together.
 """
@@ -14,17 +13,16 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
 from ..cube import create_cube, finish_cube
-from ..egms import write_egms_csv
+from ..egms import QUALITY_COLUMNS, EgmsCsvWriter, rounded
 from ..errors import InputError
 from ..fsutil import staged
 from .config import ScenarioConfig
@@ -121,24 +119,16 @@ def _write(config: ScenarioConfig, out: Path, *, progress: bool) -> ScenarioOutp
         write_point_atmosphere(atmosphere, screens=screens, rows=points.row, cols=points.col, n_epochs=n_epochs,
                                std=config.atmosphere_std,
                                wrap=lambda r: _bar(r, progress, "atmosphere", "epoch"))
-        parts = Path(scratch) / "parts"
-        parts.mkdir()
         csv_paths = []
         blocks = _bar(list(_point_blocks(points)), progress, "points", "block")
         for tile, group in itertools.groupby(blocks, key=lambda block: block[0]):
             target = out / tile_name(tile)
-            # The writer picks its container from the file name, so parts and the assembled tile
-            # carry the real name, in the scratch folder (same file system); the tile is then staged.
-            assembled = Path(scratch) / target.name
-            with open(assembled, "wb") as sink:
-                for i, (_, lo, hi) in enumerate(group):
+            with EgmsCsvWriter(stage.path(target), dates=dates, quality=QUALITY_COLUMNS,
+                               decimals=config.decimals, block_rows=POINT_BLOCK) as writer:
+                for _, lo, hi in group:
                     series, quality = _simulate_block(config, points, lo, hi, atmosphere, rng["white"])
-                    part = parts / target.name
-                    write_egms_csv(part, pid=points.pid(lo, hi), easting=points.x[lo:hi],
-                                   northing=points.y[lo:hi], dates=dates, values=series, quality=quality,
-                                   decimals=config.decimals, block_rows=POINT_BLOCK)
-                    _append(part, sink, keep_header=i == 0)
-            os.replace(assembled, stage.path(target))
+                    writer.write(pid=points.pid(lo, hi), easting=points.x[lo:hi], northing=points.y[lo:hi],
+                                 values=series, quality=quality)
             csv_paths.append(target)
 
         stage.path(out / ZONES_NAME).write_text(zones_text(config), encoding="utf-8")
@@ -165,26 +155,9 @@ def _simulate_block(config: ScenarioConfig, points: PointSet, lo: int, hi: int, 
     series += read_point_columns(atmosphere, n_epochs=n_epochs, n_points=len(points), lo=lo, hi=hi)
     if config.white_std > 0:
         series += white_noise(white_rng, series.shape, std=config.white_std)
-    series = _round(series, config.decimals)
+    series = rounded(series, config.decimals)
     quality = {"height": points.height[lo:hi], **quality_columns(series, config.years())}
     return series, quality
-
-
-def _append(part: Path, sink: BinaryIO, *, keep_header: bool) -> None:
-    """Append a part written by the EGMS writer to ``sink``, without its header line unless asked;
-    rows are formatted independently, so the parts together are the bytes of one single write."""
-    with open(part, "rb") as source:
-        header = source.readline()
-        if keep_header:
-            sink.write(header)
-        shutil.copyfileobj(source, sink, 1 << 22)
-    part.unlink()
-
-
-def _round(values: np.ndarray, decimals: int) -> np.ndarray:
-    """Round to ``decimals`` the way the EGMS writer does (half to even on the 10^-decimals count)."""
-    scale = 10.0 ** decimals
-    return (np.rint(values.astype(np.float64) * scale).astype(np.float32) / np.float32(scale)) + np.float32(0.0)
 
 
 def _write_truth(config: ScenarioConfig, path: Path, *, progress: bool) -> None:
