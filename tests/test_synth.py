@@ -373,8 +373,8 @@ def test_same_seed_same_bytes_other_seed_differs(tiny_run, tmp_path, capfd):
     assert other["zones.geojson"] == first["zones.geojson"]  # the geometry does not depend on the seed
 
 
-def test_blocks_and_parts_do_not_change_the_bytes(tiny_run, tmp_path, monkeypatch):
-    """Points are simulated and written in blocks appended to their tile: the block size must not
+def test_point_blocks_do_not_change_the_bytes(tiny_run, tmp_path, monkeypatch):
+    """Points are simulated and streamed into their tile in blocks: the block size must not
     show in the output (same noise draws, same text as a single write)."""
     out, _ = tiny_run
     monkeypatch.setattr(scenario_module, "POINT_BLOCK", 437)
