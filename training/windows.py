@@ -1,0 +1,134 @@
+"""Leak-free training samples from a cube: temporal split, train-only statistics, windows, patches.
+
+The epochs are split in time, 80/10/10 by default. A sample is an anchor epoch ``a`` (the last
+observed one) and a P x P patch: its history is the T epochs ``a-T+1 .. a``, its target the F epochs
+``a+1 .. a+F``. A sample belongs to a split when all its target epochs lie in that split; its
+history may reach back into earlier splits (the past is known when forecasting), never forward.
+
+Inputs follow the ONNX contract (DESIGN.md): channel 0 is the displacement relative to the anchor,
+``d(t) - d(a)``; channel 1 is the validity mask. Targets are the change ``d(a+k) - d(a)``. Both are
+normalised with statistics of the training samples alone, computed exactly over every training
+anchor and valid pixel with cumulative sums (no value after the training period is read).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from insarcast.errors import InputError
+
+CHANNELS = ("displacement_relative_to_last", "valid")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Epoch index ranges ``[start, stop)`` of the three periods."""
+
+    train: tuple[int, int]
+    val: tuple[int, int]
+    test: tuple[int, int]
+
+    @classmethod
+    def temporal(cls, n_epochs: int, *, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> "Split":
+        if not np.isclose(sum(fractions), 1.0) or min(fractions) <= 0:
+            raise InputError(f"split fractions must be positive and sum to 1, got {fractions}", field="split")
+        a = int(round(n_epochs * fractions[0]))
+        b = int(round(n_epochs * (fractions[0] + fractions[1])))
+        return cls(train=(0, a), val=(a, b), test=(b, n_epochs))
+
+    def anchors(self, part: str, *, history: int, horizon: int) -> np.ndarray:
+        """Anchor epochs whose F targets lie in ``part`` and whose T-epoch history exists."""
+        start, stop = getattr(self, part)
+        return np.arange(max(history - 1, start - 1), stop - horizon)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Affine normalisation of inputs (channel 0) and targets: ``(value - mean) / std`` in mm."""
+
+    input_mean: float
+    input_std: float
+    target_mean: float
+    target_std: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def pixel_mask(displacement: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Pixels usable for learning: valid in the cube and finite at every epoch. (y, x) bool."""
+    return np.asarray(valid, bool) & np.isfinite(displacement).all(axis=0)
+
+
+def training_statistics(displacement: np.ndarray, mask: np.ndarray, split: Split, *, history: int,
+                        horizon: int) -> Normalisation:
+    """Mean and std of inputs and targets over every training anchor and masked pixel.
+
+    Reads only the training epochs. With S_k the cumulative sums of d and d^2 along time, the sums
+    over a window of (d_j - d_a) follow in O(1) per anchor and pixel.
+    """
+    stop = split.train[1]
+    anchors = split.anchors("train", history=history, horizon=horizon)
+    if len(anchors) == 0:
+        raise InputError(f"the training period ({stop} epochs) is shorter than history {history} + horizon "
+                         f"{horizon}", field="t")
+    d = displacement[:stop][:, mask].astype(np.float64)           # (epochs, pixels)
+    if d.shape[1] == 0:
+        raise InputError("no valid pixel to learn from", field="valid")
+    c1 = np.concatenate([np.zeros((1, d.shape[1])), np.cumsum(d, axis=0)])
+    c2 = np.concatenate([np.zeros((1, d.shape[1])), np.cumsum(d * d, axis=0)])
+    da = d[anchors]
+
+    def moments(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[float, float, float]:
+        """Count, sum and sum of squares of d_j - d_a for j in [lo, hi) over anchors and pixels."""
+        s1 = c1[hi] - c1[lo]
+        s2 = c2[hi] - c2[lo]
+        total = s1.sum() - n * da.sum()
+        squares = (s2 - 2 * da * s1 + n * da * da).sum()
+        return n * da.size, total, squares
+
+    def mean_std(count: float, total: float, squares: float) -> tuple[float, float]:
+        mean = total / count
+        return float(mean), float(np.sqrt(max(squares / count - mean * mean, 0.0)) or 1.0)
+
+    in_mean, in_std = mean_std(*moments(anchors - history + 1, anchors + 1, history))
+    out_mean, out_std = mean_std(*moments(anchors + 1, anchors + horizon + 1, horizon))
+    return Normalisation(input_mean=in_mean, input_std=in_std, target_mean=out_mean, target_std=out_std)
+
+
+def patch_origins(mask: np.ndarray, *, size: int, stride: int, min_valid: float = 0.5) -> np.ndarray:
+    """(row, col) of the P x P patches, every ``stride`` cells, holding at least ``min_valid`` valid pixels."""
+    ny, nx = mask.shape
+    if ny < size or nx < size:
+        raise InputError(f"the cube ({ny} x {nx}) is smaller than one patch ({size} x {size})", field="patch")
+    rows = _starts(ny, size, stride)
+    cols = _starts(nx, size, stride)
+    origins = np.array([(r, c) for r in rows for c in cols], dtype=np.int64)
+    share = np.array([mask[r:r + size, c:c + size].mean() for r, c in origins])
+    return origins[share >= min_valid]
+
+
+def _starts(n: int, size: int, stride: int) -> list[int]:
+    """Patch starts every ``stride`` cells, the last one flush with the edge so every cell is covered."""
+    starts = list(range(0, n - size + 1, stride))
+    if starts[-1] != n - size:
+        starts.append(n - size)
+    return starts
+
+
+def make_sample(displacement: np.ndarray, mask: np.ndarray, norm: Normalisation, anchor: int,
+                origin: tuple[int, int], *, history: int, horizon: int, size: int,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sample: inputs (T, C, P, P), targets (F, P, P), target mask (P, P); float32, NaN-free."""
+    r, c = origin
+    cells = (slice(r, r + size), slice(c, c + size))
+    m = mask[cells]
+    d = displacement[anchor - history + 1: anchor + horizon + 1, cells[0], cells[1]].astype(np.float32)
+    relative = d - d[history - 1]
+    x = np.zeros((history, len(CHANNELS), size, size), np.float32)
+    x[:, 0] = np.where(m, (relative[:history] - norm.input_mean) / norm.input_std, 0.0)
+    x[:, 1] = m
+    y = np.where(m, (relative[history:] - norm.target_mean) / norm.target_std, 0.0).astype(np.float32)
+    return x, y, m.astype(np.float32)
