@@ -69,10 +69,10 @@ def synth(preset: str, seed: int, out_dir: Path, overwrite: bool, quiet: bool) -
       truth.zarr                             the noise-free displacement cube
       scenario.json                          every parameter of the scenario
     """
-    from .synth import preset as make_preset, write_scenario
+    from .synth import CONFIG_NAME, TRUTH_NAME, ZONES_NAME, preset as make_preset, write_scenario
 
     config = make_preset(preset, seed=seed)
-    _refuse_existing([out_dir / "zones.geojson", out_dir / "truth.zarr", out_dir / "scenario.json"], overwrite)
+    _refuse_existing([out_dir / name for name in (ZONES_NAME, TRUTH_NAME, CONFIG_NAME)], overwrite)
     outputs = write_scenario(config, out_dir, progress=not quiet)
     for path in (*outputs.csv, outputs.zones, outputs.truth, outputs.config):
         click.echo(str(path))

@@ -27,6 +27,7 @@ from . import __version__
 from .cube import DEFAULT_CHUNK, GridSpec, create_cube, finish_cube
 from .errors import InputError
 from .fsutil import atomic_path
+from .progress import bar
 
 if TYPE_CHECKING:
     from .egms import PointSet
@@ -115,26 +116,20 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
             ys, xs = block
             xq, yq = grid.cell_centres(ys, xs)
             values, count = idw(tree, points.values, xq.ravel(), yq.ravel(), params)
-            shape = xq.shape
-            values = values.reshape(-1, *shape)
+            values = values.reshape(-1, *xq.shape)
+            count = count.reshape(xq.shape)
             displacement[:, ys, xs] = values
-            support[ys, xs] = count.reshape(shape)
-            valid[ys, xs] = (count.reshape(shape) > 0) & np.isfinite(values).all(axis=0)
+            support[ys, xs] = count
+            valid[ys, xs] = (count > 0) & np.isfinite(values).all(axis=0)
 
         with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
             done = pool.map(work, blocks)
-            for _ in _progress(done, total=len(blocks), enabled=progress, desc="grid"):
+            for _ in bar(done, enabled=progress, desc="grid", unit="block", total=len(blocks)):
                 pass
         cube["support"][:] = support
         cube["valid"][:] = valid
         finish_cube(tmp)
     return out
-
-
-def _progress(iterable, *, total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, disable=not enabled, desc=desc, unit="block", leave=False)
 
 
 def grid_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, spacing: float = 100.0,

@@ -21,10 +21,13 @@ from .physics import (
     truth_displacement,
 )
 from .presets import PRESETS, preset
-from .scenario import ScenarioOutputs, load_config, write_scenario
+from .scenario import CONFIG_NAME, TRUTH_NAME, ZONES_NAME, ScenarioOutputs, load_config, write_scenario
 
 __all__ = [
+    "CONFIG_NAME",
     "PRESETS",
+    "TRUTH_NAME",
+    "ZONES_NAME",
     "FaultConfig",
     "MineConfig",
     "ScenarioConfig",

@@ -13,11 +13,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterator
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from ..cube import create_cube, finish_cube
 from ..egms import QUALITY_COLUMNS, EgmsCsvWriter, rounded
 from ..errors import InputError
 from ..fsutil import staged
+from ..progress import bar
 from .config import ScenarioConfig
 from .coverage import PointSet, scenario_grid, select_points, tile_name
 from .noise import FractalScreens, read_point_columns, streams, white_noise, write_point_atmosphere
@@ -36,8 +36,6 @@ POINT_BLOCK = 10_000
 ZONES_NAME = "zones.geojson"
 TRUTH_NAME = "truth.zarr"
 CONFIG_NAME = "scenario.json"
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,9 @@ def _write(config: ScenarioConfig, out: Path, *, progress: bool) -> ScenarioOutp
                                      rng=rng["atmosphere"])
         write_point_atmosphere(atmosphere, screens=screens, rows=points.row, cols=points.col, n_epochs=n_epochs,
                                std=config.atmosphere_std,
-                               wrap=lambda r: _bar(r, progress, "atmosphere", "epoch"))
+                               wrap=lambda r: bar(r, enabled=progress, desc="atmosphere", unit="epoch"))
         csv_paths = []
-        blocks = _bar(list(_point_blocks(points)), progress, "points", "block")
+        blocks = bar(list(_point_blocks(points)), enabled=progress, desc="points", unit="block")
         for tile, group in itertools.groupby(blocks, key=lambda block: block[0]):
             target = out / tile_name(tile)
             with EgmsCsvWriter(stage.path(target), dates=dates, quality=QUALITY_COLUMNS,
@@ -166,18 +164,9 @@ def _write_truth(config: ScenarioConfig, path: Path, *, progress: bool) -> None:
     attrs = {"kind": "truth", "scenario": config.name, "seed": config.seed, "config": config.to_dict()}
     group = create_cube(path, grid, config.dates(), attrs=attrs, with_support=False)
     blocks = list(grid.blocks())
-    for ys, xs in _bar(blocks, progress, "truth cube", "block"):
+    for ys, xs in bar(blocks, enabled=progress, desc="truth cube", unit="block"):
         x, y = grid.cell_centres(ys, xs)
         block = truth_displacement(config, x.ravel(), y.ravel())
         group["displacement"][:, ys, xs] = block.T.reshape(-1, *x.shape)
     group["valid"][:] = True
     finish_cube(path)
-
-
-def _bar(items: Iterable[_T], progress: bool, desc: str, unit: str) -> Iterable[_T]:
-    """``items`` wrapped in a tqdm bar on stderr when ``progress``, else unchanged."""
-    if not progress:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
