@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The one install path for a fresh machine, CI and the container.
-#   bash scripts/install.sh [EXTRAS]      default EXTRAS: train,udf,stac,openeo,dev
+#   bash scripts/install.sh [EXTRAS]      default EXTRAS: train,udf,stac,report,openeo,dev
 # Creates .venv (or uses $INSARCAST_VENV), installs the pinned CPU torch wheel when the
 # `train` extra is asked for (a bare `torch` would pull a multi-GB CUDA build), then the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-train,udf,stac,openeo,dev}"
+extras="${1:-train,udf,stac,report,openeo,dev}"
 venv="${INSARCAST_VENV:-.venv}"
 python="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"

@@ -108,6 +108,46 @@ def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neig
     click.echo(str(path))
 
 
+ARCH_NAMES = ("cnn-lstm", "cnn-transformer", "gcn-lstm", "gcn-transformer", "resnet-lstm", "resnet-transformer")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube from `insarcast grid`.")
+@click.option("--arch", type=click.Choice(ARCH_NAMES), default="resnet-transformer", show_default=True,
+              help="Spatial encoder and temporal model.")
+@click.option("--params", default="manual", show_default=True,
+              help="`manual` (the packaged manual configurations) or a TOML/JSON file with [model] and [train].")
+@click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE",
+              help="Override one setting, e.g. --set train.max_epochs=5 --set model.readout=skip (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same model.")
+@click.option("--device", default=None, help="torch device (default: the GPU when there is one, else cpu).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder to write.")
+@_overwrite
+@_quiet
+def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: int, device: str | None, out: Path,
+          overwrite: bool, quiet: bool) -> None:
+    """Train one forecasting network on a cube (data-parallel when started with torchrun).
+
+    \b
+    Reads CUBE (a Zarr cube) and PARAMS. Writes into OUT:
+      model.pt      weights with their config and normalisation (rebuilds the model alone)
+      config.json   the model config
+      history.csv   train and validation loss per epoch
+      metrics.json  test RMSE / MAE / R2 in mm (also per horizon step) beside the baselines
+    Data-parallel: torchrun --nproc_per_node N -m insarcast train ... (gloo on CPU, NCCL on GPU).
+    """
+    from .training.params import parse_override
+    from .training.runs import train_cube
+
+    _refuse_existing([out / "metrics.json", out / "model.pt"], overwrite)
+    metrics = train_cube(cube, arch=arch, params=params, seed=seed, out=out, device=device, progress=not quiet,
+                         overrides=dict(parse_override(o) for o in overrides))
+    if metrics.get("world_size", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+        test, base = metrics["test"], metrics["baselines"]["persistence"]
+        click.echo(f"{out}  test RMSE {test['rmse']:.3f} mm (persistence {base['rmse']:.3f}), "
+                   f"MAE {test['mae']:.3f} mm, R2 {test['r2']:.3f}")
+
+
 def _expand(inputs: tuple[Path, ...]) -> list[Path]:
     """Files as given; a folder stands for the EGMS tiles inside it."""
     files: list[Path] = []

@@ -1,0 +1,111 @@
+"""Training speed of the six architectures at the demo preset, and the GCN's graph back-ends.
+
+    python bench/train.py [--cube CUBE] [--batches 6] [--threads 2] [--out bench/results/train.json]
+
+Uses the manual configuration of each architecture (T = 12, F = 6, P = 32, batch 32) on the demo
+cube (built into bench/results/data when --cube is not given). For each it times --batches training
+steps (forward, masked loss, backward, clipping, AdamW) after one warm-up step, and reports samples
+per second and the seconds a default epoch (TrainConfig.train_samples windows) takes. The GCN rows
+are repeated for each graph back-end: grid (the default: shifted feature maps, exportable to ONNX), torch CSR sparse and
+torch-geometric GCNConv message passing; the three give the same numbers (tests check it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from insarcast.training.loss import masked_mse
+from insarcast.training.models import ARCHS, build_model, count_parameters
+from insarcast.training.params import TrainConfig, configs, manual_params
+from insarcast.training.runs import windows_for
+
+HERE = Path(__file__).resolve().parent
+
+
+def demo_cube(data: Path) -> Path:
+    from insarcast.egms import read_egms
+    from insarcast.grid import grid_points
+    from insarcast.synth import preset, write_scenario
+
+    cube = data / "demo-cube.zarr"
+    if not cube.exists():
+        outputs = write_scenario(preset("demo", seed=0), data / "demo", progress=False)
+        grid_points(read_egms(outputs.csv), cube)
+    return cube
+
+
+def time_steps(model: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]], cfg: TrainConfig) -> float:
+    """Seconds per training step, after one warm-up step."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    times = []
+    for x, y, m in batches:
+        tick = time.perf_counter()
+        loss = masked_mse(model(x), y, m)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimiser.step()
+        times.append(time.perf_counter() - tick)
+    return float(np.median(times[1:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cube", type=Path)
+    parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
+    parser.add_argument("--archs", default=",".join(ARCHS), help="comma-separated architectures")
+    parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "train.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.data.mkdir(parents=True, exist_ok=True)
+    cube = args.cube or demo_cube(args.data)
+    rows = []
+    windows = None
+    for arch in args.archs.split(","):
+        backends = ("grid", "sparse", "pyg") if arch.startswith("gcn") else (None,)
+        for backend in backends:
+            overrides = {"model.graph_backend": backend} if backend else {}
+            model_cfg, cfg = configs(manual_params()[arch], arch=arch, overrides=overrides)
+            if windows is None:
+                windows = windows_for(cube, model_cfg, cfg)
+                rng = np.random.default_rng(0)
+                samples = windows.samples("train")
+                picks = samples[rng.choice(len(samples), (args.batches + 1) * cfg.batch_size, replace=False)]
+                batches = []
+                for i in range(args.batches + 1):
+                    chunk = picks[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                    xs, ys, ms = zip(*(windows.sample(a, (r, c)) for a, r, c in chunk))
+                    batches.append(tuple(torch.from_numpy(np.stack(v)) for v in (xs, ys, ms)))
+            torch.manual_seed(0)
+            model = build_model(model_cfg)
+            step = time_steps(model, batches, cfg)
+            sps = cfg.batch_size / step
+            rows.append({"arch": arch, "graph_backend": backend or "", "parameters": count_parameters(model),
+                         "step_s": round(step, 4), "samples_per_s": round(sps, 1),
+                         "epoch_s": round(TrainConfig().train_samples / sps, 1)})
+            print(f"{arch:20s} {backend or '':7s} {rows[-1]['parameters']:>9,d} params  "
+                  f"{sps:7.1f} samples/s  {rows[-1]['epoch_s']:7.1f} s/epoch ({TrainConfig().train_samples} windows)",
+                  flush=True)
+    gcn = {r["graph_backend"]: r["samples_per_s"] for r in rows if r["arch"] == "gcn-lstm"}
+    summary = {} if len(gcn) < 3 else {"grid_over_pyg": round(gcn["grid"] / gcn["pyg"], 2),
+               "sparse_over_pyg": round(gcn["sparse"] / gcn["pyg"], 2),
+               "grid_over_sparse": round(gcn["grid"] / gcn["sparse"], 2)}
+    print("gcn-lstm speed ratios:", summary)
+    result = {"cube": str(cube), "threads": args.threads, "batch_size": 32, "torch": torch.__version__,
+              "windows_per_epoch": TrainConfig().train_samples, "rows": rows, "gcn_ratios": summary}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""Manual versus TPE tuning: tables, Welch/Benjamini–Hochberg tests and the paper's Figures 3–5.
+
+Reads, anywhere below a run directory,
+- ``metrics.json``, one per trained model run: ``arch``, ``strategy`` (``manual`` or ``tpe``),
+  ``seed``, ``val_loss``, ``test`` {``n``, ``rmse``, ``mae``, ``r2``, ``per_horizon``} and
+  ``baselines`` {name: {``rmse``, ``mae``, ``r2``, …}} (rmse and mae in mm);
+- ``trials.csv``, one per TPE study (arch, seed): columns ``arch, seed, number, state, value``.
+
+Writes into the output directory, all together or none (:func:`insarcast.fsutil.staged`):
+
+================  =============================================================================
+runs.csv          arch, strategy, seed, rmse, mae, r2, val_loss, n, file
+summary.csv       arch, strategy, metric, mean, std, n          (std with ddof = 1)
+welch.csv         arch, metric, n_manual, n_tpe, mean_manual, mean_tpe, diff, ci_low, ci_high,
+                  lb95, t, df, p, p_adj, significant
+baselines.csv     baseline, metric, mean, std, min, max, n_runs, consistent
+histories.csv     arch, seed, trial, state, value, best_so_far
+violins.png       Figure 3: RMSE, MAE, R² per architecture, manual and TPE side by side
+forest.png        Figure 4: mean improvement with 95 % CI per architecture and metric
+histories.png     Figure 5: best-so-far validation loss per trial, each seed dashed, mean solid
+================  =============================================================================
+
+The sign convention makes a positive difference mean "TPE better": ``diff = mean_manual −
+mean_tpe`` for RMSE and MAE, ``diff = mean_tpe − mean_manual`` for R². The 18 Welch tests form one
+family for the Benjamini–Hochberg adjustment; ``significant`` is ``p_adj < alpha``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, MissingDependencyError
+from .fsutil import staged
+from .stats import benjamini_hochberg, welch
+
+ARCHS = ("cnn-lstm", "cnn-transformer", "gcn-lstm", "gcn-transformer", "resnet-lstm", "resnet-transformer")
+ABBREVIATIONS = {"cnn-lstm": "CL", "cnn-transformer": "CT", "gcn-lstm": "GL", "gcn-transformer": "GT",
+                 "resnet-lstm": "RL", "resnet-transformer": "RT"}
+STRATEGIES = ("manual", "tpe")
+METRICS = ("rmse", "mae", "r2")
+METRIC_LABELS = {"rmse": "RMSE (mm)", "mae": "MAE (mm)", "r2": "R²"}
+HIGHER_IS_BETTER = {"rmse": False, "mae": False, "r2": True}
+CONFIDENCE = 0.95          # the CI and LB of welch.csv and the forest plot (column lb95)
+
+TABLES = ("runs", "summary", "welch", "baselines", "histories")
+FIGURES = ("violins", "forest", "histories")
+
+WELCH_COLUMNS = ["arch", "metric", "n_manual", "n_tpe", "mean_manual", "mean_tpe", "diff", "ci_low",
+                 "ci_high", "lb95", "t", "df", "p", "p_adj", "significant"]
+FOREST_COLUMNS = ["metric", "arch", "label", "y", "diff", "ci_low", "ci_high", "lb95", "p_adj",
+                  "significant", "text"]
+
+
+@dataclass(frozen=True, eq=False)
+class CompareResult:
+    """What :func:`compare` wrote: ``paths`` maps ``runs``, ``summary``, ``welch``, ``baselines``,
+    ``histories`` (tables, ``.csv``) and ``violins_png``, ``forest_png``, ``histories_png``
+    (figures) to their files; ``welch`` is the table of ``welch.csv``; ``warnings`` the notes
+    (skipped comparisons, inconsistent baselines, missing histories) also issued as warnings."""
+
+    paths: dict[str, Path]
+    welch: pd.DataFrame
+    warnings: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------------------- reading
+
+def _number(obj: dict, key: str, *, path: Path, where: str, required: bool = True) -> float:
+    name = f"{where}{key}"
+    if key not in obj:
+        if required:
+            raise InputError("missing field", path=path, field=name)
+        return float("nan")
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"expected a finite number, got {value!r}", path=path, field=name)
+    return float(value)
+
+
+def _object(obj: dict, key: str, *, path: Path, where: str = "") -> dict:
+    if key not in obj:
+        raise InputError("missing field", path=path, field=f"{where}{key}")
+    value = obj[key]
+    if not isinstance(value, dict):
+        raise InputError(f"expected an object, got {type(value).__name__}", path=path, field=f"{where}{key}")
+    return value
+
+
+def read_metrics(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, float]]]:
+    """One ``metrics.json``: the run row (arch, strategy, seed, rmse, mae, r2, val_loss, n, file)
+    and its baselines {name: {metric: value}}. Raises :class:`InputError` naming file and field."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+    if not isinstance(doc, dict):
+        raise InputError("expected a JSON object at the top level", path=path)
+    for key in ("arch", "strategy"):
+        if key not in doc:
+            raise InputError("missing field", path=path, field=key)
+        if not isinstance(doc[key], str) or not doc[key]:
+            raise InputError(f"expected a non-empty string, got {doc[key]!r}", path=path, field=key)
+    if doc["strategy"] not in STRATEGIES:
+        raise InputError(f"expected one of {STRATEGIES}, got {doc['strategy']!r}", path=path, field="strategy")
+    if "seed" not in doc:
+        raise InputError("missing field", path=path, field="seed")
+    if isinstance(doc["seed"], bool) or not isinstance(doc["seed"], int):
+        raise InputError(f"expected an integer, got {doc['seed']!r}", path=path, field="seed")
+    test = _object(doc, "test", path=path)
+    row = {"arch": doc["arch"], "strategy": doc["strategy"], "seed": doc["seed"]}
+    for metric in METRICS:
+        row[metric] = _number(test, metric, path=path, where="test.")
+    row["val_loss"] = _number(doc, "val_loss", path=path, where="", required=False)
+    row["n"] = _number(test, "n", path=path, where="test.", required=False)
+    row["file"] = str(path)
+    baselines = {}
+    for name in _object(doc, "baselines", path=path):
+        entry = _object(doc["baselines"], name, path=path, where="baselines.")
+        baselines[name] = {m: _number(entry, m, path=path, where=f"baselines.{name}.") for m in METRICS}
+    return row, baselines
+
+
+def load_runs(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every ``metrics.json`` below ``run_dir``: the runs table and a long baselines table
+    (file, baseline, metric, value). Raises :class:`InputError` if there is none, if one is bad, or
+    if two files describe the same (arch, strategy, seed)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError("run directory not found", path=run_dir)
+    files = sorted(run_dir.rglob("metrics.json"))
+    if not files:
+        raise InputError("no metrics.json found below the run directory", path=run_dir)
+    rows, base_rows, seen = [], [], {}
+    for path in files:
+        row, baselines = read_metrics(path)
+        key = (row["arch"], row["strategy"], row["seed"])
+        if key in seen:
+            raise InputError(f"same arch, strategy and seed {key} as {seen[key]}", path=path)
+        seen[key] = path
+        rows.append(row)
+        base_rows += [{"file": str(path), "baseline": name, "metric": m, "value": v}
+                      for name, values in baselines.items() for m, v in values.items()]
+    runs = pd.DataFrame(rows, columns=["arch", "strategy", "seed", *METRICS, "val_loss", "n", "file"])
+    runs = runs.sort_values(["arch", "strategy", "seed"], key=_arch_key).reset_index(drop=True)
+    return runs, pd.DataFrame(base_rows, columns=["file", "baseline", "metric", "value"])
+
+
+def load_histories(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every ``trials.csv`` below ``run_dir`` as (arch, seed, trial, state, value, best_so_far).
+
+    Only COMPLETE trials with a value count: ``value`` is NaN for the others, and ``best_so_far``
+    (the running minimum of the validation loss over trials 0..k of one study) carries the last
+    best across them; it is NaN before a study's first complete trial."""
+    required = ["arch", "seed", "number", "state", "value"]
+    frames = []
+    for path in sorted(Path(run_dir).rglob("trials.csv")):
+        try:
+            df = pd.read_csv(path, dtype={"arch": str, "state": str}, keep_default_na=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise InputError(f"not a readable CSV: {exc}", path=path) from None
+        for column in required:
+            if column not in df.columns:
+                raise InputError("missing column", path=path, field=column)
+        for column in ("arch", "state"):
+            if df[column].isna().any():
+                i = int(np.flatnonzero(df[column].isna())[0])
+                raise InputError("empty value", path=path, line=i + 2, field=column)
+        for column in ("seed", "number", "value"):
+            values = pd.to_numeric(df[column], errors="coerce")
+            bad = values.isna() & df[column].notna()          # present but not a number
+            if column != "value":
+                bad |= values.isna() | (values != values.round())  # seed and number: integers, never empty
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InputError(f"expected {'a number' if column == 'value' else 'an integer'}, "
+                                 f"got {df[column].iloc[i]!r}", path=path, line=i + 2, field=column)
+            df[column] = values
+        complete = df["state"].str.upper().eq("COMPLETE") & df["value"].notna()
+        df["value"] = df["value"].where(complete)
+        frames.append(df[required].assign(file=str(path)))
+    columns = ["arch", "seed", "trial", "state", "value", "best_so_far"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    trials = pd.concat(frames, ignore_index=True).rename(columns={"number": "trial"})
+    trials["seed"] = trials["seed"].astype(int)
+    trials["trial"] = trials["trial"].astype(int)
+    dup = trials.duplicated(["arch", "seed", "trial"], keep=False)
+    if dup.any():
+        first = trials[dup].iloc[0]
+        files = sorted(set(trials.loc[dup & (trials["arch"] == first["arch"]) & (trials["seed"] == first["seed"])
+                                      & (trials["trial"] == first["trial"]), "file"]))
+        raise InputError(f"trial {first['trial']} of study ({first['arch']}, seed {first['seed']}) appears more "
+                         f"than once (in {', '.join(files)})", path=files[0])
+    trials = trials.sort_values(["arch", "seed", "trial"], key=_arch_key).reset_index(drop=True)
+    trials["best_so_far"] = trials.groupby(["arch", "seed"])["value"].cummin()
+    trials["best_so_far"] = trials.groupby(["arch", "seed"])["best_so_far"].ffill()
+    return trials[columns]
+
+
+def _arch_key(column: pd.Series) -> pd.Series:
+    """Sort key: the paper's architecture order first, any other name after, alphabetically."""
+    if column.name != "arch":
+        return column
+    return column.map(lambda a: f"{ARCHS.index(a):02d}" if a in ARCHS else f"99{a}")
+
+
+def _archs(names) -> list[str]:
+    names = set(names)
+    return [a for a in ARCHS if a in names] + sorted(names - set(ARCHS))
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation (ddof = 1) and count of each metric per arch and strategy."""
+    rows = []
+    for arch in _archs(runs["arch"]):
+        for strategy in STRATEGIES:
+            group = runs[(runs["arch"] == arch) & (runs["strategy"] == strategy)]
+            if group.empty:
+                continue
+            for metric in METRICS:
+                v = group[metric].to_numpy(float)
+                rows.append({"arch": arch, "strategy": strategy, "metric": metric, "mean": v.mean(),
+                             "std": v.std(ddof=1) if v.size > 1 else float("nan"), "n": v.size})
+    return pd.DataFrame(rows, columns=["arch", "strategy", "metric", "mean", "std", "n"])
+
+
+def welch_table(runs: pd.DataFrame, *, alpha: float = 0.05) -> tuple[pd.DataFrame, list[str]]:
+    """One Welch test per (arch, metric), TPE better when ``diff`` > 0, then BH over all rows.
+
+    ``diff = mean_manual − mean_tpe`` (RMSE, MAE) or ``mean_tpe − mean_manual`` (R²);
+    ``ci_low``/``ci_high`` the two-sided 95 % CI of diff, ``lb95`` its one-sided 95 % lower bound,
+    ``p`` two-sided, ``p_adj`` Benjamini–Hochberg over the table, ``significant = p_adj < alpha``.
+    Architectures with fewer than 2 runs in a strategy are skipped; the notes say which."""
+    rows, notes = [], []
+    for arch in _archs(runs["arch"]):
+        groups = {s: runs[(runs["arch"] == arch) & (runs["strategy"] == s)] for s in STRATEGIES}
+        counts = {s: len(g) for s, g in groups.items()}
+        if min(counts.values()) < 2:
+            notes.append(f"{arch}: skipped in the Welch tests, it needs at least 2 runs per strategy "
+                         f"(manual {counts['manual']}, tpe {counts['tpe']})")
+            continue
+        for metric in METRICS:
+            manual = groups["manual"][metric].to_numpy(float)
+            tpe = groups["tpe"][metric].to_numpy(float)
+            a, b = (tpe, manual) if HIGHER_IS_BETTER[metric] else (manual, tpe)
+            w = welch(a, b, confidence=CONFIDENCE)
+            if math.isnan(w.p):
+                notes.append(f"{arch} {metric}: both samples are constant, the Welch test is undefined")
+            rows.append({"arch": arch, "metric": metric, "n_manual": manual.size, "n_tpe": tpe.size,
+                         "mean_manual": manual.mean(), "mean_tpe": tpe.mean(), "diff": w.diff,
+                         "ci_low": w.ci_low, "ci_high": w.ci_high, "lb95": w.lower_bound,
+                         "t": w.t, "df": w.df, "p": w.p})
+    table = pd.DataFrame(rows, columns=WELCH_COLUMNS)
+    table["p_adj"] = benjamini_hochberg(table["p"].to_numpy(float)) if rows else []
+    table["significant"] = (table["p_adj"] < alpha).astype(bool)
+    return table, notes
+
+
+def baseline_table(base: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per baseline and metric the mean over runs, with std, min, max and count; ``consistent`` is
+    true when max − min ≤ 1e-6 · max(1, |mean|), as it should be: every run sees the same windows."""
+    rows, notes = [], []
+    for (name, metric), group in base.groupby(["baseline", "metric"], sort=True):
+        v = group["value"].to_numpy(float)
+        spread = float(v.max() - v.min())
+        consistent = spread <= 1e-6 * max(1.0, abs(float(v.mean())))
+        if not consistent:
+            notes.append(f"baseline {name} {metric} differs between runs (min {v.min():.6g}, max {v.max():.6g}): "
+                         "were the runs evaluated on different windows?")
+        rows.append({"baseline": name, "metric": metric, "mean": v.mean(),
+                     "std": v.std(ddof=1) if v.size > 1 else float("nan"), "min": v.min(), "max": v.max(),
+                     "n_runs": v.size, "consistent": consistent})
+    return pd.DataFrame(rows, columns=["baseline", "metric", "mean", "std", "min", "max", "n_runs",
+                                       "consistent"]), notes
+
+
+def forest_rows(welch_df: pd.DataFrame) -> pd.DataFrame:
+    """Exactly what the forest plot draws, one row per (metric panel, architecture row).
+
+    ``y`` is the row position in its panel (0 at the top architecture, increasing downwards),
+    ``diff`` the point, ``ci_low``–``ci_high`` the bar, ``text`` the right-hand annotation
+    (BH-adjusted p, significance marker, the one-sided 95 % lower bound); the numbers are copied
+    from ``welch_df`` unchanged."""
+    rows = []
+    for metric in METRICS:
+        part = welch_df[welch_df["metric"] == metric]
+        archs = _archs(part["arch"])
+        for y, arch in enumerate(archs):
+            r = part[part["arch"] == arch].iloc[0]
+            rows.append({"metric": metric, "arch": arch, "label": ABBREVIATIONS.get(arch, arch), "y": y,
+                         "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "lb95": r["lb95"],
+                         "p_adj": r["p_adj"], "significant": bool(r["significant"]),
+                         "text": f"p_adj={r['p_adj']:.2g}{' *' if r['significant'] else ''}  LB={r['lb95']:.3g}"})
+    return pd.DataFrame(rows, columns=FOREST_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------- figures
+
+def _matplotlib():
+    """The Agg figure class, imported lazily: the core install does not need matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the compare figures need matplotlib, which is not installed: pip install 'matplotlib>=3.8'"
+        ) from exc
+
+    def figure(**kwargs):
+        fig = Figure(layout="constrained", **kwargs)
+        FigureCanvasAgg(fig)
+        return fig
+    return figure
+
+
+_COLOURS = {"manual": "#7f8c9a", "tpe": "#c0392b"}
+
+
+def violins_figure(runs: pd.DataFrame):
+    """Figure 3: per metric a panel; per architecture the manual (grey) and TPE (red) violins."""
+    fig = _matplotlib()(figsize=(13, 4.2))
+    axes = fig.subplots(1, len(METRICS))
+    archs = _archs(runs["arch"])
+    for ax, metric in zip(axes, METRICS):
+        for i, arch in enumerate(archs):
+            for offset, strategy in ((-0.2, "manual"), (0.2, "tpe")):
+                v = runs.loc[(runs["arch"] == arch) & (runs["strategy"] == strategy), metric].to_numpy(float)
+                if v.size == 0:
+                    continue
+                x = i + offset
+                if v.size >= 2 and np.ptp(v) > 0:           # a kernel density needs spread
+                    parts = ax.violinplot([v], positions=[x], widths=0.36, showmeans=True)
+                    for body in parts["bodies"]:
+                        body.set_facecolor(_COLOURS[strategy])
+                        body.set_alpha(0.45)
+                    for key in ("cbars", "cmins", "cmaxes", "cmeans"):
+                        parts[key].set_color(_COLOURS[strategy])
+                ax.scatter(np.full(v.size, x), v, s=8, color=_COLOURS[strategy], zorder=3)
+        ax.set_xticks(range(len(archs)), [ABBREVIATIONS.get(a, a) for a in archs])
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.grid(axis="y", alpha=0.3)
+    handles = [axes[0].scatter([], [], color=_COLOURS[s], label=label)
+               for s, label in (("manual", "Manual"), ("tpe", "TPE"))]
+    fig.legend(handles=handles, loc="outside upper center", ncols=2)
+    return fig
+
+
+def forest_figure(rows: pd.DataFrame):
+    """Figure 4 from :func:`forest_rows`: per metric a panel, per architecture the mean difference
+    (point) with its 95 % CI (bar), the zero line dashed, and on the right p_adj and the LB."""
+    per_panel = int(rows.groupby("metric").size().max()) if len(rows) else 0
+    fig = _matplotlib()(figsize=(15, 0.45 * max(3, per_panel) + 1.6))
+    axes = fig.subplots(1, len(METRICS))
+    for ax, metric in zip(axes, METRICS):
+        part = rows[rows["metric"] == metric]
+        if part.empty:
+            ax.text(0.5, 0.5, "no comparison possible", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        ax.axvline(0.0, color="k", linestyle="--", linewidth=1)
+        ax.hlines(part["y"], part["ci_low"], part["ci_high"], color="k", linewidth=1.5, gid="ci")
+        colours = np.where(part["significant"], "red", "grey")
+        ax.scatter(part["diff"], part["y"], c=colours, s=30, zorder=3, gid="diff")
+        ax.set_yticks(part["y"], part["label"])
+        ax.set_ylim(len(part) - 0.5, -0.5)
+        sign = "TPE − Manual" if HIGHER_IS_BETTER[metric] else "Manual − TPE"
+        ax.set_title(f"{METRIC_LABELS[metric]}: {sign}")
+        ax.set_xlabel("mean difference, 95 % CI (> 0: TPE better)")
+        right = ax.twinx()
+        right.set_ylim(ax.get_ylim())
+        right.set_yticks(part["y"], part["text"], fontsize=8)
+    return fig
+
+
+def histories_figure(histories: pd.DataFrame):
+    """Figure 5: per architecture a panel; best-so-far validation loss per trial, each seed dashed,
+    the mean over seeds (at each trial, over the seeds that have a value) solid."""
+    archs = _archs(histories["arch"])
+    ncols = min(3, max(1, len(archs)))
+    nrows = max(1, math.ceil(len(archs) / ncols))
+    fig = _matplotlib()(figsize=(4.5 * ncols, 3.4 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    if not archs:
+        axes[0].text(0.5, 0.5, "no TPE history (trials.csv) found", ha="center", va="center")
+        axes[0].set_axis_off()
+    for ax, arch in zip(axes, archs):
+        part = histories[histories["arch"] == arch]
+        for _, study in part.groupby("seed"):
+            ax.plot(study["trial"], study["best_so_far"], linestyle="--", linewidth=0.8, alpha=0.6)
+        mean = part.groupby("trial")["best_so_far"].mean()
+        ax.plot(mean.index, mean.to_numpy(), color="k", linewidth=2, label="mean")
+        ax.set_title(ABBREVIATIONS.get(arch, arch))
+        ax.set_xlabel("trial")
+        ax.set_ylabel("best validation loss")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(archs):] if archs else []:
+        ax.set_axis_off()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ main
+
+def compare(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, alpha: float = 0.05,
+            figures: bool = True) -> CompareResult:
+    """Compare manual and TPE tuning over every run below ``run_dir``; write tables and figures.
+
+    See the module docstring for the files and their columns. ``alpha`` is the FDR level of the
+    ``significant`` column; the intervals are always 95 %. With ``figures=False`` only the tables
+    are written (no matplotlib needed). Raises :class:`InputError` for bad or missing inputs and
+    :class:`MissingDependencyError` when figures are asked for without matplotlib, before writing
+    anything; otherwise every output appears together."""
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"alpha must lie in (0, 1), got {alpha}")
+    if figures:
+        _matplotlib()
+    runs, base = load_runs(run_dir)
+    histories = load_histories(run_dir)
+    summary = summarise(runs)
+    table, notes = welch_table(runs, alpha=alpha)
+    baselines, base_notes = baseline_table(base)
+    notes += base_notes
+    if histories.empty and (runs["strategy"] == "tpe").any():
+        notes.append("no trials.csv found below the run directory: histories are empty")
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+
+    out = Path(out_dir)
+    paths = {name: out / f"{name}.csv" for name in TABLES}
+    if figures:
+        paths.update({f"{name}_png": out / f"{name}.png" for name in FIGURES})
+    with staged() as stage:
+        for name, frame in (("runs", runs), ("summary", summary), ("welch", table),
+                            ("baselines", baselines), ("histories", histories)):
+            frame.to_csv(stage.path(paths[name]), index=False)
+        if figures:
+            for name, fig in (("violins", violins_figure(runs)), ("forest", forest_figure(forest_rows(table))),
+                              ("histories", histories_figure(histories))):
+                fig.savefig(stage.path(paths[f"{name}_png"]), format="png", dpi=150)
+    return CompareResult(paths=paths, welch=table, warnings=tuple(notes))

@@ -1,0 +1,110 @@
+"""The windows of one cube as torch datasets: train, validation and test samples, leak-free.
+
+A :class:`Windows` holds the cube in memory (one float32 array), its pixel mask, the temporal split,
+the training-only normalisation and the patch origins. A sample is a pair (anchor epoch, patch
+origin); :class:`WindowDataset` turns it into tensors with :func:`windows.make_sample`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from insarcast.cube import open_cube
+from insarcast.errors import InputError
+from insarcast.training.windows import Normalisation, Split, make_sample, patch_origins, pixel_mask, \
+    training_statistics
+
+PARTS = ("train", "val", "test")
+
+
+def decimal_years(times: np.ndarray) -> np.ndarray:
+    """Years since the first epoch (365.25-day years), float64."""
+    t = np.asarray(times, "datetime64[ns]")
+    return (t - t[0]).astype("timedelta64[s]").astype(np.float64) / (365.25 * 86400.0)
+
+
+@dataclass
+class Windows:
+    """Every sample of a cube for one (T, F, P), split in time."""
+
+    displacement: np.ndarray        # (t, y, x) float32 mm
+    mask: np.ndarray                # (y, x) bool: learnable pixels
+    times: np.ndarray               # (t,) datetime64[ns]
+    split: Split
+    norm: Normalisation
+    origins: np.ndarray             # (n, 2) patch (row, col)
+    history: int
+    horizon: int
+    patch: int
+    source: str = ""
+    grid: dict = field(default_factory=dict)      # spacing (m) and crs of the cube
+
+    @classmethod
+    def from_arrays(cls, displacement: np.ndarray, valid: np.ndarray, times: np.ndarray, *, history: int,
+                    horizon: int, patch: int, stride: int, min_valid: float = 0.5,
+                    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), source: str = "") -> "Windows":
+        displacement = np.asarray(displacement, np.float32)
+        mask = pixel_mask(displacement, valid)
+        split = Split.temporal(displacement.shape[0], fractions=fractions)
+        for part in PARTS:
+            if len(split.anchors(part, history=history, horizon=horizon)) == 0:
+                start, stop = getattr(split, part)
+                raise InputError(f"the {part} period (epochs {start}..{stop - 1}) holds no window of "
+                                 f"history {history} and horizon {horizon}", path=source or None, field="t")
+        norm = training_statistics(displacement, mask, split, history=history, horizon=horizon)
+        origins = patch_origins(mask, size=patch, stride=stride, min_valid=min_valid)
+        if len(origins) == 0:
+            raise InputError(f"no {patch} x {patch} patch has {min_valid:.0%} valid pixels",
+                             path=source or None, field="valid")
+        return cls(displacement, mask, np.asarray(times, "datetime64[ns]"), split, norm, origins,
+                   history, horizon, patch, source)
+
+    @classmethod
+    def from_cube(cls, path: str | Path, **kwargs) -> "Windows":
+        ds = open_cube(path)
+        windows = cls.from_arrays(ds["displacement"].values, ds["valid"].values, ds["t"].values,
+                                  source=str(path), **kwargs)
+        spacing = float(abs(ds["x"].values[1] - ds["x"].values[0])) if ds.sizes["x"] > 1 else None
+        windows.grid = {"spacing": spacing, "crs": ds.rio.crs.to_string()}
+        return windows
+
+    def anchors(self, part: str) -> np.ndarray:
+        return self.split.anchors(part, history=self.history, horizon=self.horizon)
+
+    def samples(self, part: str) -> np.ndarray:
+        """(n, 3) rows of (anchor, row, col) for every window of ``part``."""
+        a = self.anchors(part)
+        grid = np.stack(np.meshgrid(np.arange(len(a)), np.arange(len(self.origins)), indexing="ij"), -1)
+        grid = grid.reshape(-1, 2)
+        return np.column_stack([a[grid[:, 0]], self.origins[grid[:, 1]]]).astype(np.int64)
+
+    def sample(self, anchor: int, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return make_sample(self.displacement, self.mask, self.norm, int(anchor), origin,
+                           history=self.history, horizon=self.horizon, size=self.patch)
+
+    @property
+    def years(self) -> np.ndarray:
+        return decimal_years(self.times)
+
+    @property
+    def epoch_days(self) -> float:
+        return float(np.median(np.diff(self.times)).astype("timedelta64[s]").astype(np.float64) / 86400.0)
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Tensors (x (T, C, P, P), y (F, P, P), mask (P, P)) for the rows of :meth:`Windows.samples`."""
+
+    def __init__(self, windows: Windows, rows: np.ndarray):
+        self.windows = windows
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        anchor, r, c = self.rows[i]
+        return tuple(torch.from_numpy(a) for a in self.windows.sample(anchor, (r, c)))

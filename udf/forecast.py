@@ -1,0 +1,232 @@
+"""Ensemble forecast and products of an xarray cube, numpy or Dask backed.
+
+:func:`forecast_products` checks the cube (dims ``t, y, x`` by name), forecasts the F epochs after
+its last one with :mod:`insarcast.udf.tiling` and derives the products of
+:mod:`insarcast.udf.products` at one horizon. With Dask input every output stays lazy, except the
+thresholds: unless they are given, a first pass computes ``|m|`` and ``std`` of every pixel and
+their exact global quantiles (this runs the ensemble once; computing the products runs it again,
+so pass ``thresholds`` or persist the input's forecast when inference is costly). The values held in
+memory by that pass are two float32 numbers per pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import xarray as xr
+
+from insarcast.errors import InputError
+
+from .inputs import norm_values
+from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
+                       Thresholds, check_horizon, member_statistics, product_stack, select)
+from .products import thresholds as compute_thresholds
+from .tiling import check_tiling, forecast_block, forecast_dask
+
+CUBE_DIMS = ("t", "y", "x")
+
+_DESCRIPTIONS = {
+    "std": ("standard deviation over members of |d_k| (ddof=0)", "mm"),
+    "p85": ("P85 = mean_k 1[|d_k| >= q85]", "1"),
+    "p95": ("P95 = mean_k 1[|d_k| >= q95]", "1"),
+    "p99": ("P99 = mean_k 1[|d_k| >= q99]", "1"),
+    "mass_low": ("probability mass of class low = 1 - P85", "1"),
+    "mass_medium": ("probability mass of class medium = P85 - P95", "1"),
+    "mass_high": ("probability mass of class high = P95 - P99", "1"),
+    "mass_highest": ("probability mass of class highest = P99", "1"),
+    "confidence": ("probability mass of the assigned class", "1"),
+    "rank_variance": ("variance over members (ddof=0) of the class of |d_k|", "1"),
+    "class": ("susceptibility class of |median_k d_k|: <q85 low, <q95 medium, <q99 high, else highest", None),
+    "bivariate": ("3 * susceptibility level (low, medium, high-or-highest) + std tercile", None),
+}
+
+
+def _is_dask(data) -> bool:
+    try:
+        import dask
+    except ImportError:  # pragma: no cover - dask is a dependency
+        return False
+    return dask.is_dask_collection(data)
+
+
+def _check_dims(da: xr.DataArray, name: str) -> xr.DataArray:
+    dims = tuple(str(d) for d in da.dims)
+    if any(d.startswith("dim_") for d in dims):
+        raise InputError(f"{name} has unnamed dims {dims}; name them {CUBE_DIMS} (e.g. with .rename)",
+                         field=name)
+    if set(dims) != set(CUBE_DIMS) or len(dims) != 3:
+        raise InputError(f"{name} must have dims {CUBE_DIMS}, got {dims}", field=name)
+    return da.transpose(*CUBE_DIMS)
+
+
+def split_cube(cube: xr.DataArray | xr.Dataset) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """``displacement (t, y, x)`` and ``valid (y, x)`` (or None) of a cube, checked and transposed."""
+    if isinstance(cube, xr.Dataset):
+        if "displacement" not in cube:
+            raise InputError(f"expected a 'displacement' variable, got {list(cube.data_vars)}",
+                             field="displacement")
+        displacement, valid = cube["displacement"], cube.get("valid")
+    elif isinstance(cube, xr.DataArray):
+        displacement, valid = cube, None
+    else:
+        raise InputError(f"expected an xarray DataArray or Dataset, got {type(cube).__name__}",
+                         field="displacement")
+    displacement = _check_dims(displacement, "displacement")
+    if "t" not in displacement.coords or not np.issubdtype(displacement["t"].dtype, np.datetime64):
+        raise InputError("the time dim 't' needs a datetime64 coordinate", field="t")
+    t = displacement["t"].values
+    if len(t) > 1 and not (np.diff(t) > np.timedelta64(0)).all():
+        raise InputError("the time coordinate 't' is not strictly increasing", field="t")
+    if valid is not None:
+        if set(valid.dims) != {"y", "x"}:
+            raise InputError(f"'valid' must have dims ('y', 'x'), got {tuple(valid.dims)}", field="valid")
+        valid = valid.transpose("y", "x")
+    return displacement, valid
+
+
+def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.ndarray], np.ndarray], *,
+                      history: int, horizon_steps: int, patch: int, overlap: int, norm: Mapping[str, Any],
+                      members: int, horizon: int | None = None, mode: str = "change",
+                      thresholds: Thresholds | Mapping[str, Any] | None = None,
+                      batch_size: int = 64) -> xr.Dataset:
+    """Forecast the ``horizon_steps`` epochs after the cube's last one and derive the products.
+
+    ``cube``: DataArray of displacement (mm) or Dataset with ``displacement`` and optionally
+    ``valid (y, x)``; dims ``t, y, x`` in any order; ``t`` datetime64. Only its last ``history``
+    epochs feed the model. ``predict``: ``(N, T, C, P, P) -> (members, N, F, P, P)`` normalised
+    (see :mod:`insarcast.udf.tiling`). ``horizon`` (1..F, default F) and ``mode`` ("change" or
+    "cumulative", see :func:`insarcast.udf.products.select`) choose the member values the products
+    are made of; ``thresholds`` (a :class:`Thresholds` or mapping of its fields) are used unchanged
+    when given, else computed exactly over the region.
+
+    Returns a Dataset with coords ``member`` (0..K-1), ``horizon`` (1..F), ``time(horizon)`` =
+    last epoch + h * median epoch spacing, ``y``, ``x`` (and ``spatial_ref`` when the input has one);
+    variables ``forecast (member, horizon, y, x)`` and ``median (horizon, y, x)`` float32 mm (change
+    since the last epoch, whatever ``mode``), and at the chosen horizon ``std``, ``p85``, ``p95``,
+    ``p99``, ``mass_low``, ``mass_medium``, ``mass_high``, ``mass_highest``, ``confidence``,
+    ``rank_variance`` (y, x) float32 and ``class``, ``bivariate`` (y, x) uint8 with 255 = nodata.
+    A cube without any valid pixel is an :class:`InputError` (for Dask input, raised by the threshold
+    pass; with given thresholds and Dask input nothing is read, and such a cube gives all-NaN products).
+    """
+    displacement, valid = split_cube(cube)
+    nt = displacement.sizes["t"]
+    if nt < history:
+        raise InputError(f"the cube has {nt} epochs, fewer than the model's history T = {history}", field="t")
+    check_tiling(patch=patch, overlap=overlap)
+    norm = norm_values(norm)
+    horizon = check_horizon(horizon, horizon_steps)
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}", field="mode")
+    if thresholds is not None:
+        thresholds = Thresholds.from_mapping(thresholds)
+
+    lazy = _is_dask(displacement.data) or (valid is not None and _is_dask(valid.data))
+    last = displacement.isel(t=slice(nt - history, None)).data
+    valid_data = None if valid is None else valid.data
+    offset = None
+    if mode == "cumulative":
+        offset = displacement.isel(t=-1).data - displacement.isel(t=0).data
+
+    settings = dict(predict=predict, history=history, horizon_steps=horizon_steps, members=members,
+                    patch=patch, overlap=overlap, norm=norm, batch_size=batch_size)
+    if lazy:
+        import dask.array as da
+
+        fc = forecast_dask(last, valid_data, **settings)
+        d = fc[:, horizon - 1] if offset is None else fc[:, horizon - 1] + da.asarray(offset).rechunk(fc.chunks[2:])
+        median = da.map_blocks(_median, fc, drop_axis=0, dtype=np.float32)
+        if thresholds is None:
+            stats = da.map_blocks(_stats, d, dtype=np.float32, chunks=((2,),) + d.chunks[1:])
+            m_abs, std = stats.compute()
+            thresholds = compute_thresholds(m_abs, std)
+        stack = da.map_blocks(product_stack, d, thresholds, dtype=np.float32,
+                              chunks=((len(PRODUCTS),),) + d.chunks[1:])
+    else:
+        last = np.asarray(last)
+        if valid_data is not None:
+            valid_data = np.asarray(valid_data, bool)
+        usable = np.isfinite(last).all(axis=0) & (True if valid_data is None else valid_data)
+        if not usable.any():
+            raise InputError(f"no valid pixel: the last {history} epochs hold no pixel that is valid and "
+                             "finite throughout (is the input all NaN?)", field="displacement")
+        fc = forecast_block(last, valid_data, **settings)
+        d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))
+        median = _median(fc)
+        if thresholds is None:
+            thresholds = compute_thresholds(*member_statistics(d))
+        stack = product_stack(d, thresholds)
+
+    return _dataset(displacement, fc, median, stack, thresholds=thresholds, horizon=horizon, mode=mode,
+                    history=history, patch=patch, overlap=overlap, members=members)
+
+
+def _median(fc: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.median(fc, axis=0).astype(np.float32)
+
+
+def _stats(d: np.ndarray) -> np.ndarray:
+    return np.stack(member_statistics(d))
+
+
+def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thresholds, horizon: int,
+             mode: str, history: int, patch: int, overlap: int, members: int) -> xr.Dataset:
+    t = displacement["t"].values
+    steps = fc.shape[1]
+    spacing = np.median(np.diff(t)) if len(t) > 1 else np.timedelta64(0, "ns")
+    times = t[-1] + np.arange(1, steps + 1) * spacing
+    reference = str(np.datetime_as_string(t[-1], unit="s"))
+    coords = {
+        "member": ("member", np.arange(members)),
+        "horizon": ("horizon", np.arange(1, steps + 1), {"long_name": "epochs after the last observed one"}),
+        "time": ("horizon", times.astype("datetime64[ns]"), {"long_name": "valid time of the forecast"}),
+        "y": displacement["y"],
+        "x": displacement["x"],
+    }
+    if "spatial_ref" in displacement.coords:                      # the CRS travels with the cube
+        coords["spatial_ref"] = displacement.coords["spatial_ref"].reset_coords(drop=True)
+    grid_mapping = displacement.attrs.get("grid_mapping", displacement.encoding.get("grid_mapping"))
+    base_attrs = {"grid_mapping": grid_mapping} if grid_mapping else {}
+    if "spatial_ref" in coords and not base_attrs:
+        base_attrs = {"grid_mapping": "spatial_ref"}
+
+    data_vars = {
+        "forecast": (("member", "horizon", "y", "x"), fc,
+                     {**base_attrs, "units": "mm", "long_name": "ensemble member forecast: change since the "
+                                                               "last observed epoch"}),
+        "median": (("horizon", "y", "x"), median,
+                   {**base_attrs, "units": "mm", "long_name": "median over members of the change since the "
+                                                               "last observed epoch"}),
+    }
+    for i, name in enumerate(PRODUCTS):
+        long_name, units = _DESCRIPTIONS[name]
+        attrs = {**base_attrs, "long_name": long_name}
+        if units:
+            attrs["units"] = units
+        layer = stack[i]
+        if name in CLASS_PRODUCTS:
+            layer = layer.astype(np.uint8)
+            meanings = CLASS_NAMES if name == "class" else BIVARIATE_NAMES
+            attrs.update(flag_values=np.arange(len(meanings), dtype=np.uint8),
+                         flag_meanings=" ".join(meanings), nodata=NODATA_CLASS)
+        data_vars[name] = (("y", "x"), layer, attrs)
+
+    attrs = {
+        **thresholds.to_dict(),
+        "thresholds_units": "mm",
+        "horizon": int(horizon),
+        "valid_time": str(np.datetime_as_string(times[horizon - 1], unit="s")),
+        "mode": mode,
+        "mode_description": ("change since the last observed epoch" if mode == "change" else
+                             "displacement since the first epoch of the cube"),
+        "reference_time": reference,
+        "history_epochs": int(history),
+        "horizon_steps": int(steps),
+        "patch": int(patch),
+        "overlap": int(overlap),
+        "members": int(members),
+    }
+    if "crs" in displacement.attrs:
+        attrs["crs"] = displacement.attrs["crs"]
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -1,0 +1,179 @@
+"""Forecast a whole (t, y, x) region with P x P tiles on a global grid, blended where tiles overlap.
+
+Tiles
+    Tile origins lie on a grid anchored to *global* pixel coordinates: along each axis the origins
+    are ``j * S`` for every integer ``j`` (negative ones included), with stride ``S = P - overlap``.
+    Every tile that covers at least one pixel of the region is evaluated, except tiles without any
+    valid pixel (they could only write to pixels that are NaN anyway). Tiles that stick out of the
+    region are *padded with invalid pixels*: outside the region the model sees exactly what it sees
+    at an invalid pixel inside it (both input channels 0).
+
+Blending
+    Each tile's forecast is weighted by the separable window ``w(i, j) = h(i) h(j)`` with
+    ``h(i) = sin^2(pi (i + 1/2) / P)``, i = 0..P-1: a Hann window sampled at cell centres, so it is
+    strictly positive (the smallest weight is ``sin^2(pi / 2P)``) and the region's edge pixels are
+    covered too. The forecast of a pixel is ``sum_tiles w * f / sum_tiles w``, accumulated in
+    float64 in the tiles' global row-major order, then de-normalised to mm and cast to float32.
+
+Chunk invariance
+    A pixel's result depends only on the tiles that cover it, each of which lies within ``P - 1``
+    pixels of it. :func:`forecast_block` works on a block with its global offset and a halo of
+    ``depth`` pixels; with ``depth >= P - 1`` and a halo that holds the neighbouring data (invalid
+    beyond the region), its core pixels see exactly the tiles, inputs and summation order of the
+    whole-array computation. :func:`forecast_dask` builds that halo with ``dask.array.overlap``
+    (constant padding: NaN / invalid beyond the region), so numpy and Dask give the same bytes
+    whatever the chunking, as long as the predictor's output for a tile does not depend on which
+    other tiles share its batch.
+
+Predictor
+    ``predict(x)`` takes ``x (N, T, C, P, P)`` float32 (see :mod:`insarcast.udf.inputs`) and returns
+    ``(K, N, F, P, P)``: K members, the change from the last epoch for F epochs, normalised.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from insarcast.errors import InputError
+
+from .inputs import denormalise, history_inputs, history_mask, norm_values
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def blend_window(patch: int) -> np.ndarray:
+    """Separable weights ``(P, P)`` float64: ``outer(h, h)`` with ``h(i) = sin^2(pi (i + 1/2) / P)`` > 0."""
+    h = np.sin(np.pi * (np.arange(patch) + 0.5) / patch) ** 2
+    return np.outer(h, h)
+
+
+def check_tiling(*, patch: int, overlap: int) -> int:
+    """Validate the tile geometry; return the stride ``S = P - overlap``."""
+    if int(patch) < 1:
+        raise InputError(f"patch size must be at least 1, got {patch}", field="patch")
+    if not 0 <= int(overlap) < int(patch):
+        raise InputError(f"overlap must be in [0, P) = [0, {patch}), got {overlap}", field="overlap")
+    return int(patch) - int(overlap)
+
+
+def tile_origins(start: int, stop: int, *, patch: int, stride: int) -> np.ndarray:
+    """Global origins ``j * stride`` of the tiles ``[o, o + patch)`` that meet ``[start, stop)``."""
+    first = -((patch - 1 - start) // stride)          # ceil((start - patch + 1) / stride)
+    last = (stop - 1) // stride
+    return np.arange(first, last + 1, dtype=np.int64) * stride
+
+
+def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset_y: int = 0,
+                   offset_x: int = 0, depth: int = 0, predict: Predictor, history: int,
+                   horizon_steps: int, members: int, patch: int, overlap: int,
+                   norm: Mapping[str, Any], batch_size: int = 64) -> np.ndarray:
+    """Blended ensemble forecast ``(K, F, ny - 2 depth, nx - 2 depth)`` float32 mm of a block's core.
+
+    ``block`` is ``(t, ny, nx)`` displacement in mm whose pixel ``[:, 0, 0]`` has global coordinates
+    ``(offset_y, offset_x)``; only its last ``history`` epochs are read. ``valid (ny, nx)`` (or None)
+    marks usable pixels; a pixel is valid when flagged and finite at those T epochs. The core is the
+    block without ``depth`` pixels on each side; every tile of the global grid meeting the core is
+    evaluated, with anything outside the block taken as invalid. The value is NaN at invalid pixels.
+    """
+    block = np.asarray(block)
+    if block.ndim != 3:
+        raise InputError(f"expected a block (t, y, x), got shape {block.shape}", field="displacement")
+    if block.shape[0] < history:
+        raise InputError(f"the block holds {block.shape[0]} epochs, fewer than the history T = {history}",
+                         field="t")
+    stride = check_tiling(patch=patch, overlap=overlap)
+    norm = norm_values(norm)
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}", field="batch_size")
+    d = block[block.shape[0] - history:]
+    mask = history_mask(d, valid)
+    ny, nx = mask.shape
+    cy, cx = ny - 2 * depth, nx - 2 * depth
+    if cy < 0 or cx < 0:
+        raise InputError(f"block {ny} x {nx} is smaller than twice its halo {depth}", field="depth")
+    out = np.full((members, horizon_steps, cy, cx), np.nan, np.float32)
+    if cy == 0 or cx == 0 or not mask[depth:depth + cy, depth:depth + cx].any():
+        return out
+
+    # Global tile origins meeting the core, then the block padded (invalid) so every tile fits.
+    oy = tile_origins(offset_y + depth, offset_y + depth + cy, patch=patch, stride=stride)
+    ox = tile_origins(offset_x + depth, offset_x + depth + cx, patch=patch, stride=stride)
+    pad_y = (max(0, offset_y - int(oy[0])), max(0, int(oy[-1]) + patch - offset_y - ny))
+    pad_x = (max(0, offset_x - int(ox[0])), max(0, int(ox[-1]) + patch - offset_x - nx))
+    dpad = np.pad(d, ((0, 0), pad_y, pad_x), constant_values=np.nan)
+    mpad = np.pad(mask, (pad_y, pad_x), constant_values=False)
+    ly = oy - offset_y + pad_y[0]                       # local origins in the padded block
+    lx = ox - offset_x + pad_x[0]
+
+    # Tiles in global row-major order, without those that hold no valid pixel.
+    ty, tx = (a.ravel() for a in np.meshgrid(ly, lx, indexing="ij"))
+    table = np.pad(np.cumsum(np.cumsum(mpad, axis=0, dtype=np.int64), axis=1), ((1, 0), (1, 0)))
+    count = table[ty + patch, tx + patch] - table[ty, tx + patch] - table[ty + patch, tx] + table[ty, tx]
+    ty, tx = ty[count > 0], tx[count > 0]
+
+    windows = np.lib.stride_tricks.sliding_window_view(dpad, (patch, patch), axis=(1, 2))
+    masks = np.lib.stride_tricks.sliding_window_view(mpad, (patch, patch))
+    weight = blend_window(patch)
+    acc = np.zeros((members, horizon_steps) + mpad.shape, np.float64)
+    wsum = np.zeros(mpad.shape, np.float64)
+    for start in range(0, len(ty), batch_size):
+        by, bx = ty[start:start + batch_size], tx[start:start + batch_size]
+        x = history_inputs(np.moveaxis(windows[:, by, bx], 0, 1), masks[by, bx], history=history, norm=norm)
+        f = np.asarray(predict(x))
+        expected = (members, len(by), horizon_steps, patch, patch)
+        if f.shape != expected:
+            raise InputError(f"the predictor returned shape {f.shape}, expected (K, N, F, P, P) = {expected}",
+                             field="forecast")
+        for i, (r, c) in enumerate(zip(by, bx)):
+            acc[:, :, r:r + patch, c:c + patch] += f[:, i].astype(np.float64) * weight
+            wsum[r:r + patch, c:c + patch] += weight
+
+    core = (slice(pad_y[0] + depth, pad_y[0] + depth + cy), slice(pad_x[0] + depth, pad_x[0] + depth + cx))
+    inside = mask[depth:depth + cy, depth:depth + cx]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        blended = denormalise(acc[:, :, core[0], core[1]] / wsum[core], norm)
+    out[:] = np.where(inside, blended, np.nan)
+    return out
+
+
+def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int, horizon_steps: int,
+                  members: int, patch: int, overlap: int, norm: Mapping[str, Any], batch_size: int = 64):
+    """Lazy :func:`forecast_block` over a Dask array ``(t, y, x)``: ``(K, F, y, x)`` float32 mm.
+
+    Only the last T epochs are read (time becomes one chunk). Each block gets a halo of
+    ``P - 1`` pixels from its neighbours, NaN / invalid beyond the region
+    (``dask.array.overlap.overlap`` with constant boundaries; Dask merges chunks smaller than
+    the halo first), and :func:`forecast_block` returns the block's core. Output chunks are
+    ``(K, F)`` whole and the (possibly merged) spatial chunks.
+    """
+    import dask.array as da
+
+    check_tiling(patch=patch, overlap=overlap)
+    norm = norm_values(norm)
+    depth = patch - 1
+    d = da.asarray(displacement)
+    d = d[d.shape[0] - history:].rechunk({0: -1})
+    if valid is not None:
+        valid = da.asarray(valid).astype(bool).rechunk(d.chunks[1:])
+        d = da.where(valid, d, np.nan)
+    if depth == 0:
+        d_o = d
+    else:
+        d_o = da.overlap.overlap(d, depth={0: 0, 1: depth, 2: depth},
+                                 boundary={0: "none", 1: np.nan, 2: np.nan})
+    core_y = tuple(int(c) - 2 * depth for c in d_o.chunks[1])
+    core_x = tuple(int(c) - 2 * depth for c in d_o.chunks[2])
+    start_y = np.concatenate([[0], np.cumsum(core_y)[:-1]]).astype(int)
+    start_x = np.concatenate([[0], np.cumsum(core_x)[:-1]]).astype(int)
+
+    def run(block, block_id=None):
+        iy, ix = block_id[2], block_id[3]
+        return forecast_block(block, None, offset_y=int(start_y[iy]) - depth,
+                              offset_x=int(start_x[ix]) - depth, depth=depth, predict=predict,
+                              history=history, horizon_steps=horizon_steps, members=members, patch=patch,
+                              overlap=overlap, norm=norm, batch_size=batch_size)
+
+    return da.map_blocks(run, d_o, drop_axis=0, new_axis=[0, 1], dtype=np.float32,
+                         chunks=((members,), (horizon_steps,), core_y, core_x), meta=np.empty((0,) * 4, np.float32))
