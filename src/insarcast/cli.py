@@ -148,6 +148,81 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
                    f"MAE {test['mae']:.3f} mm, R2 {test['r2']:.3f}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube from `insarcast grid`.")
+@click.option("--arch", "archs", type=click.Choice(ARCH_NAMES), multiple=True,
+              help="Architecture(s) to search (repeatable). [default: all six]")
+@click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="paper", show_default=True,
+              help="paper: 50 trials (20 random) x 10 runs with the manual windows; demo: a few minutes on 2 "
+                   "cores; tiny: tests.")
+@click.option("--trials", type=int, help="Complete trials per study (default: the preset's).")
+@click.option("--runs", type=int, help="Runs (seeds) per architecture (default: the preset's).")
+@click.option("--seed", "seed0", type=int, default=0, show_default=True, help="First run seed; runs use seed, seed+1, ...")
+@click.option("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
+                                "[default: sqlite:///OUT/optuna.db].")
+@click.option("--keep", type=int, default=10, show_default=True,
+              help="Checkpoints kept per architecture: the best trials over all runs.")
+@click.option("--no-manual", is_flag=True, help="Do not train the manual configuration beside each study.")
+@click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE", help="Override a base setting.")
+@click.option("--heartbeat", type=int, default=60, show_default=True,
+              help="Seconds between trial heartbeats; a trial silent for twice as long is marked FAIL.")
+@click.option("--device", default=None, help="torch device (default: the GPU when there is one, else cpu).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Tune folder.")
+@_quiet
+def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, runs: int | None, seed0: int,
+         storage: str | None, keep: int, no_manual: bool, overrides: tuple[str, ...], heartbeat: int,
+         device: str | None, out: Path, quiet: bool) -> None:
+    """TPE search per architecture and run (Optuna, the paper's sampler), beside the manual runs.
+
+    \b
+    Reads CUBE. Writes into OUT (resumes what is there; several workers may share --storage):
+      optuna.db                      the studies (unless --storage names another database)
+      ARCH/manual/seed_S/            the manual configuration's run (model.pt, metrics.json, ...)
+      ARCH/tpe/seed_S/metrics.json   the study's best trial; trials.csv its optimisation history
+      ARCH/tpe/seed_S/trial_NNN/     each trial's metrics; model.pt for the --keep best
+    Data-parallel trials: torchrun --nproc_per_node N -m insarcast tune ...
+    """
+    from .training.params import parse_override
+    from .training.tune import Tuner, estimate_seconds
+
+    archs = archs or ARCH_NAMES
+    settings = dict(parse_override(o) for o in overrides)
+    tuner = Tuner(cube, out, storage=storage, preset=preset, trials=trials, runs=runs, seed0=seed0, keep=keep,
+                  manual=not no_manual, overrides=settings, progress=not quiet, heartbeat=heartbeat, device=device)
+    if preset == "paper" and int(__import__("os").environ.get("RANK", "0")) == 0:
+        hours = estimate_seconds(cube, preset=preset, archs=archs, trials=trials, runs=runs) / 3600
+        click.echo(f"{len(archs)} architectures x {tuner.runs} runs x ({tuner.trials} trials + manual): "
+                   f"at most {hours:.1f} h on this machine (early stopping shortens it)", err=True)
+    summary = tuner.run(archs)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        click.echo(f"{summary['out']}  {summary['studies']} studies in {summary['seconds']:.0f} s")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="False discovery rate (Benjamini-Hochberg).")
+@_overwrite
+def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool) -> None:
+    """Manual against TPE: Welch t-tests with Benjamini-Hochberg correction, and the figures.
+
+    \b
+    Reads every run's metrics.json and every trials.csv below RUN_DIR (an `insarcast tune` folder).
+    Writes into OUT:
+      runs.csv summary.csv welch.csv baselines.csv histories.csv
+      violins.png (metrics per architecture and strategy), forest.png (mean differences, 95 % CI,
+      p_adj, LB), histories.png (best-so-far validation loss per trial)
+    """
+    from .compare import compare as run_compare
+
+    _refuse_existing([out / "welch.csv"], overwrite)
+    result = run_compare(run_dir, out, alpha=alpha)
+    for warning in result.warnings:
+        click.echo(f"insarcast: warning: {warning}", err=True)
+    for path in result.paths.values():
+        click.echo(str(path))
+
+
 def _expand(inputs: tuple[Path, ...]) -> list[Path]:
     """Files as given; a folder stands for the EGMS tiles inside it."""
     files: list[Path] = []

@@ -130,13 +130,14 @@ def read_metrics(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, flo
 
 
 def load_runs(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every ``metrics.json`` below ``run_dir``: the runs table and a long baselines table
-    (file, baseline, metric, value). Raises :class:`InputError` if there is none, if one is bad, or
-    if two files describe the same (arch, strategy, seed)."""
+    """Every run's ``metrics.json`` below ``run_dir``: the runs table and a long baselines table
+    (file, baseline, metric, value). A TPE run is its study's best trial; the files of the single
+    trials (``"kind": "trial"``, written by ``insarcast tune``) are skipped. Raises :class:`InputError`
+    if there is none, if one is bad, or if two files describe the same (arch, strategy, seed)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError("run directory not found", path=run_dir)
-    files = sorted(run_dir.rglob("metrics.json"))
+    files = [p for p in sorted(run_dir.rglob("metrics.json")) if not _is_trial(p)]
     if not files:
         raise InputError("no metrics.json found below the run directory", path=run_dir)
     rows, base_rows, seen = [], [], {}
@@ -152,6 +153,14 @@ def load_runs(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.DataFrame(rows, columns=["arch", "strategy", "seed", *METRICS, "val_loss", "n", "file"])
     runs = runs.sort_values(["arch", "strategy", "seed"], key=_arch_key).reset_index(drop=True)
     return runs, pd.DataFrame(base_rows, columns=["file", "baseline", "metric", "value"])
+
+
+def _is_trial(path: Path) -> bool:
+    """Whether a metrics.json describes one trial of a study rather than a run."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == "trial"
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        return False          # read_metrics reports what is wrong with it
 
 
 def load_histories(run_dir: str | os.PathLike) -> pd.DataFrame:

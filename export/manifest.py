@@ -1,0 +1,109 @@
+"""The ensemble manifest, ``ensemble.json``: what the UDF checks and the STAC MLM model item needs.
+
+One JSON object (format ``insarcast-ensemble``, version 1)::
+
+    format, format_version, name ("insarcast-<arch>-top<K>"), architecture, framework ("onnx"),
+    framework_version (onnx), opset, created (ISO 8601 UTC), versions {insarcast, torch, onnx,
+    onnxruntime, onnxscript}, history T, horizon F, patch P, channels C, channel_names,
+    normalisation {input_mean, input_std, target_mean, target_std}, grid {spacing, crs}, epoch_days,
+    input {name, dtype, shape [-1, T, C, P, P], dims}, output {name, dtype, shape [-1, F, P, P], dims,
+    units}, members [{file, sha256, bytes, arch, trial, run_seed, strategy, val_loss, test?,
+    hyperparameters {model, train}, parameters, exporter, parity_max_abs, source}]
+
+The schema the UDF enforces is :data:`insarcast.udf.ensemble.MANIFEST_SCHEMA`; ``-1`` in a shape is
+the dynamic batch dimension.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from insarcast.training.windows import CHANNELS
+from insarcast.udf.ensemble import FORMAT, FORMAT_VERSION
+
+INPUT_NAME = "history"
+OUTPUT_NAME = "forecast"
+OUTPUT_UNITS = "normalised: mm = value * target_std + target_mean"
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    from insarcast import __version__
+
+    return {"insarcast": __version__, "torch": _version("torch"), "onnx": _version("onnx"),
+            "onnxruntime": _version("onnxruntime"), "onnxscript": _version("onnxscript")}
+
+
+def member_entry(run, model, *, file: str, data: bytes, exporter: str, parity_max_abs: float) -> dict[str, Any]:
+    """The manifest entry of one exported member (``run``: :class:`insarcast.export.select.Run`)."""
+    entry: dict[str, Any] = {
+        "file": file, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "arch": model.cfg.arch,
+        "trial": run.trial, "run_seed": run.seed, "strategy": run.strategy, "val_loss": run.val_loss,
+    }
+    test = run.metrics.get("test")
+    if isinstance(test, dict) and all(k in test for k in ("rmse", "mae", "r2")):
+        entry["test"] = {k: float(test[k]) for k in ("rmse", "mae", "r2")}
+    entry.update({
+        "hyperparameters": {"model": model.cfg.to_dict(), "train": dict(run.metrics["train"])},
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "exporter": exporter, "parity_max_abs": float(parity_max_abs), "source": run.source,
+    })
+    return entry
+
+
+def _opset(data: bytes) -> int:
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    return int(next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")))
+
+
+def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: bytes) -> dict[str, Any]:
+    """The manifest of ``members`` (entries of :func:`member_entry`); ensemble-wide values from the best run
+    (the selection checked that every member shares them); ``data``: one member's ONNX bytes (for the opset)."""
+    import onnx
+
+    model = best.metrics["model"]
+    t, f, p, c = (int(model[k]) for k in ("history", "horizon", "patch", "channels"))
+    norm = best.metrics["normalisation"]
+    grid = best.metrics["grid"]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": f"insarcast-{arch}-top{len(members)}",
+        "architecture": arch,
+        "framework": "onnx",
+        "framework_version": onnx.__version__,
+        "opset": _opset(data),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": versions(),
+        "history": t,
+        "horizon": f,
+        "patch": p,
+        "channels": c,
+        "channel_names": list(CHANNELS[:c]),
+        "normalisation": {k: float(norm[k]) for k in ("input_mean", "input_std", "target_mean", "target_std")},
+        "grid": {"spacing": grid.get("spacing"), "crs": grid.get("crs")},
+        "epoch_days": float(best.metrics["epoch_days"]),
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, t, c, p, p],
+                  "dims": ["batch", "time", "channel", "y", "x"]},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, f, p, p],
+                   "dims": ["batch", "horizon", "y", "x"], "units": OUTPUT_UNITS},
+        "members": members,
+    }
+
+
+def write_manifest(manifest: dict[str, Any], folder: Path) -> Path:
+    path = Path(folder) / "ensemble.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return path

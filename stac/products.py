@@ -1,0 +1,97 @@
+"""Read a products Dataset (``insarcast.udf.forecast.forecast_products``) for publishing.
+
+A products store is that Dataset written with ``to_zarr``; :func:`open_products` takes the path or
+the Dataset itself and checks what publishing needs, naming the store and the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from insarcast.errors import InputError
+from insarcast.udf.products import BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, FLOAT_PRODUCTS
+
+REQUIRED_ATTRS = ("reference_time", "horizon", "horizon_steps", "members", "history_epochs", "patch",
+                  "q85", "q95", "q99", "std_tercile_1", "std_tercile_2")
+CLASS_MEANINGS = {"class": CLASS_NAMES, "bivariate": BIVARIATE_NAMES}
+
+
+@dataclass(frozen=True)
+class Products:
+    """A checked products Dataset and where it came from (None for an in-memory Dataset)."""
+
+    ds: xr.Dataset
+    path: str | None
+
+    @property
+    def reference_time(self) -> np.datetime64:
+        return np.datetime64(self.ds.attrs["reference_time"], "s")
+
+    @property
+    def times(self) -> np.ndarray:
+        """Valid time of each horizon step, datetime64[s]."""
+        return self.ds["time"].values.astype("datetime64[s]")
+
+    @property
+    def horizons(self) -> list[int]:
+        return [int(h) for h in self.ds["horizon"].values]
+
+    @property
+    def product_horizon(self) -> int:
+        """The horizon step whose products (std, class, P85 ...) the Dataset holds."""
+        return int(self.ds.attrs["horizon"])
+
+    def attr(self, name: str, default=None):
+        return self.ds.attrs.get(name, default)
+
+
+def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
+    """The products at ``source`` (a products.zarr path or a Dataset), checked, y descending."""
+    import rioxarray  # noqa: F401
+
+    path = None
+    if isinstance(source, xr.Dataset):
+        ds = source
+    else:
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise InputError("no such products store", path=path)
+        try:
+            ds = xr.open_zarr(path, decode_coords="all")
+        except Exception as exc:  # zarr raises many types for a damaged store
+            raise InputError(f"not a readable Zarr products store ({exc})", path=path) from exc
+
+    need = ("median",) + FLOAT_PRODUCTS + CLASS_PRODUCTS
+    for name in need:
+        if name not in ds:
+            raise InputError(f"expected a {name!r} variable (products of insarcast forecast)", path=path,
+                             field=name)
+    missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
+    if missing:
+        raise InputError(f"products are missing the attributes {missing}", path=path, field=missing[0])
+    if set(ds["median"].dims) != {"horizon", "y", "x"}:
+        raise InputError(f"'median' must have dims (horizon, y, x), got {ds['median'].dims}", path=path,
+                         field="median")
+    for name in FLOAT_PRODUCTS + CLASS_PRODUCTS:
+        if set(ds[name].dims) != {"y", "x"}:
+            raise InputError(f"{name!r} must have dims (y, x), got {ds[name].dims}", path=path, field=name)
+    if "time" not in ds.coords or not np.issubdtype(ds["time"].dtype, np.datetime64) \
+            or ds["time"].dims != ("horizon",):
+        raise InputError("expected a datetime64 coordinate 'time(horizon)' of valid times", path=path,
+                         field="time")
+    try:
+        np.datetime64(ds.attrs["reference_time"])
+    except ValueError as exc:
+        raise InputError(f"reference_time is not an ISO time: {ds.attrs['reference_time']!r}", path=path,
+                         field="reference_time") from exc
+    horizon = int(ds.attrs["horizon"])
+    if horizon not in [int(h) for h in ds["horizon"].values]:
+        raise InputError(f"the products' horizon {horizon} is not one of the horizon steps", path=path,
+                         field="horizon")
+    if ds.sizes["y"] >= 2 and ds["y"].values[1] > ds["y"].values[0]:
+        ds = ds.isel(y=slice(None, None, -1))
+    return Products(ds=ds, path=path)

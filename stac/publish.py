@@ -1,0 +1,197 @@
+"""Publish a forecast run as COGs and STAC into a self-contained static catalog.
+
+Layout of ``out`` (every link and asset href relative, so the folder can be moved or served as is)::
+
+    catalog.json                                   root Catalog "insarcast"
+    insarcast-forecasts/collection.json            forecast Collection (extents, summaries, item_assets)
+    insarcast-forecasts/<run_id>-h<k>/<run_id>-h<k>.json    one Item per run and horizon step k
+    insarcast-forecasts/<run_id>-h<k>/median.tif            ... and its COGs (std.tif, class.tif ...
+                                                            in the Item of the products' horizon)
+    insarcast-models/collection.json               models Collection
+    insarcast-models/<ensemble>/<ensemble>.json    model Item (MLM extension)
+    insarcast-models/<ensemble>/member_XX.onnx, ensemble.json   copies of the ensemble's files
+
+Publishing into an existing catalog adds the run's Items, the model Item if that ensemble is new,
+and rewrites only the Collections and the root Catalog: every other file keeps its bytes. The
+whole catalog is staged beside ``out`` (existing JSON copied, other files hard-linked, never
+written through) and swapped in at the end, so a failure leaves the old catalog (or nothing) as
+it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from insarcast.errors import InputError
+from insarcast.fsutil import staged
+
+from . import extensions as ext
+from .collection import new_forecast_collection, new_models_collection, refresh_forecasts, refresh_models
+from .ensemble import Ensemble, check_matches, read_ensemble
+from .files import multihash
+from .grid import ProductGrid
+from .items import forecast_items, to_datetime
+from .model_item import model_id, model_item
+from .products import Products, open_products
+
+ROOT_ID = "insarcast"
+ROOT_FILE = "catalog.json"
+DEFAULT_COLLECTION = "insarcast-forecasts"
+MODELS_COLLECTION = "insarcast-models"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _stac_io():
+    import pystac.stac_io
+
+    class DeterministicStacIO(pystac.stac_io.DefaultStacIO):
+        """JSON with two-space indents, keys in the order pystac gives them, a final newline, no NaN."""
+
+        def json_dumps(self, json_dict: dict[str, Any], *args: Any, **kwargs: Any) -> str:
+            return json.dumps(json_dict, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+    return DeterministicStacIO()
+
+
+def default_run_id(products: Products, ensemble: Ensemble) -> str:
+    """``<ensemble>-<reference time as YYYYMMDDTHHMMSS>``: one run per ensemble and last observed epoch."""
+    stamp = to_datetime(products.reference_time).strftime("%Y%m%dT%H%M%S")
+    return f"{model_id(ensemble)}-{stamp}"
+
+
+def _check_id(value: str, field: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InputError(f"{field} must be 1-200 letters, digits, '.', '_' or '-' starting with a letter or "
+                         f"digit, got {value!r}", field=field)
+    return value
+
+
+def _software() -> dict[str, str]:
+    import pystac
+    import rasterio
+
+    from insarcast import __version__
+
+    return {"insarcast": __version__, "pystac": pystac.__version__, "rasterio": rasterio.__version__,
+            "GDAL": rasterio.__gdal_version__}
+
+
+def _replicate(src: Path, dst: Path) -> None:
+    """A copy of the catalog ``src`` at ``dst``: JSON copied (it may be rewritten), the rest hard-linked."""
+    for folder, dirs, files in os.walk(src):
+        rel = Path(folder).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            s, d = Path(folder) / name, dst / rel / name
+            if name.endswith(".json"):
+                shutil.copy2(s, d)
+                continue
+            try:
+                os.link(s, d)
+            except OSError:
+                shutil.copy2(s, d)
+
+
+def _child_collection(root, child_id: str, make, out: Path):
+    import pystac
+
+    child = root.get_child(child_id)
+    if child is None:
+        child = make(child_id)
+        root.add_child(child)
+    elif not isinstance(child, pystac.Collection):
+        raise InputError(f"{child_id!r} in the catalog is a {type(child).__name__}, expected a Collection",
+                         path=out / ROOT_FILE, field="links")
+    return child
+
+
+def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLike, out: str | os.PathLike, *,
+            run_id: str | None = None, collection_id: str = DEFAULT_COLLECTION, overwrite: bool = False,
+            members: bool = False, progress: bool = False) -> Path:
+    """Publish ``products`` (products.zarr or its Dataset) made by ``ensemble`` (folder) into ``out``.
+
+    A new ``out`` becomes a catalog; an existing one gains the run's Items, its Collection extents
+    and summaries are updated and all its other files keep their bytes. ``run_id`` defaults to
+    :func:`default_run_id`; a run already in the catalog, or a different ensemble under an existing
+    model's name, is an :class:`InputError` unless ``overwrite`` (which replaces it). ``members``
+    adds each Item a K-band COG of the member forecasts. Returns ``out``.
+    """
+    import pystac
+
+    prods = open_products(products)
+    ens = read_ensemble(ensemble)
+    check_matches(ens, prods.ds.attrs, products_path=prods.path)
+    grid = ProductGrid.of(prods.ds, path=prods.path)
+    run_id = _check_id(run_id, "run_id") if run_id is not None else default_run_id(prods, ens)
+    _check_id(collection_id, "collection_id")
+    if collection_id == MODELS_COLLECTION:
+        raise InputError(f"{MODELS_COLLECTION!r} is the models Collection's id", field="collection_id")
+    out = Path(out)
+    if out.exists() and not (out / ROOT_FILE).is_file():
+        raise InputError(f"exists but holds no {ROOT_FILE}: not a catalog to add to", path=out)
+    io = _stac_io()
+
+    with staged() as stage:
+        tmp = stage.path(out)
+        if out.exists():
+            _replicate(out, tmp)
+            root = pystac.Catalog.from_file(str(tmp / ROOT_FILE), stac_io=io)
+        else:
+            tmp.mkdir(parents=True)
+            root = pystac.Catalog(id=ROOT_ID, title="insarcast",
+                                  description="Ground deformation forecasts (COG, STAC) and the models that made them.")
+            root.set_self_href(str(tmp / ROOT_FILE))
+        root.catalog_type = pystac.CatalogType.SELF_CONTAINED
+        forecasts = _child_collection(root, collection_id, new_forecast_collection, out)
+        models = _child_collection(root, MODELS_COLLECTION, new_models_collection, out)
+
+        # the model Item: kept when this ensemble is already there, else written
+        mid = model_id(ens)
+        model_dir = Path(models.get_self_href()).parent / mid
+        old_model = models.get_item(mid)
+        new_model = None
+        if old_model is not None:
+            same = old_model.assets.get("manifest") is not None and \
+                old_model.assets["manifest"].extra_fields.get("file:checksum") == multihash(ens.manifest_path)
+            if not same:
+                if not overwrite:
+                    raise InputError(f"the catalog already holds a different ensemble named {ens.name!r}; "
+                                     "rename the ensemble or publish with overwrite", path=ens.manifest_path,
+                                     field="name")
+                models.remove_item(mid)
+                shutil.rmtree(model_dir, ignore_errors=True)
+                old_model = None
+        if old_model is None:
+            new_model = model_item(ens, folder=model_dir, fallback_datetime=to_datetime(prods.reference_time))
+            models.add_item(new_model)
+
+        # the run's Items: an existing run is replaced only with overwrite
+        prefix = f"{run_id}-h"
+        existing = [i for i in forecasts.get_items()
+                    if i.properties.get("insarcast:run_id") == run_id or i.id.startswith(prefix)]
+        if existing and not overwrite:
+            raise InputError(f"run {run_id!r} is already in the catalog; give another run id or overwrite",
+                             path=out / ROOT_FILE, field="run_id")
+        for item in existing:
+            folder = Path(item.get_self_href()).parent
+            forecasts.remove_item(item.id)
+            shutil.rmtree(folder, ignore_errors=True)
+        collection_dir = Path(forecasts.get_self_href()).parent
+        items = forecast_items(prods, grid, ens, run_id=run_id, item_dir=lambda i: collection_dir / i,
+                               model_json=model_dir / f"{mid}.json", software=_software(), members=members,
+                               progress=progress)
+        for item in items:
+            forecasts.add_item(item)
+
+        refresh_forecasts(forecasts, list(forecasts.get_items()))
+        refresh_models(models, list(models.get_items()))
+        for obj in [*items, *([new_model] if new_model is not None else []), forecasts, models, root]:
+            obj.save_object(include_self_link=False, stac_io=io)
+    return out

@@ -1,0 +1,321 @@
+"""TPE search (the paper's section 3.3 and 4.1): one Optuna study per architecture and run seed.
+
+The sampler is the paper's: TPE with 20 random start-up trials, the best quarter of the observed
+losses as the "good" set (gamma(n) = ceil(0.25 n)), multivariate, seeded by the run. The objective
+trains a model with the trial's hyperparameters and returns its best validation loss (the masked
+MSE of the normalised change). Beside every study the manual configuration is trained with the same
+seed, so that `insarcast compare` can set 10 manual runs against 10 TPE runs.
+
+Layout of the tune folder:
+
+    optuna.db                                  SQLite storage (or any Optuna storage URL)
+    ARCH/manual/seed_S/                        the manual run: model.pt, metrics.json, ...
+    ARCH/tpe/seed_S/metrics.json               the study's best trial, as a run
+    ARCH/tpe/seed_S/trials.csv                 the optimisation history (number, state, value)
+    ARCH/tpe/seed_S/trial_NNN/                 every trial's metrics; model.pt kept for the best
+
+Checkpoints: a trial keeps model.pt while it is among the ``keep`` best trials of its architecture
+over all seeds (default 10, what `insarcast export` takes), so the folder stays small.
+
+Scaling out: several `insarcast tune` processes on one storage URL share the studies (trial-parallel;
+each study stops at the asked number of complete trials, or at most one extra per extra worker
+when they finish together); under torchrun every trial trains data-parallel (rank 0 samples and
+broadcasts the hyperparameters). A killed tune resumes: its stale RUNNING trial is marked FAIL
+by Optuna's heartbeat, and the study goes on until exactly ``trials`` trials are COMPLETE.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from insarcast.errors import InputError
+from insarcast.progress import bar
+from insarcast.training.data import Windows
+from insarcast.training.distributed import Context, setup, teardown
+from insarcast.training.models import ARCHS, ModelConfig
+from insarcast.training.params import TrainConfig, configs, manual_params
+from insarcast.training.runs import windows_for
+from insarcast.training.trainer import train_run
+
+STARTUP_TRIALS = 20
+GAMMA = 0.25
+
+
+def paper_gamma(n: int) -> int:
+    """Size of the "good" set among n observed trials: the best quarter, ceil(0.25 n)."""
+    return math.ceil(GAMMA * n)
+
+
+def make_sampler(seed: int, *, startup: int = STARTUP_TRIALS) -> optuna.samplers.TPESampler:
+    """The paper's TPE: ``startup`` random trials, gamma(n) = ceil(0.25 n), multivariate, seeded."""
+    return optuna.samplers.TPESampler(n_startup_trials=startup, gamma=paper_gamma, multivariate=True,
+                                      seed=seed)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How big a search is: trials per study, start-up trials, runs, and settings forced on every model."""
+
+    trials: int
+    startup: int
+    runs: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+    small_space: bool = False
+
+
+PRESETS = {
+    # The paper's protocol: 50 trials (20 random), 10 runs, the manual windows (T 12, F 6, P 32).
+    "paper": Preset(trials=50, startup=20, runs=10),
+    # The demo: the same procedure, cut to run on 2 CPU cores in minutes.
+    "demo": Preset(trials=6, startup=3, runs=3, small_space=True, overrides=(
+        ("model.history", 12), ("model.horizon", 6), ("model.patch", 16), ("train.stride", 16),
+        ("train.max_epochs", 4), ("train.patience", 2), ("train.train_samples", 384),
+        ("train.eval_samples", 256))),
+    # Tests and CI: seconds per study.
+    "tiny": Preset(trials=3, startup=2, runs=2, small_space=True, overrides=(
+        ("model.history", 8), ("model.horizon", 6), ("model.patch", 16), ("train.stride", 8),
+        ("train.max_epochs", 2), ("train.patience", 1), ("train.train_samples", 64),
+        ("train.eval_samples", 64))),
+}
+
+
+def suggest(trial: optuna.Trial, arch: str, base_model: ModelConfig, base_train: TrainConfig, *,
+            small: bool = False) -> tuple[ModelConfig, TrainConfig]:
+    """The search space of ``arch``: optimiser, widths, depths, heads, dropout, kernel, readout.
+
+    The window (T, F, P) and the patch sampling stay those of the base configuration: all members of
+    an ensemble must share them (the ONNX contract). ``small`` narrows widths for the tiny presets.
+    """
+    encoder, temporal = arch.split("-")
+    widths = (8, 16) if small else (16, 32, 48, 64)
+    d_models = (16, 32) if small else (32, 64, 96, 128)
+    model: dict[str, Any] = {
+        "width": trial.suggest_categorical("width", widths),
+        "depth": trial.suggest_int("depth", 1, 2 if small else 4),
+        "d_model": trial.suggest_categorical("d_model", d_models),
+        "temporal_layers": trial.suggest_int("temporal_layers", 1, 1 if small else 3),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+        "readout": trial.suggest_categorical("readout", ["pooled", "skip"]),
+    }
+    if encoder in ("cnn", "resnet"):
+        model["kernel"] = trial.suggest_categorical("kernel", [3, 5])
+    else:
+        model["graph_radius"] = trial.suggest_categorical("graph_radius", [1.0, 1.5, 2.3])
+    if temporal == "transformer":
+        model["heads"] = trial.suggest_categorical("heads", [2, 4])
+    train = {
+        "lr": trial.suggest_float("lr", 1e-4, 5e-3, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [16, 32, 64]),
+    }
+    return replace(base_model, **model), replace(base_train, **train)
+
+
+def _trials_csv(study: optuna.Study, arch: str, seed: int) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["arch", "seed", "number", "state", "value", "lr", "readout"])
+    for t in sorted(study.trials, key=lambda t: t.number):
+        writer.writerow([arch, seed, t.number, t.state.name, "" if t.value is None else repr(t.value),
+                         t.params.get("lr", ""), t.params.get("readout", "")])
+    return out.getvalue()
+
+
+def _write_text(path: Path, text: str) -> None:
+    from insarcast.fsutil import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _completed(study: optuna.Study) -> int:
+    return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+def prune_checkpoints(out: Path, arch: str, *, keep: int) -> None:
+    """Delete model.pt of the trials of ``arch`` outside the ``keep`` best (by validation loss)."""
+    scored = []
+    for metrics in (out / arch / "tpe").glob("seed_*/trial_*/metrics.json"):
+        try:
+            doc = json.loads(metrics.read_text())
+            scored.append((float(doc["val_loss"]), doc["seed"], doc["trial"], metrics.parent))
+        except (OSError, ValueError, KeyError):
+            continue                                   # being written by another worker
+    scored.sort(key=lambda s: s[:3])
+    for *_, folder in scored[keep:]:
+        (folder / "model.pt").unlink(missing_ok=True)
+
+
+class Tuner:
+    """Runs the studies of one tune folder."""
+
+    def __init__(self, cube: str | Path, out: str | Path, *, storage: str | None = None, preset: str = "paper",
+                 trials: int | None = None, runs: int | None = None, seed0: int = 0, keep: int = 10,
+                 manual: bool = True, overrides: dict[str, Any] | None = None, progress: bool = False,
+                 heartbeat: int = 60, device: str | None = None):
+        if preset not in PRESETS:
+            raise InputError(f"expected one of {', '.join(PRESETS)}, got {preset!r}", field="preset")
+        self.preset = PRESETS[preset]
+        self.cube, self.out = Path(cube), Path(out)
+        self.trials = trials or self.preset.trials
+        self.runs = runs or self.preset.runs
+        self.startup = min(self.preset.startup, self.trials)
+        self.seeds = [seed0 + i for i in range(self.runs)]
+        self.keep, self.manual, self.progress = keep, manual, progress
+        self.overrides = {**dict(self.preset.overrides), **(overrides or {})}
+        self.storage_url = storage or f"sqlite:///{(self.out / 'optuna.db').resolve()}"
+        self.heartbeat = heartbeat
+        self.device = device
+        self._windows: dict[tuple, Windows] = {}
+        if not progress:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def storage(self) -> optuna.storages.BaseStorage:
+        if self.storage_url.startswith(("sqlite", "postgresql", "mysql")):
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # heartbeat
+            return optuna.storages.RDBStorage(self.storage_url, heartbeat_interval=self.heartbeat,
+                                              grace_period=2 * self.heartbeat)
+        return self.storage_url if self.storage_url != "memory" else optuna.storages.InMemoryStorage()
+
+    def base(self, arch: str) -> tuple[ModelConfig, TrainConfig]:
+        return configs(manual_params()[arch], arch=arch, overrides=self.overrides)
+
+    def windows(self, model_cfg: ModelConfig, cfg: TrainConfig) -> Windows:
+        key = (model_cfg.history, model_cfg.horizon, model_cfg.patch, cfg.stride, cfg.min_valid)
+        if key not in self._windows:
+            self._windows[key] = windows_for(self.cube, model_cfg, cfg)
+        return self._windows[key]
+
+    def run_manual(self, arch: str, seed: int, ctx: Context) -> None:
+        folder = self.out / arch / "manual" / f"seed_{seed}"
+        if (folder / "metrics.json").exists():
+            return
+        model_cfg, cfg = self.base(arch)
+        train_run(self.windows(model_cfg, cfg), model_cfg, cfg, seed=seed, out=folder, strategy="manual",
+                  ctx=ctx, extra={"kind": "run"})
+
+    def run_study(self, arch: str, seed: int, ctx: Context) -> optuna.Study | None:
+        """Optimise until the study has ``trials`` COMPLETE trials; rank > 0 only follows rank 0."""
+        base_model, base_train = self.base(arch)
+        windows = self.windows(base_model, base_train)
+        folder = self.out / arch / "tpe" / f"seed_{seed}"
+
+        def train(params: dict[str, Any] | None, number: int) -> float:
+            trial = optuna.trial.FixedTrial(params)
+            model_cfg, cfg = suggest(trial, arch, base_model, base_train, small=self.preset.small_space)
+            metrics = train_run(windows, model_cfg, cfg, seed=seed, out=folder / f"trial_{number:03d}",
+                                strategy="tpe", ctx=ctx,
+                                extra={"kind": "trial", "trial": number, "study": f"{arch}-seed{seed}",
+                                       "params": params})
+            return metrics["val_loss"]
+
+        if not ctx.is_main:                          # follow rank 0's trials until it says stop
+            while (message := ctx.broadcast(None)) is not None:
+                try:
+                    train(*message)
+                except (FloatingPointError, MemoryError, torch.OutOfMemoryError):
+                    pass
+            return None
+
+        study = optuna.create_study(study_name=f"{arch}-seed{seed}", storage=self.storage(), direction="minimize",
+                                    sampler=make_sampler(seed, startup=self.startup), load_if_exists=True)
+
+        def objective(trial: optuna.Trial) -> float:
+            suggest(trial, arch, base_model, base_train, small=self.preset.small_space)   # records the params
+            message = (dict(trial.params), trial.number)
+            ctx.broadcast(message)
+            value = train(*message)
+            prune_checkpoints(self.out, arch, keep=self.keep)
+            return value
+
+        stop = optuna.study.MaxTrialsCallback(self.trials, states=(TrialState.COMPLETE,))
+        attempts = 0
+        while _completed(study) < self.trials and attempts < 3 * self.trials:
+            missing = self.trials - _completed(study)
+            attempts += missing
+            study.optimize(objective, n_trials=missing, callbacks=[stop], gc_after_trial=True,
+                           catch=(FloatingPointError, MemoryError, torch.OutOfMemoryError))
+        ctx.broadcast(None)
+        self.write_summary(study, arch, seed)
+        return study
+
+    def write_summary(self, study: optuna.Study, arch: str, seed: int) -> None:
+        folder = self.out / arch / "tpe" / f"seed_{seed}"
+        _write_text(folder / "trials.csv", _trials_csv(study, arch, seed))
+        complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        if not complete:
+            return
+        best = min(complete, key=lambda t: (t.value, t.number))
+        metrics = json.loads((folder / f"trial_{best.number:03d}" / "metrics.json").read_text())
+        metrics.update(kind="run", best_trial=best.number, trials_complete=len(complete))
+        _write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+    def run(self, archs: tuple[str, ...] = ARCHS) -> dict[str, Any]:
+        ctx = setup(device=self.device)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            jobs = [(arch, seed) for arch in archs for seed in self.seeds]
+            for arch, seed in bar(jobs, enabled=self.progress and ctx.is_main, desc="studies", unit="study"):
+                if self.manual:
+                    self.run_manual(arch, seed, ctx)
+                self.run_study(arch, seed, ctx)
+            return {"studies": len(jobs), "seconds": time.perf_counter() - started, "out": str(self.out)}
+        finally:
+            teardown()
+
+
+def estimate_seconds(cube: str | Path, *, preset: str = "paper", archs: tuple[str, ...] = ARCHS,
+                     trials: int | None = None, runs: int | None = None,
+                     time_step: Callable[[ModelConfig, TrainConfig, Windows], float] | None = None) -> float:
+    """An upper bound of a search's cost: (trials + manual) x runs x epochs x steps x seconds per step,
+    the step timed once per architecture on this machine (early stopping makes it shorter)."""
+    tuner = Tuner(cube, "/nonexistent", preset=preset, trials=trials, runs=runs)
+    total = 0.0
+    for arch in archs:
+        model_cfg, cfg = tuner.base(arch)
+        windows = tuner.windows(model_cfg, cfg)
+        step = (time_step or _time_one_step)(model_cfg, cfg, windows)
+        steps = math.ceil((cfg.train_samples or len(windows.samples("train"))) / cfg.batch_size)
+        total += (tuner.trials + int(tuner.manual)) * tuner.runs * cfg.max_epochs * steps * step
+    return total
+
+
+def _time_one_step(model_cfg: ModelConfig, cfg: TrainConfig, windows: Windows) -> float:
+    import numpy as np
+
+    from insarcast.training.loss import masked_mse
+    from insarcast.training.models import build_model
+
+    rows = windows.samples("train")[: cfg.batch_size]
+    x, y, m = (torch.from_numpy(np.stack(v)) for v in zip(*(windows.sample(a, (r, c)) for a, r, c in rows)))
+    model = build_model(model_cfg)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    times = []
+    for _ in range(2):
+        tick = time.perf_counter()
+        loss = masked_mse(model(x), y, m)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        times.append(time.perf_counter() - tick)
+    return min(times)
+
+
+def clear(out: Path) -> None:
+    """Remove a tune folder (``--overwrite``)."""
+    shutil.rmtree(out, ignore_errors=True)
