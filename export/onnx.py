@@ -143,8 +143,9 @@ def onnx_bytes(model: Forecaster, example: np.ndarray | torch.Tensor, *, opset: 
     example = torch.as_tensor(np.asarray(example, np.float32))
     if example.shape[0] < 2:
         example = torch.cat([example, example])
-    with torch.no_grad():
-        proto = (_dynamo_proto if exporter == "dynamo" else _torchscript_proto)(model, example, opset)
+    # Not under no_grad: with grad enabled (and parameters requiring it) the Transformer layers keep
+    # their plain path instead of the fused inference kernel, which the TorchScript exporter cannot map.
+    proto = (_dynamo_proto if exporter == "dynamo" else _torchscript_proto)(model, example, opset)
     return _finalise(proto, model.cfg, metadata or {})
 
 

@@ -1,6 +1,6 @@
 """The grid of a products Dataset: CRS, shape, affine transform, footprint; the projection fields.
 
-The footprint is the grid's outline (its cell edges, 16 points per side) transformed to WGS84, so
+The footprint is the grid's outline (its cell edges, 4 points per side) transformed to WGS84, so
 the Item geometry follows the curved edges of a projected grid; coordinates are rounded to 1e-7
 degree (1 cm) so that they print the same everywhere.
 """
@@ -13,7 +13,7 @@ import numpy as np
 
 from insarcast.errors import InputError
 
-_EDGE_POINTS = 16
+_EDGE_POINTS = 4
 _DIGITS = 7
 
 

@@ -7,7 +7,9 @@ trial, validation loss, seed, strategy and hyperparameters as ``insarcast:*`` fi
 manifest (role ``metadata``), each with ``file:checksum`` and ``file:size``. Item properties:
 ``mlm:name``, ``mlm:architecture``, ``mlm:tasks`` (regression), ``mlm:framework`` (ONNX) and its
 version, ``mlm:input`` (``history``: batch x T x C x P x P, the input channels as STAC ``bands``),
-``mlm:output`` (``forecast``: batch x F x P x P), ``mlm:hyperparameters`` (what all members
+``mlm:output`` (``forecast``: batch x F x P x P; the channels are STAC 1.1 ``bands`` of the Item and of
+each model asset, as the 1.1.0 Item schema allows ``bands`` in the properties only when an asset
+has them), ``mlm:hyperparameters`` (what all members
 share: T, F, P, C, normalisation, grid and epoch spacing), and the processing extension's
 lineage and software (the versions the ensemble was built with).
 """
@@ -124,6 +126,7 @@ def model_item(ensemble: Ensemble, *, folder: Path, fallback_datetime: datetime)
     item_id = model_id(ensemble)
     folder.mkdir(parents=True, exist_ok=True)
     assets: dict[str, dict] = {}
+    bands = mlm_fields(ensemble)["bands"]
     for member in ensemble.members:
         rel = member.file.relative_to(ensemble.folder.resolve())
         target = folder / rel
@@ -136,6 +139,7 @@ def model_item(ensemble: Ensemble, *, folder: Path, fallback_datetime: datetime)
             "title": f"Ensemble member {member.key}",
             "roles": ["mlm:model", "data"],
             "mlm:artifact_type": "onnx",
+            "bands": bands,
             **file_fields(target),
             **extra,
         }

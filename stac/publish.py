@@ -32,7 +32,6 @@ import xarray as xr
 from insarcast.errors import InputError
 from insarcast.fsutil import staged
 
-from . import extensions as ext
 from .collection import new_forecast_collection, new_models_collection, refresh_forecasts, refresh_models
 from .ensemble import Ensemble, check_matches, read_ensemble
 from .files import multihash
@@ -46,6 +45,16 @@ ROOT_FILE = "catalog.json"
 DEFAULT_COLLECTION = "insarcast-forecasts"
 MODELS_COLLECTION = "insarcast-models"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _require() -> None:
+    from insarcast.errors import MissingDependencyError
+
+    for module in ("pystac", "rio_cogeo", "rasterio", "rioxarray"):
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise MissingDependencyError(f"publishing STAC needs {module}: pip install 'insarcast[stac]'") from exc
 
 
 def _stac_io():
@@ -99,6 +108,15 @@ def _replicate(src: Path, dst: Path) -> None:
                 shutil.copy2(s, d)
 
 
+_LINK_ORDER = {"root": 0, "parent": 1, "collection": 2, "child": 3, "item": 4}
+
+
+def _canonical_links(obj) -> None:
+    """Links in a fixed order (root, parent, collection, children, items, others; stable within a rel),
+    so that re-reading and re-saving a Collection does not shuffle them."""
+    obj.links.sort(key=lambda link: _LINK_ORDER.get(link.rel, len(_LINK_ORDER)))
+
+
 def _child_collection(root, child_id: str, make, out: Path):
     import pystac
 
@@ -123,6 +141,7 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
     model's name, is an :class:`InputError` unless ``overwrite`` (which replaces it). ``members``
     adds each Item a K-band COG of the member forecasts. Returns ``out``.
     """
+    _require()
     import pystac
 
     prods = open_products(products)
@@ -133,9 +152,9 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
     _check_id(collection_id, "collection_id")
     if collection_id == MODELS_COLLECTION:
         raise InputError(f"{MODELS_COLLECTION!r} is the models Collection's id", field="collection_id")
-    out = Path(out)
+    given, out = Path(out), Path(os.path.abspath(out))
     if out.exists() and not (out / ROOT_FILE).is_file():
-        raise InputError(f"exists but holds no {ROOT_FILE}: not a catalog to add to", path=out)
+        raise InputError(f"exists but holds no {ROOT_FILE}: not a catalog to add to", path=given)
     io = _stac_io()
 
     with staged() as stage:
@@ -173,12 +192,12 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
             models.add_item(new_model)
 
         # the run's Items: an existing run is replaced only with overwrite
-        prefix = f"{run_id}-h"
+        own_id = re.compile(rf"{re.escape(run_id)}-h\d+")
         existing = [i for i in forecasts.get_items()
-                    if i.properties.get("insarcast:run_id") == run_id or i.id.startswith(prefix)]
+                    if i.properties.get("insarcast:run_id") == run_id or own_id.fullmatch(i.id)]
         if existing and not overwrite:
             raise InputError(f"run {run_id!r} is already in the catalog; give another run id or overwrite",
-                             path=out / ROOT_FILE, field="run_id")
+                             path=given / ROOT_FILE, field="run_id")
         for item in existing:
             folder = Path(item.get_self_href()).parent
             forecasts.remove_item(item.id)
@@ -193,5 +212,6 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
         refresh_forecasts(forecasts, list(forecasts.get_items()))
         refresh_models(models, list(models.get_items()))
         for obj in [*items, *([new_model] if new_model is not None else []), forecasts, models, root]:
+            _canonical_links(obj)
             obj.save_object(include_self_link=False, stac_io=io)
-    return out
+    return given

@@ -41,6 +41,7 @@ ROOT_FILE = "catalog.json"
 _PREFIXES = {"proj": "projection", "raster": "raster", "file": "file", "classification": "classification",
              "processing": "processing", "forecast": "forecast", "mlm": "mlm"}
 _MAX_SCHEMA_ERRORS = 20
+_HIERARCHY = ("root", "parent", "child", "item", "collection", "derived_from")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,16 @@ class Problem:
     def to_error(self, more: int = 0) -> InputError:
         suffix = f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""
         return InputError(self.message + suffix, path=self.path, field=self.field)
+
+
+def _require() -> None:
+    from insarcast.errors import MissingDependencyError
+
+    for module in ("jsonschema", "referencing", "rio_cogeo"):
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise MissingDependencyError(f"validating STAC needs {module}: pip install 'insarcast[stac]'") from exc
 
 
 # ---------------------------------------------------------------------------------------------- schemas
@@ -126,9 +137,23 @@ def _format_path(parts) -> str | None:
 
 
 def _leaf(error):
-    from jsonschema.exceptions import best_match
+    """The most specific error under ``anyOf``/``oneOf``: the one deepest in the instance."""
+    while error.context:
+        error = max(error.context, key=lambda e: (len(e.absolute_path),
+                                                  e.validator not in ("anyOf", "oneOf", "not", "if")))
+    return error
 
-    return best_match([error]) or error
+
+def _message(error) -> str:
+    """The error's message with a long instance shortened (jsonschema starts it with its repr)."""
+    import reprlib
+
+    text = error.message
+    full = repr(error.instance)
+    if len(full) > 80 and text.startswith(full):
+        short = reprlib.Repr(maxstring=40, maxother=40, maxdict=3, maxlist=3, maxlevel=2).repr(error.instance)
+        text = short + text[len(full):]
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _schema_problems(store: SchemaStore, uri: str, doc: dict, path: str) -> list[Problem]:
@@ -149,11 +174,11 @@ def _schema_problems(store: SchemaStore, uri: str, doc: dict, path: str) -> list
                 if m:
                     parts.append(m.group(1))
             field = _format_path(parts)
-            key = (field, leaf.message)
-            if key in seen:
+            message = _message(leaf)
+            if (field, message) in seen:
                 continue
-            seen.add(key)
-            problems.append(Problem(path, field, f"{leaf.message} (schema {uri})"))
+            seen.add((field, message))
+            problems.append(Problem(path, field, f"{message} (schema {uri})"))
             if len(problems) >= _MAX_SCHEMA_ERRORS:
                 break
     except Exception as exc:  # an unresolvable $ref: a schema the folder lacks
@@ -282,6 +307,7 @@ def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLi
     ``schemas`` is the local schema folder. Returns the problems, empty when the catalog is valid;
     with ``strict`` the first problem is raised as an :class:`InputError` naming file and field.
     """
+    _require()
     root = Path(catalog_dir)
     root_file = root / ROOT_FILE if root.is_dir() else root
     if not root_file.is_file():
@@ -296,8 +322,8 @@ def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLi
         if path in seen:
             continue
         seen.add(path)
-        shown = folder / path.relative_to(folder.resolve()) if folder.resolve() in path.parents or \
-            path.parent == folder.resolve() else path
+        relative = os.path.relpath(path, folder.resolve())
+        shown = path if relative.startswith("..") else folder / relative
         doc, problem = _load(path)
         if problem:
             problems.append(Problem(str(shown), None, problem.message))
@@ -315,8 +341,9 @@ def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLi
             if rel == "self":
                 continue
             if not _is_relative(href):
-                problems.append(Problem(str(shown), f"links[{i}].href",
-                                        f"{rel} link {href!r} is not relative: the catalog is not self-contained"))
+                if rel in _HIERARCHY:             # external links (license, about ...) may be absolute
+                    problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} is not "
+                                                                            "relative: the catalog is not self-contained"))
                 continue
             target = (path.parent / href).resolve()
             if not target.is_file():

@@ -36,7 +36,7 @@ TRAIN = TrainConfig(max_epochs=1, batch_size=16, train_samples=32, eval_samples=
 
 
 def tiny_config(arch: str = ARCH, **changes) -> ModelConfig:
-    return ModelConfig(arch=arch, history=T, horizon=F, patch=P, readout="skip", **{**SMALL, **changes})
+    return ModelConfig(arch=arch, history=T, horizon=F, patch=P, **{"readout": "skip", **SMALL, **changes})
 
 
 @pytest.fixture(scope="module")

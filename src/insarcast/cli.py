@@ -167,11 +167,12 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
 @click.option("--heartbeat", type=int, default=60, show_default=True,
               help="Seconds between trial heartbeats; a trial silent for twice as long is marked FAIL.")
 @click.option("--device", default=None, help="torch device (default: the GPU when there is one, else cpu).")
+@click.option("--estimate", is_flag=True, help="Print the estimated cost on this machine and stop.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Tune folder.")
 @_quiet
 def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, runs: int | None, seed0: int,
          storage: str | None, keep: int, no_manual: bool, overrides: tuple[str, ...], heartbeat: int,
-         device: str | None, out: Path, quiet: bool) -> None:
+         device: str | None, estimate: bool, out: Path, quiet: bool) -> None:
     """TPE search per architecture and run (Optuna, the paper's sampler), beside the manual runs.
 
     \b
@@ -189,10 +190,12 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
     settings = dict(parse_override(o) for o in overrides)
     tuner = Tuner(cube, out, storage=storage, preset=preset, trials=trials, runs=runs, seed0=seed0, keep=keep,
                   manual=not no_manual, overrides=settings, progress=not quiet, heartbeat=heartbeat, device=device)
-    if preset == "paper" and int(__import__("os").environ.get("RANK", "0")) == 0:
+    if (preset == "paper" or estimate) and int(__import__("os").environ.get("RANK", "0")) == 0:
         hours = estimate_seconds(cube, preset=preset, archs=archs, trials=trials, runs=runs) / 3600
         click.echo(f"{len(archs)} architectures x {tuner.runs} runs x ({tuner.trials} trials + manual): "
                    f"at most {hours:.1f} h on this machine (early stopping shortens it)", err=True)
+        if estimate:
+            return
     summary = tuner.run(archs)
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         click.echo(f"{summary['out']}  {summary['studies']} studies in {summary['seconds']:.0f} s")
@@ -221,6 +224,89 @@ def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool) -> None:
         click.echo(f"insarcast: warning: {warning}", err=True)
     for path in result.paths.values():
         click.echo(str(path))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube from `insarcast grid`.")
+@click.option("--ensemble", type=click.Path(path_type=Path), required=True, help="Folder from `insarcast export`.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Zarr store of the products to write.")
+@click.option("--scheduler", help="dask.distributed scheduler address (default: a LocalCluster on this machine).")
+@click.option("--workers", type=int, help="LocalCluster worker processes (default: the CPU count).")
+@click.option("--chunks", type=int, default=256, show_default=True, help="Cells per side of one Dask task.")
+@click.option("--overlap", type=int, help="Cells shared by neighbouring tiles (default: P / 2).")
+@click.option("--horizon", type=int, help="Horizon step the products describe (default: the last, F).")
+@click.option("--mode", type=click.Choice(["change", "cumulative"]), default="change", show_default=True,
+              help="change: d(T+h) - d(T); cumulative: displacement since the cube's first epoch.")
+@click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime threads per worker.")
+@_overwrite
+@_quiet
+def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, workers: int | None, chunks: int,
+             overlap: int | None, horizon: int | None, mode: str, threads: int, overwrite: bool, quiet: bool) -> None:
+    """Ensemble forecast, susceptibility and uncertainty products over a cube (ONNX Runtime on Dask).
+
+    \b
+    Reads CUBE and the ENSEMBLE (ensemble.json, member_XX.onnx; no torch needed). Writes OUT (Zarr):
+      forecast(member, horizon, y, x), median(horizon, y, x)   change since the last epoch, mm
+      std, class, p85, p95, p99, mass_low..mass_highest, confidence, rank_variance, bivariate (y, x)
+      at the chosen horizon; thresholds q85/q95/q99 and std terciles in the attributes
+    """
+    from .udf.run import forecast_cube
+
+    _refuse_existing([out], overwrite)
+    path = forecast_cube(cube, ensemble, out, scheduler=scheduler, workers=workers, chunks=chunks, overlap=overlap,
+                         horizon=horizon, mode=mode, threads=threads, progress=not quiet)
+    click.echo(str(path))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("products", type=click.Path(path_type=Path))
+@click.option("--ensemble", type=click.Path(path_type=Path), required=True, help="Folder from `insarcast export`.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Catalog folder: created, or extended with this run.")
+@click.option("--run-id", help="Id of this forecast run (default: ensemble name and reference time).")
+@click.option("--collection", "collection_id", default="insarcast-forecasts", show_default=True)
+@click.option("--members", is_flag=True, help="Also publish the member forecasts (one K-band COG per item).")
+@_overwrite
+@_quiet
+def publish(products: Path, ensemble: Path, out: Path, run_id: str | None, collection_id: str, members: bool,
+            overwrite: bool, quiet: bool) -> None:
+    """Publish products as Cloud-Optimised GeoTIFFs in a static STAC catalog.
+
+    \b
+    Reads PRODUCTS (Zarr from `insarcast forecast`) and the ENSEMBLE. Writes or extends OUT:
+      catalog.json, insarcast-forecasts/collection.json
+      insarcast-forecasts/RUN-hK/      one Item per horizon step (datetime = valid time) with COGs
+      insarcast-models/NAME/           the model Item (STAC MLM) with the ONNX members and manifest
+    A new run adds its items and widens the extents; other files keep their bytes.
+    --overwrite replaces a run of the same id.
+    """
+    from .stac.publish import publish as run_publish
+
+    path = run_publish(products, ensemble, out, run_id=run_id, collection_id=collection_id, overwrite=overwrite,
+                       members=members, progress=not quiet)
+    click.echo(str(path))
+
+
+@main.command("validate-stac", context_settings=CONTEXT)
+@click.argument("catalog", type=click.Path(path_type=Path))
+@click.option("--schemas", type=click.Path(path_type=Path), required=True,
+              help="Folder of STAC / GeoJSON JSON schemas laid out like the shared stac-schemas (offline).")
+@click.option("--no-cogs", is_flag=True, help="Skip rio-cogeo's validation of the GeoTIFFs.")
+def validate_stac(catalog: Path, schemas: Path, no_cogs: bool) -> None:
+    """Validate every JSON of a catalog offline, every asset's checksum, and the COGs.
+
+    \b
+    Reads CATALOG and the SCHEMAS folder (never the network). Writes nothing.
+    Prints one line per problem (file, field: message) and exits 2 if there is any.
+    """
+    from .stac.validate import validate_catalog
+
+    problems = validate_catalog(catalog, schemas=schemas, check_cogs=not no_cogs)
+    for problem in problems:
+        click.echo(f"insarcast: invalid: {problem}", err=True)
+    if problems:
+        sys.exit(2)
+    click.echo(f"{catalog}: valid")
 
 
 def _expand(inputs: tuple[Path, ...]) -> list[Path]:

@@ -1,0 +1,397 @@
+"""STAC publishing: COGs, forecast Items, Collections and the model Item, validated offline.
+
+The products come from ``forecast_products`` on a small synthetic cube with a fake deterministic
+predictor; the ensemble folder is fabricated (dummy member files and a matching manifest).
+Validation uses the offline schemas of ``../shared/stac-schemas`` and never the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from insarcast.cube import GridSpec
+from insarcast.errors import InputError
+from insarcast.udf.forecast import forecast_products
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "stac-schemas"
+T, F, P, K = 4, 3, 8, 4
+NORM = {"input_mean": 0.25, "input_std": 2.0, "target_mean": -0.5, "target_std": 3.0}
+SPACING = np.timedelta64(6, "D")
+NAME = "tiny-ensemble"
+
+# third-party deprecations (affine's matrix operator, shapely.ops) that odc-geo and rioxarray trigger
+pytestmark = [pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:The 'shapely.ops.transform:DeprecationWarning")]
+needs_schemas = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"offline STAC schemas not found at {SCHEMAS}")
+
+
+def fake_predict(x):
+    """Deterministic: member k = (k + 1) * (f + 1) * time mean of channel 0 + 0.1 k + a position term."""
+    mean = x[:, :, 0].mean(axis=1)
+    rows = np.arange(P, dtype=np.float32)[:, None]
+    out = np.empty((K, x.shape[0], F, P, P), np.float32)
+    for k in range(K):
+        for f in range(F):
+            out[k, :, f] = (k + 1) * (f + 1) * mean + 0.1 * k + 0.02 * rows
+    return out
+
+
+def make_products(start="2020-01-05", nt=9, seed=0, ny=20, nx=17):
+    grid = GridSpec(x0=4_000_000.0, y0=3_100_000.0, nx=nx, ny=ny, spacing=100.0)
+    rng = np.random.default_rng(seed)
+    d = np.cumsum(rng.normal(-0.5, 2.0, (nt, ny, nx)), axis=0).astype(np.float32)
+    d += np.linspace(0, 30, nx, dtype=np.float32)[None, None, :] * np.linspace(0, 1, nt, dtype=np.float32)[:, None, None]
+    valid = np.ones((ny, nx), bool)
+    valid[3, 4] = False                              # -> NaN products and class nodata 255
+    t = np.datetime64(start) + np.arange(nt) * SPACING
+    cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
+                      coords={"t": t, "y": grid.y, "x": grid.x}).rio.write_crs("EPSG:3035")
+    return forecast_products(cube, fake_predict, history=T, horizon_steps=F, patch=P, overlap=3, norm=NORM,
+                             members=K)
+
+
+def make_ensemble(folder: Path, members=K, name=NAME) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for k in range(members):
+        f = folder / f"member_{k:02d}.onnx"
+        f.write_bytes(b"not really onnx " + bytes([k]) * 50)
+        entries.append({"file": f.name, "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                        "bytes": f.stat().st_size, "arch": "resnet_transformer", "trial": 7 + k, "run_seed": k,
+                        "strategy": "tpe", "val_loss": 0.2 + k / 100,
+                        "hyperparameters": {"lr": 0.001, "blocks": 2 + k, "heads": 4}})
+    manifest = {
+        "format": "insarcast-ensemble", "format_version": 1, "name": name, "architecture": "ResNet+Transformer",
+        "framework": "onnx", "framework_version": "1.17.0", "opset": 18, "created": "2026-01-02T03:04:05Z",
+        "versions": {"torch": "2.13.0", "onnx": "1.17.0", "insarcast": "0.1.0"},
+        "history": T, "horizon": F, "patch": P, "channels": 2,
+        "channel_names": ["displacement_relative_to_last", "valid"], "normalisation": NORM,
+        "grid": {"spacing": 100.0, "crs": "EPSG:3035"}, "epoch_days": 6,
+        "input": {"name": "history", "dtype": "float32", "shape": [-1, T, 2, P, P],
+                  "dims": ["batch", "time", "channel", "y", "x"]},
+        "output": {"name": "forecast", "dtype": "float32", "shape": [-1, F, P, P],
+                   "dims": ["batch", "horizon", "y", "x"], "units": "normalised"},
+        "members": entries,
+    }
+    (folder / "ensemble.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stac-inputs")
+    products = make_products()
+    products.to_zarr(root / "products.zarr", zarr_format=2, consolidated=True)
+    return {"products": root / "products.zarr", "ensemble": make_ensemble(root / "ensemble"), "ds": products}
+
+
+@pytest.fixture(scope="module")
+def catalog(inputs, tmp_path_factory):
+    from insarcast.stac.publish import publish
+
+    out = tmp_path_factory.mktemp("stac-catalog") / "catalog"
+    assert publish(inputs["products"], inputs["ensemble"], out, members=True) == out
+    return out
+
+
+def items_of(catalog: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((catalog / "insarcast-forecasts").glob("*/*.json"))]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("validation tried to use the network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def test_catalog_layout_items_and_model(catalog, inputs):
+    from insarcast.stac.files import multihash
+
+    ds = inputs["ds"]
+    run = f"{NAME}-20200222T000000"                       # last epoch 2020-01-05 + 8 * 6 days
+    assert (catalog / "catalog.json").is_file()
+    items = {d["id"]: d for d in items_of(catalog)}
+    assert sorted(items) == [f"{run}-h{k}" for k in (1, 2, 3)]
+    for k, valid_time in zip((1, 2, 3), ds["time"].values):
+        props = items[f"{run}-h{k}"]["properties"]
+        assert props["datetime"] == str(valid_time)[:19] + "Z"
+        assert props["forecast:reference_datetime"] == "2020-02-22T00:00:00Z"
+        assert props["forecast:horizon"] == f"P{6 * k}D"
+        assert props["proj:code"] == "EPSG:3035" and props["proj:shape"] == [20, 17]
+        assert props["proj:transform"] == [100.0, 0.0, 4_000_000.0, 0.0, -100.0, 3_100_000.0]
+        assert props["processing:lineage"] and props["processing:software"]["insarcast"]
+    # the products sit in the Item of the products' horizon (F), the median in every Item
+    assert set(items[f"{run}-h1"]["assets"]) == {"median", "members"}
+    last = items[f"{run}-h3"]
+    assert {"median", "std", "class", "bivariate", "p85", "p95", "p99", "confidence", "rank_variance",
+            "mass_low", "mass_medium", "mass_high", "mass_highest", "members"} == set(last["assets"])
+    median = last["assets"]["median"]
+    assert median["raster:bands"][0]["unit"] == "mm" and median["raster:bands"][0]["nodata"] == "nan"
+    stats = median["raster:bands"][0]["statistics"]
+    values = ds["median"].sel(horizon=3).values
+    assert stats["maximum"] == pytest.approx(float(np.nanmax(values)))
+    assert stats["valid_percent"] == pytest.approx(100 * np.isfinite(values).mean())
+    classes = last["assets"]["class"]["classification:classes"]
+    assert [c["name"] for c in classes] == ["low", "medium", "high", "highest", "nodata"]
+    assert classes[-1] == {**classes[-1], "value": 255, "nodata": True}
+    assert len(last["assets"]["bivariate"]["classification:classes"]) == 10
+    folder = catalog / "insarcast-forecasts" / last["id"]
+    for asset in last["assets"].values():
+        assert asset["file:checksum"] == multihash(folder / asset["href"])
+    assert len(last["assets"]["members"]["raster:bands"]) == K
+
+    model_link = next(link for link in last["links"] if link["rel"] == "derived_from")
+    model = json.loads((folder / model_link["href"]).read_text())
+    props = model["properties"]
+    assert model["id"] == NAME and props["mlm:name"] == NAME and props["mlm:framework"] == "ONNX"
+    assert props["mlm:architecture"] == "ResNet+Transformer" and props["mlm:tasks"] == ["regression"]
+    assert props["mlm:input"][0]["input"]["shape"] == [-1, T, 2, P, P]
+    assert props["mlm:output"][0]["result"]["shape"] == [-1, F, P, P]
+    assert props["mlm:hyperparameters"]["history"] == T and props["mlm:hyperparameters"]["target_std"] == 3.0
+    manifest = json.loads((inputs["ensemble"] / "ensemble.json").read_text())
+    for i, entry in enumerate(manifest["members"]):
+        asset = model["assets"][f"member_{i:02d}"]
+        assert "mlm:model" in asset["roles"] and asset["file:checksum"] == "1220" + entry["sha256"]
+        assert asset["insarcast:trial"] == entry["trial"] and asset["insarcast:val_loss"] == entry["val_loss"]
+    assert model["assets"]["manifest"]["href"] == "./ensemble.json"
+
+    collection = json.loads((catalog / "insarcast-forecasts" / "collection.json").read_text())
+    assert collection["extent"]["temporal"]["interval"] == [["2020-02-28T00:00:00Z", "2020-03-11T00:00:00Z"]]
+    assert collection["summaries"]["forecast:horizon"] == ["P6D", "P12D", "P18D"]
+    lon0, lat0, lon1, lat1 = collection["extent"]["spatial"]["bbox"][0]
+    assert 5 < lon0 < lon1 < 6 and 50 < lat0 < lat1 < 51
+    # self-contained: no absolute href anywhere
+    for path in catalog.rglob("*.json"):
+        doc = json.loads(path.read_text())
+        hrefs = [link["href"] for link in doc.get("links", [])] + [a["href"] for a in doc.get("assets", {}).values()]
+        assert all(not h.startswith(("/", "http")) for h in hrefs), path
+
+
+# ---------------------------------------------------------------------------------------------- validation
+@needs_schemas
+def test_every_json_validates_offline(catalog, no_network):
+    from insarcast.stac.validate import validate_catalog
+
+    problems = validate_catalog(catalog, schemas=SCHEMAS)
+    assert problems == [], "\n".join(map(str, problems))
+    assert len(list(catalog.rglob("*.json"))) == 1 + 2 + F + 1 + 1     # + the manifest copy
+
+
+@needs_schemas
+@pytest.mark.parametrize("breakage, field", [
+    ("missing proj:code", "proj:code"),
+    ("wrong checksum", "file:checksum"),
+    ("horizon not a duration string", "forecast:horizon"),
+    ("model without mlm:input", "mlm:input"),
+])
+def test_broken_item_fails_naming_the_field(catalog, tmp_path, no_network, breakage, field):
+    from insarcast.stac.validate import validate_catalog
+
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    if breakage == "model without mlm:input":
+        path = broken / "insarcast-models" / NAME / f"{NAME}.json"
+    else:
+        path = sorted((broken / "insarcast-forecasts").glob("*-h3/*-h3.json"))[0]
+    doc = json.loads(path.read_text())
+    if breakage == "missing proj:code":
+        del doc["properties"]["proj:code"]
+    elif breakage == "wrong checksum":
+        doc["assets"]["median"]["file:checksum"] = "1220" + "ab" * 32
+    elif breakage == "horizon not a duration string":
+        doc["properties"]["forecast:horizon"] = 18
+    else:
+        del doc["properties"]["mlm:input"]
+    path.write_text(json.dumps(doc, indent=2))
+
+    problems = validate_catalog(broken, schemas=SCHEMAS)
+    assert problems and all(Path(p.path).resolve() == path.resolve() for p in problems), problems
+    assert any(field in (p.field or "") for p in problems), problems
+    with pytest.raises(InputError) as info:
+        validate_catalog(broken, schemas=SCHEMAS, strict=True)
+    assert field in info.value.field and path.name in str(info.value)
+
+
+@needs_schemas
+def test_missing_schema_and_missing_asset_are_problems(catalog, tmp_path):
+    from insarcast.stac.validate import validate_catalog
+
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    item = sorted((broken / "insarcast-forecasts").glob("*-h1/*-h1.json"))[0]
+    (item.parent / "median.tif").unlink()
+    fields = {p.field for p in validate_catalog(broken, schemas=SCHEMAS)}
+    assert "assets.median.href" in fields
+    schemas = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, schemas)
+    shutil.rmtree(schemas / "stac-extensions.github.io" / "forecast")
+    problems = validate_catalog(catalog, schemas=schemas)
+    assert problems and all(p.field == "stac_extensions" and "forecast" in p.message for p in problems)
+    with pytest.raises(InputError, match="schema folder"):
+        validate_catalog(catalog, schemas=tmp_path / "nowhere")
+
+
+def test_cogs_pass_rio_cogeo_and_are_encoded_as_specified(catalog):
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    tifs = sorted(catalog.rglob("*.tif"))
+    assert len(tifs) == F * 2 + 12
+    for tif in tifs:
+        valid, errors, _ = cog_validate(str(tif), quiet=True)
+        assert valid, (tif, errors)
+        with rasterio.open(tif) as src:
+            structure = src.tags(ns="IMAGE_STRUCTURE")
+            assert structure["COMPRESSION"] == "DEFLATE" and structure["LAYOUT"] == "COG"
+            if tif.stem in ("class", "bivariate"):
+                assert src.dtypes[0] == "uint8" and src.nodata == 255
+            else:
+                assert src.dtypes[0] == "float32" and np.isnan(src.nodata) and structure["PREDICTOR"] == "3"
+            assert src.crs.to_epsg() == 3035
+
+
+# ---------------------------------------------------------------------------------------------- odc-stac
+def test_odc_stac_loads_the_products_back(catalog, inputs):
+    import odc.stac
+    import pystac
+
+    ds = inputs["ds"]
+    root = pystac.Catalog.from_file(str(catalog / "catalog.json"))
+    items = sorted(root.get_child("insarcast-forecasts").get_items(), key=lambda i: i.datetime)
+    cube = odc.stac.load(items, bands=["median"])
+    np.testing.assert_array_equal(cube["time"].values, ds["time"].values)
+    np.testing.assert_array_equal(cube["y"].values, ds["y"].values)
+    np.testing.assert_array_equal(cube["x"].values, ds["x"].values)
+    assert cube.odc.crs.epsg == 3035
+    assert tuple(cube.odc.geobox.transform)[:6] == tuple(ds.rio.transform())[:6]
+    assert cube["median"].dtype == np.float32
+    assert np.array_equal(cube["median"].values, ds["median"].values, equal_nan=True)
+
+    last = [i for i in items if "class" in i.assets]
+    products = odc.stac.load(last, bands=["class", "bivariate", "std", "p95"])
+    for name in ("class", "bivariate"):
+        layer = products[name].isel(time=0)
+        assert layer.dtype == np.uint8 and layer.attrs["nodata"] == 255
+        np.testing.assert_array_equal(layer.values, ds[name].values)
+        assert layer.values[3, 4] == 255                  # the invalid pixel keeps its nodata
+    for name in ("std", "p95"):
+        assert np.array_equal(products[name].isel(time=0).values, ds[name].values, equal_nan=True)
+    assert np.isnan(products["std"].values[0, 3, 4])
+
+
+# ---------------------------------------------------------------------------------------------- append
+@needs_schemas
+def test_appending_a_run_keeps_the_first_runs_bytes_and_extends_the_extent(catalog, inputs, tmp_path):
+    from insarcast.stac.publish import publish
+    from insarcast.stac.validate import validate_catalog
+
+    out = tmp_path / "catalog"
+    shutil.copytree(catalog, out)
+    before = snapshot(out)
+    second = make_products(start="2020-03-10", seed=1)           # last epoch 2020-04-27
+    publish(second, inputs["ensemble"], out, members=True)
+    after = snapshot(out)
+
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    assert changed == ["insarcast-forecasts/collection.json"]   # everything else keeps its bytes
+    new = sorted(set(after) - set(before))
+    assert f"insarcast-forecasts/{NAME}-20200427T000000-h3/class.tif" in new and len(new) == F * 3 + 12
+    collection = json.loads((out / "insarcast-forecasts" / "collection.json").read_text())
+    assert collection["extent"]["temporal"]["interval"] == [["2020-02-28T00:00:00Z", "2020-05-15T00:00:00Z"]]
+    assert collection["summaries"]["insarcast:run_id"] == [f"{NAME}-20200222T000000", f"{NAME}-20200427T000000"]
+    assert collection["summaries"]["forecast:reference_datetime"] == {
+        "minimum": "2020-02-22T00:00:00Z", "maximum": "2020-04-27T00:00:00Z"}
+    assert sum(link["rel"] == "item" for link in collection["links"]) == 2 * F
+    assert validate_catalog(out, schemas=SCHEMAS) == []
+
+    # the same run again: refused, or replaced with overwrite (the first run still untouched)
+    with pytest.raises(InputError) as info:
+        publish(second, inputs["ensemble"], out)
+    assert info.value.field == "run_id"
+    assert snapshot(out) == after
+    publish(second, inputs["ensemble"], out, overwrite=True)
+    again = snapshot(out)
+    assert {k: again[k] for k in before if k != "insarcast-forecasts/collection.json"} == \
+        {k: before[k] for k in before if k != "insarcast-forecasts/collection.json"}
+    assert not (out / "insarcast-forecasts" / f"{NAME}-20200427T000000-h1" / "members.tif").exists()
+
+
+def test_a_failure_midway_leaves_no_partial_catalog(catalog, inputs, tmp_path, monkeypatch):
+    from insarcast.stac import items as items_module
+    from insarcast.stac.publish import publish
+
+    real, calls = items_module.write_cog, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(items_module, "write_cog", failing)
+    fresh = tmp_path / "fresh" / "catalog"
+    fresh.parent.mkdir()
+    with pytest.raises(OSError, match="disk full"):
+        publish(inputs["products"], inputs["ensemble"], fresh)
+    assert list(fresh.parent.iterdir()) == []                   # no catalog, no staging left behind
+
+    existing = tmp_path / "existing" / "catalog"
+    shutil.copytree(catalog, existing)
+    before = snapshot(existing)
+    calls.clear()
+    with pytest.raises(OSError, match="disk full"):
+        publish(make_products(start="2020-03-10", seed=1), inputs["ensemble"], existing)
+    assert snapshot(existing) == before
+    assert [p.name for p in existing.parent.iterdir()] == ["catalog"]
+
+
+def test_same_inputs_give_the_same_bytes(catalog, inputs, tmp_path):
+    from insarcast.stac.publish import publish
+
+    out = publish(inputs["ds"], inputs["ensemble"], tmp_path / "again", members=True)
+    assert snapshot(out) == snapshot(catalog)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_bad_inputs_are_input_errors(inputs, tmp_path):
+    from insarcast.stac.publish import publish
+
+    other = make_ensemble(tmp_path / "three", members=3)
+    with pytest.raises(InputError) as info:
+        publish(inputs["products"], other, tmp_path / "a")
+    assert info.value.field == "members"
+
+    tampered = make_ensemble(tmp_path / "tampered")
+    (tampered / "member_01.onnx").write_bytes(b"changed")
+    with pytest.raises(InputError) as info:
+        publish(inputs["products"], tampered, tmp_path / "b")
+    assert info.value.field == "members[1].sha256"
+
+    with pytest.raises(InputError) as info:
+        publish(inputs["products"], inputs["ensemble"], tmp_path / "c", run_id="bad id/")
+    assert info.value.field == "run_id"
+    with pytest.raises(InputError, match="no such products"):
+        publish(tmp_path / "missing.zarr", inputs["ensemble"], tmp_path / "d")
+    not_a_catalog = tmp_path / "e"
+    not_a_catalog.mkdir()
+    (not_a_catalog / "x.txt").write_text("x")
+    with pytest.raises(InputError, match="not a catalog"):
+        publish(inputs["products"], inputs["ensemble"], not_a_catalog)
+    assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())

@@ -1,0 +1,54 @@
+"""The openEO process graph that runs insarcast's UDF, built offline with the openeo client.
+
+    from insarcast.udf.openeo_graph import process_graph
+    graph = process_graph(collection="EGMS_L3_U", bbox=(4058000, 3082000, 4083600, 3101200),
+                          ensemble="/data/ensemble", thresholds={...}, patch=32)
+
+``load_collection -> apply_neighborhood(run_udf(openeo_udf.py), time whole, tiles with an overlap of
+P / 2) -> save_result(GTiff)``. Send it with ``connection.create_job(graph)`` once connected.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any, Mapping
+
+from insarcast.errors import MissingDependencyError
+
+UDF_FILE = "openeo_udf.py"
+
+
+def udf_code() -> str:
+    """The text of the UDF file (what a backend runs)."""
+    return resources.files("insarcast.udf").joinpath(UDF_FILE).read_text(encoding="utf-8")
+
+
+def process_graph(*, collection: str, bbox: tuple[float, float, float, float], ensemble: str,
+                  thresholds: Mapping[str, float], patch: int, band: str = "displacement", crs: int = 3035,
+                  temporal_extent: tuple[str, str] | None = None, tile: int = 256, horizon: int | None = None,
+                  mode: str = "change", out_format: str = "GTiff") -> dict[str, Any]:
+    """The process graph (a dict) of the forecast over ``bbox`` (west, south, east, north in ``crs``)."""
+    try:
+        import openeo
+        from openeo.rest.datacube import DataCube
+    except ImportError as err:
+        raise MissingDependencyError("building the process graph needs the openeo client: "
+                                     "pip install 'insarcast[openeo]'") from err
+    west, south, east, north = bbox
+    cube = DataCube.load_collection(collection, connection=None, bands=[band], temporal_extent=temporal_extent,
+                                    spatial_extent={"west": west, "south": south, "east": east, "north": north,
+                                                    "crs": crs})
+    context = {"ensemble": ensemble, "thresholds": dict(thresholds), "band": band, "mode": mode,
+               "overlap": patch // 2}
+    if horizon is not None:
+        context["horizon"] = horizon
+    udf = openeo.UDF(udf_code(), runtime="Python", context=context)
+    halo = patch // 2
+    result = cube.apply_neighborhood(
+        process=udf,
+        size=[{"dimension": "x", "value": tile, "unit": "px"}, {"dimension": "y", "value": tile, "unit": "px"},
+              {"dimension": "t", "value": None}],
+        overlap=[{"dimension": "x", "value": halo, "unit": "px"}, {"dimension": "y", "value": halo, "unit": "px"}],
+    ).save_result(format=out_format)
+    return json.loads(result.to_json())

@@ -1,0 +1,122 @@
+"""`insarcast forecast`: an ensemble over a Zarr cube on dask.distributed, products to Zarr.
+
+The cube is read lazily in spatial chunks (time whole); each Dask task runs the ensemble on its chunk
+plus a halo of P - 1 cells (so the products do not depend on the chunking), in worker processes that
+each load the ensemble once and keep its ONNX Runtime sessions. The class thresholds are exact over
+the whole region: a first pass computes them, the second writes the products (the ensemble runs in
+both; pass ``thresholds`` to skip the first). The Zarr store appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from insarcast.errors import InputError
+
+_ENSEMBLES: dict[tuple, Any] = {}
+
+
+class EnsemblePredictor:
+    """A picklable predictor: each process opens the ensemble once and keeps its sessions."""
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, batch_size: int = 64):
+        self.path, self.threads, self.batch_size = str(path), threads, batch_size
+
+    def ensemble(self):
+        from insarcast.udf.ensemble import load_ensemble
+
+        key = (self.path, self.threads, self.batch_size)
+        if key not in _ENSEMBLES:
+            _ENSEMBLES[key] = load_ensemble(self.path, intra_op_threads=self.threads, batch_size=self.batch_size)
+        return _ENSEMBLES[key]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.ensemble().predict(x)
+
+
+def check_compatible(cube, manifest: Mapping[str, Any], *, path: str | os.PathLike | None = None) -> None:
+    """The cube's grid spacing, CRS and epoch spacing must be the ensemble's."""
+    grid = manifest.get("grid", {})
+    xs, ys = cube["x"].values, cube["y"].values
+    if len(xs) > 1 and grid.get("spacing"):
+        spacing = float(abs(xs[1] - xs[0]))
+        if not np.isclose(spacing, float(grid["spacing"]), rtol=1e-6):
+            raise InputError(f"grid spacing {spacing:g} m differs from the ensemble's {grid['spacing']:g} m",
+                             path=path, field="x")
+    crs = getattr(getattr(cube, "rio", None), "crs", None)
+    if crs is not None and grid.get("crs"):
+        from pyproj import CRS
+
+        if CRS.from_user_input(crs) != CRS.from_user_input(grid["crs"]):
+            raise InputError(f"CRS {crs} differs from the ensemble's {grid['crs']}", path=path, field="spatial_ref")
+    t = cube["t"].values
+    if len(t) > 1 and manifest.get("epoch_days"):
+        days = float(np.median(np.diff(t)) / np.timedelta64(1, "D"))
+        if abs(days - float(manifest["epoch_days"])) > 0.5:
+            raise InputError(f"epoch spacing {days:g} days differs from the ensemble's {manifest['epoch_days']:g}",
+                             path=path, field="t")
+    del ys
+
+
+def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str | os.PathLike, *,
+                  scheduler: str | None = None, workers: int | None = None, chunks: int = 256,
+                  overlap: int | None = None, horizon: int | None = None, mode: str = "change",
+                  thresholds: Mapping[str, float] | None = None, threads: int = 1, batch_size: int = 64,
+                  progress: bool = False) -> Path:
+    """Forecast with ``ensemble`` over ``cube`` and write the products to the Zarr store ``out``.
+
+    ``scheduler``: a dask.distributed address; default a LocalCluster of ``workers`` processes
+    (default: the CPU count) with one thread each. ``chunks``: cells per side of a task's block.
+    ``overlap``: cells shared by neighbouring tiles (default P / 2).
+    """
+    from insarcast.cube import open_cube
+    from insarcast.fsutil import atomic_path
+    from insarcast.udf.ensemble import load_ensemble
+    from insarcast.udf.forecast import forecast_products
+
+    members = load_ensemble(ensemble)                     # checks the whole ensemble before any work
+    ds = open_cube(cube)
+    check_compatible(ds, members.manifest, path=cube)
+    if chunks < 1:
+        raise InputError(f"expected a positive chunk size, got {chunks}", field="chunks")
+    data = ds[["displacement", "valid"]].chunk({"t": -1, "y": chunks, "x": chunks})
+    predictor = EnsemblePredictor(ensemble, threads=threads, batch_size=batch_size)
+    settings = {**members.settings, "predict": predictor}
+    client, cluster = _client(scheduler, workers)
+    try:
+        products = forecast_products(data, overlap=members.patch // 2 if overlap is None else overlap,
+                                     horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
+                                     **settings)
+        products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
+                              cube=str(Path(cube).resolve()))
+        with atomic_path(Path(out)) as tmp:
+            store = products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2)
+            future = client.compute(store)
+            if progress:
+                from distributed import progress as show
+
+                show(future)
+            future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return Path(out)
+
+
+def _client(scheduler: str | None, workers: int | None):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:            # pragma: no cover - depends on the environment
+        from insarcast.errors import MissingDependencyError
+
+        raise MissingDependencyError("forecast needs dask.distributed: pip install 'insarcast[udf]'") from err
+    if scheduler:
+        return Client(scheduler), None
+    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster), cluster
