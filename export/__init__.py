@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEFAULT_ARCH", "ExportWarning", "ParityError", "export_ensemble", "select_runs"]
+__all__ = ["DEFAULT_ARCH", "ExportError", "ExportWarning", "ParityError", "export_ensemble", "select_runs"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DEFAULT_ARCH", "ExportWarning", "ParityError", "export_ensemble"):
+    if name in ("DEFAULT_ARCH", "ExportError", "ExportWarning", "ParityError", "export_ensemble"):
         from . import onnx
 
         return getattr(onnx, name)

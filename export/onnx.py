@@ -43,11 +43,15 @@ DEFAULT_TOLERANCE = 1e-4
 PARITY_WINDOWS = 16
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
-__all__ = ["DEFAULT_ARCH", "DEFAULT_OPSET", "ExportWarning", "ParityError", "export_ensemble", "onnx_bytes",
-           "parity_max_abs", "parity_inputs"]
+__all__ = ["DEFAULT_ARCH", "DEFAULT_OPSET", "ExportError", "ExportWarning", "ParityError", "export_ensemble",
+           "onnx_bytes", "parity_max_abs", "parity_inputs"]
 
 
-class ParityError(InputError):
+class ExportError(InputError):
+    """A selected model cannot be exported (an :class:`InputError`, so the CLI reports it in one line)."""
+
+
+class ParityError(ExportError):
     """ONNX Runtime does not reproduce torch within the tolerance: the model cannot be exported faithfully."""
 
 
@@ -220,7 +224,9 @@ def _parity_cube(parity_windows: str | Path | None, runs: list[Run], tune_dir: P
 
 def _load(run: Run) -> tuple[Forecaster, dict[str, Any]]:
     model, extra = load_model(run.model_pt)
-    if not _same(model.cfg.to_dict(), run.metrics["model"]):
+    recorded = run.metrics["model"]
+    current = model.cfg.to_dict()
+    if any(k not in current or not _same(current[k], v) for k, v in recorded.items()):
         raise InputError(f"{run.describe()}: the model in model.pt ({model.cfg.to_dict()}) differs from the one "
                          "metrics.json records", path=run.model_pt, field="model")
     norm = extra.get("normalisation")
@@ -244,7 +250,7 @@ def _export_checked(model: Forecaster, x: np.ndarray, *, label: str, opset: int,
         except Exception as err:  # the exporters raise many types; the fallback decides
             failures.append(f"the {name} exporter failed: {type(err).__name__}: {err}".splitlines()[0])
             if i + 1 == len(order):
-                raise RuntimeError(f"{label}: {'; '.join(failures)}") from err
+                raise ExportError(f"{label}: {'; '.join(failures)}", field="exporter") from err
             warnings.warn(f"{label}: {failures[-1]}; trying the {order[i + 1]} exporter", ExportWarning,
                           stacklevel=3)
             continue

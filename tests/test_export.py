@@ -27,7 +27,7 @@ from insarcast.training.data import Windows  # noqa: E402
 from insarcast.training.models import ARCHS, ModelConfig, build_model, load_model, save_model  # noqa: E402
 from insarcast.training.params import TrainConfig  # noqa: E402
 from insarcast.training.trainer import train_run  # noqa: E402
-from insarcast.udf.ensemble import MANIFEST_SCHEMA, MEMBER_SCHEMA, load_ensemble  # noqa: E402
+from insarcast.udf.ensemble import MANIFEST_SCHEMA, MEMBER_SCHEMA, ensemble_providers, load_ensemble  # noqa: E402
 
 T, F, P = 8, 6, 16
 ARCH = "resnet-transformer"
@@ -209,6 +209,7 @@ def test_loader_output_equals_torch_and_batch_1_equals_batch_37(ensemble, tune, 
         with torch.no_grad():
             np.testing.assert_allclose(whole[k], model(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=0)
     assert load_ensemble(ensemble, intra_op_threads=1).members[0].session is ens.members[0].session   # cached
+    assert ens.providers == ensemble_providers() and ensemble_providers()[-1] == "CPUExecutionProvider"
 
 
 def test_the_loader_and_an_inference_call_run_where_torch_cannot_be_imported(ensemble, windows, tmp_path):
@@ -294,10 +295,14 @@ def test_dynamo_failure_falls_back_to_torchscript_and_records_it(windows, tmp_pa
 
 def test_a_parity_failure_names_the_member_and_writes_nothing(windows, tmp_path):
     fabricate(tmp_path / "tune", windows, tiny_config(), seed=0, trial=0, val_loss=1.0)
+    (tmp_path / "ens").mkdir()
+    (tmp_path / "ens" / "old.txt").write_text("previous export")
     with pytest.raises(ParityError, match=r"member member_00.onnx \(run resnet-transformer/seed_0/trial_000 .*"
                                           r"differs from torch by up to [0-9.e-]+ .* tolerance 1e-12"):
-        export_ensemble(tmp_path / "tune", tmp_path / "ens", top=1, exporter="torchscript", tolerance=1e-12)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tune"]             # no output, no staging left
+        export_ensemble(tmp_path / "tune", tmp_path / "ens", top=1, exporter="torchscript", tolerance=1e-12,
+                        overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens", "tune"]      # no staging left
+    assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == ["old.txt"]  # the old export untouched
 
 
 # ---------------------------------------------------------------- the loader refuses

@@ -93,6 +93,9 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
                                      **settings)
         products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
                               cube=str(Path(cube).resolve()))
+        products = products.chunk({"y": chunks, "x": chunks})          # Zarr wants regular chunks
+        for variable in products.variables.values():
+            variable.encoding.pop("chunks", None)
         with atomic_path(Path(out)) as tmp:
             store = products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2)
             future = client.compute(store)

@@ -227,6 +227,45 @@ def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool) -> None:
 
 
 @main.command(context_settings=CONTEXT)
+@click.option("--tune-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Folder of `insarcast tune`.")
+@click.option("--arch", type=click.Choice(ARCH_NAMES), default="resnet-transformer", show_default=True,
+              help="Architecture whose best trials form the ensemble (the paper's choice by default).")
+@click.option("--top", type=int, default=10, show_default=True, help="Members: the best trials by validation loss.")
+@click.option("--strict", is_flag=True, help="Fail when fewer than --top trials have finished.")
+@click.option("--include-manual", is_flag=True, help="Also consider the manual runs.")
+@click.option("--cube", type=click.Path(path_type=Path),
+              help="Cube for the parity windows (default: the cube each run was trained on).")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True,
+              help="Largest ONNX Runtime - torch difference allowed (normalised units).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Ensemble folder.")
+@_overwrite
+@_quiet
+def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bool, cube: Path | None,
+           tolerance: float, out: Path, overwrite: bool, quiet: bool) -> None:
+    """Export the best trials of an architecture to ONNX, checked for parity, with a manifest.
+
+    \b
+    Reads TUNE_DIR (model.pt beside metrics.json). Writes into OUT:
+      member_00.onnx ...   input history (batch, T, C, P, P), output forecast (batch, F, P, P)
+      ensemble.json        sha256, trial, seed, validation loss, hyperparameters, T/F/P/C, channels,
+                           normalisation, grid and epoch spacing, versions (what the UDF checks)
+    """
+    import warnings
+
+    from .export import export_ensemble
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_ensemble(tune_dir, out, arch=arch, top=top, strict=strict, include_manual=include_manual,
+                               parity_windows=cube, tolerance=tolerance, overwrite=overwrite, progress=not quiet)
+    for warning in caught:
+        if warning.category.__name__ == "ExportWarning":
+            click.echo(f"insarcast: warning: {warning.message}", err=True)
+    click.echo(str(path))
+
+
+@main.command(context_settings=CONTEXT)
 @click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube from `insarcast grid`.")
 @click.option("--ensemble", type=click.Path(path_type=Path), required=True, help="Folder from `insarcast export`.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Zarr store of the products to write.")
