@@ -3,6 +3,9 @@
 #   bash scripts/install.sh [EXTRAS]      default EXTRAS: train,udf,stac,report,openeo,dev
 # Creates .venv (or uses $INSARCAST_VENV), installs the pinned CPU torch wheel when the
 # `train` extra is asked for (a bare `torch` would pull a multi-GB CUDA build), then the package.
+#   INSARCAST_TORCH        torch version (default 2.13.0)
+#   INSARCAST_TORCH_INDEX  index to take torch from, e.g. https://download.pytorch.org/whl/cpu
+#                          (default: none, pip's own configuration finds the wheel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-train,udf,stac,report,openeo,dev}"
@@ -10,8 +13,11 @@ venv="${INSARCAST_VENV:-.venv}"
 python="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
+# The torch index as the positional parameters ("$@" may be empty under set -u, even in bash 3).
+set --
+[ -z "${INSARCAST_TORCH_INDEX:-}" ] || set -- --index-url "$INSARCAST_TORCH_INDEX"
 case ",$extras," in
-  *,train,*) "$venv/bin/python" -m pip install --quiet "torch==${INSARCAST_TORCH:-2.13.0}" ;;
+  *,train,*) "$venv/bin/python" -m pip install --quiet "$@" "torch==${INSARCAST_TORCH:-2.13.0}" ;;
 esac
 "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
 echo "insarcast installed in $venv with extras [$extras]"

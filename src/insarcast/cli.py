@@ -348,6 +348,78 @@ def validate_stac(catalog: Path, schemas: Path, no_cogs: bool) -> None:
     click.echo(f"{catalog}: valid")
 
 
+@main.command(context_settings=CONTEXT)
+@click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube the products came from.")
+@click.option("--products", type=click.Path(path_type=Path), required=True, help="Zarr store of `insarcast forecast`.")
+@click.option("--compare", "compare_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder of `insarcast compare`.")
+@click.option("--zones", type=click.Path(path_type=Path), help="GeoJSON of mine outlines and fault traces.")
+@click.option("--ensemble", type=click.Path(path_type=Path),
+              help="Ensemble folder for the hindcast (default: the one the products name).")
+@click.option("--tune-dir", type=click.Path(path_type=Path),
+              help="Tune folder with the manual and TPE models (default: where the compare runs came from).")
+@click.option("--anchor", type=int, help="Hindcast anchor epoch index (default: F epochs before the cube's end).")
+@click.option("--bands", default="250,500,1000", show_default=True,
+              help="Distance band edges around the zones, metres, comma separated.")
+@click.option("--screenshot", is_flag=True, help="Check the page in headless Chromium and keep screenshot.png.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder to write.")
+@_overwrite
+@_quiet
+def report(cube: Path, products: Path, compare_dir: Path, zones: Path | None, ensemble: Path | None,
+           tune_dir: Path | None, anchor: int | None, bands: str, screenshot: bool, out: Path, overwrite: bool,
+           quiet: bool) -> None:
+    """Write the report: metrics, maps, residual diagnostics, zones, calibration, decision tiers.
+
+    \b
+    Reads CUBE, PRODUCTS, COMPARE, ZONES, the ensemble (for a hindcast of the test period) and the
+    best manual and TPE models of the tune folder. Writes into OUT, all together or nothing:
+      index.html        one self-contained page (figures embedded, no script, no external resource)
+      figures/*.png     the figures (Figures 3-5, 7-10 of the paper, calibration, tiers)
+      tables/*.csv      every table of the page; key_numbers.csv holds the numbers quoted in the text
+    """
+    from .report import build_report
+
+    try:
+        edges = tuple(float(b) for b in bands.split(","))
+    except ValueError:
+        raise InputError(f"expected comma-separated metres, got {bands!r}", field="--bands") from None
+    _refuse_existing([out], overwrite)
+    path = build_report(cube=cube, products=products, compare_dir=compare_dir, zones=zones, out=out,
+                        tune_dir=tune_dir, ensemble=ensemble, anchor=anchor, bands=edges, browser_check=screenshot,
+                        progress=not quiet)
+    click.echo(str(path))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Demo folder (created if missing; a demo folder is resumed).")
+@click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="demo", show_default=True,
+              help="tiny: tests, about a minute; demo: ~25 km scenario, minutes on 2 cores; paper: the paper's "
+                   "protocol on the 200 x 100 km Rhineland scenario (hours; the estimate is printed first).")
+@click.option("--egms", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="EGMS L3 vertical tile (.csv, .csv.gz, .zip) or folder of them, gridded instead of the "
+                   "synthetic scenario (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scenario and of the first tune run.")
+@_overwrite
+@_quiet
+def demo(out: Path, preset: str, egms: tuple[Path, ...], seed: int, overwrite: bool, quiet: bool) -> None:
+    """Run the whole pipeline: synth, grid, tune, compare, export, forecast, publish, report.
+
+    \b
+    Reads nothing (the embedded synthetic scenario), or the --egms tiles. Writes into OUT:
+      scenario/       synthetic EGMS CSV tile(s), zones.geojson, truth.zarr, scenario.json
+      cube.zarr       the gridded cube            tune/      the six architectures, manual and TPE
+      compare/        welch.csv and figures       ensemble/  ONNX members and ensemble.json
+      products.zarr   forecast products           catalog/   STAC catalog.json with COGs
+      report/         index.html
+    One line per stage with its wall time. Run again without --overwrite, it reuses what is there.
+    """
+    from .demo import run_demo
+
+    run_demo(out, preset=preset, egms=list(egms) or None, seed=seed, overwrite=overwrite, progress=not quiet,
+             echo=click.echo)
+
+
 def _expand(inputs: tuple[Path, ...]) -> list[Path]:
     """Files as given; a folder stands for the EGMS tiles inside it."""
     files: list[Path] = []

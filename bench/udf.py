@@ -1,0 +1,509 @@
+"""The UDF at scale: ensemble throughput against torch eager, peak memory against cube size, Rhineland time.
+
+    python bench/udf.py [--members 10] [--threads 2] [--sizes 1,4,16] [--quick] [--out bench/results/udf.json]
+
+The ensemble is ``--members`` fresh (untrained, seeds 0, 1, ...) models of the packaged manual
+ResNet+Transformer configuration at demo size (T = 12, F = 6, P = 32). Their run folders are
+fabricated as the tuner lays them out and exported with ``insarcast.export.export_ensemble`` (parity
+on the demo cube); both are kept in ``--data``/udf and reused while they match.
+
+1. Throughput. ``forecast_products`` over a numpy region of the demo cube (``--region`` cells a side),
+   overlap P / 2, once with the ONNX ensemble (``intra_op_threads = --threads``) and once with a
+   predictor that runs the same torch models eagerly (``torch.no_grad``,
+   ``torch.set_num_threads(--threads)``), same tiling and batches; after a warm-up, the median of
+   ``--repeats``. Figures: valid pixels x members per second of the whole UDF, and raw model
+   throughput (windows x members per second) of each engine on one batch of the UDF's own inputs.
+2. Memory. ``forecast_cube`` (Dask LocalCluster, one worker process per core, one thread each) over
+   cubes of ``--sizes`` times ``--base`` cells (default 64 x 64 cells x 40 epochs; the demo cube's
+   field mirrored to size, its last epochs), each in a fresh subprocess. This process samples the resident set size of that
+   subprocess and all its descendants (the cluster's nannies and workers) every 0.2 s with psutil,
+   sums it, and keeps the peak. The chunk size ``--chunks`` (default half the base side) is the same
+   for every size, so the smallest cube already has four tasks per pass and the largest many more:
+   what grows with the region (task graph, per-pixel statistics, writes) is what this measures.
+   ``--members`` members throughout, so the tile count, not the cube, sets the run time. Goal: the peak at the largest size within 1.25 x the
+   peak at 1x.
+3. Rhineland. The time of ``forecast_cube`` over 2000 x 1000 cells (363 epochs, chunks 256, default
+   two passes: exact thresholds, then products) with the ensemble on this machine's cores. When the
+   throughput of part 1 predicts more than ``--rhine-budget`` seconds for the whole region (or with
+   ``--quick``), a strip of whole chunks is measured instead and the time extrapolated linearly in the
+   number of P x P tiles the two regions evaluate; the output says so. Goal: under 2 minutes.
+
+Results go to ``--out`` as JSON and a table is printed; the goals are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ARCH = "resnet-transformer"
+RHINELAND = (1000, 2000)             # (ny, nx) cells
+RHINELAND_CHUNKS = 256               # forecast_cube's default
+MEMORY_GOAL = 1.25
+TIME_GOAL_S = 120.0
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+def demo_cube(data: Path) -> Path:
+    from insarcast.egms import read_egms
+    from insarcast.grid import grid_points
+    from insarcast.synth import preset, write_scenario
+
+    cube = data / "demo-cube.zarr"
+    if not cube.exists():
+        outputs = write_scenario(preset("demo", seed=0), data / "demo", progress=False)
+        grid_points(read_egms(outputs.csv), cube)
+    return cube
+
+
+def _mirror(index: np.ndarray, n: int) -> np.ndarray:
+    """Indices into an axis of length ``n``, reflected (0..n-1, n-1..0, ...) so the tiled field is continuous."""
+    i = np.mod(index, 2 * n)
+    return np.where(i < n, i, 2 * n - 1 - i)
+
+
+def tiled_cube(path: Path, source: Path, *, ny: int, nx: int, epochs: int | None, chunk: int = 128) -> Path:
+    """A cube of ``ny`` x ``nx`` cells: the source cube's field (its last ``epochs``) mirrored to size."""
+    from insarcast.cube import GridSpec, create_cube, finish_cube, open_cube
+
+    ds = open_cube(source)
+    nt = ds.sizes["t"] if epochs is None else int(epochs)
+    ds = ds.isel(t=slice(ds.sizes["t"] - nt, None))
+    disp = ds["displacement"].values.astype(np.float32)
+    valid = ds["valid"].values.astype(bool)
+    x, y = ds["x"].values, ds["y"].values
+    spacing = float(abs(x[1] - x[0]))
+    grid = GridSpec(x0=float(x[0] - spacing / 2), y0=float(y[0] + spacing / 2), nx=nx, ny=ny, spacing=spacing,
+                    crs=str(ds.rio.crs))
+    group = create_cube(path, grid, ds["t"].values, chunk=chunk, with_support=False,
+                        attrs={"title": f"bench/udf.py: {source.name} mirrored to {ny} x {nx} cells, {nt} epochs"})
+    sy, sx = disp.shape[1:]
+    for ys, xs in grid.blocks(chunk):
+        iy = _mirror(np.arange(ys.start, ys.stop), sy)
+        ix = _mirror(np.arange(xs.start, xs.stop), sx)
+        group["displacement"][:, ys, xs] = disp[:, iy][:, :, ix]
+    group["valid"][:, :] = valid[_mirror(np.arange(ny), sy)][:, _mirror(np.arange(nx), sx)]
+    finish_cube(path)
+    return path
+
+
+# --- the ensemble -------------------------------------------------------------------------------------------
+
+def ensemble_for(cube: Path, work: Path, members: int) -> tuple[Path, Path, float | None]:
+    """(tune folder, ensemble folder, export seconds or None when reused) of ``members`` fresh models."""
+    import torch
+
+    from insarcast.export import export_ensemble
+    from insarcast.training.models import build_model, save_model
+    from insarcast.training.params import configs, manual_params
+    from insarcast.training.runs import windows_for
+
+    model_cfg, cfg = configs(manual_params()[ARCH], arch=ARCH)
+    tune, out = work / f"tune-k{members}", work / f"ensemble-k{members}"
+    manifest = out / "ensemble.json"
+    if manifest.exists():
+        try:
+            recorded = json.loads(manifest.read_text())
+            same = (len(recorded["members"]) == members and
+                    all(m["hyperparameters"]["model"] == model_cfg.to_dict() and
+                        (tune / m["source"] / "model.pt").is_file() for m in recorded["members"]))
+        except (KeyError, ValueError, TypeError):
+            same = False
+        if same:
+            return tune, out, None
+    shutil.rmtree(tune, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    windows = windows_for(cube, model_cfg, cfg)
+    for seed in range(members):                       # a run folder as the tuner writes it, random weights
+        torch.manual_seed(seed)
+        model = build_model(model_cfg).eval()
+        folder = tune / ARCH / f"seed_{seed}" / "trial_000"
+        folder.mkdir(parents=True)
+        extra = {"normalisation": windows.norm.to_dict(), "train": cfg.to_dict(), "epoch_days": windows.epoch_days,
+                 "grid": windows.grid, "seed": seed}
+        save_model(model, folder / "model.pt", extra=extra)
+        metrics = {"arch": ARCH, "strategy": "tpe", "seed": seed, "trial": 0, "val_loss": 1.0 + 0.01 * seed,
+                   "model": model_cfg.to_dict(), "train": cfg.to_dict(), "normalisation": windows.norm.to_dict(),
+                   "epoch_days": windows.epoch_days, "grid": windows.grid, "cube": str(cube)}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    tick = time.perf_counter()
+    export_ensemble(tune, out, arch=ARCH, top=members, strict=True, parity_windows=cube)
+    return tune, out, time.perf_counter() - tick
+
+
+# --- 1. throughput ------------------------------------------------------------------------------------------
+
+class Timed:
+    """A predictor wrapper that adds up the seconds and windows spent in the model."""
+
+    def __init__(self, predict):
+        self.predict, self.seconds, self.windows, self.first = predict, 0.0, 0, None
+
+    def __call__(self, x):
+        if self.first is None:
+            self.first = np.array(x)
+        tick = time.perf_counter()
+        out = self.predict(x)
+        self.seconds += time.perf_counter() - tick
+        self.windows += len(x)
+        return out
+
+
+def median_seconds(runs, repeats: int, warmup: int = 1) -> list[float]:
+    """Median seconds of each callable; they alternate, so that load from elsewhere hits all alike."""
+    for _ in range(warmup):
+        for run in runs:
+            run()
+    times = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, spent in zip(runs, times):
+            tick = time.perf_counter()
+            run()
+            spent.append(time.perf_counter() - tick)
+    return [float(np.median(t)) for t in times]
+
+
+def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: int, batch: int,
+               repeats: int) -> dict:
+    import torch
+
+    from insarcast.cube import open_cube
+    from insarcast.training.models import load_model
+    from insarcast.udf.ensemble import load_ensemble
+    from insarcast.udf.forecast import forecast_products
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    ensemble = load_ensemble(ens_dir, intra_op_threads=threads, batch_size=batch)
+    k, f, p = len(ensemble), ensemble.horizon, ensemble.patch
+    models = [load_model(tune / m["source"] / "model.pt")[0].eval() for m in ensemble.manifest["members"]]
+
+    def torch_predict(x: np.ndarray) -> np.ndarray:
+        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        out = np.empty((k, len(x), f, p, p), np.float32)
+        with torch.no_grad():
+            for i, model in enumerate(models):
+                for start in range(0, len(x), batch):
+                    out[i, start:start + batch] = model(xt[start:start + batch]).numpy()
+        return out
+
+    ds = open_cube(cube)[["displacement", "valid"]]
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    region = min(region, ny, nx)
+    y0, x0 = (ny - region) // 2, (nx - region) // 2
+    data = ds.isel(y=slice(y0, y0 + region), x=slice(x0, x0 + region)).load()
+    settings = dict(history=ensemble.history, horizon_steps=f, patch=p, overlap=p // 2, norm=ensemble.norm,
+                    members=k, batch_size=batch)
+    engines = {"onnxruntime": ensemble.predict, "torch eager": torch_predict}
+    warm = data.isel(y=slice(0, p), x=slice(0, p))
+    for predict in engines.values():                  # warm-up: sessions, allocators, thread pools
+        forecast_products(warm, predict, **settings)
+
+    results, forecasts = {}, {}
+    spent = {name: [] for name in engines}
+    timed = {}
+    for _ in range(repeats):                          # alternate the engines
+        for name, predict in engines.items():
+            timed[name] = Timed(predict)
+            tick = time.perf_counter()
+            products = forecast_products(data, timed[name], **settings)
+            spent[name].append(time.perf_counter() - tick)
+            forecasts[name] = products["forecast"].values
+    pixels = int(np.isfinite(forecasts["onnxruntime"][0, 0]).sum())
+    x = timed["onnxruntime"].first
+    # both engines are warm from the runs above
+    raw = dict(zip(engines, median_seconds([lambda e=e: e(x) for e in engines.values()], repeats, warmup=0)))
+    for name in engines:
+        seconds = float(np.median(spent[name]))
+        results[name] = {
+            "udf_s": round(seconds, 3),
+            "pixel_members_per_s": round(pixels * k / seconds, 1),
+            "windows": timed[name].windows,
+            "model_share": round(timed[name].seconds / spent[name][-1], 3),
+            "raw_batch": len(x),
+            "raw_s": round(raw[name], 4),
+            "raw_window_members_per_s": round(len(x) * k / raw[name], 1),
+        }
+    diff = float(np.nanmax(np.abs(forecasts["onnxruntime"] - forecasts["torch eager"])))
+    return {"region": [region, region], "region_origin": [y0, x0], "valid_pixels": pixels, "members": k,
+            "patch": p, "overlap": p // 2, "threads": threads, "batch": batch, "repeats": repeats,
+            "engines": results, "max_abs_diff_mm": diff,
+            "onnx_over_torch_udf": round(results["onnxruntime"]["pixel_members_per_s"] /
+                                         results["torch eager"]["pixel_members_per_s"], 2),
+            "onnx_over_torch_raw": round(results["onnxruntime"]["raw_window_members_per_s"] /
+                                         results["torch eager"]["raw_window_members_per_s"], 2)}
+
+
+# --- 2./3. forecast_cube in a fresh subprocess, its process tree sampled ------------------------------------
+
+def child(spec: dict) -> None:
+    """Run forecast_cube once (in this fresh process) and print its seconds as JSON on the last line."""
+    from insarcast.udf.run import forecast_cube
+
+    tick = time.perf_counter()
+    forecast_cube(spec["cube"], spec["ensemble"], spec["out"], workers=spec["workers"], chunks=spec["chunks"],
+                  threads=1)
+    seconds = time.perf_counter() - tick
+    print(json.dumps({"seconds": seconds,
+                      "self_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "children_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
+def run_forecast(cube: Path, ens_dir: Path, out: Path, *, workers: int, chunks: int, interval: float = 0.2) -> dict:
+    """forecast_cube in a subprocess; the peak summed RSS of it and its descendants, sampled every ``interval``."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    spec = {"cube": str(cube), "ensemble": str(ens_dir), "out": str(out), "workers": workers, "chunks": chunks}
+    tick = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = {"rss": 0, "processes": 0}
+    stop = threading.Event()
+
+    def sample():
+        root = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                procs = [root] + root.children(recursive=True)
+            except psutil.Error:
+                procs = []
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            if total > peak["rss"]:
+                peak["rss"] = total
+            peak["processes"] = max(peak["processes"], len(procs))
+            stop.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True) if psutil else None
+    if sampler:
+        sampler.start()
+    stdout, stderr = proc.communicate()
+    stop.set()
+    if sampler:
+        sampler.join()
+    wall = time.perf_counter() - tick
+    if proc.returncode != 0:
+        sys.stderr.write(stderr[-4000:])
+        raise SystemExit(f"forecast_cube failed on {cube} (exit {proc.returncode})")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["process_wall_s"] = wall
+    if psutil:
+        result["peak_tree_rss_mb"] = peak["rss"] / 2**20
+        result["method"] = f"psutil: summed RSS of the process tree every {interval} s"
+        result["processes"] = peak["processes"]
+    else:
+        # a max over processes, not a sum; and on Linux ru_maxrss survives exec, so the subprocess's own
+        # figure may be this (forking) process's size: a rough bound only
+        result["peak_tree_rss_mb"] = max(result["self_maxrss_mb"], result["children_maxrss_mb"])
+        result["method"] = "getrusage ru_maxrss, max of the process and its children (rough: no psutil)"
+    if psutil:
+        del result["self_maxrss_mb"], result["children_maxrss_mb"]
+    return result
+
+
+def tiles_evaluated(ny: int, nx: int, *, chunks: int, patch: int, overlap: int) -> int:
+    """P x P tiles forecast_cube evaluates per pass (every chunk evaluates the tiles meeting its core)."""
+    from insarcast.udf.tiling import tile_origins
+
+    stride = patch - overlap
+
+    def axis(n: int) -> int:
+        return sum(len(tile_origins(s, min(s + chunks, n), patch=patch, stride=stride)) for s in range(0, n, chunks))
+
+    return axis(ny) * axis(nx)
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+def _size(text: str) -> tuple[int, int, int]:
+    parts = [int(v) for v in text.lower().split("x")]
+    if len(parts) != 3 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLSxEPOCHS, got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        child(json.loads(sys.argv[2]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=10, help="ensemble members K (default 10)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of both engines in part 1")
+    parser.add_argument("--sizes", default=None, help="cube sizes as multiples of --base (default 1,4,16)")
+    parser.add_argument("--base", type=_size, default=None,
+                        help="base cube ROWSxCOLSxEPOCHS (default 64x64x40; --quick 32x32x24)")
+    parser.add_argument("--chunks", type=int, default=None,
+                        help="forecast_cube chunk size of the memory runs (default base side / 2, at least 32)")
+    parser.add_argument("--region", type=int, default=None, help="cells a side of part 1's region (default 128)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed repeats of part 1 (median)")
+    parser.add_argument("--batch", type=int, default=64, help="windows per predictor call")
+    parser.add_argument("--rhine-budget", type=float, default=600.0,
+                        help="measure the whole Rhineland region when predicted to take at most this many seconds")
+    parser.add_argument("--quick", action="store_true", help="smaller regions and cubes")
+    parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "udf.json")
+    args = parser.parse_args()
+    sizes = [int(s) for s in (args.sizes or "1,4,16").split(",")]
+    base = args.base or ((32, 32, 24) if args.quick else (64, 64, 40))
+    chunks = args.chunks or max(32, min(base[:2]) // 2)
+    region = args.region or (64 if args.quick else 128)
+    workers = os.cpu_count() or 1
+    started = time.perf_counter()
+
+    args.data.mkdir(parents=True, exist_ok=True)
+    cube = demo_cube(args.data)
+    work = args.data / "udf"
+    work.mkdir(exist_ok=True)
+    print(f"ensemble: {args.members} fresh manual {ARCH} models (seeds 0..{args.members - 1})", flush=True)
+    tune, ens_dir, export_s = ensemble_for(cube, work, args.members)
+    print(f"  {'exported in %.0f s' % export_s if export_s is not None else 'reused'}: {ens_dir}", flush=True)
+
+    # 1. throughput
+    print(f"[1/3] throughput: forecast_products on a {region} x {region} region, ONNX Runtime vs torch eager",
+          flush=True)
+    tp = throughput(cube, tune, ens_dir, region=region, threads=args.threads, batch=args.batch,
+                    repeats=args.repeats)
+
+    manifest = json.loads((ens_dir / "ensemble.json").read_text())
+    patch = int(manifest["patch"])
+    scratch = Path(tempfile.mkdtemp(dir=work, prefix=".tmp-bench-"))
+    try:
+        # 2. memory
+        memory = []
+        for size in sizes:
+            side = int(round(np.sqrt(size)))
+            ny, nx = base[0] * side, base[1] * side
+            if side * side != size:
+                ny, nx = base[0] * size, base[1]
+            print(f"[2/3] memory: {size}x = {ny} x {nx} cells x {base[2]} epochs, chunks {chunks}", flush=True)
+            path = tiled_cube(scratch / f"mem-{size}.zarr", cube, ny=ny, nx=nx, epochs=base[2])
+            res = run_forecast(path, ens_dir, scratch / f"mem-{size}-products.zarr", workers=workers, chunks=chunks)
+            res.update(size=size, cells=[ny, nx], epochs=base[2], chunks=chunks,
+                       tiles_per_pass=tiles_evaluated(ny, nx, chunks=chunks, patch=patch, overlap=patch // 2))
+            memory.append(res)
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(scratch / f"mem-{size}-products.zarr", ignore_errors=True)
+        base_peak = memory[0]["peak_tree_rss_mb"]
+        for res in memory:
+            res["peak_over_first"] = round(res["peak_tree_rss_mb"] / base_peak, 3)
+        memory_ok = memory[-1]["peak_over_first"] <= MEMORY_GOAL
+
+        # 3. Rhineland
+        ry, rx = RHINELAND
+        full_tiles = tiles_evaluated(ry, rx, chunks=RHINELAND_CHUNKS, patch=patch, overlap=patch // 2)
+        rate = tp["engines"]["onnxruntime"]["windows"] * args.members / tp["engines"]["onnxruntime"]["udf_s"]
+        predicted = 2 * full_tiles * args.members / rate          # two passes: thresholds, then products
+        if not args.quick and predicted <= args.rhine_budget:
+            my, mx = ry, rx
+        else:                                  # one row of whole chunks, as many columns as the budget allows
+            per_chunk = 2 * tiles_evaluated(RHINELAND_CHUNKS, RHINELAND_CHUNKS, chunks=RHINELAND_CHUNKS,
+                                            patch=patch, overlap=patch // 2) * args.members / rate
+            columns = 1 if args.quick else int(np.clip(min(args.rhine_budget, 180.0) // per_chunk, workers, rx //
+                                                       RHINELAND_CHUNKS))
+            my, mx = RHINELAND_CHUNKS, columns * RHINELAND_CHUNKS
+        extrapolated = (my, mx) != (ry, rx)
+        print(f"[3/3] Rhineland: {'a ' if extrapolated else ''}{my} x {mx} cells x 363 epochs, chunks "
+              f"{RHINELAND_CHUNKS} (whole region predicted from part 1: {predicted:.0f} s)", flush=True)
+        path = tiled_cube(scratch / "rhine.zarr", cube, ny=my, nx=mx, epochs=None)
+        rh = run_forecast(path, ens_dir, scratch / "rhine-products.zarr", workers=workers, chunks=RHINELAND_CHUNKS)
+        tiles = tiles_evaluated(my, mx, chunks=RHINELAND_CHUNKS, patch=patch, overlap=patch // 2)
+        estimate = rh["seconds"] * full_tiles / tiles
+        rhine = {"region": [ry, rx], "measured_region": [my, mx], "epochs": 363, "chunks": RHINELAND_CHUNKS,
+                 "workers": workers, "members": args.members, "extrapolated": extrapolated,
+                 "measured_s": round(rh["seconds"], 1), "measured_tiles_per_pass": tiles,
+                 "full_tiles_per_pass": full_tiles, "seconds": round(estimate, 1),
+                 "predicted_from_part1_s": round(predicted, 1), "peak_tree_rss_mb": round(rh["peak_tree_rss_mb"], 1),
+                 "method": ("measured on the whole region" if not extrapolated else
+                            "EXTRAPOLATED: measured seconds x (tiles of the whole region / tiles measured), "
+                            "cluster start-up included in the scaled figure")}
+        time_ok = estimate < TIME_GOAL_S
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    # --- table
+    e = tp["engines"]
+    print()
+    print(f"1. UDF ensemble throughput: K = {tp['members']} members, P = {tp['patch']}, overlap {tp['overlap']}, "
+          f"{tp['threads']} threads, region {region} x {region} ({tp['valid_pixels']} valid pixels)")
+    print(f"   {'engine':12s} {'UDF s':>8s} {'px*members/s':>13s} {'model share':>11s} "
+          f"{'raw win*members/s':>18s}")
+    for name, row in e.items():
+        print(f"   {name:12s} {row['udf_s']:8.2f} {row['pixel_members_per_s']:13.0f} {row['model_share']:11.0%} "
+              f"{row['raw_window_members_per_s']:18.1f}")
+    print(f"   ONNX Runtime / torch eager: UDF {tp['onnx_over_torch_udf']:.2f}x, raw model "
+          f"{tp['onnx_over_torch_raw']:.2f}x (raw: batch of {e['onnxruntime']['raw_batch']} windows); "
+          f"max |ONNX - torch| forecast {tp['max_abs_diff_mm']:.2e} mm")
+    print()
+    print(f"2. Peak memory of forecast_cube under Dask ({workers} worker processes x 1 thread, chunks {chunks}, "
+          f"K = {args.members}; {memory[0]['method']})")
+    print(f"   {'size':>5s} {'cells':>11s} {'epochs':>6s} {'tiles/pass':>10s} {'seconds':>8s} {'peak MB':>9s} "
+          f"{'vs 1st':>7s}")
+    for res in memory:
+        print(f"   {str(res['size']) + 'x':>5s} {'%d x %d' % tuple(res['cells']):>11s} {res['epochs']:>6d} "
+              f"{res['tiles_per_pass']:>10d} {res['seconds']:>8.1f} {res['peak_tree_rss_mb']:>9.0f} "
+              f"{res['peak_over_first']:>6.2f}x")
+    print(f"   goal: peak at {memory[-1]['size']}x within {MEMORY_GOAL}x of {memory[0]['size']}x: "
+          f"{memory[-1]['peak_over_first']:.2f}x  {verdict(memory_ok)}")
+    print()
+    print(f"3. Rhineland-size region {ry} x {rx} cells, 363 epochs, K = {args.members}, {workers} cores "
+          f"(forecast_cube, chunks {RHINELAND_CHUNKS}, thresholds pass + products pass)")
+    if extrapolated:
+        print(f"   measured {my} x {mx} cells ({tiles} of {full_tiles} tiles per pass): {rh['seconds']:.1f} s "
+              f"(peak {rh['peak_tree_rss_mb']:.0f} MB)")
+        print(f"   EXTRAPOLATED to the whole region (linear in tiles): {estimate:.0f} s = {estimate / 60:.1f} min")
+    else:
+        print(f"   measured on the whole region: {estimate:.1f} s = {estimate / 60:.1f} min "
+              f"(peak {rh['peak_tree_rss_mb']:.0f} MB)")
+    print(f"   goal: under {TIME_GOAL_S:.0f} s: {verdict(time_ok)}")
+
+    import onnxruntime
+    import torch
+
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                          "onnxruntime": onnxruntime.__version__, "platform": platform.platform()},
+              "ensemble": {"members": args.members, "arch": ARCH, "history": manifest["history"],
+                           "horizon": manifest["horizon"], "patch": patch, "export_s": export_s,
+                           "note": "fresh (untrained) manual-config models, seeds 0..K-1"},
+              "quick": args.quick,
+              "throughput": tp,
+              "memory": {"base": list(base), "chunks": chunks, "workers": workers, "runs": memory,
+                         "goal": f"peak at {sizes[-1]}x <= {MEMORY_GOAL} x peak at {sizes[0]}x",
+                         "pass": bool(memory_ok)},
+              "rhineland": {**rhine, "goal_s": TIME_GOAL_S, "pass": bool(time_ok)},
+              "seconds": round(time.perf_counter() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkstemp(dir=args.out.parent, prefix=".tmp-", suffix=".json")[1])
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, args.out)
+    print(f"\nwrote {args.out} ({result['seconds']:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""`insarcast demo`: the whole pipeline in one folder, as library calls.
+
+synth (or, with ``egms``, the given EGMS tiles) -> grid -> tune (six architectures, TPE beside the
+manual runs) -> compare -> export (ResNet+Transformer, top 10) -> forecast -> publish -> report.
+
+Layout of the demo folder::
+
+    demo.json        what this folder was made with (preset, seed, EGMS inputs)
+    scenario/        synthetic EGMS CSV tile(s), zones.geojson, truth.zarr, scenario.json
+    cube.zarr        the gridded displacement cube
+    tune/            the studies and runs (`insarcast tune`)
+    compare/         manual against TPE: welch.csv and the figures (`insarcast compare`)
+    ensemble/        member_XX.onnx and ensemble.json (`insarcast export`)
+    products.zarr    forecast and susceptibility products (`insarcast forecast`)
+    catalog/         static STAC catalog with COGs (`insarcast publish`)
+    report/          index.html (`insarcast report`)
+
+A stage whose output is there is reused when the demo is run again (the tune resumes where it
+stopped); ``overwrite`` redoes every stage. Each stage reports one line with its wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import InputError
+
+ARCHS = ("cnn-lstm", "cnn-transformer", "gcn-lstm", "gcn-transformer", "resnet-lstm", "resnet-transformer")
+ENSEMBLE_ARCH = "resnet-transformer"
+TOP = 10
+MAX_WORKERS = 2                  # forecast LocalCluster: the demo must stay polite on a 2-core machine
+
+# demo preset -> (synthetic scenario preset, tune preset)
+PRESETS: dict[str, tuple[str, str]] = {"tiny": ("tiny", "tiny"), "demo": ("demo", "demo"),
+                                       "paper": ("rhineland", "paper")}
+
+RECORD = "demo.json"
+SCENARIO, CUBE, TUNE, COMPARE = "scenario", "cube.zarr", "tune", "compare"
+ENSEMBLE, PRODUCTS, CATALOG, REPORT = "ensemble", "products.zarr", "catalog", "report"
+OUTPUTS = (SCENARIO, CUBE, TUNE, COMPARE, ENSEMBLE, PRODUCTS, CATALOG, REPORT)
+
+Echo = Callable[..., None]
+
+
+def _print(line: str, *, err: bool = False) -> None:
+    print(line, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+@dataclass
+class Stage:
+    """One stage's outcome: ``status`` is "done", "reused", "resumed" or "skipped"."""
+
+    name: str
+    status: str
+    seconds: float
+    path: Path | None
+    note: str = ""
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` made: the folder, each stage's outcome and the main files."""
+
+    out: Path
+    preset: str
+    stages: list[Stage] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """EGMS tiles as given; a folder stands for the .csv, .csv.gz and .zip tiles inside it."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.name.endswith((".csv", ".csv.gz", ".zip")))
+            if not found:
+                raise InputError("folder holds no .csv, .csv.gz or .zip tile", path=path)
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError("no such EGMS tile or folder", path=path)
+    return files
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _check_folder(out: Path, record: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix runs: the folder must be new, empty, or a demo made with the same settings."""
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", path=out)
+    if overwrite or not out.is_dir() or not any(out.iterdir()):
+        return
+    marker = out / RECORD
+    if not marker.is_file():
+        raise InputError(f"the folder is not empty and holds no {RECORD} (not a demo folder); choose another "
+                         "--out, or pass --overwrite to write the demo's outputs into it", path=out)
+    try:
+        old = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable ({exc}); pass --overwrite to start again", path=marker) from None
+    if old != record:
+        def text(r: dict) -> str:
+            inputs = f"{len(r.get('egms') or [])} EGMS file(s)" if r.get("egms") else "the synthetic scenario"
+            return f"preset {r.get('preset')}, seed {r.get('seed')}, {inputs}"
+        raise InputError(f"holds a demo made with {text(old)}, not {text(record)}; pass --overwrite to replace it "
+                         "or choose another --out", path=marker)
+
+
+def _write_record(out: Path, record: dict[str, Any]) -> None:
+    from .fsutil import atomic_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / RECORD) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _tune_state(tuner, archs: Sequence[str]) -> str:
+    """"complete" when every run of every study is there, "partial" when some are, else "empty"."""
+    root = Path(tuner.out)
+    if not root.is_dir():
+        return "empty"
+    complete, seen = True, False
+    for arch in archs:
+        for seed in tuner.seeds:
+            if tuner.manual:
+                manual = root / arch / "manual" / f"seed_{seed}" / "metrics.json"
+                seen |= manual.exists()
+                complete &= manual.exists()
+            best = root / arch / "tpe" / f"seed_{seed}" / "metrics.json"
+            seen |= best.exists() or best.parent.is_dir()
+            try:
+                done = int(json.loads(best.read_text(encoding="utf-8")).get("trials_complete", 0))
+            except (OSError, ValueError, TypeError, AttributeError):
+                done = 0
+            complete &= done >= tuner.trials
+    return "complete" if complete else ("partial" if seen else "empty")
+
+
+def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str | os.PathLike] | None = None,
+             seed: int = 0, overwrite: bool = False, progress: bool = True, workers: int | None = None,
+             echo: Echo = _print) -> DemoResult:
+    """Run the pipeline into the folder ``out`` and return what it made.
+
+    ``preset``: tiny (tests, about a minute), demo (2 CPU cores, minutes) or paper (the paper's
+    protocol on the full Rhineland scenario; its tune cost estimate is reported first). ``egms``:
+    EGMS L3 tiles or folders to grid instead of the synthetic scenario. ``seed``: the scenario's and
+    the first tune run's seed. A stage whose output exists is reused unless ``overwrite``.
+    ``workers``: forecast LocalCluster processes (default and at most 2). ``echo(line, err=False)``
+    receives one line per stage and the summary; warnings come with ``err=True``.
+    """
+    if preset not in PRESETS:
+        raise InputError(f"expected one of {', '.join(PRESETS)}, got {preset!r}", field="preset")
+    out = Path(out)
+    tiles = expand_inputs(egms) if egms else None
+    synth_preset, tune_preset = PRESETS[preset]
+    record = {"preset": preset, "seed": int(seed),
+              "egms": None if tiles is None else [str(p.resolve()) for p in tiles]}
+    _check_folder(out, record, overwrite)
+    if overwrite:
+        for name in OUTPUTS:
+            _remove(out / name)
+    _write_record(out, record)
+
+    result = DemoResult(out=out, preset=preset)
+    paths = {name: out / name for name in OUTPUTS}
+    cube, tune_dir, compare_dir = paths[CUBE], paths[TUNE], paths[COMPARE]
+    ensemble, products, catalog, report = paths[ENSEMBLE], paths[PRODUCTS], paths[CATALOG], paths[REPORT]
+    started = time.perf_counter()
+
+    def stage(name: str, path: Path | None, status: str, tick: float, note: str = "") -> None:
+        seconds = time.perf_counter() - tick
+        result.stages.append(Stage(name, status, seconds, path, note))
+        where = "" if path is None else f"  {path}"
+        extra = f"  ({note})" if note else ""
+        echo(f"{name:<8} {status:<8} {seconds:7.1f} s{where}{extra}")
+
+    def warn(text: str) -> None:
+        result.warnings.append(text)
+        echo(f"insarcast: warning: {text}", err=True)
+
+    # ---- synth
+    tick = time.perf_counter()
+    zones: Path | None = None
+    if tiles is not None:
+        stage("synth", None, "skipped", tick, f"gridding {len(tiles)} EGMS file(s) instead")
+    else:
+        from .synth import CONFIG_NAME, TRUTH_NAME, ZONES_NAME, preset as scenario_preset, write_scenario
+
+        scenario = paths[SCENARIO]
+        zones = scenario / ZONES_NAME
+        made = [scenario / n for n in (CONFIG_NAME, ZONES_NAME, TRUTH_NAME)]
+        tiles = sorted(scenario.glob("EGMS_L3_*_100km_U_synthetic.csv"))
+        if all(p.exists() for p in made) and tiles:
+            stage("synth", scenario, "reused", tick, f"{len(tiles)} CSV tile(s)")
+        else:
+            outputs = write_scenario(scenario_preset(synth_preset, seed=seed), scenario, progress=progress)
+            tiles = list(outputs.csv)
+            stage("synth", scenario, "done", tick,
+                  f"scenario {synth_preset}, {len(tiles)} CSV tile(s), {outputs.n_points} points")
+
+    # ---- grid
+    tick = time.perf_counter()
+    reused = cube.exists()
+    if not reused:
+        from .grid import grid_files
+
+        grid_files(tiles, cube, progress=progress)
+    from .cube import open_cube
+
+    ds = open_cube(cube)
+    shape = f"{ds.sizes['t']} epochs x {ds.sizes['y']} x {ds.sizes['x']} cells, {int(ds['valid'].sum())} valid"
+    ds.close()
+    stage("grid", cube, "reused" if reused else "done", tick, shape)
+
+    # ---- tune
+    from .training.tune import Tuner, estimate_seconds
+
+    tick = time.perf_counter()
+    tuner = Tuner(cube, tune_dir, preset=tune_preset, seed0=seed, keep=TOP, progress=progress)
+    state = _tune_state(tuner, ARCHS)
+    studies = f"{len(ARCHS)} architectures x {tuner.runs} runs x ({tuner.trials} trials + manual)"
+    if state == "complete":
+        stage("tune", tune_dir, "reused", tick, studies)
+    else:
+        if tune_preset == "paper":
+            hours = estimate_seconds(cube, preset=tune_preset, archs=ARCHS) / 3600
+            echo(f"tune     estimate  {studies}: at most {hours:.1f} h on this machine "
+                 "(early stopping shortens it)")
+            tick = time.perf_counter()
+        tuner.run(ARCHS)
+        stage("tune", tune_dir, "resumed" if state == "partial" else "done", tick, studies)
+
+    # ---- compare
+    tick = time.perf_counter()
+    welch = compare_dir / "welch.csv"
+    if welch.exists():
+        stage("compare", welch, "reused", tick)
+    else:
+        from .compare import compare
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                 # its notes come back in result.warnings
+            compared = compare(tune_dir, compare_dir)
+        for note in compared.warnings:
+            warn(f"compare: {note}")
+        significant = int(compared.welch["significant"].astype(bool).sum()) if len(compared.welch) else 0
+        stage("compare", welch, "done", tick, f"{len(compared.welch)} Welch tests, {significant} significant "
+                                              "after Benjamini-Hochberg")
+
+    # ---- export
+    tick = time.perf_counter()
+    manifest = ensemble / "ensemble.json"
+    reused = manifest.exists()
+    if not reused:
+        from .export import export_ensemble
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            export_ensemble(tune_dir, ensemble, arch=ENSEMBLE_ARCH, top=TOP, strict=False, parity_windows=cube,
+                            overwrite=True, progress=progress)
+        for w in caught:
+            if w.category.__name__ == "ExportWarning":
+                warn(f"export: {w.message}")
+    members = len(json.loads(manifest.read_text(encoding="utf-8")).get("members", []))
+    stage("export", manifest, "reused" if reused else "done", tick, f"{members} {ENSEMBLE_ARCH} member(s)")
+
+    # ---- forecast
+    tick = time.perf_counter()
+    reused = products.exists()
+    if not reused:
+        from .udf.run import forecast_cube
+
+        n = max(1, min(MAX_WORKERS, workers or MAX_WORKERS, os.cpu_count() or 1))
+        forecast_cube(cube, ensemble, products, workers=n, threads=1, progress=progress)
+    stage("forecast", products, "reused" if reused else "done", tick)
+
+    # ---- publish
+    tick = time.perf_counter()
+    root = catalog / "catalog.json"
+    reused = root.exists()
+    if not reused:
+        from .stac.publish import publish
+
+        _remove(catalog)               # a catalog folder without catalog.json is a leftover
+        publish(products, ensemble, catalog, progress=progress)
+    stage("publish", root, "reused" if reused else "done", tick)
+
+    # ---- report
+    tick = time.perf_counter()
+    index = report / "index.html"
+    try:
+        from .report import build_report
+    except ImportError:
+        build_report = None
+    if index.exists():
+        stage("report", index, "reused", tick)
+    elif build_report is None:
+        index = None
+        stage("report", None, "skipped", tick, "insarcast.report.build_report is not available")
+    else:
+        index = build_report(cube=cube, products=products, compare_dir=compare_dir, zones=zones, out=report,
+                             tune_dir=tune_dir, ensemble=ensemble, progress=progress)
+        stage("report", index, "done", tick)
+
+    result.paths = {"scenario": paths[SCENARIO], "cube": cube, "tune": tune_dir, "compare": welch,
+                    "ensemble": manifest, "products": products, "catalog": root}
+    if egms:
+        result.paths.pop("scenario")
+    if index is not None:
+        result.paths["report"] = Path(index)
+    total = time.perf_counter() - started
+    echo("")
+    echo(f"demo ({preset}) finished in {total:.0f} s; everything is in {out}:")
+    for line in summary_lines(result):
+        echo(line)
+    return result
+
+
+DESCRIPTIONS = {
+    "scenario": "synthetic EGMS tiles, zones.geojson, truth.zarr, scenario.json",
+    "cube": "gridded displacement cube (t, y, x), mm",
+    "tune": "studies and runs of the six architectures, manual and TPE",
+    "compare": "manual vs TPE, Welch / Benjamini-Hochberg (figures beside it)",
+    "ensemble": "ONNX ensemble manifest (member_XX.onnx beside it)",
+    "products": "forecast median, std, class, probabilities (Zarr)",
+    "catalog": "STAC catalog with the COGs and the model item",
+    "report": "the report: open it in a browser",
+}
+
+
+def summary_lines(result: DemoResult) -> list[str]:
+    """The closing summary: one line per output, its path and what it holds."""
+    rows = [(str(path), DESCRIPTIONS[key]) for key, path in result.paths.items()]
+    width = max(len(p) for p, _ in rows)
+    return [f"  {p:<{width}}  {d}" for p, d in rows]

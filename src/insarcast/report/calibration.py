@@ -1,0 +1,101 @@
+"""Calibration of the hindcast ensemble against what was observed on the test period.
+
+Exceedance: for tau in 85, 95, 99 the forecast probability is the hindcast's ``P_tau(x)`` (the share
+of members with ``|d_k| >= Q_tau``) and the outcome is ``|observed| >= Q_tau``, with the hindcast's
+own thresholds Q_tau at the products' horizon. A K-member ensemble gives the probabilities k / K,
+so the reliability diagram has one point per level k (no further binning is needed for K <= 20;
+larger ensembles are binned in tenths). The Brier score is ``mean (P - o)^2``; its climatological
+reference is ``o_bar (1 - o_bar)`` (always forecasting the observed base rate), and the skill score
+``1 - BS / BS_ref``.
+
+Coverage: per horizon step, the share of pixels whose observed change lies within the ensemble's
+range (min..max over members; for K exchangeable members the nominal coverage is (K - 1)/(K + 1))
+and within its 10-90 % range (numpy's linear quantiles over members; nominal 0.8), with the mean
+widths of both intervals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+LEVELS = (85, 95, 99)
+
+
+def _levels(p: np.ndarray, members: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin index of each probability and the bin centres: k / K for K <= 20, else tenths."""
+    if members <= 20:
+        return np.rint(p * members).astype(int), np.arange(members + 1) / members
+    idx = np.minimum((p * 10).astype(int), 9)
+    return idx, (np.arange(10) + 0.5) / 10
+
+
+def reliability(probabilities: dict[int, np.ndarray], observed_abs: np.ndarray, thresholds: dict[int, float],
+                *, members: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The reliability table (threshold, level, forecast_probability, pixels, mean_probability,
+    observed_frequency, observed) and the Brier table (threshold, q_mm, n, base_rate,
+    mean_probability, brier, brier_reference, brier_skill) over pixels where P and the observation
+    are finite."""
+    rel_rows, brier_rows = [], []
+    for tau in LEVELS:
+        p = np.asarray(probabilities[tau], np.float64)
+        ok = np.isfinite(p) & np.isfinite(observed_abs)
+        q = float(thresholds[tau])
+        o = (observed_abs[ok] >= q).astype(np.float64)
+        pv = p[ok]
+        idx, centres = _levels(pv, members)
+        for k, centre in enumerate(centres):
+            sel = idx == k
+            n = int(sel.sum())
+            rel_rows.append({"threshold": f"P{tau}", "level": k, "forecast_probability": float(centre), "pixels": n,
+                             "mean_probability": float(pv[sel].mean()) if n else math.nan,
+                             "observed_frequency": float(o[sel].mean()) if n else math.nan,
+                             "observed": int(o[sel].sum())})
+        n = int(o.size)
+        base = float(o.mean()) if n else math.nan
+        bs = float(((pv - o) ** 2).mean()) if n else math.nan
+        ref = base * (1 - base) if n else math.nan
+        brier_rows.append({"threshold": f"P{tau}", "q_mm": q, "n": n, "base_rate": base,
+                           "mean_probability": float(pv.mean()) if n else math.nan, "brier": bs,
+                           "brier_reference": ref, "brier_skill": 1 - bs / ref if n and ref > 0 else math.nan})
+    rel = pd.DataFrame(rel_rows, columns=["threshold", "level", "forecast_probability", "pixels", "mean_probability",
+                                          "observed_frequency", "observed"])
+    brier = pd.DataFrame(brier_rows, columns=["threshold", "q_mm", "n", "base_rate", "mean_probability", "brier",
+                                              "brier_reference", "brier_skill"])
+    return rel, brier
+
+
+def coverage(members_fc: np.ndarray, observed: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Coverage of the member forecasts ``(K, F, y, x)`` against ``observed (F, y, x)``: the table
+    (horizon, n, within_range, nominal_range, within_10_90, nominal_10_90, width_range_mm,
+    width_10_90_mm), one row per step and one for all steps, and the per-pixel share (y, x) of the F
+    steps whose observation lies within the members' range (NaN where never observed)."""
+    fc = np.asarray(members_fc, np.float64)
+    obs = np.asarray(observed, np.float64)
+    k = fc.shape[0]
+    ok = np.isfinite(obs) & np.isfinite(fc).all(axis=0)
+    with np.errstate(invalid="ignore"):
+        lo, hi = fc.min(axis=0), fc.max(axis=0)
+        q10, q90 = np.quantile(fc, [0.1, 0.9], axis=0)
+    in_range = (obs >= lo) & (obs <= hi) & ok
+    in_1090 = (obs >= q10) & (obs <= q90) & ok
+    nominal = (k - 1) / (k + 1)
+    rows = []
+    steps = obs.shape[0]
+    for h in [*range(steps), None]:
+        sl = slice(None) if h is None else h
+        m = ok[sl]
+        n = int(m.sum())
+        rows.append({"horizon": "all" if h is None else str(h + 1), "n": n,
+                     "within_range": float(in_range[sl][m].mean()) if n else math.nan, "nominal_range": nominal,
+                     "within_10_90": float(in_1090[sl][m].mean()) if n else math.nan, "nominal_10_90": 0.8,
+                     "width_range_mm": float((hi - lo)[sl][m].mean()) if n else math.nan,
+                     "width_10_90_mm": float((q90 - q10)[sl][m].mean()) if n else math.nan})
+    count = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_pixel = np.where(count > 0, in_range.sum(axis=0) / count, np.nan)
+    table = pd.DataFrame(rows, columns=["horizon", "n", "within_range", "nominal_range", "within_10_90",
+                                        "nominal_10_90", "width_range_mm", "width_10_90_mm"])
+    return table, per_pixel
