@@ -119,3 +119,23 @@ def test_cli_trains_and_refuses_bad_parameters(tiny_cube, tmp_path):
     assert not (tmp_path / "b").exists()
     proc = _cli("train", "--cube", str(tiny_cube), "--out", str(tmp_path / "c"), "--set", "model.history=400")
     assert proc.returncode == 2 and "history 400" in proc.stderr
+
+
+def test_evaluation_reuses_the_baselines_and_gives_the_same_figures(tiny_cube):
+    """The second evaluation on the same windows takes the baselines and masks from the cache; a
+    different model on it equals that model on fresh windows, figure for figure."""
+    from insarcast.training.models import build_model
+    from insarcast.training.trainer import evaluate
+
+    shared = Windows.from_cube(tiny_cube, history=T, horizon=F, patch=P, stride=16)
+    cfg = ModelConfig(arch="cnn-lstm", history=T, horizon=F, patch=P, **SMALL)
+    torch.manual_seed(0)
+    first = build_model(cfg)
+    torch.manual_seed(1)
+    second = build_model(cfg)
+    evaluate(first, shared)
+    assert shared.eval_cache, "the first evaluation fills the cache"
+    cached = evaluate(second, shared)
+    fresh = evaluate(second, Windows.from_cube(tiny_cube, history=T, horizon=F, patch=P, stride=16))
+    assert cached == fresh
+    assert cached["model"]["rmse"] != cached["persistence"]["rmse"]

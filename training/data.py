@@ -42,6 +42,8 @@ class Windows:
     patch: int
     source: str = ""
     grid: dict = field(default_factory=dict)      # spacing (m) and crs of the cube
+    # What evaluation computes once per part and reuses (baselines' sums, pixel masks): see evaluate.
+    eval_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_arrays(cls, displacement: np.ndarray, valid: np.ndarray, times: np.ndarray, *, history: int,

@@ -247,7 +247,10 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
             echo(f"tune     estimate  {studies}: at most {hours:.1f} h on this machine "
                  "(early stopping shortens it)")
             tick = time.perf_counter()
-        tuner.run(ARCHS)
+        with warnings.catch_warnings():
+            # optuna >= 4.9 deprecates TPESampler(gamma=...), once per study: say nothing 72 times
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\.")
+            tuner.run(ARCHS)
         stage("tune", tune_dir, "resumed" if state == "partial" else "done", tick, studies)
 
     # ---- compare

@@ -1,0 +1,324 @@
+"""The report: each diagnostic on constructed inputs, then the whole page on a tiny run.
+
+The diagnostics are checked against numbers worked out by hand: a hindcast of a constant-velocity
+cube with a constant forecast, planted outliers for the robust Q-Q fit, a fault trace on the grid for
+the distance bands, a forecast calibrated by construction for the reliability diagram.
+"""
+
+import math
+import os
+import re
+import warnings
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from insarcast.errors import InputError
+from insarcast.report import calibration, residuals, tables
+from insarcast.report.hindcast import hindcast
+from insarcast.report.zones import Feature, Zones, zone_distances
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("INSARCAST_ARTIFACTS", ROOT / "artifacts"))
+
+
+# ------------------------------------------------------------------------ constructed inputs
+
+def _velocity_cube(nt=40, ny=12, nx=10, rate=0.5):
+    """displacement = rate * i mm at epoch i (6-day epochs), on a 100 m EPSG:3035 grid; one hole."""
+    import rioxarray  # noqa: F401
+
+    t = np.datetime64("2020-01-01", "ns") + np.arange(nt) * np.timedelta64(6, "D")
+    d = np.broadcast_to((rate * np.arange(nt, dtype=np.float32))[:, None, None], (nt, ny, nx)).copy()
+    d[:, 3, 4] = np.nan
+    ds = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), np.isfinite(d).all(0))},
+                    coords={"t": t, "y": 3_000_050.0 + 100.0 * np.arange(ny)[::-1], "x": 4_000_050.0 + 100.0 * np.arange(nx)})
+    return ds.rio.write_crs("EPSG:3035")
+
+
+class _ConstantEnsemble:
+    """An ensemble whose K members all forecast ``value`` mm of change at every step (normalised 0)."""
+
+    def __init__(self, value, *, members=3, history=6, steps=4, patch=8):
+        norm = {"input_mean": 0.0, "input_std": 1.0, "target_mean": float(value), "target_std": 1.0}
+
+        def predict(x):
+            return np.zeros((members, x.shape[0], steps, patch, patch), np.float32)
+
+        self.settings = {"predict": predict, "history": history, "horizon_steps": steps, "patch": patch,
+                         "norm": norm, "members": members}
+
+
+def test_hindcast_residuals_equal_the_known_values():
+    rate, value, F = 0.5, -1.0, 4
+    ds = _velocity_cube(rate=rate)
+    hc = hindcast(ds, _ConstantEnsemble(value, steps=F))
+    nt = ds.sizes["t"]
+    assert hc.products.attrs["anchor_index"] == nt - 1 - F
+    assert hc.products.attrs["in_test_period"] == 1
+    observed = hc.observed.values
+    for h in range(1, F + 1):
+        obs = observed[h - 1]
+        assert np.isnan(obs[3, 4])                                    # the hole has no observation
+        np.testing.assert_allclose(obs[np.isfinite(obs)], rate * h, rtol=1e-6)
+        residual = hc.products["median"].values[h - 1] - obs
+        np.testing.assert_allclose(residual[np.isfinite(residual)], value - rate * h, rtol=1e-6)
+    summary = residuals.residual_summary(hc.products["median"].values[F - 1] - observed[F - 1])
+    stats = dict(zip(summary["statistic"], summary["value"]))
+    assert stats["n"] == ds.sizes["y"] * ds.sizes["x"] - 1
+    assert stats["mean"] == pytest.approx(value - rate * F) and stats["rmse"] == pytest.approx(abs(value - rate * F))
+
+
+def test_hindcast_refuses_an_anchor_without_room_for_history_and_targets():
+    with pytest.raises(InputError, match="anchor"):
+        hindcast(_velocity_cube(), _ConstantEnsemble(0.0), anchor=-2)
+
+
+def test_the_robust_qq_fit_ignores_planted_outliers_where_ols_does_not():
+    from scipy import stats
+
+    sigma = 2.0
+    n = 1000
+    clean = sigma * stats.norm.ppf((np.arange(1, n + 1) - 0.5) / n)        # exact normal quantiles
+    planted = np.concatenate([clean, np.full(30, 60.0), np.full(30, -60.0)])
+    fits = residuals.qq_fits(planted).set_index("line")
+    assert fits.loc["theil_sen", "slope_mm"] == pytest.approx(sigma, rel=0.1)
+    assert fits.loc["ols", "slope_mm"] > 1.5 * sigma                 # pulled up by the 6 % outliers
+    assert fits.loc["theil_sen", "intercept_mm"] == pytest.approx(0.0, abs=0.05)
+    tails = residuals.tail_quantiles(planted, residuals.qq_fits(planted)).set_index("quantile")
+    assert tails.loc["Q99", "residual_mm"] == pytest.approx(60.0)
+    assert tails.loc["Q1", "residual_mm"] == pytest.approx(-60.0)
+
+
+def test_zone_bands_count_the_right_pixels():
+    x = 50.0 + 100.0 * np.arange(50)          # centres 50 .. 4950 m
+    y = 50.0 + 100.0 * np.arange(5)[::-1]
+    fault = Feature(kind="fault", name="f", parts=(np.array([[1000.0, -1e4], [1000.0, 1e4]]),))
+    mine = Feature(kind="mine", name="m", parts=(np.array([[2600.0, -1e4], [3000.0, -1e4], [3000.0, 1e4],
+                                                            [2600.0, 1e4], [2600.0, -1e4]]),))
+    distances = zone_distances(Zones(features=(fault, mine)), x, y)
+    valid = np.ones((5, 50), bool)
+    cls = np.zeros((5, 50), np.uint8)
+    table = tables.zone_table(distances, valid, cls, {}, 0.01, bands=(250.0, 500.0, 1000.0))
+    pixels = {(r.zone, r.band): r.pixels for r in table.itertuples()}
+    # Fault at x = 1000: columns with |x - 1000| < 250 are 850, 950, 1050, 1150 -> 4 columns of 5 rows.
+    assert pixels[("fault", "0-250 m")] == 4 * 5
+    assert pixels[("fault", "250-500 m")] == 6 * 5           # 550..750 and 1250..1450 (|d| in [250, 500))
+    assert pixels[("fault", "500-1000 m")] == 10 * 5         # 50..450 (d 950..550) and 1550..1950
+    # Mine from x = 2600 to 3000: centres 2650 .. 2950 inside (4 columns).
+    assert pixels[("mine", "inside")] == 4 * 5
+    assert pixels[("mine", "0-250 m")] == 4 * 5              # 2450, 2550 | 3050, 3150 (2350 is 250 m away)
+    assert pixels[("mine", "250-500 m")] == 6 * 5            # 2150, 2250, 2350 | 3250, 3350, 3450
+    # 1000 m or more from both: the centres from 4050 to 4950 only.
+    assert pixels[("rest", "> 1000 m from every zone")] == 10 * 5
+    assert pixels[("all", "every valid pixel")] == 250
+
+
+def test_a_perfectly_calibrated_forecast_gives_a_diagonal_reliability_curve():
+    K = 5
+    probabilities, observed = [], []
+    for k in range(K + 1):                     # 20 pixels per level; exactly k/K of them exceed
+        p = k / K
+        probabilities += [p] * 20
+        observed += [10.0] * int(round(20 * p)) + [0.0] * (20 - int(round(20 * p)))
+    p = np.array(probabilities)
+    obs = np.array(observed)
+    rel, brier = calibration.reliability({85: p, 95: p, 99: p}, obs, {85: 5.0, 95: 5.0, 99: 5.0}, members=K)
+    part = rel[rel["threshold"] == "P95"]
+    np.testing.assert_allclose(part["observed_frequency"], part["forecast_probability"])
+    assert list(part["pixels"]) == [20] * (K + 1)
+    # Brier by hand: at level p, a share p of the pixels scores (p-1)^2, the rest p^2: p(1-p) on average.
+    expected = np.mean([q * (1 - q) for q in np.arange(K + 1) / K])
+    assert float(brier.loc[brier["threshold"] == "P95", "brier"].iloc[0]) == pytest.approx(expected)
+    assert float(brier.loc[brier["threshold"] == "P95", "base_rate"].iloc[0]) == pytest.approx(0.5)
+
+
+def test_coverage_counts_observations_within_the_members_range():
+    members = np.stack([np.full((2, 1, 4), v) for v in (0.0, 1.0, 2.0)])          # K=3, F=2, 1 x 4 pixels
+    observed = np.array([[[0.5, 2.5, -1.0, 2.0]], [[1.0, 1.0, np.nan, 3.0]]])
+    table, per_pixel = calibration.coverage(members, observed)
+    row = table.set_index("horizon")
+    assert row.loc["1", "within_range"] == pytest.approx(2 / 4)               # 0.5 and 2.0 are within
+    assert row.loc["2", "within_range"] == pytest.approx(2 / 3)               # 1.0, 1.0 within; 3.0 not
+    assert row.loc["all", "nominal_range"] == pytest.approx(0.5)              # (K-1)/(K+1)
+    np.testing.assert_allclose(per_pixel[0], [1.0, 0.5, 0.0, 0.5])
+
+
+def test_tiers_follow_class_and_uncertainty():
+    cls = np.array([[3, 2, 2, 1, 0, 255]], np.uint8)
+    biv = np.array([[6, 7, 8, 4, 0, 255]], np.uint8)                       # 3 s + u
+    codes = tables.tier_codes(cls, biv)
+    assert codes.tolist() == [[0, 1, 1, 2, 3, -1]]
+    table = tables.tier_table(codes, 0.01)
+    assert list(table["pixels"]) == [1, 2, 1, 1] and table["area_km2"].iloc[1] == pytest.approx(0.02)
+
+
+# ---------------------------------------------------------------------------- a tiny run
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_scenario, tmp_path_factory):
+    """Tune (one architecture, tiny), compare, export, forecast: what the report reads."""
+    from insarcast.compare import compare
+    from insarcast.export import export_ensemble
+    from insarcast.training.tune import Tuner
+    from insarcast.udf.run import forecast_cube
+
+    root = tmp_path_factory.mktemp("report-run")
+    cube = tiny_scenario / "cube.zarr"
+    Tuner(cube, root / "tune", preset="tiny", runs=2, trials=2, progress=False).run(["resnet-transformer"])
+    compare(root / "tune", root / "compare")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # fewer than 10 trials: exported with a warning
+        export_ensemble(root / "tune", root / "ensemble", arch="resnet-transformer", top=10, progress=False)
+    forecast_cube(cube, root / "ensemble", root / "products.zarr", workers=1, progress=False)
+    return {"cube": cube, "products": root / "products.zarr", "compare_dir": root / "compare",
+            "zones": tiny_scenario / "zones.geojson", "root": root}
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run):
+    from insarcast.report import build_report
+
+    out = tiny_run["root"] / "report"
+    index = build_report(cube=tiny_run["cube"], products=tiny_run["products"], compare_dir=tiny_run["compare_dir"],
+                         zones=tiny_run["zones"], out=out, progress=False)
+    return index
+
+
+class _Page(HTMLParser):
+    """Tables (data-csv, cells' data-value), quoted numbers, figures and section ids of the page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.numbers, self.images, self.sections, self.scripts = {}, [], [], [], 0
+        self._table = self._row = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self._table = a["data-csv"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self._row = []
+        elif tag == "td" and self._row is not None:
+            self._row.append(a["data-value"])
+        elif tag == "span" and a.get("class") == "num":
+            self.numbers.append(a)
+        elif tag == "img":
+            self.images.append(a)
+        elif tag == "section":
+            self.sections.append(a["id"])
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and self._row:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+
+def _page(index: Path) -> _Page:
+    page = _Page()
+    page.feed(index.read_text(encoding="utf-8"))
+    return page
+
+
+def test_the_report_has_every_section_figure_and_table(report):
+    from insarcast.report.build import SECTIONS
+
+    page = _page(report)
+    assert page.sections == list(SECTIONS)
+    assert page.scripts == 0
+    files = {Path(img["data-file"]).stem for img in page.images}
+    assert files >= {"compare_violins", "compare_forest", "compare_histories", "susceptibility", "bivariate",
+                     "exceedance", "skill", "residual_map", "qq", "abs_residuals", "overlay", "zones", "reliability",
+                     "coverage", "tiers"}
+    for img in page.images:                        # embedded, and the same bytes as the PNG file beside it
+        assert img["src"].startswith("data:image/png;base64,")
+        import base64
+
+        assert base64.b64decode(img["src"].split(",", 1)[1]) == (report.parent / img["data-file"]).read_bytes()
+    assert {Path(t).stem for t in page.tables} >= {"metrics", "welch", "classes", "bivariate", "tiers", "zones",
+                                                   "hindcast_skill", "qq_fits", "tail_quantiles", "model_residuals",
+                                                   "overlay", "rank_correlations", "reliability", "brier",
+                                                   "coverage", "key_numbers"}
+    # manual and TPE side by side, beside the ensemble
+    models = pd.read_csv(report.parent / "tables" / "model_residuals.csv")
+    assert set(models["strategy"]) == {"manual", "tpe", "ensemble"}
+    # the architectures' rows and the four baselines
+    metrics = pd.read_csv(report.parent / "tables" / "metrics.csv")
+    assert {"persistence", "linear", "trend_annual", "seasonal_naive"} <= set(metrics["model"])
+    assert set(metrics.loc[metrics["model"] == "resnet-transformer", "strategy"]) == {"manual", "tpe"}
+    assert not [p for p in report.parent.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_every_number_in_the_page_equals_its_csv(report):
+    page = _page(report)
+    for csv, rows in page.tables.items():
+        frame = tables.read_csv(report.parent / csv)
+        assert len(rows) == len(frame), csv
+        for row, (_, expected) in zip(rows, frame.iterrows()):
+            for text, value in zip(row, expected):
+                if isinstance(value, float) and math.isnan(value):
+                    assert text in ("", "nan"), (csv, text)
+                elif isinstance(value, (float, np.floating)):
+                    assert float(text) == value, (csv, text, value)
+                else:
+                    assert text == str(value), (csv, text, value)
+    keys = tables.read_csv(report.parent / "tables" / "key_numbers.csv").set_index("name")["value"]
+    assert len(page.numbers) >= 10
+    for span in page.numbers:
+        expected = keys[span["data-key"]]
+        assert float(span["data-value"]) == pytest.approx(expected, nan_ok=True), span
+    # the key numbers restate the tables they summarise
+    tiers = tables.read_csv(report.parent / "tables" / "tiers.csv").set_index("tier")
+    assert keys["intervention_km2"] == tiers.loc["intervention", "area_km2"]
+    skill = tables.read_csv(report.parent / "tables" / "hindcast_skill.csv")
+    row = skill[(skill["source"] == "persistence") & (skill["horizon"].astype(str) == str(int(keys["horizon"])))]
+    assert keys["persistence_rmse_mm"] == float(row["rmse"].iloc[0])
+
+
+def test_the_report_opens_in_headless_chromium(report):
+    from insarcast.report.browser import check_page, find_browser, screenshot
+
+    if find_browser() is None:
+        if os.environ.get("INSARCAST_REQUIRE_BROWSER"):
+            pytest.fail("INSARCAST_REQUIRE_BROWSER is set but no Chromium was found")
+        pytest.skip("no headless Chromium (apt-get install chromium)")
+    check = check_page(report)
+    assert check.ok, check
+    assert check.images >= 15 and check.height > 3000
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    png = screenshot(report, ARTIFACTS / "report-screenshot.png", height=check.height)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_products_of_another_cube_are_refused_and_nothing_is_written(tiny_run, tmp_path):
+    from insarcast.report import build_report
+
+    shifted = tmp_path / "shifted.zarr"
+    ds = xr.open_zarr(tiny_run["products"]).load()
+    ds = ds.assign_coords(x=ds["x"] + 100.0)
+    ds.to_zarr(shifted, zarr_format=2, consolidated=True)
+    with pytest.raises(InputError, match="x"):
+        build_report(cube=tiny_run["cube"], products=shifted, compare_dir=tiny_run["compare_dir"],
+                     zones=tiny_run["zones"], out=tmp_path / "report", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shifted.zarr"]
+
+
+def test_report_cli_refuses_a_missing_compare_folder(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    result = CliRunner().invoke(main, ["report", "--cube", str(tiny_run["cube"]), "--products",
+                                       str(tiny_run["products"]), "--compare", str(tmp_path / "nope"),
+                                       "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 2 and "compare" in result.output
+    assert not (tmp_path / "r").exists()
