@@ -20,4 +20,11 @@ case ",$extras," in
   *,train,*) "$venv/bin/python" -m pip install --quiet "$@" "torch==${INSARCAST_TORCH:-2.13.0}" ;;
 esac
 "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
+# onnxruntime and onnxruntime-gpu install the same module: with the gpu extra, only the GPU build
+# may stay (the udf and train extras bring the CPU one).
+case ",$extras," in
+  *,gpu,*) gpu_version="$("$venv/bin/python" -m pip show onnxruntime-gpu | sed -n 's/^Version: //p')"
+           "$venv/bin/python" -m pip uninstall --quiet --yes onnxruntime
+           "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "onnxruntime-gpu==$gpu_version" ;;
+esac
 echo "insarcast installed in $venv with extras [$extras]"

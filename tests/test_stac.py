@@ -230,6 +230,28 @@ def test_broken_item_fails_naming_the_field(catalog, tmp_path, no_network, break
 
 
 @needs_schemas
+def test_the_publish_and_validate_stac_commands(inputs, tmp_path, no_network):
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "catalog"
+    done = runner.invoke(main, ["publish", str(inputs["products"]), "--ensemble", str(inputs["ensemble"]),
+                                "--out", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(main, ["validate-stac", str(out), "--schemas", str(SCHEMAS)])
+    assert done.exit_code == 0 and "valid" in done.output, done.output
+    item = sorted((out / "insarcast-forecasts").glob("*-h2/*-h2.json"))[0]
+    doc = json.loads(item.read_text())
+    doc["assets"]["median"]["file:checksum"] = "1220" + "00" * 32
+    item.write_text(json.dumps(doc, indent=2))
+    done = runner.invoke(main, ["validate-stac", str(out), "--schemas", str(SCHEMAS)])
+    assert done.exit_code == 2
+    assert "assets.median.file:checksum" in done.output and item.name in done.output, done.output
+
+
+@needs_schemas
 def test_missing_schema_and_missing_asset_are_problems(catalog, tmp_path):
     from insarcast.stac.validate import validate_catalog
 

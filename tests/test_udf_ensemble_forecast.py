@@ -164,6 +164,65 @@ def test_openeo_runner_gives_the_library_products(cube, ensemble_dir):
     np.testing.assert_array_equal(out["y"].values, cube["y"].values)        # y stays descending
 
 
+def _run_openeo(array, context):
+    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+    from insarcast.udf.openeo_graph import udf_code
+
+    result = run_udf_code(udf_code(), UdfData(datacube_list=[XarrayDataCube(array)], user_context=context))
+    return result.get_datacube_list()[0].get_array()
+
+
+def test_openeo_tiles_with_a_halo_of_p_minus_1_give_the_whole_regions_products(cube, ensemble_dir):
+    """apply_neighborhood by hand: 2 x 3 tiles (none a multiple of the tile stride), each with a halo
+    of P - 1 cells, through the openEO runner; their cores put together are the library's products."""
+    reference = forecast_products(cube, overlap=P // 2, **load_ensemble(ensemble_dir).settings)
+    thresholds = {k: reference.attrs[k] for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
+    context = {"ensemble": str(ensemble_dir), "thresholds": thresholds}
+    array = _openeo_cube(cube)
+    ny, nx = array.sizes["y"], array.sizes["x"]
+    halo = P - 1
+    rows, cols = [0, 21, ny], [0, 13, 35, nx]
+    mosaic = None
+    for y0, y1 in zip(rows[:-1], rows[1:]):
+        for x0, x1 in zip(cols[:-1], cols[1:]):
+            tile = array.isel(y=slice(max(0, y0 - halo), y1 + halo), x=slice(max(0, x0 - halo), x1 + halo))
+            out = _run_openeo(tile, context)
+            core = out.sel(y=array["y"].values[y0:y1], x=array["x"].values[x0:x1])
+            mosaic = core if mosaic is None else mosaic.combine_first(core)
+    mosaic = mosaic.reindex(y=array["y"], x=array["x"])
+    np.testing.assert_array_equal(mosaic["y"].values, cube["y"].values)          # y descending throughout
+    whole = _run_openeo(array, context)
+    np.testing.assert_allclose(mosaic.values, whole.values, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(mosaic.sel(bands="fc_h1").values, reference["median"].sel(horizon=1).values,
+                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(mosaic.sel(bands="confidence").values, reference["confidence"].values, atol=1e-6)
+    cls = reference["class"].values
+    np.testing.assert_array_equal(mosaic.sel(bands="class").values, np.where(cls == 255, np.nan, cls))
+
+
+def test_openeo_metadata_all_nan_tiles_and_a_mismatched_tile(cube, ensemble_dir):
+    from openeo.metadata import Band, BandDimension, CubeMetadata, SpatialDimension, TemporalDimension
+
+    from insarcast.udf.openeo_udf import apply_datacube, apply_metadata, band_names
+
+    context = {"ensemble": str(ensemble_dir),
+               "thresholds": {"q85": 1.0, "q95": 2.0, "q99": 3.0, "std_tercile_1": 0.1, "std_tercile_2": 0.2}}
+    metadata = CubeMetadata([SpatialDimension("x", [0, 1]), SpatialDimension("y", [0, 1]),
+                             TemporalDimension("t", ["2020-01-01", "2021-01-01"]),
+                             BandDimension("bands", [Band("displacement")])])
+    assert apply_metadata(metadata, context).band_names == band_names(F)
+    array = _openeo_cube(cube)
+    nan_tile = array.isel(y=slice(0, 12), x=slice(0, 12)) * np.nan           # e.g. a tile over water
+    out = _run_openeo(nan_tile, context)
+    assert out.dims == ("bands", "y", "x") and out.shape == (len(band_names(F)), 12, 12)
+    assert out.dtype == np.float32 and np.isnan(out.values).all()
+    with pytest.raises(InputError, match="epoch spacing 12 days differs from the ensemble's 6"):
+        apply_datacube(array.isel(t=slice(None, None, 2)), context)
+    with pytest.raises(InputError, match="no band 'velocity'"):
+        apply_datacube(array, {**context, "band": "velocity"})
+
+
 def test_openeo_udf_refuses_unnamed_dims_and_missing_thresholds(cube, ensemble_dir):
     from insarcast.udf.openeo_udf import apply_datacube
 
@@ -172,6 +231,9 @@ def test_openeo_udf_refuses_unnamed_dims_and_missing_thresholds(cube, ensemble_d
         apply_datacube(xr.DataArray(array.values), {"ensemble": str(ensemble_dir), "thresholds": {}})
     with pytest.raises(InputError, match="thresholds"):
         apply_datacube(array, {"ensemble": str(ensemble_dir)})
+    with pytest.raises(InputError, match="fewer than the model's history"):
+        apply_datacube(array.isel(t=slice(0, T - 1)), {"ensemble": str(ensemble_dir), "thresholds": {
+            "q85": 1.0, "q95": 2.0, "q99": 3.0, "std_tercile_1": 0.1, "std_tercile_2": 0.2}})
 
 
 def test_process_graph_is_built_offline():
@@ -181,9 +243,17 @@ def test_process_graph_is_built_offline():
     graph = process_graph(collection="EGMS_L3_U", bbox=(4058000, 3082000, 4083600, 3101200),
                           ensemble="/data/ensemble", thresholds={"q85": 1.0}, patch=32)["process_graph"]
     neighbourhood = next(n for n in graph.values() if n["process_id"] == "apply_neighborhood")
-    assert neighbourhood["arguments"]["overlap"][0]["value"] == 16
+    assert [o["value"] for o in neighbourhood["arguments"]["overlap"]] == [32, 32]        # halo P >= P - 1
+    assert [s["value"] for s in neighbourhood["arguments"]["size"]] == [256, 256, None]  # time whole
     udf = next(iter(neighbourhood["arguments"]["process"]["process_graph"].values()))
-    assert udf["process_id"] == "run_udf" and "def apply_datacube(cube: xarray.DataArray" in udf["arguments"]["udf"]
+    assert udf["process_id"] == "run_udf" and udf["arguments"]["runtime"] == "Python"
+    assert "def apply_datacube(cube: xarray.DataArray" in udf["arguments"]["udf"]
+    assert "def apply_metadata(" in udf["arguments"]["udf"]
+    assert udf["arguments"]["context"]["ensemble"] == "/data/ensemble"
+    assert udf["arguments"]["context"]["thresholds"] == {"q85": 1.0}
+    load = next(n for n in graph.values() if n["process_id"] == "load_collection")
+    assert load["arguments"]["id"] == "EGMS_L3_U" and load["arguments"]["spatial_extent"]["crs"] == 3035
+    assert any(n["process_id"] == "save_result" and n.get("result") for n in graph.values())
 
 
 @pytest.mark.parametrize("change,message", [
@@ -211,3 +281,137 @@ def test_forecast_refuses_a_damaged_ensemble_and_a_short_cube(tiny_cube, cube, t
         forecast_products(cube.isel(t=slice(0, T - 1)), overlap=P // 2, **ensemble.settings)
     with pytest.raises(InputError, match="no valid pixel"):
         forecast_products(cube.displacement * np.nan, overlap=P // 2, **ensemble.settings)
+
+
+def _cube_zarr(ds, path):
+    ds = ds.copy()
+    for variable in ds.variables.values():
+        variable.encoding.clear()
+    ds.to_zarr(path, zarr_format=2, consolidated=True)
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("all NaN", "no valid pixel"),
+    ("fewer epochs than T", "fewer than the model's history T = 6"),
+    ("unnamed dims", "expected dims ('t', 'y', 'x')"),
+    ("y spacing", "grid spacing 50 m differs from the ensemble's 100 m (along y)"),
+])
+def test_forecast_refuses_bad_cubes_before_any_work_and_writes_nothing(cube, ensemble_dir, tmp_path, case, message):
+    ds = cube.copy()
+    if case == "all NaN":
+        ds["displacement"] = ds["displacement"] * np.nan
+    elif case == "fewer epochs than T":
+        ds = ds.isel(t=slice(0, T - 1))
+    elif case == "unnamed dims":
+        ds = xr.Dataset({"displacement": xr.DataArray(ds["displacement"].values)})
+    else:
+        ds = ds.assign_coords(y=ds["y"].values[0] - 50.0 * np.arange(ds.sizes["y"]))
+    path = _cube_zarr(ds, tmp_path / "bad.zarr")
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(path), "--ensemble",
+                           str(ensemble_dir), "--out", str(tmp_path / "p.zarr"), "-q"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zarr"]          # nothing written, no staging
+
+
+def test_the_cuda_provider_is_used_when_onnxruntime_offers_it(ensemble_dir, tmp_path, monkeypatch):
+    """onnxruntime-gpu on a GPU machine offers CUDAExecutionProvider: every session asks for it first."""
+    import onnxruntime
+
+    from insarcast.udf import ensemble as ensemble_module
+    from insarcast.udf.run import EnsemblePredictor
+
+    real = onnxruntime.InferenceSession
+    asked = []
+
+    class Recording:
+        """A CPU session that records the providers it was asked for and reports CUDA as active."""
+
+        def __init__(self, data, sess_options=None, providers=None):
+            asked.append(list(providers))
+            self._session = real(data, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def __getattr__(self, name):
+            return getattr(self._session, name)
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Recording)
+    assert ensemble_module.ensemble_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    folder = write_linear_ensemble(tmp_path / "gpu")
+    predictor = EnsemblePredictor(folder, threads=1)            # what forecast workers and the openEO UDF use
+    ens = predictor.ensemble()
+    assert asked == [["CUDAExecutionProvider", "CPUExecutionProvider"]] * len(COEFFICIENTS)
+    assert ens.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert ens.active_providers[0] == "CUDAExecutionProvider"
+    assert predictor(np.zeros((3, T, C, P, P), np.float32)).shape == (len(COEFFICIENTS), 3, F, P, P)
+
+    # a GPU build that cannot start CUDA falls back to the CPU, and says so
+    Recording.get_providers = lambda self: ["CPUExecutionProvider"]
+    with pytest.warns(RuntimeWarning, match="CUDAExecutionProvider was asked for but onnxruntime could not start"):
+        load_ensemble(write_linear_ensemble(tmp_path / "fallback"), cache=False)
+    # without CUDA on offer, the CPU alone
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    asked.clear()
+    assert load_ensemble(folder, cache=False).providers == ["CPUExecutionProvider"]
+    assert asked and all(a == ["CPUExecutionProvider"] for a in asked)
+
+
+def test_the_udf_runs_from_a_shipped_folder_without_an_installed_insarcast_or_torch(cube, ensemble_dir, tmp_path):
+    """What the README's openEO shipping does: the insarcast package in a folder named in
+    context['python_path'], on a backend where insarcast is not installed and torch is absent."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tmp_path / "insarcast-deps"
+    shutil.copytree(root / "src" / "insarcast", deps / "insarcast", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "udf", deps / "insarcast" / "udf", ignore=shutil.ignore_patterns("__pycache__"))
+    array = _openeo_cube(cube).isel(y=slice(0, 20), x=slice(0, 24))
+    array.to_netcdf(tmp_path / "tile.nc")
+    reference = forecast_products(cube, overlap=P // 2, **load_ensemble(ensemble_dir).settings)
+    thresholds = {k: reference.attrs[k] for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
+    script = """
+import importlib.abc, json, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not installed here (blocked by the test)")
+
+# the development install's finder is a class on sys.meta_path: drop it, so insarcast is not installed
+sys.meta_path[:] = [NoTorch()] + [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+try:
+    import insarcast
+except ImportError:
+    pass
+else:
+    raise SystemExit("insarcast is still importable from " + str(insarcast.__file__))
+
+import xarray
+from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+udf, tile, context = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+array = xarray.open_dataarray(tile).load()
+result = run_udf_code(open(udf).read(), UdfData(datacube_list=[XarrayDataCube(array)], user_context=context))
+out = result.get_datacube_list()[0].get_array()
+import insarcast
+assert insarcast.__file__.startswith(context["python_path"][0]), insarcast.__file__
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+out.to_netcdf(sys.argv[4])
+print("OK", out.dims, out.shape)
+"""
+    context = {"ensemble": str(ensemble_dir), "thresholds": thresholds, "python_path": [str(deps)]}
+    done = subprocess.run([sys.executable, "-c", script, str(root / "udf" / "openeo_udf.py"), str(tmp_path / "tile.nc"),
+                           json.dumps(context), str(tmp_path / "out.nc")], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("OK ('bands', 'y', 'x')")
+    out = xr.open_dataarray(tmp_path / "out.nc").load()
+    direct = _run_openeo(array, {k: v for k, v in context.items() if k != "python_path"})
+    np.testing.assert_array_equal(out.values, direct.values)

@@ -256,6 +256,29 @@ def test_dask_with_tiny_chunks_equals_numpy_exactly():
     assert not np.allclose(single["forecast"].values, eager["forecast"].values, equal_nan=True)
 
 
+def test_tiles_are_anchored_to_the_map_grid_so_a_window_agrees_with_the_whole_region():
+    from insarcast.udf.tiling import grid_offsets
+
+    ds = make_cube()
+    # y falls from 5000 m by 100 m: row i is global row floor(-5000 / 100) + i = -50 + i; x from 0
+    assert grid_offsets(ds["y"].values, ds["x"].values) == (-50, 0)
+    assert grid_offsets(ds["y"].values[3:], ds["x"].values[2:]) == (-47, 2)
+    assert grid_offsets(None, np.array([5.0])) == (0, 0)                   # nothing to go by: count from 0
+    whole = forecast_products(ds, fake_predict, **SETTINGS)
+    assert (whole.attrs["tile_offset_y"], whole.attrs["tile_offset_x"]) == (-50, 0)
+    y0, x0 = 3, 2                                      # neither a multiple of the stride 5
+    window = forecast_products(ds.isel(y=slice(y0, None), x=slice(x0, None)), fake_predict, **SETTINGS)
+    inner = dict(y=slice(y0 + P - 1, None), x=slice(x0 + P - 1, None))   # P - 1 cells from the cut edges
+    for name in ("forecast", "median"):
+        got = window[name].sel(y=whole["y"][inner["y"]], x=whole["x"][inner["x"]]).values
+        assert np.array_equal(got, whole[name].isel(**inner).values, equal_nan=True), name
+    # the position term of fake_predict makes a tiling that is not the global one differ
+    shifted = forecast_products(ds.isel(y=slice(y0, None), x=slice(x0, None)).assign_coords(
+        y=np.arange(ds.sizes["y"] - y0) * -100.0, x=np.arange(ds.sizes["x"] - x0) * 100.0), fake_predict, **SETTINGS)
+    assert not np.allclose(shifted["forecast"].values[:, :, P:, P:], window["forecast"].values[:, :, P:, P:],
+                           equal_nan=True)
+
+
 def test_thresholds_do_not_depend_on_the_chunking():
     ds = make_cube(ny=26, nx=31, seed=4)
     attrs = [forecast_products(ds.chunk(chunks), fake_predict, **SETTINGS).attrs

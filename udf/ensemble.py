@@ -19,6 +19,9 @@ normalised change since the last epoch), running every member in batches: it is 
 callable of :func:`insarcast.udf.forecast.forecast_products`, whose other settings
 :attr:`Ensemble.settings` holds. InferenceSessions are cached per process, keyed by (file, sha256,
 providers, threads): loading the same ensemble again re-checks every checksum but builds no session.
+By default the sessions ask for CUDA first when onnxruntime offers it (onnxruntime-gpu on a machine
+with a GPU, :func:`ensemble_providers`), with the CPU as fallback; a session that could not start
+CUDA is a :class:`RuntimeWarning`.
 
 Only numpy and onnxruntime are imported; never torch.
 """
@@ -29,6 +32,7 @@ import hashlib
 import json
 import math
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
@@ -220,6 +224,10 @@ def _session(data: bytes, key: tuple, *, providers: Sequence[str], threads: int 
         session = ort.InferenceSession(data, sess_options=options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types
         raise InputError(f"member {member}: onnxruntime cannot load it: {err}", path=path) from err
+    active = list(session.get_providers())
+    if "CUDAExecutionProvider" in providers and "CUDAExecutionProvider" not in active:
+        warnings.warn(f"member {member}: CUDAExecutionProvider was asked for but onnxruntime could not start it "
+                      f"(CUDA or cuDNN libraries missing?); running on {active}", RuntimeWarning, stacklevel=4)
     if cache:
         with _LOCK:
             session = _SESSIONS.setdefault(key, session)
@@ -320,6 +328,11 @@ class Ensemble:
 
     def __len__(self) -> int:
         return len(self.members)
+
+    @property
+    def active_providers(self) -> list[str]:
+        """The execution providers the sessions really run on (``providers`` is what was asked for)."""
+        return list(self.members[0].session.get_providers()) if self.members else []
 
     @property
     def settings(self) -> dict[str, Any]:

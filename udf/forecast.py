@@ -22,7 +22,7 @@ from .inputs import norm_values
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
-from .tiling import check_tiling, forecast_block, forecast_dask
+from .tiling import check_tiling, forecast_block, forecast_dask, grid_offsets
 
 CUBE_DIMS = ("t", "y", "x")
 
@@ -100,6 +100,10 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     are made of; ``thresholds`` (a :class:`Thresholds` or mapping of its fields) are used unchanged
     when given, else computed exactly over the region.
 
+    Tiles lie on the grid's global tiling (:func:`insarcast.udf.tiling.grid_offsets` of the ``y``
+    and ``x`` coordinates), so any window of the same grid, however chunked, and an openEO tile
+    with a halo of at least P - 1 cells get the same values as the whole region.
+
     Returns a Dataset with coords ``member`` (0..K-1), ``horizon`` (1..F), ``time(horizon)`` =
     last epoch + h * median epoch spacing, ``y``, ``x`` (and ``spatial_ref`` when the input has one);
     variables ``forecast (member, horizon, y, x)`` and ``median (horizon, y, x)`` float32 mm (change
@@ -128,8 +132,11 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     if mode == "cumulative":
         offset = displacement.isel(t=-1).data - displacement.isel(t=0).data
 
+    offset_y, offset_x = grid_offsets(*(displacement[d].values if d in displacement.coords else None
+                                        for d in ("y", "x")))
     settings = dict(predict=predict, history=history, horizon_steps=horizon_steps, members=members,
-                    patch=patch, overlap=overlap, norm=norm, batch_size=batch_size)
+                    patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, offset_y=offset_y,
+                    offset_x=offset_x)
     if lazy:
         import dask.array as da
 
@@ -157,8 +164,10 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
             thresholds = compute_thresholds(*member_statistics(d))
         stack = product_stack(d, thresholds)
 
-    return _dataset(displacement, fc, median, stack, thresholds=thresholds, horizon=horizon, mode=mode,
-                    history=history, patch=patch, overlap=overlap, members=members)
+    out = _dataset(displacement, fc, median, stack, thresholds=thresholds, horizon=horizon, mode=mode,
+                   history=history, patch=patch, overlap=overlap, members=members)
+    out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x))
+    return out
 
 
 def _median(fc: np.ndarray) -> np.ndarray:

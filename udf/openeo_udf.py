@@ -1,24 +1,35 @@
 """insarcast as an openEO UDF: the ensemble forecast and its products for ``apply_neighborhood``.
 
-Use it with the time dimension whole and spatial tiles with an overlap of at least P / 2 cells (the
-ensemble's patch size), for example ``size=[{dimension: x, value: 256, unit: px}, {y ...}, {t: null}]``
-and ``overlap=[{x: 16 px}, {y: 16 px}]``. The backend passes float32 with NaN nodata and dims
-(t, bands, y, x), y descending; the UDF returns (bands, y, x) float32 with one named band per product
-(:func:`band_names`): ``fc_h1`` .. ``fc_hF`` (ensemble median of the change after h epochs, mm),
-``median``, ``std``, ``class``, ``p85``, ``p95``, ``p99``, ``mass_low`` .. ``mass_highest``,
-``confidence``, ``rank_variance``, ``bivariate`` (classes as numbers, NaN where not valid).
+Use it with the time dimension whole and spatial tiles with a halo (``overlap``) of at least P - 1
+cells, P the ensemble's patch size (:func:`insarcast.udf.openeo_graph.process_graph` uses P): the
+tiles lie on the grid's global tiling (derived from the x / y coordinates), so every cell of a
+tile's core then gets exactly the values ``insarcast forecast`` computes over the whole region. For
+example ``size=[{dimension: x, value: 256, unit: px}, {y ...}, {t: null}]`` and
+``overlap=[{x: 32 px}, {y: 32 px}]`` for P = 32. The backend passes float32 with NaN nodata and
+dims (t, bands, y, x), y descending; the UDF returns (bands, y, x) float32 with one named band per
+product (:func:`band_names`): ``fc_h1`` .. ``fc_hF`` (ensemble median of the change after h epochs,
+mm), ``median``, ``std``, ``class``, ``p85``, ``p95``, ``p99``, ``mass_low`` .. ``mass_highest``,
+``confidence``, ``rank_variance``, ``bivariate`` (classes as numbers, NaN where not valid). A tile
+without any valid pixel gives NaN everywhere.
 
 ``context``:
-    ensemble     path of the ensemble folder on the backend (required)
+    ensemble     path of the ensemble folder on the backend (required; relative paths are relative
+                 to the working directory, where a backend unpacks ``udf-dependency-archives``)
     thresholds   {"q85", "q95", "q99", "std_tercile_1", "std_tercile_2"} in mm, computed over the whole
                  region beforehand (required: one call sees one tile, and classes must not depend
                  on the tiling); ``insarcast forecast`` records them in its products
     band         the input band holding the displacement in mm (default: the first band)
-    horizon      1..F (default F); mode "change" (default) or "cumulative"; overlap (default P / 2)
+    horizon      1..F (default F); mode "change" (default) or "cumulative"; overlap: cells shared by
+                 neighbouring model tiles (default P / 2); threads: ONNX Runtime threads per session
+    python_path  folders appended to ``sys.path`` before insarcast is imported: where the backend
+                 unpacked an archive holding the insarcast package (and onnxruntime, if it lacks it)
 
-The entry points need numpy, xarray and onnxruntime, and the ``insarcast`` package (its UDF part
-imports no torch): ship the wheel and the ensemble with the job (README, "openEO").
+The tile's grid spacing and epoch spacing must be the ensemble's. The entry points need numpy,
+xarray, onnxruntime and the ``insarcast`` package (whose UDF part imports nothing else, torch least
+of all): the README, "openEO", shows how to ship it and the ensemble with a job.
 """
+
+import sys
 
 import numpy as np
 import xarray
@@ -32,13 +43,26 @@ def band_names(horizon_steps: int) -> list:
     return [f"fc_h{h}" for h in range(1, horizon_steps + 1)] + list(PRODUCT_BANDS)
 
 
-def _ensemble(context: dict):
-    from insarcast.errors import InputError
-    from insarcast.udf.run import EnsemblePredictor
+def _insarcast(context: dict):
+    """Import insarcast's UDF part, after adding ``context["python_path"]`` to ``sys.path``."""
+    for folder in (context or {}).get("python_path") or []:
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
+    try:
+        from insarcast.errors import InputError
+        from insarcast.udf import forecast, run
+    except ImportError as err:
+        raise ImportError(f"the insarcast UDF needs the insarcast package and onnxruntime on the backend ({err}); "
+                          "ship them in an archive (job option udf-dependency-archives) and name the folder in "
+                          "context['python_path']: see the README, 'openEO'") from err
+    return InputError, forecast, run
 
+
+def _ensemble(context: dict):
+    InputError, _, run = _insarcast(context)
     if not context or "ensemble" not in context:
         raise InputError("the UDF context needs 'ensemble', the path of the ensemble folder", field="ensemble")
-    return EnsemblePredictor(context["ensemble"], threads=context.get("threads")).ensemble()
+    return run.EnsemblePredictor(context["ensemble"], threads=context.get("threads")).ensemble()
 
 
 def apply_metadata(metadata, context: dict):
@@ -48,14 +72,14 @@ def apply_metadata(metadata, context: dict):
 
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     """(t, bands, y, x) displacement in mm -> (bands, y, x) products, float32."""
-    from insarcast.errors import InputError
-    from insarcast.udf.forecast import forecast_products
-
     context = context or {}
+    InputError, forecast, run = _insarcast(context)
     if any(str(d).startswith("dim_") for d in cube.dims):
         raise InputError(f"the cube's dims are unnamed {tuple(cube.dims)}: expected (t, bands, y, x)", field="dims")
     if "bands" in cube.dims:
         band = context.get("band")
+        if band is not None and band not in cube["bands"].values:
+            raise InputError(f"no band {band!r} in the cube, which has {list(cube['bands'].values)}", field="band")
         cube = cube.sel(bands=band) if band is not None else cube.isel(bands=0)
         cube = cube.drop_vars("bands", errors="ignore")
     if "thresholds" not in context:
@@ -64,16 +88,25 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     ensemble = _ensemble(context)
     if "t" in cube.coords and not np.issubdtype(cube["t"].dtype, np.datetime64):
         cube = cube.assign_coords(t=np.asarray(cube["t"].values, "datetime64[ns]"))
-    products = forecast_products(cube.astype(np.float32), overlap=int(context.get("overlap", ensemble.patch // 2)),
-                                 horizon=context.get("horizon"), mode=context.get("mode", "change"),
-                                 thresholds=context["thresholds"], **ensemble.settings)
+    cube = cube.astype(np.float32)
+    displacement, _ = forecast.split_cube(cube)                 # dims by name, a datetime64 t
+    run.check_compatible(displacement, ensemble.manifest)
+    names = band_names(ensemble.horizon)
+    nt = displacement.sizes["t"]
+    if nt >= ensemble.history and not np.isfinite(displacement.isel(t=slice(nt - ensemble.history, None)).values
+                                                  ).all(axis=0).any():
+        empty = np.full((len(names), displacement.sizes["y"], displacement.sizes["x"]), np.nan, np.float32)
+        return xarray.DataArray(empty, dims=("bands", "y", "x"),
+                                coords={"bands": names, "y": displacement["y"], "x": displacement["x"]})
+    products = forecast.forecast_products(displacement, overlap=int(context.get("overlap", ensemble.patch // 2)),
+                                          horizon=context.get("horizon"), mode=context.get("mode", "change"),
+                                          thresholds=context["thresholds"], **ensemble.settings)
     layers = [products["median"].sel(horizon=h) for h in products["horizon"].values]
     for name in PRODUCT_BANDS:
         value = products[name]
         if value.dtype == np.uint8:                                    # class codes: NaN where nodata
             value = value.astype(np.float32).where(value != 255)
         layers.append(value if name != "median" else products["median"].sel(horizon=products.attrs["horizon"]))
-    names = band_names(len(products["horizon"]))
     out = xarray.concat([layer.drop_vars(["horizon", "time"], errors="ignore").astype(np.float32)
                          for layer in layers], dim="bands")
     out = out.assign_coords(bands=names).transpose("bands", "y", "x")

@@ -39,27 +39,53 @@ class EnsemblePredictor:
 
 
 def check_compatible(cube, manifest: Mapping[str, Any], *, path: str | os.PathLike | None = None) -> None:
-    """The cube's grid spacing, CRS and epoch spacing must be the ensemble's."""
-    grid = manifest.get("grid", {})
-    xs, ys = cube["x"].values, cube["y"].values
-    if len(xs) > 1 and grid.get("spacing"):
-        spacing = float(abs(xs[1] - xs[0]))
-        if not np.isclose(spacing, float(grid["spacing"]), rtol=1e-6):
-            raise InputError(f"grid spacing {spacing:g} m differs from the ensemble's {grid['spacing']:g} m",
-                             path=path, field="x")
+    """The cube's grid spacing (x and y), CRS and epoch spacing must be the ensemble's.
+
+    ``cube``: a Dataset or DataArray with ``x``, ``y``, ``t`` coordinates (a CRS through rioxarray,
+    if any). A check whose value the cube or the manifest does not give is skipped.
+    """
+    grid = manifest.get("grid") or {}
+    if grid.get("spacing"):
+        expected = float(grid["spacing"])
+        for name in ("x", "y"):
+            if name not in cube.coords or cube[name].size < 2:
+                continue
+            values = np.asarray(cube[name].values, np.float64)
+            spacing = float(abs(values[1] - values[0]))
+            if not np.isclose(spacing, expected, rtol=1e-6):
+                raise InputError(f"grid spacing {spacing:g} m differs from the ensemble's {expected:g} m "
+                                 f"(along {name})", path=path, field=name)
     crs = getattr(getattr(cube, "rio", None), "crs", None)
     if crs is not None and grid.get("crs"):
         from pyproj import CRS
 
         if CRS.from_user_input(crs) != CRS.from_user_input(grid["crs"]):
             raise InputError(f"CRS {crs} differs from the ensemble's {grid['crs']}", path=path, field="spatial_ref")
-    t = cube["t"].values
-    if len(t) > 1 and manifest.get("epoch_days"):
+    if "t" in cube.coords and cube["t"].size > 1 and manifest.get("epoch_days"):
+        t = cube["t"].values
         days = float(np.median(np.diff(t)) / np.timedelta64(1, "D"))
         if abs(days - float(manifest["epoch_days"])) > 0.5:
             raise InputError(f"epoch spacing {days:g} days differs from the ensemble's {manifest['epoch_days']:g}",
                              path=path, field="t")
-    del ys
+
+
+def _check_before_work(data, members, *, path) -> None:
+    """What can be refused before the cluster starts and the ensemble runs: too few epochs, and a cube
+    without any valid pixel (one read of the last T epochs)."""
+    from insarcast.udf.forecast import split_cube
+
+    displacement, valid = split_cube(data)
+    nt = displacement.sizes["t"]
+    if nt < members.history:
+        raise InputError(f"the cube has {nt} epochs, fewer than the model's history T = {members.history}",
+                         path=path, field="t")
+    last = displacement.isel(t=slice(nt - members.history, None))
+    usable = np.isfinite(last).all("t")
+    if valid is not None:
+        usable = usable & valid.astype(bool)
+    if not bool(usable.any().compute()):
+        raise InputError(f"no valid pixel: the last {members.history} epochs hold no pixel that is valid and "
+                         "finite throughout (is the input all NaN?)", path=path, field="displacement")
 
 
 def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str | os.PathLike, *,
@@ -78,12 +104,14 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     from insarcast.udf.ensemble import load_ensemble
     from insarcast.udf.forecast import forecast_products
 
+    if chunks < 1:
+        raise InputError(f"expected a positive chunk size, got {chunks}", field="chunks")
     members = load_ensemble(ensemble)                     # checks the whole ensemble before any work
     ds = open_cube(cube)
     check_compatible(ds, members.manifest, path=cube)
-    if chunks < 1:
-        raise InputError(f"expected a positive chunk size, got {chunks}", field="chunks")
-    data = ds[["displacement", "valid"]].chunk({"t": -1, "y": chunks, "x": chunks})
+    names = ["displacement"] + (["valid"] if "valid" in ds else [])
+    data = ds[names].chunk({"t": -1, "y": chunks, "x": chunks})
+    _check_before_work(data, members, path=cube)
     predictor = EnsemblePredictor(ensemble, threads=threads, batch_size=batch_size)
     settings = {**members.settings, "predict": predictor}
     client, cluster = _client(scheduler, workers)

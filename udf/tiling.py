@@ -3,6 +3,9 @@
 Tiles
     Tile origins lie on a grid anchored to *global* pixel coordinates: along each axis the origins
     are ``j * S`` for every integer ``j`` (negative ones included), with stride ``S = P - overlap``.
+    A pixel's global coordinate is its index plus the offset of the array's first pixel;
+    :func:`grid_offsets` derives that offset from the map coordinates (``floor(x / spacing)``), so
+    that any window of the same grid (a chunk, a sub-region, an openEO tile) sees the same tiles.
     Every tile that covers at least one pixel of the region is evaluated, except tiles without any
     valid pixel (they could only write to pixels that are NaN anyway). Tiles that stick out of the
     region are *padded with invalid pixels*: outside the region the model sees exactly what it sees
@@ -41,6 +44,31 @@ from insarcast.errors import InputError
 from .inputs import denormalise, history_inputs, history_mask, norm_values
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def grid_offsets(y=None, x=None) -> tuple[int, int]:
+    """Global (row, column) index of the first pixel of a grid with cell coordinates ``y`` and ``x``.
+
+    Along each axis with at least two regularly spaced coordinates ``c`` (spacing ``s``), the index
+    of pixel ``i`` is ``floor(c_i / s)`` when the coordinate grows with ``i`` and ``floor(-c_i / s)``
+    when it falls (y descending): consecutive pixels get consecutive indices, and every window of
+    the same grid agrees on them. An axis without such coordinates (missing, a single cell,
+    irregular) counts from 0.
+    """
+    out = []
+    for c in (y, x):
+        if c is None:
+            out.append(0)
+            continue
+        c = np.asarray(c, np.float64).ravel()
+        step = np.diff(c)
+        if c.size < 2 or not np.isfinite(c).all() or step[0] == 0 or \
+                not np.allclose(step, step[0], rtol=1e-6, atol=0.0):
+            out.append(0)
+            continue
+        direction = 1.0 if step[0] > 0 else -1.0
+        out.append(int(np.floor(direction * c[0] / abs(step[0]) + 1e-3)))
+    return out[0], out[1]
 
 
 def blend_window(patch: int) -> np.ndarray:
@@ -139,8 +167,12 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
 
 
 def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int, horizon_steps: int,
-                  members: int, patch: int, overlap: int, norm: Mapping[str, Any], batch_size: int = 64):
+                  members: int, patch: int, overlap: int, norm: Mapping[str, Any], batch_size: int = 64,
+                  offset_y: int = 0, offset_x: int = 0):
     """Lazy :func:`forecast_block` over a Dask array ``(t, y, x)``: ``(K, F, y, x)`` float32 mm.
+
+    ``offset_y``, ``offset_x``: global coordinates of the array's pixel ``[:, 0, 0]`` (see
+    :func:`grid_offsets`), as in :func:`forecast_block`.
 
     Only the last T epochs are read (time becomes one chunk). Each block gets a halo of
     ``P - 1`` pixels from its neighbours, NaN / invalid beyond the region
@@ -170,8 +202,8 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
 
     def run(block, block_id=None):
         iy, ix = block_id[2], block_id[3]
-        return forecast_block(block, None, offset_y=int(start_y[iy]) - depth,
-                              offset_x=int(start_x[ix]) - depth, depth=depth, predict=predict,
+        return forecast_block(block, None, offset_y=int(offset_y) + int(start_y[iy]) - depth,
+                              offset_x=int(offset_x) + int(start_x[ix]) - depth, depth=depth, predict=predict,
                               history=history, horizon_steps=horizon_steps, members=members, patch=patch,
                               overlap=overlap, norm=norm, batch_size=batch_size)
 

@@ -239,7 +239,7 @@ def model_forecast(path: str | os.PathLike, cube, *, anchor: int, overlap: int |
     (epoch index), tiled like the ensemble (:func:`insarcast.udf.tiling.forecast_block`, overlap
     P // 2 by default); and its settings (history, horizon, patch, normalisation)."""
     from insarcast.training.models import load_model
-    from insarcast.udf.tiling import forecast_block
+    from insarcast.udf.tiling import forecast_block, grid_offsets
 
     _torch()
     ds = _cube(cube)
@@ -250,7 +250,9 @@ def model_forecast(path: str | os.PathLike, cube, *, anchor: int, overlap: int |
         raise InputError("the model file holds no normalisation statistics", path=path, field="normalisation")
     a = resolve_anchor(ds["t"].values, cfg.horizon, cfg.history, anchor)
     disp, valid = _window(ds, a, cfg.history, 0)
-    fc = forecast_block(disp, valid, predict=torch_predictor(model, batch_size=batch_size), history=cfg.history,
+    offset_y, offset_x = grid_offsets(ds["y"].values, ds["x"].values)       # the ensemble's tiling
+    fc = forecast_block(disp, valid, offset_y=offset_y, offset_x=offset_x,
+                        predict=torch_predictor(model, batch_size=batch_size), history=cfg.history,
                         horizon_steps=cfg.horizon, members=1, patch=cfg.patch,
                         overlap=cfg.patch // 2 if overlap is None else int(overlap), norm=norm, batch_size=batch_size)
     info = {"history": cfg.history, "horizon": cfg.horizon, "patch": cfg.patch, "arch": cfg.arch}
