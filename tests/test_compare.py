@@ -34,7 +34,10 @@ def test_welch_matches_the_formulas_by_hand():
     assert w.se == pytest.approx(se, abs=1e-12)
     assert w.t == pytest.approx(t, abs=1e-12)
     assert w.df == pytest.approx(df, abs=1e-12)
-    # the numbers above, worked out once and written down
+    # the numbers above, worked out once and written down (and checked without scipy: mpmath at 30
+    # digits, p = I_{df/(df+t^2)}(df/2, 1/2) and the t quantiles by root finding on that CDF)
+    assert stats.t.ppf(0.975, df) == pytest.approx(2.4993310929, abs=1e-8)
+    assert stats.t.ppf(0.95, df) == pytest.approx(1.9738091556, abs=1e-8)
     assert se == pytest.approx(1.5545631755, abs=1e-6)
     assert w.t == pytest.approx(-2.2514363232, abs=1e-6)
     assert w.df == pytest.approx(5.5207877462, abs=1e-6)
@@ -70,26 +73,36 @@ def test_welch_refuses_too_few_or_bad_values_and_handles_constant_samples():
 
 # ---------------------------------------------------------------------------- Benjamini–Hochberg
 
-# Benjamini & Hochberg (1995), section 4: 15 p-values, 4 hypotheses rejected at q = 0.05
+# The published worked example: Benjamini & Hochberg (1995), "Controlling the false discovery rate",
+# J. R. Stat. Soc. B 57(1), 289-300, section 4: the 15 p-values of the TAPS thrombolysis trial
+# (Neuhaus et al. 1992); at q = 0.05 the procedure rejects the four smallest. Their BH-adjusted values,
+# as printed (8 decimals) in the Examples of scipy.stats.false_discovery_control (SciPy >= 1.11), which
+# works the same example:
 BH_P = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459,
         0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.000]
-# min over j >= i of 15 p_(j) / j, worked out by hand
-BH_ADJ = [0.0015, 0.003, 0.0095, 0.035625, 0.0603, 0.0638571429, 0.0638571429, 0.0645, 0.0765,
-          0.486, 0.5811818182, 0.714875, 0.7532307692, 0.8132142857, 1.0]
+BH_ADJ = [0.0015, 0.003, 0.0095, 0.035625, 0.0603, 0.06385714, 0.06385714, 0.0645, 0.0765,
+          0.486, 0.58118182, 0.714875, 0.75323077, 0.81321429, 1.0]
 
 
 def test_bh_reproduces_the_published_example():
     adj = benjamini_hochberg(BH_P)
-    np.testing.assert_allclose(adj, BH_ADJ, atol=1e-9)
-    assert int((adj <= 0.05).sum()) == 4
-    np.testing.assert_allclose(adj, stats.false_discovery_control(BH_P), rtol=1e-12)
+    np.testing.assert_allclose(adj, BH_ADJ, rtol=0, atol=5e-9)
+    assert int((adj <= 0.05).sum()) == 4                    # the four rejections of BH (1995)
+    # and by hand: p_adj(i) = min over j >= i of 15 p(j) / j; e.g. i = 6: min(15 * 0.0278 / 6,
+    # 15 * 0.0298 / 7, ...) = 15 * 0.0298 / 7, the value of i = 7
+    assert adj[5] == adj[6] == pytest.approx(15 * 0.0298 / 7, abs=1e-15)
+    # shuffled input keeps its order
+    order = np.random.default_rng(3).permutation(15)
+    np.testing.assert_allclose(benjamini_hochberg(np.asarray(BH_P)[order]), np.asarray(BH_ADJ)[order], atol=5e-9)
 
 
-def test_bh_keeps_order_is_monotone_capped_and_matches_scipy():
+def test_bh_keeps_order_is_monotone_capped_and_matches_the_definition():
     rng = np.random.default_rng(7)
     p = rng.uniform(0, 1, 40) ** 3
     adj = benjamini_hochberg(p)
-    np.testing.assert_allclose(adj, stats.false_discovery_control(p), rtol=1e-12)
+    ranked = np.sort(p)
+    by_definition = [min(1.0, min(40 * ranked[j] / (j + 1) for j in range(i, 40))) for i in range(40)]
+    np.testing.assert_allclose(np.sort(adj), by_definition, rtol=1e-12)
     order = np.argsort(p)
     assert np.all(np.diff(adj[order]) >= 0) and np.all(adj >= p) and np.all(adj <= 1)
     shuffled = rng.permutation(40)
@@ -121,6 +134,7 @@ BASELINES = {"persistence": {"rmse": 6.0, "mae": 4.5, "r2": 0.0},
 # one TPE study's objective values (None: not complete)
 HISTORY = [(5.0, "COMPLETE"), (None, "FAIL"), (4.0, "COMPLETE"), (None, "PRUNED"), (4.5, "COMPLETE"),
            (3.0, "COMPLETE")]
+READOUT = ["pooled", "skip", "skip", "pooled", "pooled", "skip"]        # the readout each trial chose
 
 
 def _metrics(arch, strategy, seed, values):
@@ -141,7 +155,8 @@ def run_dir(tmp_path):
                 (d / "metrics.json").write_text(json.dumps(_metrics(arch, strategy, seed, values)))
         for seed in range(3):
             rows = [{"arch": arch, "seed": seed, "number": k, "state": state,
-                     "value": "" if v is None else v + seed} for k, (v, state) in enumerate(HISTORY)]
+                     "value": "" if v is None else v + seed, "readout": READOUT[k]}
+                    for k, (v, state) in enumerate(HISTORY)]
             pd.DataFrame(rows).to_csv(root / "tpe" / arch / f"seed{seed}" / "trials.csv", index=False)
     return root
 
@@ -153,10 +168,10 @@ def _mean(x):
 def test_compare_writes_tables_with_hand_computed_differences(run_dir, tmp_path):
     out = tmp_path / "out"
     result = compare(run_dir, out, figures=False)
-    for name in ("runs", "summary", "welch", "baselines", "histories"):
+    tables = ("runs", "summary", "welch", "baselines", "histories", "readouts")
+    for name in tables:
         assert result.paths[name] == out / f"{name}.csv" and result.paths[name].is_file()
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.csv" for n in
-                                                          ("runs", "summary", "welch", "baselines", "histories"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.csv" for n in tables)
 
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs.columns[:6]) == ["arch", "strategy", "seed", "rmse", "mae", "r2"]
@@ -179,7 +194,13 @@ def test_compare_writes_tables_with_hand_computed_differences(run_dir, tmp_path)
         assert (r.n_manual, r.n_tpe) == (3, 3)
         assert r.ci_low < r.lb95 < r["diff"] < r.ci_high
     np.testing.assert_allclose(welch_df["p_adj"], benjamini_hochberg(welch_df["p"].to_numpy()), rtol=1e-12)
-    assert (welch_df["significant"] == (welch_df["p_adj"] < 0.05)).all()
+    assert (welch_df["significant"] == (welch_df["p_adj"] <= 0.05)).all()
+    # each row is the Welch test of its two samples, in the "TPE better" orientation
+    for _, r in welch_df.iterrows():
+        manual, tpe = VALUES[r.arch]["manual"][r.metric], VALUES[r.arch]["tpe"][r.metric]
+        w = welch(tpe, manual) if r.metric == "r2" else welch(manual, tpe)
+        assert (r.t, r.df, r.p, r.ci_low, r.ci_high, r.lb95) == pytest.approx(
+            (w.t, w.df, w.p, w.ci_low, w.ci_high, w.lower_bound), rel=1e-12)
     pd.testing.assert_frame_equal(result.welch.reset_index(drop=True), welch_df, check_dtype=False)
 
     baselines = pd.read_csv(out / "baselines.csv")
@@ -194,6 +215,16 @@ def test_compare_writes_tables_with_hand_computed_differences(run_dir, tmp_path)
     assert list(study["trial"]) == [0, 1, 2, 3, 4, 5]
     assert list(study["best_so_far"]) == [6.0, 6.0, 5.0, 5.0, 5.0, 4.0]
     assert study["value"].isna().tolist() == [False, True, False, True, False, False]
+
+    # complete trials 0 (pooled, 5), 2 (skip, 4), 4 (pooled, 4.5), 5 (skip, 3), plus the seed, per study;
+    # the best of every study is trial 5 (skip)
+    readouts = pd.read_csv(out / "readouts.csv")
+    assert list(readouts.columns) == ["arch", "readout", "trials", "best_val_loss", "median_val_loss", "studies_won"]
+    r = readouts.set_index(["arch", "readout"])
+    assert r.loc[("cnn-lstm", "skip"), "trials"] == 6 and r.loc[("cnn-lstm", "pooled"), "trials"] == 6
+    assert r.loc[("cnn-lstm", "skip"), "best_val_loss"] == 3.0
+    assert r.loc[("cnn-lstm", "pooled"), "median_val_loss"] == pytest.approx(np.median([5, 4.5, 6, 5.5, 7, 6.5]))
+    assert r.loc[("cnn-lstm", "skip"), "studies_won"] == 3 and r.loc[("cnn-lstm", "pooled"), "studies_won"] == 0
 
 
 def test_forest_rows_are_the_welch_numbers(run_dir, tmp_path):
@@ -231,6 +262,33 @@ def test_compare_writes_the_figures_and_draws_the_forest_numbers(run_dir, tmp_pa
         np.testing.assert_array_equal([[s[0][0], s[1][0]] for s in bars], part[["ci_low", "ci_high"]].to_numpy())
     texts = [t.get_text() for ax in fig.axes if not ax.get_title() for t in ax.get_yticklabels()]
     assert texts == list(rows["text"])
+
+
+def test_the_histories_figure_has_the_papers_panels_and_draws_the_table(run_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    histories = load_histories(run_dir)
+    fig = compare_mod.histories_figure(histories)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    # Figure 5: (a) LSTM, (b) Transformer with the temporal model fixed, (c) CNN, (e) ResNet with the
+    # encoder fixed; no GCN run here, so no panel (d)
+    assert [ax.get_title() for ax in panels] == ["(a) LSTM: CL", "(b) Transformer: RT", "(c) CNN: CL",
+                                                 "(e) ResNet: RT"]
+    for ax, arch in zip(panels, ["cnn-lstm", "resnet-transformer", "cnn-lstm", "resnet-transformer"]):
+        lines = {line.get_gid(): line for line in ax.get_lines()}
+        assert sorted(lines) == sorted([f"mean:{arch}"] + [f"run:{arch}:{seed}" for seed in range(3)])
+        part = histories[histories.arch == arch]
+        mean = part.groupby("trial")["best_so_far"].mean()
+        np.testing.assert_array_equal(lines[f"mean:{arch}"].get_xdata(), mean.index)
+        np.testing.assert_allclose(lines[f"mean:{arch}"].get_ydata(), mean.to_numpy())
+        assert lines[f"mean:{arch}"].get_linestyle() == "-"
+        for seed in range(3):
+            run = lines[f"run:{arch}:{seed}"]
+            assert run.get_linestyle() == "--"
+            np.testing.assert_allclose(run.get_ydata(), part[part.seed == seed]["best_so_far"])
+    six = pd.concat([histories.assign(arch=a) for a in compare_mod.ARCHS])
+    titles = [ax.get_title() for ax in compare_mod.histories_figure(six).axes if ax.get_title()]
+    assert titles == ["(a) LSTM: CL, GL, RL", "(b) Transformer: CT, GT, RT", "(c) CNN: CL, CT", "(d) GCN: GL, GT",
+                      "(e) ResNet: RL, RT"]
 
 
 def test_missing_matplotlib_is_a_clear_error_and_writes_nothing(run_dir, tmp_path, monkeypatch):
@@ -337,3 +395,4 @@ def test_no_histories_is_a_warning_not_an_error(run_dir, tmp_path):
         compare(run_dir, tmp_path / "out", figures=False)
     assert any("no trials.csv" in str(w.message) for w in caught)
     assert pd.read_csv(tmp_path / "out" / "histories.csv").empty
+    assert pd.read_csv(tmp_path / "out" / "readouts.csv").empty

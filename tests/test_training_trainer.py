@@ -45,7 +45,11 @@ def test_skill_sums_equal_direct_metrics_and_add_up_over_shards():
     assert result["rmse"] == pytest.approx(np.sqrt(np.mean(e**2)))
     assert result["mae"] == pytest.approx(np.mean(np.abs(e)))
     assert result["r2"] == pytest.approx(1 - np.sum(e**2) / np.sum((y - y.mean()) ** 2))
-    assert result["per_horizon"]["rmse"][1] == pytest.approx(np.sqrt(np.mean((fc - obs)[:, 1][m[:, 1]] ** 2)))
+    for k in range(2):                                              # every horizon step on its own
+        ek, yk = (fc - obs)[:, k][m[:, k]], obs[:, k][m[:, k]]
+        assert result["per_horizon"]["rmse"][k] == pytest.approx(np.sqrt(np.mean(ek ** 2)))
+        assert result["per_horizon"]["mae"][k] == pytest.approx(np.mean(np.abs(ek)))
+        assert result["per_horizon"]["r2"][k] == pytest.approx(1 - np.sum(ek ** 2) / np.sum((yk - yk.mean()) ** 2))
     merged = skill(sum(s.sums for s in shards))
     assert merged["n"] == result["n"]
     assert [merged[k] for k in ("rmse", "mae", "r2")] == pytest.approx([result[k] for k in ("rmse", "mae", "r2")],
@@ -61,6 +65,9 @@ def test_a_small_resnet_transformer_beats_persistence_in_seconds(windows, tmp_pa
     assert metrics["test"]["rmse"] < 0.95 * persistence["rmse"]
     assert metrics["test"]["mae"] < persistence["mae"]
     assert metrics["seconds"] < 60
+    for block in (metrics["test"], *metrics["baselines"].values()):   # metrics per horizon step too
+        assert all(len(block["per_horizon"][key]) == F for key in ("rmse", "mae", "r2"))
+    assert set(metrics["baselines"]) == {"persistence", "linear", "trend_annual", "seasonal_naive"}
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "history.csv", "metrics.json",
                                                                      "model.pt"]
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
@@ -97,10 +104,10 @@ def test_two_process_gloo_ddp_run_completes_with_identical_weights(tiny_cube, tm
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "insarcast", "train",
                            "--cube", str(tiny_cube), "--arch", "gcn-lstm", "--out", str(tmp_path / "ddp"), "-q",
-                           *CLI_SMALL], capture_output=True, text=True, timeout=300)
+                           "--device", "cpu", *CLI_SMALL], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["ranks_identical"] is True
+    assert metrics["world_size"] == 2 and metrics["ranks_identical"] is True and metrics["device"] == "cpu"
     assert metrics["test"]["n"] == metrics["baselines"]["persistence"]["n"] > 0
     assert proc.stdout.count("test RMSE") == 1                    # only rank 0 reports
 

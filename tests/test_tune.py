@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -17,23 +18,34 @@ from insarcast.training.tune import Tuner, make_sampler, paper_gamma, suggest  #
 
 
 def test_sampler_carries_the_papers_settings():
-    sampler = make_sampler(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler = make_sampler(3)
+    # optuna >= 4.9 deprecates `gamma` with a FutureWarning, optuna 4.x calls multivariate experimental:
+    # make_sampler silences exactly those, nothing reaches the user
+    assert [str(w.message) for w in caught] == []
+    assert isinstance(sampler, optuna.samplers.TPESampler)
     assert sampler._n_startup_trials == 20
     assert sampler._gamma(40) == 10 and paper_gamma(40) == 10 and paper_gamma(41) == 11 and paper_gamma(1) == 1
-    assert sampler._multivariate is True
+    assert sampler._multivariate is True and sampler._constant_liar is True
+    paper = tune_module.PRESETS["paper"]
+    assert (paper.trials, paper.startup, paper.runs) == (50, 20, 10)
+    assert Tuner("x.zarr", "/tmp/none", preset="paper").startup == 20
+
+
+def _objective(base_model, base_train):
+    def objective(trial):
+        model, train = suggest(trial, "resnet-transformer", base_model, base_train)
+        return (train.lr - 1e-3) ** 2 * 1e6 + model.dropout + (model.readout == "pooled")
+    return objective
 
 
 def _sequence(seed, n=24):
     """A sequential study over the ResNet+Transformer space with a cheap objective."""
     base_model, base_train = Tuner("x.zarr", "/tmp/none", preset="paper").base("resnet-transformer")
     study = optuna.create_study(sampler=make_sampler(seed))
-
-    def objective(trial):
-        model, train = suggest(trial, "resnet-transformer", base_model, base_train)
-        return (train.lr - 1e-3) ** 2 * 1e6 + model.dropout + (model.readout == "pooled")
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=n)
+    study.optimize(_objective(base_model, base_train), n_trials=n)
     return [t.params for t in study.trials]
 
 
@@ -41,6 +53,26 @@ def test_same_seed_same_parameter_sequence_past_the_startup_trials():
     a, b, c = _sequence(5), _sequence(5), _sequence(6)
     assert a == b                   # 24 trials: 20 random, then 4 chosen by TPE
     assert a != c
+    assert len({tuple(sorted(p.items())) for p in a}) == 24
+
+
+def test_a_resumed_study_continues_the_sequence_instead_of_repeating_it():
+    """A new process (a new sampler) on the stored study draws what the uninterrupted study drew."""
+    base_model, base_train = Tuner("x.zarr", "/tmp/none", preset="paper").base("resnet-transformer")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    first = optuna.create_study(study_name="s", storage=storage, sampler=make_sampler(5))
+    first.optimize(_objective(base_model, base_train), n_trials=7)           # killed after 7
+    again = optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(5))
+    again.optimize(_objective(base_model, base_train), n_trials=17)
+    assert [t.params for t in again.trials] == _sequence(5)
+    # two workers on one study, each with its own sampler of the same seed, draw different points
+    shared = optuna.create_study(study_name="w", storage=storage, sampler=make_sampler(5))
+    other = optuna.load_study(study_name="w", storage=storage, sampler=make_sampler(5))
+    one, two = shared.ask(), other.ask()
+    suggest(one, "resnet-transformer", base_model, base_train)
+    suggest(two, "resnet-transformer", base_model, base_train)
+    assert one.params != two.params
 
 
 def test_search_space_keeps_the_window_of_the_contract():
@@ -54,14 +86,17 @@ def test_search_space_keeps_the_window_of_the_contract():
     assert (model.graph_radius, model.readout, train.batch_size) == (2.3, "skip", 16)
 
 
-def test_a_failing_trial_is_recorded_and_the_study_completes(tiny_cube, tmp_path, monkeypatch):
+def test_failing_trials_are_recorded_and_the_study_completes(tiny_cube, tmp_path, monkeypatch):
     real = tune_module.train_run
     calls = []
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
     def flaky(*args, **kwargs):
         calls.append(kwargs["extra"].get("trial"))
         if len(calls) == 2:
             raise FloatingPointError("validation loss is nan at epoch 0")
+        if len(calls) == 3:
+            raise oom("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tune_module, "train_run", flaky)
@@ -70,9 +105,40 @@ def test_a_failing_trial_is_recorded_and_the_study_completes(tiny_cube, tmp_path
     tuner.run(("cnn-lstm",))
     study = optuna.load_study(study_name="cnn-lstm-seed0", storage=tuner.storage_url)
     states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
+    assert states == ["COMPLETE", "FAIL", "FAIL", "COMPLETE", "COMPLETE"]
     history = (tmp_path / "t" / "cnn-lstm" / "tpe" / "seed_0" / "trials.csv").read_text().splitlines()
-    assert history[0].startswith("arch,seed,number,state,value") and ",FAIL," in history[2]
+    assert history[0].startswith("arch,seed,number,state,value")
+    assert ",1,FAIL,," in history[2] and ",2,FAIL,," in history[3]
+
+
+def _trial_folder(root, seed, number, val_loss):
+    folder = root / "cnn-lstm" / "tpe" / f"seed_{seed}" / f"trial_{number:03d}"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"val_loss": val_loss, "seed": seed, "trial": number}))
+    (folder / "model.pt").write_bytes(b"weights")
+    return folder
+
+
+def test_pruning_keeps_the_best_complete_trials_and_each_runs_best(tmp_path):
+    from optuna.trial import TrialState as S
+
+    losses = {(0, 0): 0.5, (0, 1): 0.01, (0, 2): 0.3, (0, 3): 0.05, (1, 0): 0.9, (1, 1): 0.8, (1, 2): 0.2,
+              (2, 0): 0.7}
+    folders = {key: _trial_folder(tmp_path, *key, loss) for key, loss in losses.items()}
+    states = {(0, 0): S.COMPLETE, (0, 1): S.FAIL,         # a killed trial: trained, written, never told
+              (0, 2): S.COMPLETE, (0, 3): S.RUNNING,      # another worker's trial, not told yet
+              (1, 0): S.COMPLETE, (1, 1): S.COMPLETE, (2, 0): S.COMPLETE}
+    tune_module.prune_checkpoints(tmp_path, "cnn-lstm", keep=2, states=states, current=(1, 2))
+    kept = {key for key, folder in folders.items() if (folder / "model.pt").exists()}
+    # the 2 best complete ones (1,2) (0,2), the best of seed 2, the untold (0,3); not the failed (0,1)
+    assert kept == {(1, 2), (0, 2), (2, 0), (0, 3)}
+    assert all((folder / "metrics.json").exists() for folder in folders.values())
+    # without states every folder counts
+    for folder in folders.values():
+        (folder / "model.pt").write_bytes(b"weights")
+    tune_module.prune_checkpoints(tmp_path, "cnn-lstm", keep=2)
+    assert {key for key, folder in folders.items() if (folder / "model.pt").exists()} == {(0, 1), (0, 3), (1, 2),
+                                                                                           (2, 0)}
 
 
 def test_killed_tune_resumes_to_exactly_the_asked_number_of_trials(tiny_cube, tmp_path):
@@ -102,6 +168,13 @@ def test_killed_tune_resumes_to_exactly_the_asked_number_of_trials(tiny_cube, tm
     study = optuna.load_study(study_name="cnn-lstm-seed0", storage=storage)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 5 and "RUNNING" not in states
+    seed_dir = out / "cnn-lstm" / "tpe" / "seed_0"
+    for t in study.trials:                 # the killed trial's checkpoint, if it wrote one, is gone
+        if t.state.name != "COMPLETE":
+            assert not (seed_dir / f"trial_{t.number:03d}" / "model.pt").exists()
+    history = (seed_dir / "trials.csv").read_text().splitlines()
+    assert len(history) == 1 + len(study.trials) and json.loads((seed_dir / "metrics.json").read_text())[
+        "trials_complete"] == 5
 
 
 def test_tune_keeps_the_best_checkpoints_and_compare_reads_it(tiny_cube, tmp_path):
@@ -114,8 +187,10 @@ def test_tune_keeps_the_best_checkpoints_and_compare_reads_it(tiny_cube, tmp_pat
     trials = sorted(out.glob("resnet-transformer/tpe/seed_*/trial_*/metrics.json"))
     assert len(trials) == 6
     losses = sorted((json.loads(p.read_text())["val_loss"], p.parent) for p in trials)
+    best_of_run = {min((loss, folder) for loss, folder in losses if folder.parent.name == f"seed_{seed}")[1]
+                   for seed in (0, 1)}
     kept = sorted(p.parent for p in out.glob("resnet-transformer/tpe/seed_*/trial_*/model.pt"))
-    assert kept == sorted(folder for _, folder in losses[:2])
+    assert kept == sorted({folder for _, folder in losses[:2]} | best_of_run)
     for seed in (0, 1):
         run = json.loads((out / "resnet-transformer" / "tpe" / f"seed_{seed}" / "metrics.json").read_text())
         best = min(json.loads(p.read_text())["val_loss"] for p in trials if f"seed_{seed}" in str(p))
@@ -123,6 +198,9 @@ def test_tune_keeps_the_best_checkpoints_and_compare_reads_it(tiny_cube, tmp_pat
         assert (out / "resnet-transformer" / "manual" / f"seed_{seed}" / "model.pt").exists()
     result = compare(out, tmp_path / "cmp")
     assert set(result.welch["metric"]) == {"rmse", "mae", "r2"} and len(result.welch) == 3
+    assert all(path.is_file() and path.stat().st_size > 0 for path in result.paths.values())
+    assert set(result.paths) >= {"runs", "summary", "welch", "baselines", "histories", "readouts",
+                                 "violins_png", "forest_png", "histories_png"}
     runs = (tmp_path / "cmp" / "runs.csv").read_text().splitlines()
     assert len(runs) == 1 + 4                         # 2 manual + 2 TPE runs, trials not counted as runs
 
@@ -131,11 +209,53 @@ def test_ddp_inside_trials_under_torchrun(tiny_cube, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "insarcast", "tune",
                            "--cube", str(tiny_cube), "--preset", "tiny", "--arch", "gcn-transformer", "--runs", "1",
-                           "--trials", "2", "--no-manual", "--out", str(tmp_path / "t"), "-q",
+                           "--trials", "2", "--no-manual", "--out", str(tmp_path / "t"), "-q", "--device", "cpu",
                            "--set", "train.train_samples=32"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = sorted((tmp_path / "t").glob("gcn-transformer/tpe/seed_0/trial_*/metrics.json"))
     assert len(trials) == 2
     for path in trials:
         metrics = json.loads(path.read_text())
-        assert metrics["world_size"] == 2 and metrics["ranks_identical"] is True
+        assert metrics["world_size"] == 2 and metrics["ranks_identical"] is True and metrics["device"] == "cpu"
+
+
+def test_the_paper_preset_prints_its_cost_before_it_starts(tiny_cube, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    events = []
+    monkeypatch.setattr(tune_module, "_time_one_step", lambda *a, **k: (events.append("timed") or (0.5, 0.1)))
+
+    def run(self, archs):
+        events.append("run")
+        return {"studies": len(archs) * self.runs, "seconds": 0.0, "out": str(self.out)}
+
+    monkeypatch.setattr(tune_module.Tuner, "run", run)
+    settings = ["--set", "train.max_epochs=3", "--set", "train.train_samples=64", "--set", "train.eval_samples=32",
+                "--set", "train.batch_size=16"]
+    result = CliRunner().invoke(main, ["tune", "--cube", str(tiny_cube), "--preset", "paper", "--arch", "cnn-lstm",
+                                       "--out", str(tmp_path / "t"), "-q", *settings])
+    assert result.exit_code == 0, result.output
+    assert events == ["timed", "run"]                          # the estimate comes first
+    tuner = Tuner(tiny_cube, tmp_path / "t", preset="paper",
+                  overrides={"train.max_epochs": 3, "train.train_samples": 64, "train.eval_samples": 32,
+                             "train.batch_size": 16})
+    windows = tuner.windows(*tuner.base("cnn-lstm"))
+    n = {part: len(windows.samples(part)) for part in ("train", "val", "test")}
+    assert n["train"] >= 64
+    steps, val, test = 4, -(-min(32, n["val"]) // 16), -(-n["test"] // 16)
+    # (50 trials + manual) x 10 runs, each 3 epochs of 4 steps and the validation batches, then the test
+    seconds = 51 * 10 * (3 * (steps * 0.5 + val * 0.1) + test * 0.1)
+    assert tuner.estimate_seconds(("cnn-lstm",), time_step=lambda *a: (0.5, 0.1)) == pytest.approx(seconds)
+    assert "1 architectures x 10 runs x (50 trials + manual)" in result.stderr
+    assert f"at most {seconds / 3600:.1f} h on this machine" in result.stderr
+    # --estimate prints it and stops; the demo preset does not print it
+    events.clear()
+    result = CliRunner().invoke(main, ["tune", "--cube", str(tiny_cube), "--preset", "paper", "--arch", "cnn-lstm",
+                                       "--out", str(tmp_path / "t"), "-q", "--estimate", "--no-manual", *settings])
+    assert result.exit_code == 0 and events == ["timed"] and "(50 trials)" in result.stderr
+    events.clear()
+    result = CliRunner().invoke(main, ["tune", "--cube", str(tiny_cube), "--preset", "tiny", "--arch", "cnn-lstm",
+                                       "--out", str(tmp_path / "t"), "-q"])
+    assert result.exit_code == 0 and events == ["run"] and "at most" not in result.stderr

@@ -14,14 +14,24 @@ Layout of the tune folder:
     ARCH/tpe/seed_S/trials.csv                 the optimisation history (number, state, value)
     ARCH/tpe/seed_S/trial_NNN/                 every trial's metrics; model.pt kept for the best
 
-Checkpoints: a trial keeps model.pt while it is among the ``keep`` best trials of its architecture
-over all seeds (default 10, what `insarcast export` takes), so the folder stays small.
+Checkpoints: a trial keeps model.pt while it is among the ``keep`` best COMPLETE trials of its
+architecture over all seeds (default 10, what `insarcast export` takes) or is the best trial of its own
+run, so the folder stays small. A trial that Optuna records as failed (a killed process's trial, marked
+FAIL by the heartbeat) loses its model.pt and never takes a place among the best.
+
+Optuna versions: ``gamma`` of TPESampler is deprecated since optuna 4.9 (a FutureWarning) and is to be
+removed in 6.0; the paper's gamma(n) = ceil(0.25 n) needs it, so pyproject pins optuna>=4.0,<6 and
+:func:`make_sampler` silences that one warning (and optuna 4.x's ExperimentalWarning for
+``multivariate`` and ``constant_liar``): they say nothing a user can act on.
 
 Scaling out: several `insarcast tune` processes on one storage URL share the studies (trial-parallel;
 each study stops at the asked number of complete trials, or at most one extra per extra worker
 when they finish together); under torchrun every trial trains data-parallel (rank 0 samples and
 broadcasts the hyperparameters). A killed tune resumes: its stale RUNNING trial is marked FAIL
-by Optuna's heartbeat, and the study goes on until exactly ``trials`` trials are COMPLETE.
+by Optuna's heartbeat (once ``2 x heartbeat`` seconds have passed), and the study goes on until
+exactly ``trials`` trials are COMPLETE. The sampler draws trial k's randomness from (seed, k), so a
+resumed study does not repeat the start-up trials it already made, and workers sharing a study draw
+different start-up points (``constant_liar`` keeps their TPE proposals apart as well).
 """
 
 from __future__ import annotations
@@ -34,9 +44,11 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
@@ -52,6 +64,10 @@ from insarcast.training.trainer import train_run
 
 STARTUP_TRIALS = 20
 GAMMA = 0.25
+# What a trial may raise and still be recorded as FAIL without stopping the study: a non-finite loss
+# (the trainer raises FloatingPointError) or running out of memory. torch.OutOfMemoryError is torch
+# 2.5's name for the CUDA error; earlier releases (torch>=2.2 is allowed) only have torch.cuda's.
+TRIAL_ERRORS = (FloatingPointError, MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
 
 
 def paper_gamma(n: int) -> int:
@@ -59,10 +75,39 @@ def paper_gamma(n: int) -> int:
     return math.ceil(GAMMA * n)
 
 
+class PaperTPESampler(optuna.samplers.TPESampler):
+    """TPESampler whose random state is re-seeded from (seed, trial number) before every trial.
+
+    A plain seeded TPESampler draws from one stream per process: a resumed study (a new process)
+    would replay the start-up draws of trials 0, 1, ... and two workers on one study would draw the
+    same points. Seeding per trial number keeps a sequential study exactly reproducible and makes
+    every trial's draws its own.
+    """
+
+    def __init__(self, *, seed: int, **kwargs: Any):
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = int(seed)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        tpe, random = np.random.SeedSequence([self._base_seed, trial.number]).generate_state(2)
+        self._rng.rng.seed(int(tpe))
+        self._random_sampler._rng.rng.seed(int(random))
+        super().before_trial(study, trial)
+
+
 def make_sampler(seed: int, *, startup: int = STARTUP_TRIALS) -> optuna.samplers.TPESampler:
-    """The paper's TPE: ``startup`` random trials, gamma(n) = ceil(0.25 n), multivariate, seeded."""
-    return optuna.samplers.TPESampler(n_startup_trials=startup, gamma=paper_gamma, multivariate=True,
-                                      seed=seed)
+    """The paper's TPE: ``startup`` random trials, gamma(n) = ceil(0.25 n), multivariate, seeded.
+
+    ``constant_liar`` is set (optuna 5's default, not 4's) so that the sampler is the same across the
+    pinned range and workers sharing a study do not propose the same point; in a sequential study it
+    changes nothing. The deprecation of ``gamma`` (optuna >= 4.9) is silenced here and only here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*`gamma`", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*``(multivariate|constant_liar)``",
+                                category=optuna.exceptions.ExperimentalWarning)
+        return PaperTPESampler(n_startup_trials=startup, gamma=paper_gamma, multivariate=True,
+                               constant_liar=True, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -146,17 +191,38 @@ def _completed(study: optuna.Study) -> int:
     return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
 
-def prune_checkpoints(out: Path, arch: str, *, keep: int) -> None:
-    """Delete model.pt of the trials of ``arch`` outside the ``keep`` best (by validation loss)."""
-    scored = []
+def prune_checkpoints(out: Path, arch: str, *, keep: int,
+                      states: dict[tuple[int, int], TrialState] | None = None,
+                      current: tuple[int, int] | None = None) -> None:
+    """Delete model.pt of the trials of ``arch`` outside the ``keep`` best and the best of each seed.
+
+    Trials are ranked by validation loss over all seeds of ``arch``. ``states`` maps (seed, trial
+    number) to the trial's state in the storage; with it only COMPLETE trials and ``current`` (the
+    trial just trained, not yet told) are ranked, FAIL trials lose their model.pt (a killed process
+    may have written one before its trial was told) and trials running elsewhere are left alone.
+    Without it every trial folder is ranked.
+    """
+    scored, failed = [], []
     for metrics in (out / arch / "tpe").glob("seed_*/trial_*/metrics.json"):
         try:
             doc = json.loads(metrics.read_text())
-            scored.append((float(doc["val_loss"]), doc["seed"], doc["trial"], metrics.parent))
-        except (OSError, ValueError, KeyError):
+            entry = (float(doc["val_loss"]), int(doc["seed"]), int(doc["trial"]), metrics.parent)
+        except (OSError, ValueError, KeyError, TypeError):
             continue                                   # being written by another worker
+        if states is not None and entry[1:3] != current:
+            state = states.get(entry[1:3])
+            if state == TrialState.FAIL:
+                failed.append(entry[3])
+            if state != TrialState.COMPLETE:
+                continue
+        scored.append(entry)
     scored.sort(key=lambda s: s[:3])
-    for *_, folder in scored[keep:]:
+    kept = {s[3] for s in scored[:keep]}
+    best_of_seed: dict[int, Path] = {}
+    for _, seed, _, folder in scored:                  # sorted: the first of a seed is its best
+        best_of_seed.setdefault(seed, folder)
+    kept |= set(best_of_seed.values())
+    for folder in [s[3] for s in scored if s[3] not in kept] + failed:
         (folder / "model.pt").unlink(missing_ok=True)
 
 
@@ -186,10 +252,25 @@ class Tuner:
 
     def storage(self) -> optuna.storages.BaseStorage:
         if self.storage_url.startswith(("sqlite", "postgresql", "mysql")):
-            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # heartbeat
-            return optuna.storages.RDBStorage(self.storage_url, heartbeat_interval=self.heartbeat,
-                                              grace_period=2 * self.heartbeat)
+            with warnings.catch_warnings():                # heartbeat_interval is "experimental"
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(self.storage_url, heartbeat_interval=self.heartbeat,
+                                                  grace_period=2 * self.heartbeat)
         return self.storage_url if self.storage_url != "memory" else optuna.storages.InMemoryStorage()
+
+    def trial_states(self, storage: optuna.storages.BaseStorage, arch: str) -> dict[tuple[int, int], TrialState]:
+        """(seed, trial number) -> state for the studies of ``arch`` that have a folder here."""
+        states = {}
+        for folder in (self.out / arch / "tpe").glob("seed_*"):
+            try:
+                seed = int(folder.name.removeprefix("seed_"))
+                study = optuna.load_study(study_name=f"{arch}-seed{seed}", storage=storage,
+                                          sampler=optuna.samplers.RandomSampler())
+            except (ValueError, KeyError):
+                continue                               # not a study of this storage
+            for t in study.get_trials(deepcopy=False):
+                states[(seed, t.number)] = t.state
+        return states
 
     def base(self, arch: str) -> tuple[ModelConfig, TrainConfig]:
         return configs(manual_params()[arch], arch=arch, overrides=self.overrides)
@@ -227,11 +308,12 @@ class Tuner:
             while (message := ctx.broadcast(None)) is not None:
                 try:
                     train(*message)
-                except (FloatingPointError, MemoryError, torch.OutOfMemoryError):
+                except TRIAL_ERRORS:
                     pass
             return None
 
-        study = optuna.create_study(study_name=f"{arch}-seed{seed}", storage=self.storage(), direction="minimize",
+        storage = self.storage()
+        study = optuna.create_study(study_name=f"{arch}-seed{seed}", storage=storage, direction="minimize",
                                     sampler=make_sampler(seed, startup=self.startup), load_if_exists=True)
 
         def objective(trial: optuna.Trial) -> float:
@@ -239,7 +321,8 @@ class Tuner:
             message = (dict(trial.params), trial.number)
             ctx.broadcast(message)
             value = train(*message)
-            prune_checkpoints(self.out, arch, keep=self.keep)
+            prune_checkpoints(self.out, arch, keep=self.keep, states=self.trial_states(storage, arch),
+                              current=(seed, trial.number))
             return value
 
         stop = optuna.study.MaxTrialsCallback(self.trials, states=(TrialState.COMPLETE,))
@@ -247,9 +330,9 @@ class Tuner:
         while _completed(study) < self.trials and attempts < 3 * self.trials:
             missing = self.trials - _completed(study)
             attempts += missing
-            study.optimize(objective, n_trials=missing, callbacks=[stop], gc_after_trial=True,
-                           catch=(FloatingPointError, MemoryError, torch.OutOfMemoryError))
+            study.optimize(objective, n_trials=missing, callbacks=[stop], gc_after_trial=True, catch=TRIAL_ERRORS)
         ctx.broadcast(None)
+        prune_checkpoints(self.out, arch, keep=self.keep, states=self.trial_states(storage, arch))
         self.write_summary(study, arch, seed)
         return study
 
@@ -263,6 +346,14 @@ class Tuner:
         metrics = json.loads((folder / f"trial_{best.number:03d}" / "metrics.json").read_text())
         metrics.update(kind="run", best_trial=best.number, trials_complete=len(complete))
         _write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+    def estimate_seconds(self, archs: tuple[str, ...] = ARCHS, *,
+                         time_step: Callable[[ModelConfig, TrainConfig, Windows], tuple[float, float]] | None = None,
+                         ) -> float:
+        """At most how many seconds :meth:`run` takes on this machine for ``archs``: every model
+        ((trials + manual) x runs) trained for max_epochs, each epoch its training steps and validation
+        batches, a step and a forward pass timed once per architecture on this tune's device."""
+        return _estimate(self, archs, time_step)
 
     def run(self, archs: tuple[str, ...] = ARCHS) -> dict[str, Any]:
         ctx = setup(device=self.device)
@@ -280,40 +371,69 @@ class Tuner:
 
 
 def estimate_seconds(cube: str | Path, *, preset: str = "paper", archs: tuple[str, ...] = ARCHS,
-                     trials: int | None = None, runs: int | None = None,
-                     time_step: Callable[[ModelConfig, TrainConfig, Windows], float] | None = None) -> float:
-    """An upper bound of a search's cost: (trials + manual) x runs x epochs x steps x seconds per step,
-    the step timed once per architecture on this machine (early stopping makes it shorter)."""
-    tuner = Tuner(cube, "/nonexistent", preset=preset, trials=trials, runs=runs)
+                     trials: int | None = None, runs: int | None = None, manual: bool = True,
+                     overrides: dict[str, Any] | None = None, device: str | None = None,
+                     time_step: Callable[[ModelConfig, TrainConfig, Windows], tuple[float, float]] | None = None,
+                     ) -> float:
+    """The cost of a search on this machine, see :meth:`Tuner.estimate_seconds`."""
+    tuner = Tuner(cube, "/nonexistent", preset=preset, trials=trials, runs=runs, manual=manual,
+                  overrides=overrides, device=device)
+    return tuner.estimate_seconds(archs, time_step=time_step)
+
+
+def _estimate(tuner: Tuner, archs: tuple[str, ...],
+              time_step: Callable[[ModelConfig, TrainConfig, Windows], tuple[float, float]] | None) -> float:
+    """models x (max_epochs x (training steps x step + validation batches x forward) + test batches x
+    forward), with models = (trials + manual) x runs per architecture and the step and forward pass
+    timed once per architecture on the tune's device. Early stopping makes the real search shorter;
+    the baselines, computed once per window set, and data loading are not counted."""
     total = 0.0
+    device = tuner.device or ("cuda" if torch.cuda.is_available() else "cpu")
     for arch in archs:
         model_cfg, cfg = tuner.base(arch)
         windows = tuner.windows(model_cfg, cfg)
-        step = (time_step or _time_one_step)(model_cfg, cfg, windows)
-        steps = math.ceil((cfg.train_samples or len(windows.samples("train"))) / cfg.batch_size)
-        total += (tuner.trials + int(tuner.manual)) * tuner.runs * cfg.max_epochs * steps * step
+        step, forward = (time_step or partial(_time_one_step, device=device))(model_cfg, cfg, windows)
+        n_train = len(windows.samples("train"))
+        steps = math.ceil((min(cfg.train_samples, n_train) if cfg.train_samples else n_train) / cfg.batch_size)
+        n_val = len(windows.samples("val"))
+        val_batches = math.ceil((min(cfg.eval_samples, n_val) if cfg.eval_samples else n_val) / cfg.batch_size)
+        test_batches = math.ceil(len(windows.samples("test")) / cfg.batch_size)
+        models = (tuner.trials + int(tuner.manual)) * tuner.runs
+        total += models * (cfg.max_epochs * (steps * step + val_batches * forward) + test_batches * forward)
     return total
 
 
-def _time_one_step(model_cfg: ModelConfig, cfg: TrainConfig, windows: Windows) -> float:
-    import numpy as np
-
+def _time_one_step(model_cfg: ModelConfig, cfg: TrainConfig, windows: Windows, *,
+                   device: str | torch.device = "cpu") -> tuple[float, float]:
+    """Seconds of one training step (forward, masked loss, backward, clipping, AdamW) and of one
+    forward pass, on one batch of ``cfg.batch_size`` training windows, the faster of two tries."""
     from insarcast.training.loss import masked_mse
     from insarcast.training.models import build_model
 
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows = windows.samples("train")[: cfg.batch_size]
-    x, y, m = (torch.from_numpy(np.stack(v)) for v in zip(*(windows.sample(a, (r, c)) for a, r, c in rows)))
-    model = build_model(model_cfg)
+    x, y, m = (torch.from_numpy(np.stack(v)).to(device)
+               for v in zip(*(windows.sample(a, (r, c)) for a, r, c in rows)))
+    model = build_model(model_cfg).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    times = []
+    steps, forwards = [], []
     for _ in range(2):
+        sync()
         tick = time.perf_counter()
         loss = masked_mse(model(x), y, m)
         optimiser.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimiser.step()
-        times.append(time.perf_counter() - tick)
-    return min(times)
+        sync()
+        steps.append(time.perf_counter() - tick)
+        with torch.no_grad():
+            tick = time.perf_counter()
+            model(x)
+            sync()
+            forwards.append(time.perf_counter() - tick)
+    return min(steps), min(forwards)
 
 
 def clear(out: Path) -> None:

@@ -4,7 +4,8 @@ Reads, anywhere below a run directory,
 - ``metrics.json``, one per trained model run: ``arch``, ``strategy`` (``manual`` or ``tpe``),
   ``seed``, ``val_loss``, ``test`` {``n``, ``rmse``, ``mae``, ``r2``, ``per_horizon``} and
   ``baselines`` {name: {``rmse``, ``mae``, ``r2``, …}} (rmse and mae in mm);
-- ``trials.csv``, one per TPE study (arch, seed): columns ``arch, seed, number, state, value``.
+- ``trials.csv``, one per TPE study (arch, seed): columns ``arch, seed, number, state, value`` and,
+  when the search chose it, ``readout``.
 
 Writes into the output directory, all together or none (:func:`insarcast.fsutil.staged`):
 
@@ -15,14 +16,19 @@ welch.csv         arch, metric, n_manual, n_tpe, mean_manual, mean_tpe, diff, ci
                   lb95, t, df, p, p_adj, significant
 baselines.csv     baseline, metric, mean, std, min, max, n_runs, consistent
 histories.csv     arch, seed, trial, state, value, best_so_far
+readouts.csv      arch, readout, trials, best_val_loss, median_val_loss, studies_won: which decoder
+                  readout (the paper's ``pooled`` or ``skip``) the search's complete trials chose, and
+                  how many studies' best trial has it
 violins.png       Figure 3: RMSE, MAE, R² per architecture, manual and TPE side by side
 forest.png        Figure 4: mean improvement with 95 % CI per architecture and metric
-histories.png     Figure 5: best-so-far validation loss per trial, each seed dashed, mean solid
+histories.png     Figure 5: best-so-far validation loss per trial, each seed dashed, the mean over
+                  seeds solid, grouped as the paper's panels: (a) LSTM and (b) Transformer
+                  architectures (temporal model fixed), (c) CNN, (d) GCN, (e) ResNet (encoder fixed)
 ================  =============================================================================
 
 The sign convention makes a positive difference mean "TPE better": ``diff = mean_manual −
 mean_tpe`` for RMSE and MAE, ``diff = mean_tpe − mean_manual`` for R². The 18 Welch tests form one
-family for the Benjamini–Hochberg adjustment; ``significant`` is ``p_adj < alpha``.
+family for the Benjamini–Hochberg adjustment; ``significant`` is ``p_adj ≤ alpha`` (BH's rule).
 """
 
 from __future__ import annotations
@@ -50,19 +56,27 @@ METRIC_LABELS = {"rmse": "RMSE (mm)", "mae": "MAE (mm)", "r2": "R²"}
 HIGHER_IS_BETTER = {"rmse": False, "mae": False, "r2": True}
 CONFIDENCE = 0.95          # the CI and LB of welch.csv and the forest plot (column lb95)
 
-TABLES = ("runs", "summary", "welch", "baselines", "histories")
+TABLES = ("runs", "summary", "welch", "baselines", "histories", "readouts")
 FIGURES = ("violins", "forest", "histories")
 
 WELCH_COLUMNS = ["arch", "metric", "n_manual", "n_tpe", "mean_manual", "mean_tpe", "diff", "ci_low",
                  "ci_high", "lb95", "t", "df", "p", "p_adj", "significant"]
 FOREST_COLUMNS = ["metric", "arch", "label", "y", "diff", "ci_low", "ci_high", "lb95", "p_adj",
                   "significant", "text"]
+HISTORY_COLUMNS = ["arch", "seed", "trial", "state", "value", "best_so_far"]
+READOUT_COLUMNS = ["arch", "readout", "trials", "best_val_loss", "median_val_loss", "studies_won"]
+# The paper's Figure 5: (a, b) the temporal model fixed, (c, d, e) the spatial encoder fixed.
+FIGURE5_PANELS = (("(a) LSTM", ("cnn-lstm", "gcn-lstm", "resnet-lstm")),
+                  ("(b) Transformer", ("cnn-transformer", "gcn-transformer", "resnet-transformer")),
+                  ("(c) CNN", ("cnn-lstm", "cnn-transformer")),
+                  ("(d) GCN", ("gcn-lstm", "gcn-transformer")),
+                  ("(e) ResNet", ("resnet-lstm", "resnet-transformer")))
 
 
 @dataclass(frozen=True, eq=False)
 class CompareResult:
     """What :func:`compare` wrote: ``paths`` maps ``runs``, ``summary``, ``welch``, ``baselines``,
-    ``histories`` (tables, ``.csv``) and ``violins_png``, ``forest_png``, ``histories_png``
+    ``histories``, ``readouts`` (tables, ``.csv``) and ``violins_png``, ``forest_png``, ``histories_png``
     (figures) to their files; ``welch`` is the table of ``welch.csv``; ``warnings`` the notes
     (skipped comparisons, inconsistent baselines, missing histories) also issued as warnings."""
 
@@ -169,6 +183,11 @@ def load_histories(run_dir: str | os.PathLike) -> pd.DataFrame:
     Only COMPLETE trials with a value count: ``value`` is NaN for the others, and ``best_so_far``
     (the running minimum of the validation loss over trials 0..k of one study) carries the last
     best across them; it is NaN before a study's first complete trial."""
+    return _load_trials(run_dir)[HISTORY_COLUMNS]
+
+
+def _load_trials(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """:func:`load_histories` plus the ``readout`` column (NaN where a file has none)."""
     required = ["arch", "seed", "number", "state", "value"]
     frames = []
     for path in sorted(Path(run_dir).rglob("trials.csv")):
@@ -195,8 +214,9 @@ def load_histories(run_dir: str | os.PathLike) -> pd.DataFrame:
             df[column] = values
         complete = df["state"].str.upper().eq("COMPLETE") & df["value"].notna()
         df["value"] = df["value"].where(complete)
-        frames.append(df[required].assign(file=str(path)))
-    columns = ["arch", "seed", "trial", "state", "value", "best_so_far"]
+        readout = df["readout"].astype(object) if "readout" in df.columns else np.nan
+        frames.append(df[required].assign(readout=readout, file=str(path)))
+    columns = [*HISTORY_COLUMNS, "readout"]
     if not frames:
         return pd.DataFrame(columns=columns)
     trials = pd.concat(frames, ignore_index=True).rename(columns={"number": "trial"})
@@ -249,7 +269,7 @@ def welch_table(runs: pd.DataFrame, *, alpha: float = 0.05) -> tuple[pd.DataFram
 
     ``diff = mean_manual − mean_tpe`` (RMSE, MAE) or ``mean_tpe − mean_manual`` (R²);
     ``ci_low``/``ci_high`` the two-sided 95 % CI of diff, ``lb95`` its one-sided 95 % lower bound,
-    ``p`` two-sided, ``p_adj`` Benjamini–Hochberg over the table, ``significant = p_adj < alpha``.
+    ``p`` two-sided, ``p_adj`` Benjamini–Hochberg over the table, ``significant = p_adj ≤ alpha``.
     Architectures with fewer than 2 runs in a strategy are skipped; the notes say which."""
     rows, notes = [], []
     for arch in _archs(runs["arch"]):
@@ -272,7 +292,7 @@ def welch_table(runs: pd.DataFrame, *, alpha: float = 0.05) -> tuple[pd.DataFram
                          "t": w.t, "df": w.df, "p": w.p})
     table = pd.DataFrame(rows, columns=WELCH_COLUMNS)
     table["p_adj"] = benjamini_hochberg(table["p"].to_numpy(float)) if rows else []
-    table["significant"] = (table["p_adj"] < alpha).astype(bool)
+    table["significant"] = (table["p_adj"] <= alpha).astype(bool)
     return table, notes
 
 
@@ -292,6 +312,23 @@ def baseline_table(base: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                      "n_runs": v.size, "consistent": consistent})
     return pd.DataFrame(rows, columns=["baseline", "metric", "mean", "std", "min", "max", "n_runs",
                                        "consistent"]), notes
+
+
+def readout_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture and readout over the complete TPE trials: how many chose it, their best and
+    median validation loss, and in how many studies (arch, seed) the best trial has it."""
+    done = trials[trials["value"].notna() & trials["readout"].notna()]
+    if done.empty:
+        return pd.DataFrame(columns=READOUT_COLUMNS)
+    best = done.loc[done.sort_values(["value", "trial"]).groupby(["arch", "seed"]).head(1).index]
+    won = best.groupby(["arch", "readout"]).size()
+    rows = []
+    for (arch, readout), group in done.groupby(["arch", "readout"], sort=False):
+        v = group["value"].to_numpy(float)
+        rows.append({"arch": arch, "readout": readout, "trials": v.size, "best_val_loss": v.min(),
+                     "median_val_loss": float(np.median(v)), "studies_won": int(won.get((arch, readout), 0))})
+    table = pd.DataFrame(rows, columns=READOUT_COLUMNS)
+    return table.sort_values(["arch", "readout"], key=_arch_key).reset_index(drop=True)
 
 
 def forest_rows(welch_df: pd.DataFrame) -> pd.DataFrame:
@@ -392,28 +429,50 @@ def forest_figure(rows: pd.DataFrame):
     return fig
 
 
+def history_panels(archs) -> list[tuple[str, list[str]]]:
+    """The panels of Figure 5 that have data: (title, architectures), as :data:`FIGURE5_PANELS`,
+    then one panel per architecture outside the paper's six."""
+    present = set(archs)
+    panels = []
+    for title, members in FIGURE5_PANELS:
+        shown = [a for a in members if a in present]
+        if shown:
+            panels.append((f"{title}: {', '.join(ABBREVIATIONS[a] for a in shown)}", shown))
+    panels += [(arch, [arch]) for arch in _archs(present) if arch not in ARCHS]
+    return panels
+
+
+_ARCH_COLOURS = dict(zip(ARCHS, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")))
+
+
 def histories_figure(histories: pd.DataFrame):
-    """Figure 5: per architecture a panel; best-so-far validation loss per trial, each seed dashed,
-    the mean over seeds (at each trial, over the seeds that have a value) solid."""
-    archs = _archs(histories["arch"])
-    ncols = min(3, max(1, len(archs)))
-    nrows = max(1, math.ceil(len(archs) / ncols))
+    """Figure 5: the best-so-far validation loss per trial of every run (dashed, gid ``run:ARCH:SEED``)
+    and their mean (solid, gid ``mean:ARCH``: at each trial, over the seeds that have a value), one
+    colour per architecture, in the paper's panels (:func:`history_panels`)."""
+    panels = history_panels(histories["arch"])
+    ncols = min(3, max(1, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
     fig = _matplotlib()(figsize=(4.5 * ncols, 3.4 * nrows))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    if not archs:
+    if not panels:
         axes[0].text(0.5, 0.5, "no TPE history (trials.csv) found", ha="center", va="center")
         axes[0].set_axis_off()
-    for ax, arch in zip(axes, archs):
-        part = histories[histories["arch"] == arch]
-        for _, study in part.groupby("seed"):
-            ax.plot(study["trial"], study["best_so_far"], linestyle="--", linewidth=0.8, alpha=0.6)
-        mean = part.groupby("trial")["best_so_far"].mean()
-        ax.plot(mean.index, mean.to_numpy(), color="k", linewidth=2, label="mean")
-        ax.set_title(ABBREVIATIONS.get(arch, arch))
+    for ax, (title, archs) in zip(axes, panels):
+        for arch in archs:
+            part = histories[histories["arch"] == arch]
+            colour = _ARCH_COLOURS.get(arch)
+            for seed, study in part.groupby("seed"):
+                ax.plot(study["trial"], study["best_so_far"], linestyle="--", linewidth=0.8, alpha=0.5,
+                        color=colour, gid=f"run:{arch}:{seed}")
+            mean = part.groupby("trial")["best_so_far"].mean()
+            ax.plot(mean.index, mean.to_numpy(), linewidth=2, color=colour, gid=f"mean:{arch}",
+                    label=ABBREVIATIONS.get(arch, arch))
+        ax.set_title(title)
         ax.set_xlabel("trial")
         ax.set_ylabel("best validation loss")
         ax.grid(alpha=0.3)
-    for ax in axes[len(archs):] if archs else []:
+        ax.legend(fontsize=8)
+    for ax in axes[len(panels):] if panels else []:
         ax.set_axis_off()
     return fig
 
@@ -434,7 +493,9 @@ def compare(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, alpha: fl
     if figures:
         _matplotlib()
     runs, base = load_runs(run_dir)
-    histories = load_histories(run_dir)
+    trials = _load_trials(run_dir)
+    histories = trials[HISTORY_COLUMNS]
+    readouts = readout_table(trials)
     summary = summarise(runs)
     table, notes = welch_table(runs, alpha=alpha)
     baselines, base_notes = baseline_table(base)
@@ -450,7 +511,7 @@ def compare(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, alpha: fl
         paths.update({f"{name}_png": out / f"{name}.png" for name in FIGURES})
     with staged() as stage:
         for name, frame in (("runs", runs), ("summary", summary), ("welch", table),
-                            ("baselines", baselines), ("histories", histories)):
+                            ("baselines", baselines), ("histories", histories), ("readouts", readouts)):
             frame.to_csv(stage.path(paths[name]), index=False)
         if figures:
             for name, fig in (("violins", violins_figure(runs)), ("forest", forest_figure(forest_rows(table))),

@@ -97,8 +97,9 @@ def benjamini_hochberg(p) -> np.ndarray:
 
         p_adj_(i) = min(1, min_{j ≥ i} m · p_(j) / j)
 
-    so adjusted values are monotone in the raw ones and capped at 1; rejecting p_adj ≤ q controls
-    the FDR at q. NaN entries (tests that could not be made) stay NaN and do not count in m.
+    so adjusted values are monotone in the raw ones and capped at 1; rejecting p_adj ≤ q is the BH
+    procedure at FDR level q. Computed by ``scipy.stats.false_discovery_control(method="bh")``. NaN
+    entries (tests that could not be made) stay NaN and do not count in m.
     """
     p = np.asarray(p, dtype=np.float64)
     out = np.full(p.shape, np.nan)
@@ -109,12 +110,6 @@ def benjamini_hochberg(p) -> np.ndarray:
     values = flat[keep]
     if np.any((values < 0) | (values > 1)):
         raise ValueError("benjamini_hochberg: p-values must lie in [0, 1]")
-    m = values.size
-    order = np.argsort(values, kind="stable")
-    scaled = values[order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    result = np.empty(m)
-    result[order] = adjusted
     out_flat = out.ravel()
-    out_flat[keep] = result
+    out_flat[keep] = _st.false_discovery_control(values, method="bh")
     return out_flat.reshape(p.shape)
