@@ -27,14 +27,6 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
-def has_report() -> bool:
-    try:
-        from insarcast.report import build_report  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def invoke(*args):
     tick = time.perf_counter()
     result = CliRunner().invoke(main, ["demo", *map(str, args)])
@@ -66,8 +58,6 @@ def test_one_line_per_stage_with_its_time(first):
     lines = stage_lines(result.stdout)
     assert set(lines) == set(STAGES), result.stdout
     for name in STAGES:
-        if name == "report" and not has_report():
-            continue
         assert " done " in lines[name] and " s " in lines[name] + " ", lines[name]
 
 
@@ -108,15 +98,14 @@ def test_catalog_and_report_exist(first):
     out, _, _ = first
     catalog = json.loads((out / "catalog" / "catalog.json").read_text())
     assert catalog["type"] == "Catalog" and catalog["links"]
-    if has_report():
-        assert (out / "report" / "index.html").stat().st_size > 0
+    assert (out / "report" / "index.html").stat().st_size > 0
 
 
 def test_summary_names_every_output(first):
     out, result, _ = first
     summary = result.stdout.split("everything is in", 1)[1]
     for name in ("scenario", "cube.zarr", "compare/welch.csv", "ensemble/ensemble.json", "products.zarr",
-                 "catalog/catalog.json", *(["report/index.html"] if has_report() else [])):
+                 "catalog/catalog.json", "report/index.html"):
         assert str(out / name) in summary, summary
 
 
@@ -125,8 +114,6 @@ def test_second_run_reuses_every_stage(first, second):
     result, seconds = second
     lines = stage_lines(result.stdout)
     for name in STAGES:
-        if name == "report" and not has_report():
-            continue
         assert " reused " in lines[name], lines[name]
     assert seconds < seconds_first / 5, (seconds, seconds_first)
 

@@ -184,16 +184,17 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
     Data-parallel trials: torchrun --nproc_per_node N -m insarcast tune ...
     """
     from .training.params import parse_override
-    from .training.tune import Tuner, estimate_seconds
+    from .training.tune import Tuner
 
     archs = archs or ARCH_NAMES
     settings = dict(parse_override(o) for o in overrides)
     tuner = Tuner(cube, out, storage=storage, preset=preset, trials=trials, runs=runs, seed0=seed0, keep=keep,
                   manual=not no_manual, overrides=settings, progress=not quiet, heartbeat=heartbeat, device=device)
     if (preset == "paper" or estimate) and int(__import__("os").environ.get("RANK", "0")) == 0:
-        hours = estimate_seconds(cube, preset=preset, archs=archs, trials=trials, runs=runs) / 3600
-        click.echo(f"{len(archs)} architectures x {tuner.runs} runs x ({tuner.trials} trials + manual): "
-                   f"at most {hours:.1f} h on this machine (early stopping shortens it)", err=True)
+        hours = tuner.estimate_seconds(archs) / 3600
+        click.echo(f"{len(archs)} architectures x {tuner.runs} runs x ({tuner.trials} trials"
+                   f"{'' if no_manual else ' + manual'}): at most {hours:.1f} h on this machine "
+                   "(early stopping shortens it)", err=True)
         if estimate:
             return
     summary = tuner.run(archs)
@@ -213,8 +214,9 @@ def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool) -> None:
     Reads every run's metrics.json and every trials.csv below RUN_DIR (an `insarcast tune` folder).
     Writes into OUT:
       runs.csv summary.csv welch.csv baselines.csv histories.csv
+      readouts.csv (which decoder readout, pooled or skip, the search chose)
       violins.png (metrics per architecture and strategy), forest.png (mean differences, 95 % CI,
-      p_adj, LB), histories.png (best-so-far validation loss per trial)
+      p_adj, LB), histories.png (best-so-far validation loss per trial, the paper's Figure 5 panels)
     """
     from .compare import compare as run_compare
 
@@ -394,7 +396,7 @@ def report(cube: Path, products: Path, compare_dir: Path, zones: Path | None, en
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Demo folder (created if missing; a demo folder is resumed).")
 @click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="demo", show_default=True,
-              help="tiny: tests, about a minute; demo: ~25 km scenario, minutes on 2 cores; paper: the paper's "
+              help="tiny: tests, 1-2 minutes; demo: ~25 km scenario, minutes on 2 cores; paper: the paper's "
                    "protocol on the 200 x 100 km Rhineland scenario (hours; the estimate is printed first).")
 @click.option("--egms", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="EGMS L3 vertical tile (.csv, .csv.gz, .zip) or folder of them, gridded instead of the "

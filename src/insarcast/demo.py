@@ -161,7 +161,7 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
              echo: Echo = _print) -> DemoResult:
     """Run the pipeline into the folder ``out`` and return what it made.
 
-    ``preset``: tiny (tests, about a minute), demo (2 CPU cores, minutes) or paper (the paper's
+    ``preset``: tiny (tests, 1-2 minutes), demo (2 CPU cores, minutes) or paper (the paper's
     protocol on the full Rhineland scenario; its tune cost estimate is reported first). ``egms``:
     EGMS L3 tiles or folders to grid instead of the synthetic scenario. ``seed``: the scenario's and
     the first tune run's seed. A stage whose output exists is reused unless ``overwrite``.
@@ -247,10 +247,7 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
             echo(f"tune     estimate  {studies}: at most {hours:.1f} h on this machine "
                  "(early stopping shortens it)")
             tick = time.perf_counter()
-        with warnings.catch_warnings():
-            # optuna >= 4.9 deprecates TPESampler(gamma=...), once per study: say nothing 72 times
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\.")
-            tuner.run(ARCHS)
+        tuner.run(ARCHS)
         stage("tune", tune_dir, "resumed" if state == "partial" else "done", tick, studies)
 
     # ---- compare
@@ -311,26 +308,19 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
     # ---- report
     tick = time.perf_counter()
     index = report / "index.html"
-    try:
-        from .report import build_report
-    except ImportError:
-        build_report = None
     if index.exists():
         stage("report", index, "reused", tick)
-    elif build_report is None:
-        index = None
-        stage("report", None, "skipped", tick, "insarcast.report.build_report is not available")
     else:
+        from .report import build_report
+
         index = build_report(cube=cube, products=products, compare_dir=compare_dir, zones=zones, out=report,
                              tune_dir=tune_dir, ensemble=ensemble, progress=progress)
         stage("report", index, "done", tick)
 
     result.paths = {"scenario": paths[SCENARIO], "cube": cube, "tune": tune_dir, "compare": welch,
-                    "ensemble": manifest, "products": products, "catalog": root}
+                    "ensemble": manifest, "products": products, "catalog": root, "report": Path(index)}
     if egms:
         result.paths.pop("scenario")
-    if index is not None:
-        result.paths["report"] = Path(index)
     total = time.perf_counter() - started
     echo("")
     echo(f"demo ({preset}) finished in {total:.0f} s; everything is in {out}:")
