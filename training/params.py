@@ -34,12 +34,17 @@ class TrainConfig:
     min_valid: float = 0.5           # least share of valid pixels in a patch
     train_samples: int = 4096        # windows drawn per epoch (0: all of them)
     eval_samples: int = 0            # validation windows, evenly spaced (0: all of them)
+    test_samples: int = 0            # test windows scored, evenly spaced (0: all of them, the paper's way)
 
     def __post_init__(self) -> None:
         positive = ("lr", "batch_size", "max_epochs", "patience", "stride", "clip")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InputError(f"expected a positive number, got {getattr(self, name)!r}", field=f"train.{name}")
+        for name in ("train_samples", "eval_samples", "test_samples"):
+            if getattr(self, name) < 0:
+                raise InputError(f"expected 0 (all) or a positive count, got {getattr(self, name)!r}",
+                                 field=f"train.{name}")
         if not 0.0 < self.min_valid <= 1.0:
             raise InputError(f"expected (0, 1], got {self.min_valid!r}", field="train.min_valid")
 

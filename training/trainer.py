@@ -151,18 +151,20 @@ def _even(rows: np.ndarray, limit: int) -> np.ndarray:
 
 
 def evaluate(model: torch.nn.Module, windows: Windows, *, part: str = "test", ctx: Context | None = None,
-             batch_size: int = 32, baselines: tuple[str, ...] = BASELINES) -> dict[str, Any]:
+             batch_size: int = 32, baselines: tuple[str, ...] = BASELINES, limit: int = 0) -> dict[str, Any]:
     """Skill in mm of the model and of each baseline on every window of ``part``, over the same pixels.
 
     A pixel of a window counts when it is learnable (valid, finite throughout) and every baseline has
-    a finite forecast there, so the figures are comparable.
+    a finite forecast there, so the figures are comparable. ``limit`` > 0 scores that many windows,
+    evenly spaced over the part's (anchor, patch) list, instead of all of them.
     """
     ctx = ctx or setup()
     norm = windows.norm
-    rows = _shard(windows.samples(part), ctx)
+    every = windows.samples(part)
+    rows = _shard(_even(every, limit) if limit else every, ctx)
     # The baselines and the pixel masks do not depend on the model: computed on the first call for
     # these windows, reused by every later run (each trial of a study evaluates the same windows).
-    key = (part, ctx.rank, ctx.world_size, batch_size, tuple(baselines))
+    key = (part, ctx.rank, ctx.world_size, batch_size, tuple(baselines), limit)
     cached = windows.eval_cache.get(key)
     sums = {name: SkillSums(windows.horizon) for name in ("model", *baselines)}
     masks = []
@@ -235,7 +237,7 @@ def train_run(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, see
     """Fit, evaluate on the test windows, and (rank 0) write the run folder ``out``. Returns metrics."""
     ctx = ctx or setup()
     result = fit(windows, model_cfg, cfg, seed=seed, ctx=ctx, progress=progress, on_epoch=on_epoch)
-    skill_by_name = evaluate(result.model, windows, ctx=ctx, batch_size=cfg.batch_size)
+    skill_by_name = evaluate(result.model, windows, ctx=ctx, batch_size=cfg.batch_size, limit=cfg.test_samples)
     same = identical_across_ranks(result.model, ctx)
     metrics = {
         "arch": model_cfg.arch, "strategy": strategy, "seed": seed, "val_loss": result.best_val,
@@ -246,6 +248,8 @@ def train_run(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, see
         "model": model_cfg.to_dict(), "train": cfg.to_dict(), "normalisation": windows.norm.to_dict(),
         "split": {k: list(getattr(windows.split, k)) for k in ("train", "val", "test")},
         "windows": {part: int(len(windows.samples(part))) for part in ("train", "val", "test")},
+        "test_windows_scored": int(min(cfg.test_samples, len(windows.samples("test"))) if cfg.test_samples
+                                   else len(windows.samples("test"))),
         "epoch_days": windows.epoch_days, "grid": windows.grid, "cube": windows.source, "insarcast_version": __version__,
         "torch_version": torch.__version__, **(extra or {}),
     }

@@ -33,7 +33,9 @@ def trend_annual(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, **
         return np.column_stack([np.ones_like(t), t, np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)])
 
     past = d[: anchor + 1].reshape(anchor + 1, -1).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(design(years[: anchor + 1]), past, rcond=None)
+    # One pseudo-inverse of the (epochs x 4) design for every pixel: the least-squares solution of
+    # each column, a NaN staying in its own pixel, at the cost of one matrix product.
+    coef = np.linalg.pinv(design(years[: anchor + 1])) @ past
     model = design(years[anchor: anchor + horizon + 1]) @ coef
     return (model[1:] - model[0]).reshape(horizon, *d.shape[1:]).astype(np.float32)
 
