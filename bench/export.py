@@ -24,39 +24,13 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import demo_cube, median_seconds
 
 HERE = Path(__file__).resolve().parent
-
-
-def demo_cube(data: Path) -> Path:
-    from insarcast.egms import read_egms
-    from insarcast.grid import grid_points
-    from insarcast.synth import preset, write_scenario
-
-    cube = data / "demo-cube.zarr"
-    if not cube.exists():
-        outputs = write_scenario(preset("demo", seed=0), data / "demo", progress=False)
-        grid_points(read_egms(outputs.csv), cube)
-    return cube
-
-
-def median_seconds(runs, repeats: int, warmup: int = 3) -> list[float]:
-    """Median seconds of each callable; they alternate, so that load from elsewhere hits all alike."""
-    for _ in range(warmup):
-        for run in runs:
-            run()
-    times = [[] for _ in runs]
-    for _ in range(repeats):
-        for run, spent in zip(runs, times):
-            tick = time.perf_counter()
-            run()
-            spent.append(time.perf_counter() - tick)
-    return [float(np.median(t)) for t in times]
 
 
 def session(data: bytes, threads: int):

@@ -29,20 +29,9 @@ from insarcast.training.models import ARCHS, build_model, count_parameters
 from insarcast.training.params import TrainConfig, configs, manual_params
 from insarcast.training.runs import windows_for
 from insarcast.training.tune import PRESETS
+from common import demo_cube
 
 HERE = Path(__file__).resolve().parent
-
-
-def demo_cube(data: Path) -> Path:
-    from insarcast.egms import read_egms
-    from insarcast.grid import grid_points
-    from insarcast.synth import preset, write_scenario
-
-    cube = data / "demo-cube.zarr"
-    if not cube.exists():
-        outputs = write_scenario(preset("demo", seed=0), data / "demo", progress=False)
-        grid_points(read_egms(outputs.csv), cube)
-    return cube
 
 
 def time_steps(model: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]], cfg: TrainConfig,

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import demo_cube, median_seconds
 
 HERE = Path(__file__).resolve().parent
 ARCH = "resnet-transformer"
@@ -57,18 +58,6 @@ TIME_GOAL_S = 120.0
 
 
 # --- data ---------------------------------------------------------------------------------------------------
-
-def demo_cube(data: Path) -> Path:
-    from insarcast.egms import read_egms
-    from insarcast.grid import grid_points
-    from insarcast.synth import preset, write_scenario
-
-    cube = data / "demo-cube.zarr"
-    if not cube.exists():
-        outputs = write_scenario(preset("demo", seed=0), data / "demo", progress=False)
-        grid_points(read_egms(outputs.csv), cube)
-    return cube
-
 
 def _mirror(index: np.ndarray, n: int) -> np.ndarray:
     """Indices into an axis of length ``n``, reflected (0..n-1, n-1..0, ...) so the tiled field is continuous."""
@@ -161,20 +150,6 @@ class Timed:
         self.seconds += time.perf_counter() - tick
         self.windows += len(x)
         return out
-
-
-def median_seconds(runs, repeats: int, warmup: int = 1) -> list[float]:
-    """Median seconds of each callable; they alternate, so that load from elsewhere hits all alike."""
-    for _ in range(warmup):
-        for run in runs:
-            run()
-    times = [[] for _ in runs]
-    for _ in range(repeats):
-        for run, spent in zip(runs, times):
-            tick = time.perf_counter()
-            run()
-            spent.append(time.perf_counter() - tick)
-    return [float(np.median(t)) for t in times]
 
 
 def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: int, batch: int,

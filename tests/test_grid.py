@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from insarcast.cube import GridSpec, open_cube
+from insarcast.cube import open_cube
 from insarcast.egms import PointSet
 from insarcast.errors import InputError
 from insarcast.grid import IdwParams, grid_points, idw

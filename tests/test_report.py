@@ -7,7 +7,6 @@ the distance bands, a forecast calibrated by construction for the reliability di
 
 import math
 import os
-import re
 import warnings
 from html.parser import HTMLParser
 from pathlib import Path

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,9 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
 
     out = Path(out)
     notes: list[str] = []
-    say = print if progress else (lambda *a, **k: None)
+    def say(*args, **kwargs) -> None:               # progress and notes go to stderr, the result to stdout
+        if progress:
+            print(*args, file=sys.stderr, **kwargs)
 
     ds = open_cube(cube)
     prod = _open_products(products)
