@@ -136,6 +136,30 @@ def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube,
         xr.testing.assert_allclose(written[name].compute(), reference[name], atol=1e-6)
     assert written.attrs["q99"] == pytest.approx(reference.attrs["q99"], rel=1e-6)
     assert written.rio.crs.to_epsg() == 3035
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"], "the scratch store is removed"
+
+
+def test_materialised_forecasts_run_the_ensemble_once_with_the_same_products(cube, ensemble_dir):
+    """The threshold pass and the products pass read the stored member forecasts: every window is
+    predicted once instead of twice, and the products do not change."""
+    ensemble = load_ensemble(ensemble_dir)
+    calls = {"windows": 0}
+
+    def counting(x):
+        calls["windows"] += len(x)
+        return ensemble.settings["predict"](x)
+
+    settings = {**ensemble.settings, "predict": counting}
+    lazy = cube.chunk({"t": -1, "y": 16, "x": 20})
+    twice = forecast_products(lazy, overlap=P // 2, **settings)
+    twice["class"].compute()
+    both_passes = calls["windows"]
+    calls["windows"] = 0
+    once = forecast_products(lazy, overlap=P // 2, materialise=lambda fc: fc.persist(), **settings)
+    once["class"].compute()
+    assert calls["windows"] * 2 == both_passes
+    for name in ("median", "class", "p95", "rank_variance"):
+        xr.testing.assert_equal(once[name].compute(), twice[name].compute())
 
 
 def _openeo_cube(cube):

@@ -89,7 +89,7 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
                       history: int, horizon_steps: int, patch: int, overlap: int, norm: Mapping[str, Any],
                       members: int, horizon: int | None = None, mode: str = "change",
                       thresholds: Thresholds | Mapping[str, Any] | None = None,
-                      batch_size: int = 64) -> xr.Dataset:
+                      batch_size: int = 64, materialise: Callable[[Any], Any] | None = None) -> xr.Dataset:
     """Forecast the ``horizon_steps`` epochs after the cube's last one and derive the products.
 
     ``cube``: DataArray of displacement (mm) or Dataset with ``displacement`` and optionally
@@ -98,7 +98,10 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     (see :mod:`insarcast.udf.tiling`). ``horizon`` (1..F, default F) and ``mode`` ("change" or
     "cumulative", see :func:`insarcast.udf.products.select`) choose the member values the products
     are made of; ``thresholds`` (a :class:`Thresholds` or mapping of its fields) are used unchanged
-    when given, else computed exactly over the region.
+    when given, else computed exactly over the region. ``materialise`` (Dask input only) receives
+    the lazy member forecasts ``(K, F, y, x)`` and returns them computed and stored (for example
+    written to a scratch Zarr store and read back), so that the ensemble runs once although the
+    thresholds need a pass over the whole region before the products.
 
     Tiles lie on the grid's global tiling (:func:`insarcast.udf.tiling.grid_offsets` of the ``y``
     and ``x`` coordinates), so any window of the same grid, however chunked, and an openEO tile
@@ -141,6 +144,8 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
         import dask.array as da
 
         fc = forecast_dask(last, valid_data, **settings)
+        if materialise is not None:
+            fc = materialise(fc)
         d = fc[:, horizon - 1] if offset is None else fc[:, horizon - 1] + da.asarray(offset).rechunk(fc.chunks[2:])
         median = da.map_blocks(_median, fc, drop_axis=0, dtype=np.float32)
         if thresholds is None:

@@ -3,13 +3,17 @@
 The cube is read lazily in spatial chunks (time whole); each Dask task runs the ensemble on its chunk
 plus a halo of P - 1 cells (so the products do not depend on the chunking), in worker processes that
 each load the ensemble once and keep its ONNX Runtime sessions. The class thresholds are exact over
-the whole region: a first pass computes them, the second writes the products (the ensemble runs in
-both; pass ``thresholds`` to skip the first). The Zarr store appears whole or not at all.
+the whole region: a first pass runs the ensemble, writes the member forecasts to a scratch Zarr store
+beside the output and computes the thresholds; the second derives the products from the stored
+forecasts, so the ensemble runs once (with ``thresholds`` given, there is one pass and no scratch
+store). The Zarr store appears whole or not at all; the scratch store is removed in every case.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -115,24 +119,35 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     predictor = EnsemblePredictor(ensemble, threads=threads, batch_size=batch_size)
     settings = {**members.settings, "predict": predictor}
     client, cluster = _client(scheduler, workers)
+    scratch = Path(out).with_name(f".scratch-{uuid.uuid4().hex[:8]}-{Path(out).name}")
+
+    def run(graph):
+        future = client.compute(graph)
+        if progress:
+            from distributed import progress as show
+
+            show(future)
+        return future.result()
+
+    def materialise(fc):
+        import dask.array as da
+
+        run(da.to_zarr(fc, str(scratch), compute=False))
+        return da.from_zarr(str(scratch))
+
     try:
         products = forecast_products(data, overlap=members.patch // 2 if overlap is None else overlap,
                                      horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
-                                     **settings)
+                                     materialise=materialise if thresholds is None else None, **settings)
         products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
                               cube=str(Path(cube).resolve()))
         products = products.chunk({"y": chunks, "x": chunks})          # Zarr wants regular chunks
         for variable in products.variables.values():
             variable.encoding.pop("chunks", None)
         with atomic_path(Path(out)) as tmp:
-            store = products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2)
-            future = client.compute(store)
-            if progress:
-                from distributed import progress as show
-
-                show(future)
-            future.result()
+            run(products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2))
     finally:
+        shutil.rmtree(scratch, ignore_errors=True)
         client.close()
         if cluster is not None:
             cluster.close()
