@@ -5,6 +5,9 @@ on ``sys.path``)."""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,3 +39,11 @@ def median_seconds(runs, repeats: int, warmup: int = 3) -> list[float]:
             run()
             spent.append(time.perf_counter() - tick)
     return [float(np.median(t)) for t in times]
+
+
+def write_json(path: Path, result: dict) -> None:
+    """The results file, whole or not at all (a temporary name beside it, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")[1])
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)

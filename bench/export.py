@@ -23,12 +23,11 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import demo_cube, median_seconds
+from common import demo_cube, median_seconds, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -143,10 +142,7 @@ def main() -> None:
               "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__, "rows": rows,
               "mean_onnx_over_torch": round(float(np.mean([r["onnx_over_torch"] for r in rows])), 2)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkstemp(dir=args.out.parent, prefix=".tmp-", suffix=".json")[1])
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(f"ONNX Runtime / torch eager: {result['mean_onnx_over_torch']}x; wrote {args.out}")
 
 

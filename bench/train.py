@@ -17,7 +17,6 @@ the same numbers (tests check it), and gcn_ratios says how much faster each is t
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from insarcast.training.models import ARCHS, build_model, count_parameters
 from insarcast.training.params import TrainConfig, configs, manual_params
 from insarcast.training.runs import windows_for
 from insarcast.training.tune import PRESETS
-from common import demo_cube
+from common import demo_cube, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -109,8 +108,7 @@ def main() -> None:
               "torch": torch.__version__, "window": {"history": model_cfg.history, "horizon": model_cfg.horizon,
                                                      "patch": model_cfg.patch},
               "rows": rows, "gcn_ratios": summary}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import demo_cube, median_seconds
+from common import demo_cube, median_seconds, write_json
 
 HERE = Path(__file__).resolve().parent
 ARCH = "resnet-transformer"
@@ -473,10 +473,7 @@ def main() -> None:
                          "pass": bool(memory_ok)},
               "rhineland": {**rhine, "goal_s": TIME_GOAL_S, "pass": bool(time_ok)},
               "seconds": round(time.perf_counter() - started, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkstemp(dir=args.out.parent, prefix=".tmp-", suffix=".json")[1])
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(f"\nwrote {args.out} ({result['seconds']:.0f} s in all)")
 
 

@@ -21,3 +21,23 @@ def tiny_scenario(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cube(tiny_scenario) -> Path:
     return tiny_scenario / "cube.zarr"
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """`insarcast demo --preset tiny` run once through the CLI: (its folder, the click result, seconds).
+
+    The demo's own tests read it as a user would; the report's tests take its cube, products,
+    compare folder and zones."""
+    import time
+
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    tick = time.perf_counter()
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--preset", "tiny", "--quiet"])
+    seconds = time.perf_counter() - tick
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out, result, seconds

@@ -1,7 +1,8 @@
 """`insarcast demo --preset tiny` end to end through the CLI, as a user meets it: every stage's
 output is there and usable, the summary names it, and a second run reuses everything.
 
-The tiny demo runs once per module (it trains 6 architectures x 2 runs x 4 models)."""
+The tiny demo runs once per session (it trains 6 architectures x 2 runs x 4 models): the conftest's
+``tiny_demo``, which the report's tests share."""
 
 from __future__ import annotations
 
@@ -37,11 +38,8 @@ def stage_lines(output: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    result, seconds = invoke("--out", out, "--preset", "tiny", "--quiet")
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return out, result, seconds
+def first(tiny_demo):
+    return tiny_demo
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ the distance bands, a forecast calibrated by construction for the reliability di
 
 import math
 import os
-import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -159,30 +158,22 @@ def test_tiers_follow_class_and_uncertainty():
 # ---------------------------------------------------------------------------- a tiny run
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_scenario, tmp_path_factory):
-    """Tune (one architecture, tiny), compare, export, forecast: what the report reads."""
-    from insarcast.compare import compare
-    from insarcast.export import export_ensemble
-    from insarcast.training.tune import Tuner
-    from insarcast.udf.run import forecast_cube
+def tiny_run(tiny_demo):
+    """What the report reads, from the tiny demo (six architectures tuned, manual and TPE, compared,
+    exported, forecast); the report under test is written beside the demo's folder, not into it."""
+    from insarcast.demo import COMPARE, CUBE, PRODUCTS, SCENARIO
+    from insarcast.synth import ZONES_NAME
 
-    root = tmp_path_factory.mktemp("report-run")
-    cube = tiny_scenario / "cube.zarr"
-    Tuner(cube, root / "tune", preset="tiny", runs=2, trials=2, progress=False).run(["resnet-transformer"])
-    compare(root / "tune", root / "compare")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # fewer than 10 trials: exported with a warning
-        export_ensemble(root / "tune", root / "ensemble", arch="resnet-transformer", top=10, progress=False)
-    forecast_cube(cube, root / "ensemble", root / "products.zarr", workers=1, progress=False)
-    return {"cube": cube, "products": root / "products.zarr", "compare_dir": root / "compare",
-            "zones": tiny_scenario / "zones.geojson", "root": root}
+    out = tiny_demo[0]
+    return {"cube": out / CUBE, "products": out / PRODUCTS, "compare_dir": out / COMPARE,
+            "zones": out / SCENARIO / ZONES_NAME, "root": out.parent}
 
 
 @pytest.fixture(scope="module")
 def report(tiny_run):
     from insarcast.report import build_report
 
-    out = tiny_run["root"] / "report"
+    out = tiny_run["root"] / "report-under-test"
     index = build_report(cube=tiny_run["cube"], products=tiny_run["products"], compare_dir=tiny_run["compare_dir"],
                          zones=tiny_run["zones"], out=out, progress=False)
     return index

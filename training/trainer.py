@@ -143,6 +143,11 @@ def fit(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, seed: int
     return FitResult(model.eval(), best_val, best_epoch, history, seconds, seen / max(seconds, 1e-9))
 
 
+def windows_used(limit: int, available: int) -> int:
+    """How many of ``available`` windows a ``*_samples`` setting takes: all for 0, else at most ``limit``."""
+    return min(limit, available) if limit else available
+
+
 def _even(rows: np.ndarray, limit: int) -> np.ndarray:
     """At most ``limit`` rows, evenly spaced."""
     if len(rows) <= limit:
@@ -248,8 +253,7 @@ def train_run(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, see
         "model": model_cfg.to_dict(), "train": cfg.to_dict(), "normalisation": windows.norm.to_dict(),
         "split": {k: list(getattr(windows.split, k)) for k in ("train", "val", "test")},
         "windows": {part: int(len(windows.samples(part))) for part in ("train", "val", "test")},
-        "test_windows_scored": int(min(cfg.test_samples, len(windows.samples("test"))) if cfg.test_samples
-                                   else len(windows.samples("test"))),
+        "test_windows_scored": windows_used(cfg.test_samples, len(windows.samples("test"))),
         "epoch_days": windows.epoch_days, "grid": windows.grid, "cube": windows.source, "insarcast_version": __version__,
         "torch_version": torch.__version__, **(extra or {}),
     }

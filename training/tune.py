@@ -60,7 +60,7 @@ from insarcast.training.distributed import Context, setup, teardown
 from insarcast.training.models import ARCHS, ModelConfig
 from insarcast.training.params import TrainConfig, configs, manual_params
 from insarcast.training.runs import windows_for
-from insarcast.training.trainer import train_run
+from insarcast.training.trainer import train_run, windows_used
 
 STARTUP_TRIALS = 20
 GAMMA = 0.25
@@ -394,12 +394,9 @@ def _estimate(tuner: Tuner, archs: tuple[str, ...],
         model_cfg, cfg = tuner.base(arch)
         windows = tuner.windows(model_cfg, cfg)
         step, forward = (time_step or partial(_time_one_step, device=device))(model_cfg, cfg, windows)
-        n_train = len(windows.samples("train"))
-        steps = math.ceil((min(cfg.train_samples, n_train) if cfg.train_samples else n_train) / cfg.batch_size)
-        n_val = len(windows.samples("val"))
-        val_batches = math.ceil((min(cfg.eval_samples, n_val) if cfg.eval_samples else n_val) / cfg.batch_size)
-        n_test = len(windows.samples("test"))
-        test_batches = math.ceil((min(cfg.test_samples, n_test) if cfg.test_samples else n_test) / cfg.batch_size)
+        steps = math.ceil(windows_used(cfg.train_samples, len(windows.samples("train"))) / cfg.batch_size)
+        val_batches = math.ceil(windows_used(cfg.eval_samples, len(windows.samples("val"))) / cfg.batch_size)
+        test_batches = math.ceil(windows_used(cfg.test_samples, len(windows.samples("test"))) / cfg.batch_size)
         models = (tuner.trials + int(tuner.manual)) * tuner.runs
         total += models * (cfg.max_epochs * (steps * step + val_batches * forward) + test_batches * forward)
     return total

@@ -100,6 +100,7 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
 
     out = Path(out)
     notes: list[str] = []
+
     def say(*args, **kwargs) -> None:               # progress and notes go to stderr, the result to stdout
         if progress:
             print(*args, file=sys.stderr, **kwargs)
@@ -163,7 +164,7 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     sources.update(base)
 
     # ---- best single models, manual and TPE (Figure 10)
-    model_entries, panels = [], []
+    model_entries = []
     if tune_dir is not None:
         try:
             best = best_models(tune_dir, archs=(PAPER_ARCH,))

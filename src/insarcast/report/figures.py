@@ -117,15 +117,24 @@ def _listed(colours):
     return cmap, BoundaryNorm(np.arange(len(colours) + 1) - 0.5, len(colours))
 
 
+def _class_map(fig, ax, grid: MapGrid, codes, colours, labels, *, title: str, zones=None, shrink: float = 0.85,
+               fontsize: int = 8):
+    """A map of integer codes 0..n-1 (anything else is nodata) with one colour and one colour-bar
+    label per code."""
+    cmap, norm = _listed(colours)
+    im = _map(ax, grid, _categorical(codes.astype(np.int16), len(colours)), zones=zones, cmap=cmap, norm=norm,
+              title=title)
+    bar = fig.colorbar(im, ax=ax, ticks=range(len(colours)), shrink=shrink)
+    bar.ax.set_yticklabels(list(labels), fontsize=fontsize)
+    return im
+
+
 def susceptibility_figure(grid: MapGrid, cls, confidence, std, rank_variance, zones=None):
     """Figure 7: (a) susceptibility class, (b) class confidence, (c) std of |d_k|, (d) rank variance."""
     fig = matplotlib_figure()(figsize=(11, 8.5))
     axes = fig.subplots(2, 2).ravel()
-    cmap, norm = _listed(CLASS_COLOURS)
-    im = _map(axes[0], grid, _categorical(cls.astype(np.int16), 4), zones=zones, cmap=cmap, norm=norm,
-              title="(a) susceptibility class of |median|")
-    bar = fig.colorbar(im, ax=axes[0], ticks=range(4), shrink=0.8)
-    bar.ax.set_yticklabels([c.capitalize() for c in CLASS_NAMES], fontsize=8)
+    _class_map(fig, axes[0], grid, cls, CLASS_COLOURS, [c.capitalize() for c in CLASS_NAMES],
+               title="(a) susceptibility class of |median|", zones=zones, shrink=0.8)
     _zone_legend(axes[0], zones)
     for ax, data, title, cm, label in (
             (axes[1], confidence, "(b) class confidence (mass of the assigned class)", "viridis", "probability"),
@@ -254,11 +263,8 @@ def overlay_figure(grid: MapGrid, codes, std, abs_residual, table: pd.DataFrame,
     """Uncertainty-residual overlay: joint classes map and |residual| against std with Spearman's rho."""
     fig = matplotlib_figure()(figsize=(13, 5.4))
     ax, sc = fig.subplots(1, 2, width_ratios=(1.25, 1))
-    cmap, norm = _listed(OVERLAY_COLOURS)
-    im = _map(ax, grid, _categorical(codes.astype(np.int16), 4), zones=zones, cmap=cmap, norm=norm,
-              title="uncertainty × residual (top terciles)")
-    bar = fig.colorbar(im, ax=ax, ticks=range(4), shrink=0.85)
-    bar.ax.set_yticklabels(list(table["category"]), fontsize=7)
+    _class_map(fig, ax, grid, codes, OVERLAY_COLOURS, table["category"],
+               title="uncertainty × residual (top terciles)", zones=zones, fontsize=7)
     ok = np.isfinite(std) & np.isfinite(abs_residual)
     sc.hexbin(std[ok], abs_residual[ok], gridsize=40, mincnt=1, cmap="Greys", bins="log")
     row = correlations[correlations["x"] == "std"]
@@ -355,11 +361,7 @@ def tiers_figure(grid: MapGrid, codes, table: pd.DataFrame, zones=None):
     """The decision tiers map and their areas."""
     fig = matplotlib_figure()(figsize=(13, 5.2))
     ax, bars = fig.subplots(1, 2, width_ratios=(1.3, 1))
-    cmap, norm = _listed(TIER_COLOURS)
-    im = _map(ax, grid, _categorical(codes.astype(np.int16), 4), zones=zones, cmap=cmap, norm=norm,
-              title="decision tiers")
-    bar = fig.colorbar(im, ax=ax, ticks=range(4), shrink=0.85)
-    bar.ax.set_yticklabels([t[0] for t in TIERS], fontsize=8)
+    _class_map(fig, ax, grid, codes, TIER_COLOURS, [t[0] for t in TIERS], title="decision tiers", zones=zones)
     _zone_legend(ax, zones)
     y = np.arange(len(table))
     bars.barh(y, table["area_km2"], color=list(TIER_COLOURS), edgecolor="grey")
