@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -22,7 +23,9 @@ from insarcast.cube import GridSpec
 from insarcast.errors import InputError
 from insarcast.udf.forecast import forecast_products
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "stac-schemas"
+# The shared folder beside the checkout, or wherever INSARCAST_STAC_SCHEMAS says (a clone elsewhere).
+SCHEMAS = Path(os.environ.get("INSARCAST_STAC_SCHEMAS")
+               or Path(__file__).resolve().parents[2] / "shared" / "stac-schemas")
 T, F, P, K = 4, 3, 8, 4
 NORM = {"input_mean": 0.25, "input_std": 2.0, "target_mean": -0.5, "target_std": 3.0}
 SPACING = np.timedelta64(6, "D")
@@ -31,7 +34,8 @@ NAME = "tiny-ensemble"
 # third-party deprecations (affine's matrix operator, shapely.ops) that odc-geo and rioxarray trigger
 pytestmark = [pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
               pytest.mark.filterwarnings("ignore:The 'shapely.ops.transform:DeprecationWarning")]
-needs_schemas = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"offline STAC schemas not found at {SCHEMAS}")
+needs_schemas = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"offline STAC schemas not found at {SCHEMAS} "
+                                   "(set INSARCAST_STAC_SCHEMAS)")
 
 
 def fake_predict(x):
