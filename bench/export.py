@@ -8,7 +8,7 @@ With ``--ensemble`` (a folder written by ``insarcast export``) each member's ONN
 against its torch model, found through the member's ``source`` under ``--tune-dir``. Without it,
 ``--members`` fresh models of the packaged manual configuration of ``--arch`` (demo size: T = 12,
 F = 6, P = 32) are built with seeds 0, 1, ... and exported here the way ``insarcast export`` does
-(dynamo exporter, opset 18, parity checked). The batch is ``--batch`` evenly spaced validation
+(dynamo exporter, the default opset, parity checked). The batch is ``--batch`` evenly spaced validation
 windows of the demo cube (built into bench/results/data when ``--cube`` is not given).
 
 Both engines run on the CPU with ``--threads`` intra-op threads (torch.set_num_threads and

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import write_json
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -78,7 +80,7 @@ def main() -> None:
         print(f"{name}: {rows[name]}", file=sys.stderr)
 
     record = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "results": rows}
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.out, record)
     keys = ["points", "epochs", "cells", "csv_bytes", "ingest_s", "grid_s", "total_s",
             "ingest_points_epochs_per_s", "grid_cells_epochs_per_s", "peak_rss_gib"]
     print("preset     " + " ".join(f"{k:>14.14}" for k in keys))

@@ -5,28 +5,34 @@
 The ensemble is ``--members`` fresh (untrained, seeds 0, 1, ...) models of the packaged manual
 ResNet+Transformer configuration at demo size (T = 12, F = 6, P = 32). Their run folders are
 fabricated as the tuner lays them out and exported with ``insarcast.export.export_ensemble`` (parity
-on the demo cube); both are kept in ``--data``/udf and reused while they match.
+on the demo cube); both are kept in ``--data``/udf and reused while they match (configuration and opset).
 
 1. Throughput. ``forecast_products`` over a numpy region of the demo cube (``--region`` cells a side),
-   overlap P / 2, once with the ONNX ensemble (``intra_op_threads = --threads``) and once with a
-   predictor that runs the same torch models eagerly (``torch.no_grad``,
-   ``torch.set_num_threads(--threads)``), same tiling and batches; after a warm-up, the median of
+   the default overlap (P / 4), once with the ONNX ensemble (``intra_op_threads = --threads``, its
+   default windows per session call) and once with a predictor that runs the same torch models
+   eagerly (``torch.no_grad``, ``torch.set_num_threads(--threads)``, at the batch size of
+   :data:`TORCH_BATCHES` that is fastest for it), same tiling; after a warm-up, the median of
    ``--repeats``. Figures: valid pixels x members per second of the whole UDF, and raw model
    throughput (windows x members per second) of each engine on one batch of the UDF's own inputs.
+   Then chunk invariance: the ONNX products of two Dask chunkings of the region (P - 5 and 50
+   cells, synchronous scheduler) against the numpy ones: the largest difference and the number of
+   pixels whose class or NaN mask differ.
 2. Memory. ``forecast_cube`` (Dask LocalCluster, one worker process per core, one thread each) over
    cubes of ``--sizes`` times ``--base`` cells (default 64 x 64 cells x 40 epochs; the demo cube's
-   field mirrored to size, its last epochs), each in a fresh subprocess. This process samples the resident set size of that
-   subprocess and all its descendants (the cluster's nannies and workers) every 0.2 s with psutil,
-   sums it, and keeps the peak. The chunk size ``--chunks`` (default half the base side) is the same
-   for every size, so the smallest cube already has four tasks per pass and the largest many more:
-   what grows with the region (task graph, per-pixel statistics, writes) is what this measures.
-   ``--members`` members throughout, so the tile count, not the cube, sets the run time. Goal: the peak at the largest size within 1.25 x the
-   peak at 1x.
+   field mirrored to size, its last epochs), each in a fresh subprocess. This process samples the
+   resident set size of that subprocess and all its descendants (the cluster's nannies and
+   workers) every 0.2 s with psutil, sums it, and keeps the peak. The chunk size ``--chunks``
+   (default half the base side) is the same for every size, so the smallest cube already has four
+   tasks per pass and the largest many more: what grows with the region (task graph, per-pixel
+   statistics, writes) is what this measures.
+   ``--members`` members throughout, so the tile count, not the cube, sets the run time. Goal: the
+   peak at the largest size within 1.25 x the peak at 1x.
 3. Rhineland. The time of ``forecast_cube`` over 2000 x 1000 cells (363 epochs, chunks 256, default
-   two passes: exact thresholds, then products) with the ensemble on this machine's cores. When the
-   throughput of part 1 predicts more than ``--rhine-budget`` seconds for the whole region (or with
-   ``--quick``), a strip of whole chunks is measured instead and the time extrapolated linearly in the
-   number of P x P tiles the two regions evaluate; the output says so. Goal: under 2 minutes.
+   two passes: the ensemble and exact thresholds, then the products from the stored forecasts) with
+   the ensemble on this machine's cores. When the throughput of part 1 predicts more than
+   ``--rhine-budget`` seconds for the whole region (or with ``--quick``), a strip of whole chunks
+   is measured instead and the time extrapolated linearly in the number of P x P tiles the two
+   regions evaluate; the output says so. Goal: under 2 minutes.
 
 Results go to ``--out`` as JSON and a table is printed; the goals are printed beside the figures.
 """
@@ -55,6 +61,7 @@ RHINELAND = (1000, 2000)             # (ny, nx) cells
 RHINELAND_CHUNKS = 256               # forecast_cube's default
 MEMORY_GOAL = 1.25
 TIME_GOAL_S = 120.0
+TORCH_BATCHES = (1, 2, 4, 8, 16, 64)   # windows per torch forward call, the best one is used
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -97,6 +104,7 @@ def ensemble_for(cube: Path, work: Path, members: int) -> tuple[Path, Path, floa
     import torch
 
     from insarcast.export import export_ensemble
+    from insarcast.export.onnx import DEFAULT_OPSET
     from insarcast.training.models import build_model, save_model
     from insarcast.training.params import configs, manual_params
     from insarcast.training.runs import windows_for
@@ -107,7 +115,7 @@ def ensemble_for(cube: Path, work: Path, members: int) -> tuple[Path, Path, floa
     if manifest.exists():
         try:
             recorded = json.loads(manifest.read_text())
-            same = (len(recorded["members"]) == members and
+            same = (len(recorded["members"]) == members and recorded["opset"] == DEFAULT_OPSET and
                     all(m["hyperparameters"]["model"] == model_cfg.to_dict() and
                         (tune / m["source"] / "model.pt").is_file() for m in recorded["members"]))
         except (KeyError, ValueError, TypeError):
@@ -160,23 +168,26 @@ def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: i
     from insarcast.training.models import load_model
     from insarcast.udf.ensemble import load_ensemble
     from insarcast.udf.forecast import forecast_products
+    from insarcast.udf.tiling import default_overlap
 
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process
         pass
-    ensemble = load_ensemble(ens_dir, intra_op_threads=threads, batch_size=batch)
+    ensemble = load_ensemble(ens_dir, intra_op_threads=threads)          # its default session batch
     k, f, p = len(ensemble), ensemble.horizon, ensemble.patch
     models = [load_model(tune / m["source"] / "model.pt")[0].eval() for m in ensemble.manifest["members"]]
+    torch_batch = {"size": batch}
 
     def torch_predict(x: np.ndarray) -> np.ndarray:
         xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
         out = np.empty((k, len(x), f, p, p), np.float32)
+        step = torch_batch["size"]
         with torch.no_grad():
             for i, model in enumerate(models):
-                for start in range(0, len(x), batch):
-                    out[i, start:start + batch] = model(xt[start:start + batch]).numpy()
+                for start in range(0, len(x), step):
+                    out[i, start:start + step] = model(xt[start:start + step]).numpy()
         return out
 
     ds = open_cube(cube)[["displacement", "valid"]]
@@ -184,14 +195,27 @@ def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: i
     region = min(region, ny, nx)
     y0, x0 = (ny - region) // 2, (nx - region) // 2
     data = ds.isel(y=slice(y0, y0 + region), x=slice(x0, x0 + region)).load()
-    settings = dict(history=ensemble.history, horizon_steps=f, patch=p, overlap=p // 2, norm=ensemble.norm,
+    overlap = default_overlap(p)
+    settings = dict(history=ensemble.history, horizon_steps=f, patch=p, overlap=overlap, norm=ensemble.norm,
                     members=k, batch_size=batch)
     engines = {"onnxruntime": ensemble.predict, "torch eager": torch_predict}
     warm = data.isel(y=slice(0, p), x=slice(0, p))
     for predict in engines.values():                  # warm-up: sessions, allocators, thread pools
         forecast_products(warm, predict, **settings)
+    # torch eager at its own best batch size (windows per forward call; the first member on 64 windows)
+    probe = torch.from_numpy(np.random.default_rng(0).normal(
+        size=(max(TORCH_BATCHES), ensemble.history, ensemble.channels, p, p)).astype(np.float32))
 
-    results, forecasts = {}, {}
+    def first_member(size: int) -> None:
+        with torch.no_grad():
+            for start in range(0, len(probe), size):
+                models[0](probe[start:start + size])
+
+    sweep = dict(zip(TORCH_BATCHES, median_seconds([lambda s=s: first_member(s) for s in TORCH_BATCHES], 2,
+                                                   warmup=1)))
+    torch_batch["size"] = min(sweep, key=sweep.get)
+
+    results, forecasts, reference = {}, {}, None
     spent = {name: [] for name in engines}
     timed = {}
     for _ in range(repeats):                          # alternate the engines
@@ -201,6 +225,9 @@ def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: i
             products = forecast_products(data, timed[name], **settings)
             spent[name].append(time.perf_counter() - tick)
             forecasts[name] = products["forecast"].values
+            if name == "onnxruntime":
+                reference = products
+    invariance = chunk_invariance(data, ensemble.predict, settings, reference, chunkings=(p - 5, 50))
     pixels = int(np.isfinite(forecasts["onnxruntime"][0, 0]).sum())
     x = timed["onnxruntime"].first
     # both engines are warm from the runs above
@@ -212,18 +239,42 @@ def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: i
             "pixel_members_per_s": round(pixels * k / seconds, 1),
             "windows": timed[name].windows,
             "model_share": round(timed[name].seconds / spent[name][-1], 3),
-            "raw_batch": len(x),
+            "raw_windows": len(x),
             "raw_s": round(raw[name], 4),
             "raw_window_members_per_s": round(len(x) * k / raw[name], 1),
         }
     diff = float(np.nanmax(np.abs(forecasts["onnxruntime"] - forecasts["torch eager"])))
     return {"region": [region, region], "region_origin": [y0, x0], "valid_pixels": pixels, "members": k,
-            "patch": p, "overlap": p // 2, "threads": threads, "batch": batch, "repeats": repeats,
-            "engines": results, "max_abs_diff_mm": diff,
+            "patch": p, "overlap": overlap, "threads": threads, "tiles_per_call": batch, "repeats": repeats,
+            "session_batch": {"onnxruntime": ensemble.session_batch, "torch eager": torch_batch["size"]},
+            "torch_batch_sweep_windows_per_s": {str(b): round(len(probe) / s, 1) for b, s in sweep.items()},
+            "engines": results, "max_abs_diff_mm": diff, "chunk_invariance": invariance,
             "onnx_over_torch_udf": round(results["onnxruntime"]["pixel_members_per_s"] /
                                          results["torch eager"]["pixel_members_per_s"], 2),
             "onnx_over_torch_raw": round(results["onnxruntime"]["raw_window_members_per_s"] /
                                          results["torch eager"]["raw_window_members_per_s"], 2)}
+
+
+def chunk_invariance(data, predict, settings: dict, reference, *, chunkings: tuple[int, ...]) -> dict:
+    """The products of Dask-chunked copies of ``data`` (one chunking smaller than P) against ``reference``."""
+    import dask
+
+    from insarcast.udf.forecast import forecast_products
+
+    worst, mismatched = 0.0, 0
+    with dask.config.set(scheduler="synchronous"):
+        for size in chunkings:
+            lazy = forecast_products(data.chunk({"t": -1, "y": size, "x": size}), predict,
+                                     materialise=lambda fc: fc.persist(), **settings).compute()
+            for name in ("forecast", "median", "std", "p95", "confidence", "rank_variance"):
+                a, b = lazy[name].values, reference[name].values
+                if not np.array_equal(np.isnan(a), np.isnan(b)):
+                    mismatched += int((np.isnan(a) != np.isnan(b)).sum())
+                worst = max(worst, float(np.nanmax(np.abs(a - b))))
+            for name in ("class", "bivariate"):
+                mismatched += int((lazy[name].values != reference[name].values).sum())
+    return {"chunkings": list(chunkings), "max_abs_diff": worst, "mismatched_pixels": mismatched,
+            "compared_to": "numpy, one array"}
 
 
 # --- 2./3. forecast_cube in a fresh subprocess, its process tree sampled ------------------------------------
@@ -338,7 +389,7 @@ def main() -> None:
                         help="forecast_cube chunk size of the memory runs (default base side / 2, at least 32)")
     parser.add_argument("--region", type=int, default=None, help="cells a side of part 1's region (default 128)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats of part 1 (median)")
-    parser.add_argument("--batch", type=int, default=64, help="windows per predictor call")
+    parser.add_argument("--batch", type=int, default=64, help="tiles per predictor call")
     parser.add_argument("--rhine-budget", type=float, default=600.0,
                         help="measure the whole Rhineland region when predicted to take at most this many seconds")
     parser.add_argument("--quick", action="store_true", help="smaller regions and cubes")
@@ -366,6 +417,8 @@ def main() -> None:
     tp = throughput(cube, tune, ens_dir, region=region, threads=args.threads, batch=args.batch,
                     repeats=args.repeats)
 
+    from insarcast.udf.tiling import default_overlap
+
     manifest = json.loads((ens_dir / "ensemble.json").read_text())
     patch = int(manifest["patch"])
     scratch = Path(tempfile.mkdtemp(dir=work, prefix=".tmp-bench-"))
@@ -380,8 +433,8 @@ def main() -> None:
             print(f"[2/3] memory: {size}x = {ny} x {nx} cells x {base[2]} epochs, chunks {chunks}", flush=True)
             path = tiled_cube(scratch / f"mem-{size}.zarr", cube, ny=ny, nx=nx, epochs=base[2])
             res = run_forecast(path, ens_dir, scratch / f"mem-{size}-products.zarr", workers=workers, chunks=chunks)
-            res.update(size=size, cells=[ny, nx], epochs=base[2], chunks=chunks,
-                       tiles_per_pass=tiles_evaluated(ny, nx, chunks=chunks, patch=patch, overlap=patch // 2))
+            tiles = tiles_evaluated(ny, nx, chunks=chunks, patch=patch, overlap=default_overlap(patch))
+            res.update(size=size, cells=[ny, nx], epochs=base[2], chunks=chunks, tiles_per_pass=tiles)
             memory.append(res)
             shutil.rmtree(path, ignore_errors=True)
             shutil.rmtree(scratch / f"mem-{size}-products.zarr", ignore_errors=True)
@@ -392,14 +445,14 @@ def main() -> None:
 
         # 3. Rhineland
         ry, rx = RHINELAND
-        full_tiles = tiles_evaluated(ry, rx, chunks=RHINELAND_CHUNKS, patch=patch, overlap=patch // 2)
+        full_tiles = tiles_evaluated(ry, rx, chunks=RHINELAND_CHUNKS, patch=patch, overlap=default_overlap(patch))
         rate = tp["engines"]["onnxruntime"]["windows"] * args.members / tp["engines"]["onnxruntime"]["udf_s"]
-        predicted = 2 * full_tiles * args.members / rate          # two passes: thresholds, then products
+        predicted = full_tiles * args.members / rate       # the ensemble runs once (scratch store between passes)
         if not args.quick and predicted <= args.rhine_budget:
             my, mx = ry, rx
         else:                                  # one row of whole chunks, as many columns as the budget allows
-            per_chunk = 2 * tiles_evaluated(RHINELAND_CHUNKS, RHINELAND_CHUNKS, chunks=RHINELAND_CHUNKS,
-                                            patch=patch, overlap=patch // 2) * args.members / rate
+            per_chunk = tiles_evaluated(RHINELAND_CHUNKS, RHINELAND_CHUNKS, chunks=RHINELAND_CHUNKS,
+                                            patch=patch, overlap=default_overlap(patch)) * args.members / rate
             columns = 1 if args.quick else int(np.clip(min(args.rhine_budget, 180.0) // per_chunk, workers, rx //
                                                        RHINELAND_CHUNKS))
             my, mx = RHINELAND_CHUNKS, columns * RHINELAND_CHUNKS
@@ -408,7 +461,7 @@ def main() -> None:
               f"{RHINELAND_CHUNKS} (whole region predicted from part 1: {predicted:.0f} s)", flush=True)
         path = tiled_cube(scratch / "rhine.zarr", cube, ny=my, nx=mx, epochs=None)
         rh = run_forecast(path, ens_dir, scratch / "rhine-products.zarr", workers=workers, chunks=RHINELAND_CHUNKS)
-        tiles = tiles_evaluated(my, mx, chunks=RHINELAND_CHUNKS, patch=patch, overlap=patch // 2)
+        tiles = tiles_evaluated(my, mx, chunks=RHINELAND_CHUNKS, patch=patch, overlap=default_overlap(patch))
         estimate = rh["seconds"] * full_tiles / tiles
         rhine = {"region": [ry, rx], "measured_region": [my, mx], "epochs": 363, "chunks": RHINELAND_CHUNKS,
                  "workers": workers, "members": args.members, "extrapolated": extrapolated,
@@ -433,8 +486,12 @@ def main() -> None:
         print(f"   {name:12s} {row['udf_s']:8.2f} {row['pixel_members_per_s']:13.0f} {row['model_share']:11.0%} "
               f"{row['raw_window_members_per_s']:18.1f}")
     print(f"   ONNX Runtime / torch eager: UDF {tp['onnx_over_torch_udf']:.2f}x, raw model "
-          f"{tp['onnx_over_torch_raw']:.2f}x (raw: batch of {e['onnxruntime']['raw_batch']} windows); "
+          f"{tp['onnx_over_torch_raw']:.2f}x (raw: {e['onnxruntime']['raw_windows']} windows; windows per call: "
+          f"ONNX Runtime {tp['session_batch']['onnxruntime']}, torch its best {tp['session_batch']['torch eager']}); "
           f"max |ONNX - torch| forecast {tp['max_abs_diff_mm']:.2e} mm")
+    ci = tp["chunk_invariance"]
+    print(f"   chunk invariance: Dask chunks {ci['chunkings']} against numpy: max |diff| {ci['max_abs_diff']:.2e}, "
+          f"{ci['mismatched_pixels']} class or NaN mismatches")
     print()
     print(f"2. Peak memory of forecast_cube under Dask ({workers} worker processes x 1 thread, chunks {chunks}, "
           f"K = {args.members}; {memory[0]['method']})")
@@ -448,7 +505,7 @@ def main() -> None:
           f"{memory[-1]['peak_over_first']:.2f}x  {verdict(memory_ok)}")
     print()
     print(f"3. Rhineland-size region {ry} x {rx} cells, 363 epochs, K = {args.members}, {workers} cores "
-          f"(forecast_cube, chunks {RHINELAND_CHUNKS}, thresholds pass + products pass)")
+          f"(forecast_cube, chunks {RHINELAND_CHUNKS}, ensemble + thresholds pass, products pass)")
     if extrapolated:
         print(f"   measured {my} x {mx} cells ({tiles} of {full_tiles} tiles per pass): {rh['seconds']:.1f} s "
               f"(peak {rh['peak_tree_rss_mb']:.0f} MB)")

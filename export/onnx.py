@@ -12,8 +12,9 @@ function returns is one the UDF accepts.
 
 The ONNX contract (DESIGN.md): input ``history`` float32 (batch, T, C, P, P), output ``forecast``
 float32 (batch, F, P, P), the batch dimension dynamic (named ``batch``), the other dimensions static.
-Opset 18 by default: current for the dynamo exporter and read by every onnxruntime >= 1.14 (the
-project asks for >= 1.17).
+Opset 20 by default: the first with a native ``Gelu``, which onnxruntime >= 1.18 runs as one
+kernel; at opset 18 the exporter spells GELU out as five elementwise operators over every feature
+map, and the manual ResNet+Transformer ran 1.3 to 1.5 x slower (ONNX Runtime, 1 and 2 threads).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .manifest import INPUT_NAME, OUTPUT_NAME, build_manifest, member_entry, wri
 from .select import ExportWarning, Run, _same, select_runs
 
 DEFAULT_ARCH = "resnet-transformer"       # the paper's choice
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 20
 DEFAULT_TOLERANCE = 1e-4
 PARITY_WINDOWS = 16
 EXPORTERS = ("auto", "dynamo", "torchscript")

@@ -168,7 +168,7 @@ def test_export_passes_parity_and_the_manifest_has_every_field(ensemble, tune, w
     assert manifest["format"] == "insarcast-ensemble" and manifest["format_version"] == 1
     assert manifest["name"] == "insarcast-resnet-transformer-top2"
     assert manifest["architecture"] == ARCH and manifest["framework"] == "onnx"
-    assert manifest["opset"] == 18 and manifest["created"].endswith("Z")
+    assert manifest["opset"] == 20 and manifest["created"].endswith("Z")
     assert set(manifest["versions"]) == {"insarcast", "torch", "onnx", "onnxruntime", "onnxscript"}
     assert all(manifest["versions"].values())
     assert (manifest["history"], manifest["horizon"], manifest["patch"], manifest["channels"]) == (T, F, P, 2)

@@ -177,6 +177,29 @@ def test_killed_tune_resumes_to_exactly_the_asked_number_of_trials(tiny_cube, tm
         "trials_complete"] == 5
 
 
+def test_two_tune_processes_on_one_storage_share_the_study(tiny_cube, tmp_path):
+    """Trial-parallel: two workers on one SQLite file fill one study, in parallel, without clashes."""
+    out = tmp_path / "t"
+    args = [sys.executable, "-m", "insarcast", "tune", "--cube", str(tiny_cube), "--preset", "tiny",
+            "--arch", "cnn-lstm", "--runs", "1", "--trials", "6", "--no-manual", "--out", str(out), "-q",
+            "--set", "train.train_samples=32", "--set", "train.max_epochs=2"]
+    workers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="cnn-lstm-seed0", storage=f"sqlite:///{out / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert 6 <= len(complete) <= 7                     # at most one extra: both may start the last one
+    assert "RUNNING" not in {t.state.name for t in study.trials}
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in complete)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "no two trials ran at the same time"
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == len(complete)
+    seed_dir = out / "cnn-lstm" / "tpe" / "seed_0"
+    for t in complete:
+        metrics = json.loads((seed_dir / f"trial_{t.number:03d}" / "metrics.json").read_text())
+        assert metrics["val_loss"] == pytest.approx(t.value) and metrics["params"] == t.params
+
+
 def test_tune_keeps_the_best_checkpoints_and_compare_reads_it(tiny_cube, tmp_path):
     from insarcast.compare import compare
 

@@ -79,12 +79,18 @@ def cube(tiny_cube):
     return open_cube(tiny_cube)[["displacement", "valid"]].load()
 
 
+def _members_at_f(cube):
+    """d_k at horizon F of the linear members (mm), straight from the cube (0 input at NaN pixels)."""
+    d = cube.displacement.values.astype(np.float64)
+    x0 = np.nan_to_num((d[-T] - d[-1] - NORM["input_mean"]) / NORM["input_std"])
+    return np.stack([c * F * x0 * NORM["target_std"] + NORM["target_mean"] for c in COEFFICIENTS])
+
+
 def _by_hand(cube):
     """The paper's section 4.4 formulas, straight from the cube and the member coefficients."""
     d = cube.displacement.values.astype(np.float64)
     usable = cube.valid.values & np.isfinite(d[-T:]).all(0)
-    x0 = np.where(usable, (d[-T] - d[-1] - NORM["input_mean"]) / NORM["input_std"], 0.0)
-    dk = np.stack([c * F * x0 * NORM["target_std"] + NORM["target_mean"] for c in COEFFICIENTS])  # horizon F
+    dk = _members_at_f(cube)
     a = np.abs(dk[:, usable])
     m = np.abs(np.median(dk[:, usable], axis=0))
     q = np.quantile(m, [0.85, 0.95, 0.99])
@@ -115,6 +121,17 @@ def test_known_linear_members_give_the_papers_formulas(cube, ensemble_dir):
     assert (np.bincount(expected["class"], minlength=4) > 0).all()          # every class occurs
 
 
+def test_defaults_quarter_overlap_and_small_session_batches_on_cpu(cube, ensemble_dir):
+    ensemble = load_ensemble(ensemble_dir)
+    products = forecast_products(cube, **ensemble.settings)
+    assert products.attrs["overlap"] == 2 == P // 4
+    assert ensemble.active_providers == ["CPUExecutionProvider"] and ensemble.session_batch == 2
+    x = np.random.default_rng(0).normal(size=(5, T, C, P, P)).astype(np.float32)
+    np.testing.assert_array_equal(ensemble.predict(x), load_ensemble(ensemble_dir, batch_size=5).predict(x))
+    with pytest.raises(InputError, match="batch_size must be at least 1"):
+        load_ensemble(ensemble_dir, batch_size=0)
+
+
 def test_numpy_dask_and_three_chunkings_agree(cube, ensemble_dir):
     ensemble = load_ensemble(ensemble_dir)
     reference = forecast_products(cube, overlap=P // 2, **ensemble.settings)
@@ -131,12 +148,44 @@ def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube,
                            "-q"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = xr.open_zarr(tmp_path / "p.zarr")
-    reference = forecast_products(cube, overlap=P // 2, **load_ensemble(ensemble_dir).settings)
+    reference = forecast_products(cube, **load_ensemble(ensemble_dir).settings)
     for name in ("median", "std", "class", "p85", "rank_variance"):
         xr.testing.assert_allclose(written[name].compute(), reference[name], atol=1e-6)
     assert written.attrs["q99"] == pytest.approx(reference.attrs["q99"], rel=1e-6)
     assert written.rio.crs.to_epsg() == 3035
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"], "the scratch store is removed"
+
+
+def _forecast_cli(tiny_cube, ensemble_dir, out, *extra):
+    return subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+                           str(ensemble_dir), "--out", str(out), "--workers", "1", "-q", *extra],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_forecast_with_given_thresholds_classes_by_them_and_reuses_a_stores(tiny_cube, cube, ensemble_dir, tmp_path):
+    usable, expected = _by_hand(cube)
+    m = np.abs(expected["median"])
+    given = {"q85": 0.5, "q95": 2.0, "q99": 6.0, "std_tercile_1": 0.25, "std_tercile_2": 1.0}   # not this region's
+    (tmp_path / "th.json").write_text(json.dumps(given))
+    proc = _forecast_cli(tiny_cube, ensemble_dir, tmp_path / "a.zarr", "--thresholds", str(tmp_path / "th.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = xr.open_zarr(tmp_path / "a.zarr")
+    assert {k: a.attrs[k] for k in given} == given and a.attrs["thresholds_source"] == "given"
+    np.testing.assert_array_equal(a["class"].values[usable], np.digitize(m, [0.5, 2.0, 6.0]))
+    np.testing.assert_allclose(a["p95"].values[usable], (np.abs(_members_at_f(cube)[:, usable]) >= 2.0).mean(0),
+                               atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zarr", "th.json"], "one pass: no scratch store"
+    proc = _forecast_cli(tiny_cube, ensemble_dir, tmp_path / "b.zarr", "--thresholds", str(tmp_path / "a.zarr"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "b.zarr")["class"].values, a["class"].values)
+
+    (tmp_path / "bad.json").write_text(json.dumps({k: v for k, v in given.items() if k != "q99"}))
+    proc = _forecast_cli(tiny_cube, ensemble_dir, tmp_path / "c.zarr", "--thresholds", str(tmp_path / "bad.json"))
+    assert proc.returncode == 2 and "bad.json" in proc.stderr and "'q99'" in proc.stderr
+    (tmp_path / "bad.json").write_text(json.dumps({**given, "q95": 9.0}))
+    proc = _forecast_cli(tiny_cube, ensemble_dir, tmp_path / "c.zarr", "--thresholds", str(tmp_path / "bad.json"))
+    assert proc.returncode == 2 and "q85 <= q95 <= q99" in proc.stderr
+    assert not (tmp_path / "c.zarr").exists()
 
 
 def test_materialised_forecasts_run_the_ensemble_once_with_the_same_products(cube, ensemble_dir):
@@ -173,7 +222,7 @@ def test_openeo_runner_gives_the_library_products(cube, ensemble_dir):
     from insarcast.udf.openeo_graph import udf_code
     from insarcast.udf.openeo_udf import band_names
 
-    reference = forecast_products(cube, overlap=P // 2, **load_ensemble(ensemble_dir).settings)
+    reference = forecast_products(cube, **load_ensemble(ensemble_dir).settings)
     thresholds = {k: reference.attrs[k] for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
     context = {"ensemble": str(ensemble_dir), "thresholds": thresholds}
     result = run_udf_code(udf_code(), UdfData(datacube_list=[XarrayDataCube(_openeo_cube(cube))],
@@ -200,7 +249,7 @@ def _run_openeo(array, context):
 def test_openeo_tiles_with_a_halo_of_p_minus_1_give_the_whole_regions_products(cube, ensemble_dir):
     """apply_neighborhood by hand: 2 x 3 tiles (none a multiple of the tile stride), each with a halo
     of P - 1 cells, through the openEO runner; their cores put together are the library's products."""
-    reference = forecast_products(cube, overlap=P // 2, **load_ensemble(ensemble_dir).settings)
+    reference = forecast_products(cube, **load_ensemble(ensemble_dir).settings)
     thresholds = {k: reference.attrs[k] for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
     context = {"ensemble": str(ensemble_dir), "thresholds": thresholds}
     array = _openeo_cube(cube)

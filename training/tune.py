@@ -251,13 +251,26 @@ class Tuner:
         if not progress:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def storage(self) -> optuna.storages.BaseStorage:
-        if self.storage_url.startswith(("sqlite", "postgresql", "mysql")):
+    def storage(self, *, attempts: int = 5) -> optuna.storages.BaseStorage:
+        """The Optuna storage. Workers that start together race to create the schema of a new
+        database (one of them fails with "table ... already exists"); the loser retries and finds
+        the schema made, so any number of ``tune`` processes may start on one fresh storage."""
+        if not self.storage_url.startswith(("sqlite", "postgresql", "mysql")):
+            return self.storage_url if self.storage_url != "memory" else optuna.storages.InMemoryStorage()
+        from sqlalchemy.exc import IntegrityError, OperationalError
+
+        def open_storage() -> optuna.storages.RDBStorage:
             with warnings.catch_warnings():                # heartbeat_interval is "experimental"
                 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(self.storage_url, heartbeat_interval=self.heartbeat,
                                                   grace_period=2 * self.heartbeat)
-        return self.storage_url if self.storage_url != "memory" else optuna.storages.InMemoryStorage()
+
+        for attempt in range(attempts - 1):
+            try:
+                return open_storage()
+            except (OperationalError, IntegrityError):
+                time.sleep(0.2 * (attempt + 1))
+        return open_storage()
 
     def trial_states(self, storage: optuna.storages.BaseStorage, arch: str) -> dict[tuple[int, int], TrialState]:
         """(seed, trial number) -> state for the studies of ``arch`` that have a folder here."""

@@ -71,6 +71,13 @@ MEMBER_SCHEMA: dict[str, str] = {
 }
 SHAPE_KEYS = ("history", "horizon", "patch", "channels")     # T, F, P, C
 
+# Windows per session call. On a CPU small batches are faster: a window's activations (T x D x P x P
+# floats, 1.5 MB for the manual ResNet+Transformer) stay in cache from one layer to the next. Measured
+# with that model (bench/udf.py, 2 threads): 161 windows/s at batch 2 against 108 at batch 64. A GPU
+# wants large batches.
+CPU_BATCH = 2
+GPU_BATCH = 64
+
 
 def _is(value: Any, kind: str) -> bool:
     if kind == _INT:
@@ -304,7 +311,7 @@ class Ensemble:
     manifest: dict[str, Any]
     members: list[Member]
     providers: list[str]
-    batch_size: int = 64
+    batch_size: int | None = None        # windows per session call; None: CPU_BATCH, GPU_BATCH on CUDA
 
     @property
     def history(self) -> int:
@@ -345,6 +352,13 @@ class Ensemble:
         return {"predict": self.predict, "history": self.history, "horizon_steps": self.horizon,
                 "patch": self.patch, "norm": self.norm, "members": len(self.members)}
 
+    @property
+    def session_batch(self) -> int:
+        """Windows per session call: ``batch_size``, or by default CPU_BATCH (GPU_BATCH on CUDA)."""
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        return GPU_BATCH if "CUDAExecutionProvider" in self.active_providers else CPU_BATCH
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """``x (N, T, C, P, P)`` float32 (normalised) -> ``(K, N, F, P, P)`` float32 (normalised)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -355,7 +369,7 @@ class Ensemble:
         n = x.shape[0]
         out = np.empty((len(self.members), n, self.horizon, self.patch, self.patch), np.float32)
         name_in = self.manifest["input"]["name"]
-        step = max(1, int(self.batch_size))
+        step = max(1, int(self.session_batch))
         for k, member in enumerate(self.members):
             for start in range(0, n, step):
                 chunk = x[start:start + step]
@@ -382,17 +396,21 @@ def _read_manifest(path: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def load_ensemble(path: str | Path, *, providers: Sequence[str] | None = None,
-                  intra_op_threads: int | None = None, batch_size: int = 64, cache: bool = True) -> Ensemble:
+                  intra_op_threads: int | None = None, batch_size: int | None = None,
+                  cache: bool = True) -> Ensemble:
     """Open and check the ensemble in folder ``path`` (or its ``ensemble.json``).
 
     ``providers``: onnxruntime execution providers (default :func:`ensemble_providers`);
     ``intra_op_threads``: threads per session (default onnxruntime's); ``batch_size``: windows per
-    session call in :meth:`Ensemble.predict`; ``cache``: reuse this process's sessions.
+    session call in :meth:`Ensemble.predict` (default :data:`CPU_BATCH`, :data:`GPU_BATCH` when the
+    sessions run on CUDA); ``cache``: reuse this process's sessions.
     Raises :class:`InputError` naming the member and the field at the first mismatch.
     """
     folder, manifest = _read_manifest(Path(path))
     manifest_path = folder / MANIFEST_NAME
     check_manifest(manifest, path=manifest_path)
+    if batch_size is not None and int(batch_size) < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}", field="batch_size")
     if intra_op_threads is not None and int(intra_op_threads) < 1:
         raise InputError(f"intra_op_threads must be at least 1, got {intra_op_threads}", field="intra_op_threads")
     ort = _ort()

@@ -22,7 +22,7 @@ from .inputs import norm_values
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
-from .tiling import check_tiling, forecast_block, forecast_dask, grid_offsets
+from .tiling import check_tiling, default_overlap, forecast_block, forecast_dask, grid_offsets
 
 CUBE_DIMS = ("t", "y", "x")
 
@@ -86,7 +86,7 @@ def split_cube(cube: xr.DataArray | xr.Dataset) -> tuple[xr.DataArray, xr.DataAr
 
 
 def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.ndarray], np.ndarray], *,
-                      history: int, horizon_steps: int, patch: int, overlap: int, norm: Mapping[str, Any],
+                      history: int, horizon_steps: int, patch: int, norm: Mapping[str, Any], overlap: int | None = None,
                       members: int, horizon: int | None = None, mode: str = "change",
                       thresholds: Thresholds | Mapping[str, Any] | None = None,
                       batch_size: int = 64, materialise: Callable[[Any], Any] | None = None) -> xr.Dataset:
@@ -103,9 +103,11 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     written to a scratch Zarr store and read back), so that the ensemble runs once although the
     thresholds need a pass over the whole region before the products.
 
-    Tiles lie on the grid's global tiling (:func:`insarcast.udf.tiling.grid_offsets` of the ``y``
-    and ``x`` coordinates), so any window of the same grid, however chunked, and an openEO tile
-    with a halo of at least P - 1 cells get the same values as the whole region.
+    ``overlap``: cells shared by neighbouring tiles (default
+    :func:`insarcast.udf.tiling.default_overlap`, P / 4). Tiles lie on the grid's global tiling
+    (:func:`insarcast.udf.tiling.grid_offsets` of the ``y`` and ``x`` coordinates), so any window of
+    the same grid, however chunked, and an openEO tile with a halo of at least P - 1 cells get the
+    same values as the whole region.
 
     Returns a Dataset with coords ``member`` (0..K-1), ``horizon`` (1..F), ``time(horizon)`` =
     last epoch + h * median epoch spacing, ``y``, ``x`` (and ``spatial_ref`` when the input has one);
@@ -120,12 +122,14 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     nt = displacement.sizes["t"]
     if nt < history:
         raise InputError(f"the cube has {nt} epochs, fewer than the model's history T = {history}", field="t")
+    overlap = default_overlap(patch) if overlap is None else int(overlap)
     check_tiling(patch=patch, overlap=overlap)
     norm = norm_values(norm)
     horizon = check_horizon(horizon, horizon_steps)
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}", field="mode")
-    if thresholds is not None:
+    given = thresholds is not None
+    if given:
         thresholds = Thresholds.from_mapping(thresholds)
 
     lazy = _is_dask(displacement.data) or (valid is not None and _is_dask(valid.data))
@@ -169,8 +173,8 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
             thresholds = compute_thresholds(*member_statistics(d))
         stack = product_stack(d, thresholds)
 
-    out = _dataset(displacement, fc, median, stack, thresholds=thresholds, horizon=horizon, mode=mode,
-                   history=history, patch=patch, overlap=overlap, members=members)
+    out = _dataset(displacement, fc, median, stack, thresholds=thresholds, given=given, horizon=horizon,
+                   mode=mode, history=history, patch=patch, overlap=overlap, members=members)
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x))
     return out
 
@@ -184,8 +188,8 @@ def _stats(d: np.ndarray) -> np.ndarray:
     return np.stack(member_statistics(d))
 
 
-def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thresholds, horizon: int,
-             mode: str, history: int, patch: int, overlap: int, members: int) -> xr.Dataset:
+def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thresholds, given: bool,
+             horizon: int, mode: str, history: int, patch: int, overlap: int, members: int) -> xr.Dataset:
     t = displacement["t"].values
     steps = fc.shape[1]
     spacing = np.median(np.diff(t)) if len(t) > 1 else np.timedelta64(0, "ns")
@@ -229,6 +233,7 @@ def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thres
     attrs = {
         **thresholds.to_dict(),
         "thresholds_units": "mm",
+        "thresholds_source": "given" if given else "quantiles of this region's valid pixels",
         "horizon": int(horizon),
         "valid_time": str(np.datetime_as_string(times[horizon - 1], unit="s")),
         "mode": mode,

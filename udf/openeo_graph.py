@@ -52,8 +52,7 @@ def process_graph(*, collection: str, bbox: tuple[float, float, float, float], e
     halo = int(patch) if halo is None else int(halo)
     if halo < 0 or tile < 1:
         raise InputError(f"expected tile >= 1 and halo >= 0 cells, got tile {tile} and halo {halo}", field="halo")
-    context = {"ensemble": ensemble, "thresholds": dict(thresholds), "band": band, "mode": mode,
-               "overlap": patch // 2}
+    context = {"ensemble": ensemble, "thresholds": dict(thresholds), "band": band, "mode": mode}
     if horizon is not None:
         context["horizon"] = horizon
     if python_path:

@@ -20,7 +20,7 @@ without any valid pixel gives NaN everywhere.
                  on the tiling); ``insarcast forecast`` records them in its products
     band         the input band holding the displacement in mm (default: the first band)
     horizon      1..F (default F); mode "change" (default) or "cumulative"; overlap: cells shared by
-                 neighbouring model tiles (default P / 2); threads: ONNX Runtime threads per session
+                 neighbouring model tiles (default P / 4); threads: ONNX Runtime threads per session
     python_path  folders appended to ``sys.path`` before insarcast is imported: where the backend
                  unpacked an archive holding the insarcast package (and onnxruntime, if it lacks it)
 
@@ -98,7 +98,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
         empty = np.full((len(names), displacement.sizes["y"], displacement.sizes["x"]), np.nan, np.float32)
         return xarray.DataArray(empty, dims=("bands", "y", "x"),
                                 coords={"bands": names, "y": displacement["y"], "x": displacement["x"]})
-    products = forecast.forecast_products(displacement, overlap=int(context.get("overlap", ensemble.patch // 2)),
+    products = forecast.forecast_products(displacement, overlap=context.get("overlap"),
                                           horizon=context.get("horizon"), mode=context.get("mode", "change"),
                                           thresholds=context["thresholds"], **ensemble.settings)
     layers = [products["median"].sel(horizon=h) for h in products["horizon"].values]

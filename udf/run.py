@@ -27,7 +27,7 @@ _ENSEMBLES: dict[tuple, Any] = {}
 class EnsemblePredictor:
     """A picklable predictor: each process opens the ensemble once and keeps its sessions."""
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, batch_size: int = 64):
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, batch_size: int | None = None):
         self.path, self.threads, self.batch_size = str(path), threads, batch_size
 
     def ensemble(self):
@@ -73,6 +73,51 @@ def check_compatible(cube, manifest: Mapping[str, Any], *, path: str | os.PathLi
                              path=path, field="t")
 
 
+def read_thresholds(path: str | os.PathLike) -> dict[str, float]:
+    """The class thresholds (mm) kept in a JSON file or in the attributes of an earlier products store.
+
+    A JSON object or a Zarr store written by :func:`forecast_cube` must hold the five fields of
+    :class:`insarcast.udf.products.Thresholds` (``q85``, ``q95``, ``q99``, ``std_tercile_1``,
+    ``std_tercile_2``), finite and ordered. Passing them makes a run's classes comparable with the
+    run they came from: the same Q85 / Q95 / Q99 in mm, rather than this region's own quantiles.
+    """
+    import json
+
+    from insarcast.udf.products import Thresholds
+
+    path = Path(path)
+    names = tuple(Thresholds.__dataclass_fields__)
+    if path.is_dir():
+        try:
+            import xarray as xr
+
+            values = dict(xr.open_zarr(path).attrs)
+        except Exception as err:                     # noqa: BLE001 - any unreadable store is bad input
+            raise InputError(f"cannot read the products store for its thresholds: {err}", path=path,
+                             field="thresholds") from err
+    else:
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise InputError("no such thresholds file (a JSON object or a products Zarr store)", path=path,
+                             field="thresholds") from err
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"the thresholds file is not a readable JSON object: {err}", path=path,
+                             field="thresholds") from err
+    if not isinstance(values, dict):
+        raise InputError(f"expected a JSON object with {list(names)}, got {type(values).__name__}", path=path,
+                         field="thresholds")
+    for name in names:
+        if name not in values:
+            raise InputError(f"the thresholds lack {name!r}; expected {list(names)} in mm", path=path, field=name)
+        if isinstance(values[name], bool) or not isinstance(values[name], (int, float)):
+            raise InputError(f"{name} must be a number (mm), got {values[name]!r}", path=path, field=name)
+    try:
+        return Thresholds.from_mapping(values).to_dict()
+    except InputError as err:
+        raise InputError(err.message, path=path, field="thresholds") from err
+
+
 def _check_before_work(data, members, *, path) -> None:
     """What can be refused before the cluster starts and the ensemble runs: too few epochs, and a cube
     without any valid pixel (one read of the last T epochs)."""
@@ -101,7 +146,7 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
 
     ``scheduler``: a dask.distributed address; default a LocalCluster of ``workers`` processes
     (default: the CPU count) with one thread each. ``chunks``: cells per side of a task's block.
-    ``overlap``: cells shared by neighbouring tiles (default P / 2).
+    ``overlap``: cells shared by neighbouring tiles (default P / 4).
     """
     from insarcast.cube import open_cube
     from insarcast.fsutil import atomic_path
@@ -116,17 +161,21 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     names = ["displacement"] + (["valid"] if "valid" in ds else [])
     data = ds[names].chunk({"t": -1, "y": chunks, "x": chunks})
     _check_before_work(data, members, path=cube)
-    predictor = EnsemblePredictor(ensemble, threads=threads, batch_size=batch_size)
+    predictor = EnsemblePredictor(ensemble, threads=threads)
     settings = {**members.settings, "predict": predictor}
     client, cluster = _client(scheduler, workers)
     scratch = Path(out).with_name(f".scratch-{uuid.uuid4().hex[:8]}-{Path(out).name}")
 
     def run(graph):
         future = client.compute(graph)
-        if progress:
+        if progress:                      # on stderr: stdout carries the output path for scripts
+            import contextlib
+            import sys
+
             from distributed import progress as show
 
-            show(future)
+            with contextlib.redirect_stdout(sys.stderr):
+                show(future)
         return future.result()
 
     def materialise(fc):
@@ -136,7 +185,7 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
         return da.from_zarr(str(scratch))
 
     try:
-        products = forecast_products(data, overlap=members.patch // 2 if overlap is None else overlap,
+        products = forecast_products(data, overlap=overlap,
                                      horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
                                      materialise=materialise if thresholds is None else None, **settings)
         products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),

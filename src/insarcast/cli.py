@@ -274,15 +274,19 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
 @click.option("--scheduler", help="dask.distributed scheduler address (default: a LocalCluster on this machine).")
 @click.option("--workers", type=int, help="LocalCluster worker processes (default: the CPU count).")
 @click.option("--chunks", type=int, default=256, show_default=True, help="Cells per side of one Dask task.")
-@click.option("--overlap", type=int, help="Cells shared by neighbouring tiles (default: P / 2).")
+@click.option("--overlap", type=int, help="Cells shared by neighbouring tiles (default: P / 4).")
 @click.option("--horizon", type=int, help="Horizon step the products describe (default: the last, F).")
 @click.option("--mode", type=click.Choice(["change", "cumulative"]), default="change", show_default=True,
               help="change: d(T+h) - d(T); cumulative: displacement since the cube's first epoch.")
+@click.option("--thresholds", "thresholds_from", type=click.Path(path_type=Path),
+              help="Class thresholds (mm) to use instead of this region's quantiles: a JSON file with q85, q95, "
+                   "q99, std_tercile_1, std_tercile_2, or an earlier products store (its attributes).")
 @click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime threads per worker.")
 @_overwrite
 @_quiet
 def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, workers: int | None, chunks: int,
-             overlap: int | None, horizon: int | None, mode: str, threads: int, overwrite: bool, quiet: bool) -> None:
+             overlap: int | None, horizon: int | None, mode: str, thresholds_from: Path | None, threads: int,
+             overwrite: bool, quiet: bool) -> None:
     """Ensemble forecast, susceptibility and uncertainty products over a cube (ONNX Runtime on Dask).
 
     \b
@@ -290,12 +294,14 @@ def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, worke
       forecast(member, horizon, y, x), median(horizon, y, x)   change since the last epoch, mm
       std, class, p85, p95, p99, mass_low..mass_highest, confidence, rank_variance, bivariate (y, x)
       at the chosen horizon; thresholds q85/q95/q99 and std terciles in the attributes
+    With --thresholds the classes use the given thresholds (one pass, no scratch store).
     """
-    from .udf.run import forecast_cube
+    from .udf.run import forecast_cube, read_thresholds
 
     _refuse_existing([out], overwrite)
+    thresholds = read_thresholds(thresholds_from) if thresholds_from is not None else None
     path = forecast_cube(cube, ensemble, out, scheduler=scheduler, workers=workers, chunks=chunks, overlap=overlap,
-                         horizon=horizon, mode=mode, threads=threads, progress=not quiet)
+                         horizon=horizon, mode=mode, thresholds=thresholds, threads=threads, progress=not quiet)
     click.echo(str(path))
 
 

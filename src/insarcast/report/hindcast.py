@@ -117,7 +117,7 @@ def hindcast(cube, ensemble, *, anchor=None, overlap: int | None = None, horizon
     an ensemble folder (``insarcast export``; loaded with :func:`insarcast.udf.ensemble.load_ensemble`)
     or an object with its ``settings`` (``predict``, ``history``, ``horizon_steps``, ``patch``,
     ``norm``, ``members``). ``anchor``: epoch index (negative from the end) or date; default the last
-    index minus F. ``overlap``: tile overlap (default P // 2, as ``insarcast forecast``); ``horizon``:
+    index minus F. ``overlap``: tile overlap (default P // 4, as ``insarcast forecast``); ``horizon``:
     the step the products describe (default F). Runs the numpy path of
     :func:`insarcast.udf.forecast.forecast_products` on the T epochs up to the anchor.
     """
@@ -131,7 +131,7 @@ def hindcast(cube, ensemble, *, anchor=None, overlap: int | None = None, horizon
         from insarcast.udf.run import check_compatible
 
         check_compatible(ds, manifest, path=cube if isinstance(cube, (str, os.PathLike)) else None)
-    history, steps, patch = int(settings["history"]), int(settings["horizon_steps"]), int(settings["patch"])
+    history, steps = int(settings["history"]), int(settings["horizon_steps"])
     times = ds["t"].values
     a = resolve_anchor(times, steps, history, anchor)
     disp, valid = _window(ds, a, history, steps)
@@ -143,8 +143,8 @@ def hindcast(cube, ensemble, *, anchor=None, overlap: int | None = None, horizon
     )
     if "spatial_ref" in ds.coords:
         truncated = truncated.assign_coords(spatial_ref=ds.coords["spatial_ref"])
-    products = forecast_products(truncated, overlap=patch // 2 if overlap is None else int(overlap),
-                                 horizon=horizon, mode="change", batch_size=batch_size, **settings)
+    products = forecast_products(truncated, overlap=overlap, horizon=horizon, mode="change", batch_size=batch_size,
+                                 **settings)
     nt = len(times)
     test_start = int(round(nt * (SPLIT[0] + SPLIT[1])))   # as Split.temporal
     products.attrs.update(anchor_index=int(a), anchor_time=str(np.datetime_as_string(times[a], unit="s")),
@@ -237,9 +237,9 @@ def model_forecast(path: str | os.PathLike, cube, *, anchor: int, overlap: int |
                    batch_size: int = 64) -> tuple[np.ndarray, dict[str, Any]]:
     """The forecast (F, y, x) float32 mm of one torch ``model.pt`` from the cube cut at ``anchor``
     (epoch index), tiled like the ensemble (:func:`insarcast.udf.tiling.forecast_block`, overlap
-    P // 2 by default); and its settings (history, horizon, patch, normalisation)."""
+    P // 4 by default); and its settings (history, horizon, patch, normalisation)."""
     from insarcast.training.models import load_model
-    from insarcast.udf.tiling import forecast_block, grid_offsets
+    from insarcast.udf.tiling import default_overlap, forecast_block, grid_offsets
 
     _torch()
     ds = _cube(cube)
@@ -254,6 +254,7 @@ def model_forecast(path: str | os.PathLike, cube, *, anchor: int, overlap: int |
     fc = forecast_block(disp, valid, offset_y=offset_y, offset_x=offset_x,
                         predict=torch_predictor(model, batch_size=batch_size), history=cfg.history,
                         horizon_steps=cfg.horizon, members=1, patch=cfg.patch,
-                        overlap=cfg.patch // 2 if overlap is None else int(overlap), norm=norm, batch_size=batch_size)
+                        overlap=default_overlap(cfg.patch) if overlap is None else int(overlap), norm=norm,
+                        batch_size=batch_size)
     info = {"history": cfg.history, "horizon": cfg.horizon, "patch": cfg.patch, "arch": cfg.arch}
     return fc[0], info
