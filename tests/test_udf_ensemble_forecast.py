@@ -422,6 +422,7 @@ def test_the_cuda_provider_is_used_when_onnxruntime_offers_it(ensemble_dir, tmp_
     assert asked == [["CUDAExecutionProvider", "CPUExecutionProvider"]] * len(COEFFICIENTS)
     assert ens.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert ens.active_providers[0] == "CUDAExecutionProvider"
+    assert ens.session_batch == 64                               # a GPU wants large batches
     assert predictor(np.zeros((3, T, C, P, P), np.float32)).shape == (len(COEFFICIENTS), 3, F, P, P)
 
     # a GPU build that cannot start CUDA falls back to the CPU, and says so
