@@ -135,6 +135,48 @@ def test_a_perfectly_calibrated_forecast_gives_a_diagonal_reliability_curve():
     assert float(brier.loc[brier["threshold"] == "P95", "base_rate"].iloc[0]) == pytest.approx(0.5)
 
 
+def test_observation_sigma_recovers_the_noise_under_a_nonlinear_deformation():
+    rng = np.random.default_rng(3)
+    t = np.arange(300) * 6 / 365.25
+    signal = -80 * np.tanh((t - 2.5) * 1.5) + 3 * np.sin(2 * np.pi * t)      # a trough arriving, and seasons
+    series = signal[:, None, None] + rng.normal(0.0, 2.5, size=(300, 4, 50))
+    series[:, 0, :3] = np.nan                                                   # no data: NaN sigma
+    cube = xr.DataArray(series.astype(np.float32), dims=("t", "y", "x"))
+    sigma = calibration.observation_sigma(cube, anchor=279, rows_per_block=3)
+    assert np.isnan(sigma[0, :3]).all()
+    assert np.nanmedian(sigma) == pytest.approx(2.5, rel=0.04)
+    # a least-squares trend plus annual fit would take the tanh for noise: its residual is far larger
+    design = np.column_stack([np.ones_like(t), t, np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)])[:280]
+    fit = design @ np.linalg.lstsq(design, series[:280, 1, 0], rcond=None)[0]
+    assert np.std(series[:280, 1, 0] - fit) > 4 * 2.5
+
+
+def test_with_the_observation_noise_an_exact_ensemble_is_calibrated():
+    rng = np.random.default_rng(4)
+    n, k, sigma = 20000, 10, 2.0
+    truth = rng.normal(0.0, 3.0, size=(1, n))
+    members = np.repeat(truth, k, axis=0) + rng.normal(0.0, 0.01, size=(k, n))   # the signal, nearly exact
+    scale = np.full(n, np.sqrt(2) * sigma)
+    observed = truth[0] + rng.normal(0.0, np.sqrt(2) * sigma, size=n)           # two noisy epochs
+    table, _ = calibration.coverage(members[:, None], observed[None])
+    assert float(table.loc[table["horizon"] == "all", "within_range"].iloc[0]) < 0.01   # raw: underdispersed
+    pits = calibration.pit_table(calibration.pit(members, scale, observed))
+    np.testing.assert_allclose(pits["frequency"].iloc[:10], 0.1, atol=0.012)   # uniform PIT
+    assert float(pits.loc[pits["bin"] == "central_80", "frequency"].iloc[0]) == pytest.approx(0.8, abs=0.01)
+    # by hand: d = 0, Q = 1.6449 s  ->  P(|e| >= Q) = 2 (1 - Phi(1.6449)) = 0.1
+    p = calibration.noisy_exceedance(np.zeros((k, 3)), np.array([2.0, 1.0, np.nan]), 1.6449 * 2.0)
+    assert p[0] == pytest.approx(0.1, abs=1e-4) and p[1] == pytest.approx(0.001, abs=1e-4) and np.isnan(p[2])
+    # the noisy exceedance probabilities are reliable: observed frequency follows them, tenth by tenth
+    thresholds = {85: 3.0, 95: 5.0, 99: 8.0}
+    probs = {tau: calibration.noisy_exceedance(members, scale, q) for tau, q in thresholds.items()}
+    rel, brier = calibration.reliability(probs, np.abs(observed), thresholds, members=None)
+    filled = rel[rel["pixels"] >= 300]
+    np.testing.assert_allclose(filled["observed_frequency"], filled["mean_probability"], atol=0.05)
+    raw = {tau: (np.abs(members) >= q).mean(axis=0) for tau, q in thresholds.items()}
+    _, raw_brier = calibration.reliability(raw, np.abs(observed), thresholds, members=k)
+    assert (brier["brier_skill"] > 0).all() and (brier["brier"] < raw_brier["brier"]).all()
+
+
 def test_coverage_counts_observations_within_the_members_range():
     members = np.stack([np.full((2, 1, 4), v) for v in (0.0, 1.0, 2.0)])          # K=3, F=2, 1 x 4 pixels
     observed = np.array([[[0.5, 2.5, -1.0, 2.0]], [[1.0, 1.0, np.nan, 3.0]]])
@@ -228,7 +270,7 @@ def test_the_report_has_every_section_figure_and_table(report):
     files = {Path(img["data-file"]).stem for img in page.images}
     assert files >= {"compare_violins", "compare_forest", "compare_histories", "susceptibility", "bivariate",
                      "exceedance", "skill", "residual_map", "qq", "abs_residuals", "overlay", "zones", "reliability",
-                     "coverage", "tiers"}
+                     "coverage", "reliability_noise", "pit", "tiers"}
     for img in page.images:                        # embedded, and the same bytes as the PNG file beside it
         assert img["src"].startswith("data:image/png;base64,")
         import base64
@@ -237,7 +279,8 @@ def test_the_report_has_every_section_figure_and_table(report):
     assert {Path(t).stem for t in page.tables} >= {"metrics", "welch", "classes", "bivariate", "tiers", "zones",
                                                    "hindcast_skill", "qq_fits", "tail_quantiles", "model_residuals",
                                                    "overlay", "rank_correlations", "reliability", "brier",
-                                                   "coverage", "key_numbers"}
+                                                   "coverage", "reliability_noise", "brier_noise", "pit",
+                                                   "key_numbers"}
     # manual and TPE side by side, beside the ensemble
     models = pd.read_csv(report.parent / "tables" / "model_residuals.csv")
     assert set(models["strategy"]) == {"manual", "tpe", "ensemble"}

@@ -208,6 +208,13 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     probs = {tau: _float(hp, f"p{tau}") for tau in calibration.LEVELS}
     rel_tab, brier_tab = calibration.reliability(probs, np.abs(obs_h), hthr, members=int(hp.sizes["member"]))
     cov_tab, cov_pixel = calibration.coverage(members_hc, observed)
+    # the same against what an observation is: the signal plus the noise of two epochs
+    sigma = calibration.observation_sigma(ds["displacement"], a)
+    scale = math.sqrt(2.0) * sigma
+    members_h = members_hc[:, horizon - 1]
+    noisy = {tau: calibration.noisy_exceedance(members_h, scale, hthr[tau]) for tau in calibration.LEVELS}
+    rel_noise_tab, brier_noise_tab = calibration.reliability(noisy, np.abs(obs_h), hthr, members=None)
+    pit_tab = calibration.pit_table(calibration.pit(members_h, scale, obs_h))
 
     # ---- zones
     zone_tab = None
@@ -227,6 +234,8 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     valid_px = int((cls != tables.NODATA).sum())
     corr_std = corr_tab.loc[corr_tab["x"] == "std", "rho"]
     brier95 = brier_tab.loc[brier_tab["threshold"] == "P95", "brier"]
+    brier95_noise = brier_noise_tab.loc[brier_noise_tab["threshold"] == "P95", "brier"]
+    valid_sigma = sigma[np.isfinite(obs_h) & np.isfinite(sigma)]
     cov_all = cov_tab.loc[cov_tab["horizon"] == "all"]
     high_plus = class_tab.loc[class_tab["code"] >= 2, "area_km2"].sum()
     entries = [
@@ -252,6 +261,12 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         ("brier_p95", float(brier95.iloc[0]) if len(brier95) else math.nan, "", "Brier score of P95"),
         ("coverage_range", float(cov_all["within_range"].iloc[0]), "", "share of observations within the members' range"),
         ("coverage_nominal", float(cov_all["nominal_range"].iloc[0]), "", "nominal coverage (K-1)/(K+1)"),
+        ("sigma_obs_mm", float(np.median(valid_sigma)) if valid_sigma.size else math.nan, "mm",
+         "median noise of one epoch (MAD of second differences up to the anchor)"),
+        ("brier_p95_noise", float(brier95_noise.iloc[0]) if len(brier95_noise) else math.nan, "",
+         "Brier score of P95 with the observation noise"),
+        ("pit_central_80", float(pit_tab.loc[pit_tab["bin"] == "central_80", "frequency"].iloc[0]), "",
+         "share of observations in the central 80 % of the noisy ensemble (nominal 0.8)"),
     ]
     key_tab = tables.key_numbers(entries)
     num = Numbers(key_tab)
@@ -262,7 +277,8 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         "thresholds": thresholds_tab, "classes": class_tab, "bivariate": biv_tab, "tiers": tier_tab,
         "hindcast_skill": skill_tab, "residual_summary": summary_tab, "qq_fits": fits, "tail_quantiles": tails,
         "model_residuals": model_tab, "overlay": overlay_tab, "rank_correlations": corr_tab,
-        "reliability": rel_tab, "brier": brier_tab, "coverage": cov_tab, "key_numbers": key_tab,
+        "reliability": rel_tab, "brier": brier_tab, "coverage": cov_tab, "reliability_noise": rel_noise_tab,
+        "brier_noise": brier_noise_tab, "pit": pit_tab, "key_numbers": key_tab,
     }
     if zone_tab is not None:
         all_tables["zones"] = zone_tab
@@ -295,6 +311,9 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
             _png(stage, "zones", figures.zones_figure(zone_tab), pngs)
         _png(stage, "reliability", figures.reliability_figure(rel_tab, brier_tab), pngs)
         _png(stage, "coverage", figures.coverage_figure(grid, cov_pixel, cov_tab, zones=zs), pngs)
+        _png(stage, "reliability_noise", figures.reliability_figure(
+            rel_noise_tab, brier_noise_tab, title="reliability with the observation noise"), pngs)
+        _png(stage, "pit", figures.pit_figure(pit_tab), pngs)
         _png(stage, "tiers", figures.tiers_figure(grid, tiers, tier_tab, zones=zs), pngs)
 
         sections = _sections(shown, pngs, num, notes=notes, attrs=dict(prod.attrs), hattrs=dict(hp.attrs),
@@ -392,6 +411,17 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
             table_html("reliability", t["reliability"], caption="Reliability table"),
             fig("coverage", "Coverage of the ensemble spread."),
             table_html("coverage", t["coverage"], caption="Coverage per horizon step"))
+    cal.p("The members forecast the deformation, while an observed change also carries the noise of two "
+          f"epochs: {num('sigma_obs_mm')} per epoch (median over the pixels; the MAD of the second "
+          "differences of each series up to the anchor). Taking each member as N(d_k, 2 sigma²), the Brier "
+          f"score of P95 is {num('brier_p95_noise')}, and {num('pit_central_80', percent=True)} of the "
+          "observations fall in the central 80 % of the predictive distribution (nominal 80 %).")
+    cal.add(fig("reliability_noise", "Reliability of the exceedance probabilities with the observation noise."),
+            table_html("brier_noise", t["brier_noise"], caption="Brier scores with the observation noise"),
+            table_html("reliability_noise", t["reliability_noise"],
+                       caption="Reliability table with the observation noise (tenths)"),
+            fig("pit", "PIT histogram of the observed change under the noisy ensemble."),
+            table_html("pit", t["pit"], caption="PIT histogram and central 80 % coverage"))
 
     tiers = Section("tiers", "Decision tiers")
     tiers.add(fig("tiers", "Tiered decision strategy: susceptibility class and uncertainty tercile."),

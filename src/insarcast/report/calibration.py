@@ -12,28 +12,42 @@ Coverage: per horizon step, the share of pixels whose observed change lies withi
 range (min..max over members; for K exchangeable members the nominal coverage is (K - 1)/(K + 1))
 and within its 10-90 % range (numpy's linear quantiles over members; nominal 0.8), with the mean
 widths of both intervals.
+
+Observation noise. The members forecast the deformation; the observed change ``d(a+h) - d(a)``
+also carries the noise of two epochs. Against it, an ensemble of the signal alone is underdispersed
+however good it is. :func:`observation_sigma` estimates each pixel's noise of one epoch from the
+epochs up to the anchor, robustly and without a deformation model: ``sigma = 1.4826 MAD(D2) / sqrt 6``
+with ``D2`` the second differences of the series (white noise of variance s^2 gives second differences
+of variance 6 s^2, while a deformation that is smooth over two epoch spacings adds almost nothing).
+The predictive distribution of the observed change is then the mixture of ``N(d_k, 2 sigma^2)`` over
+the members: :func:`noisy_exceedance` gives its exceedance probabilities (for the reliability
+diagram and Brier score "with noise") and :func:`pit` its probability integral transform of the
+observation; a calibrated forecast has PIT values uniform on [0, 1], so 80 % of them in [0.1, 0.9].
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 
 LEVELS = (85, 95, 99)
 
 
-def _levels(p: np.ndarray, members: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bin index of each probability and the bin centres: k / K for K <= 20, else tenths."""
-    if members <= 20:
+def _levels(p: np.ndarray, members: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Bin index of each probability and the bin centres: k / K for K <= 20 members, else (and for
+    continuous probabilities, ``members=None``) tenths."""
+    if members is not None and members <= 20:
         return np.rint(p * members).astype(int), np.arange(members + 1) / members
     idx = np.minimum((p * 10).astype(int), 9)
     return idx, (np.arange(10) + 0.5) / 10
 
 
 def reliability(probabilities: dict[int, np.ndarray], observed_abs: np.ndarray, thresholds: dict[int, float],
-                *, members: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                *, members: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The reliability table (threshold, level, forecast_probability, pixels, mean_probability,
     observed_frequency, observed) and the Brier table (threshold, q_mm, n, base_rate,
     mean_probability, brier, brier_reference, brier_skill) over pixels where P and the observation
@@ -99,3 +113,57 @@ def coverage(members_fc: np.ndarray, observed: np.ndarray) -> tuple[pd.DataFrame
     table = pd.DataFrame(rows, columns=["horizon", "n", "within_range", "nominal_range", "within_10_90",
                                         "nominal_10_90", "width_range_mm", "width_10_90_mm"])
     return table, per_pixel
+
+
+def observation_sigma(displacement, anchor: int, *, rows_per_block: int | None = None) -> np.ndarray:
+    """Noise of one epoch (y, x) in mm: ``1.4826 MAD(second differences) / sqrt(6)`` over the epochs up
+    to ``anchor`` of ``displacement`` (DataArray (t, y, x)); NaN where fewer than 8 are finite."""
+    from .residuals import past_blocks
+
+    ny, nx = displacement.sizes["y"], displacement.sizes["x"]
+    out = np.full((ny, nx), np.nan, np.float64)
+    for rows, block in past_blocks(displacement, anchor, rows_per_block=rows_per_block):
+        d2 = np.diff(block.astype(np.float64), n=2, axis=0)
+        enough = np.isfinite(d2).sum(axis=0) >= 8
+        with warnings.catch_warnings():              # all-NaN pixels: NaN, as documented
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mad = np.nanmedian(np.abs(d2 - np.nanmedian(d2, axis=0)), axis=0)
+        out[rows] = np.where(enough, 1.4826 * mad / math.sqrt(6.0), np.nan)
+    return out
+
+
+def noisy_exceedance(members_fc: np.ndarray, scale: np.ndarray, threshold: float) -> np.ndarray:
+    """``P(|d_k + e| >= Q)`` averaged over the members ``(K, y, x)``, with ``e ~ N(0, scale^2)``
+    (``scale``: the noise of the observed change, ``sqrt(2) sigma``); NaN where any input is."""
+    d = np.asarray(members_fc, np.float64)
+    s = np.asarray(scale, np.float64)
+    q = float(threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = (ndtr((-q - d) / s) + 1.0 - ndtr((q - d) / s)).mean(axis=0)
+    return np.where(np.isfinite(s) & (s > 0) & np.isfinite(d).all(axis=0), p, np.nan)
+
+
+def pit(members_fc: np.ndarray, scale: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """The probability integral transform ``mean_k Phi((obs - d_k) / scale)`` of the observed change
+    under the noisy ensemble (y, x); NaN where any input is."""
+    d = np.asarray(members_fc, np.float64)
+    s = np.asarray(scale, np.float64)
+    obs = np.asarray(observed, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = ndtr((obs - d) / s).mean(axis=0)
+    return np.where(np.isfinite(obs) & np.isfinite(s) & (s > 0) & np.isfinite(d).all(axis=0), u, np.nan)
+
+
+def pit_table(values: np.ndarray, *, bins: int = 10) -> pd.DataFrame:
+    """Histogram of the PIT values in ``bins`` equal bins (bin_low, bin_high, pixels, frequency,
+    nominal = 1 / bins) and a last row "central_80" with the share in [0.1, 0.9] (nominal 0.8)."""
+    u = np.asarray(values, np.float64)
+    u = u[np.isfinite(u)]
+    counts, edges = np.histogram(u, bins=bins, range=(0.0, 1.0))
+    n = int(u.size)
+    rows = [{"bin": str(i + 1), "bin_low": float(edges[i]), "bin_high": float(edges[i + 1]), "pixels": int(c),
+             "frequency": c / n if n else math.nan, "nominal": 1.0 / bins} for i, c in enumerate(counts)]
+    inside = int(((u >= 0.1) & (u <= 0.9)).sum())
+    rows.append({"bin": "central_80", "bin_low": 0.1, "bin_high": 0.9, "pixels": inside,
+                 "frequency": inside / n if n else math.nan, "nominal": 0.8})
+    return pd.DataFrame(rows, columns=["bin", "bin_low", "bin_high", "pixels", "frequency", "nominal"])

@@ -301,7 +301,7 @@ def zones_figure(table: pd.DataFrame):
     return fig
 
 
-def reliability_figure(reliability: pd.DataFrame, brier: pd.DataFrame):
+def reliability_figure(reliability: pd.DataFrame, brier: pd.DataFrame, *, title: str = "reliability diagram"):
     """Reliability diagram (observed frequency against forecast probability, per threshold, the
     diagonal dashed) and the number of pixels per probability level."""
     fig = matplotlib_figure()(figsize=(12, 5))
@@ -321,7 +321,7 @@ def reliability_figure(reliability: pd.DataFrame, brier: pd.DataFrame):
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("forecast exceedance probability")
     ax.set_ylabel("observed exceedance frequency")
-    ax.set_title("reliability diagram")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     hist.set_yscale("symlog")
@@ -329,6 +329,23 @@ def reliability_figure(reliability: pd.DataFrame, brier: pd.DataFrame):
     hist.set_ylabel("pixels")
     hist.set_title("sharpness")
     hist.legend(fontsize=8)
+    return fig
+
+
+def pit_figure(pit: pd.DataFrame):
+    """PIT histogram of the observed change under the noisy ensemble (flat at 1 / bins when calibrated)."""
+    fig = matplotlib_figure()(figsize=(7, 4.5))
+    ax = fig.subplots()
+    bins = pit[pit["bin"] != "central_80"]
+    ax.bar((bins["bin_low"] + bins["bin_high"]) / 2, bins["frequency"], width=bins["bin_high"] - bins["bin_low"],
+           color="#6baed6", edgecolor="white", label="observed")
+    ax.axhline(float(bins["nominal"].iloc[0]), color="k", linestyle="--", linewidth=1, label="calibrated")
+    central = pit.loc[pit["bin"] == "central_80", "frequency"]
+    ax.set_title(f"PIT with observation noise; central 80 %: {float(central.iloc[0]):.0%} of observations")
+    ax.set_xlabel("PIT of the observed change")
+    ax.set_ylabel("share of pixels")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=8)
     return fig
 
 

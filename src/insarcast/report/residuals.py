@@ -40,19 +40,26 @@ def decimal_years(times: np.ndarray) -> np.ndarray:
     return (t - t[0]).astype("timedelta64[s]").astype(np.float64) / (365.25 * 86400.0)
 
 
+def past_blocks(displacement, anchor: int, *, rows_per_block: int | None = None):
+    """Yield ``(rows, block)``: the epochs up to ``anchor`` of ``displacement`` (an xarray DataArray
+    (t, y, x)) as float32 ``(anchor + 1, rows, x)``, in blocks of rows of about 64 MB."""
+    ny, nx = displacement.sizes["y"], displacement.sizes["x"]
+    if rows_per_block is None:
+        rows_per_block = max(1, int(16_000_000 // max(1, (anchor + 1) * nx)))
+    for start in range(0, ny, rows_per_block):
+        rows = slice(start, min(ny, start + rows_per_block))
+        yield rows, np.asarray(displacement.isel(t=slice(0, anchor + 1), y=rows).transpose("t", "y", "x").values,
+                               np.float32)
+
+
 def baseline_forecasts(displacement, times: np.ndarray, anchor: int, horizon_steps: int, *, history: int,
                        rows_per_block: int | None = None) -> dict[str, np.ndarray]:
     """The four baselines' forecasts (F, y, x) float32 of the change after ``anchor``, computed on
     blocks of rows of ``displacement`` (an xarray DataArray (t, y, x), read up to the anchor)."""
     years = decimal_years(times)
     ny, nx = displacement.sizes["y"], displacement.sizes["x"]
-    if rows_per_block is None:            # about 64 MB of float32 per block
-        rows_per_block = max(1, int(16_000_000 // max(1, (anchor + 1) * nx)))
     out = {name: np.full((horizon_steps, ny, nx), np.nan, np.float32) for name in BASELINES}
-    for start in range(0, ny, rows_per_block):
-        rows = slice(start, min(ny, start + rows_per_block))
-        block = np.asarray(displacement.isel(t=slice(0, anchor + 1), y=rows).transpose("t", "y", "x").values,
-                           np.float32)
+    for rows, block in past_blocks(displacement, anchor, rows_per_block=rows_per_block):
         for name in BASELINES:
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[name][:, rows] = baseline_forecast(name, block, years, anchor, horizon_steps,
