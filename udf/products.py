@@ -23,6 +23,7 @@ Float products are float32 and NaN where not valid.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
@@ -63,6 +64,9 @@ class Thresholds:
         missing = [n for n in names if n not in values]
         if missing:
             raise InputError(f"thresholds are missing {missing}; expected {list(names)}", field="thresholds")
+        for n in names:
+            if isinstance(values[n], (bool, np.bool_)) or not isinstance(values[n], numbers.Real):
+                raise InputError(f"{n} must be a number (mm), got {values[n]!r}", field=n)
         th = cls(**{n: float(values[n]) for n in names})
         v = th.to_dict()
         if not all(np.isfinite(x) for x in v.values()) or not (th.q85 <= th.q95 <= th.q99) \
