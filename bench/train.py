@@ -85,7 +85,7 @@ def main() -> None:
                 batches = []
                 for i in range(args.batches + 1):
                     chunk = picks[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                    xs, ys, ms = zip(*(windows.sample(a, (r, c)) for a, r, c in chunk))
+                    xs, ys, ms = zip(*(windows.sample(a, (r, c))[:3] for a, r, c in chunk))
                     batches.append(tuple(torch.from_numpy(np.stack(v)) for v in (xs, ys, ms)))
             torch.manual_seed(0)
             model = build_model(model_cfg).to(device)

@@ -52,7 +52,7 @@ def _batch(windows, cfg):
     import numpy as np
 
     rows = windows.samples("train")[: cfg.batch_size]
-    return [torch.from_numpy(np.stack(v)) for v in zip(*(windows.sample(a, (r, c)) for a, r, c in rows))]
+    return [torch.from_numpy(np.stack(v)) for v in zip(*(windows.sample(a, (r, c))[:3] for a, r, c in rows))]
 
 
 def counted(model_cfg, cfg, windows) -> dict:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from insarcast.training.windows import CHANNELS
+from insarcast.udf.inputs import INPUTS, TARGETS
 from insarcast.udf.ensemble import FORMAT, FORMAT_VERSION
 
 INPUT_NAME = "history"
@@ -75,6 +75,7 @@ def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: byte
 
     model = best.metrics["model"]
     t, f, p, c = (int(model[k]) for k in ("history", "horizon", "patch", "channels"))
+    inputs = model.get("inputs", "paper")
     norm = best.metrics["normalisation"]
     grid = best.metrics["grid"]
     return {
@@ -91,7 +92,9 @@ def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: byte
         "horizon": f,
         "patch": p,
         "channels": c,
-        "channel_names": list(CHANNELS[:c]),
+        "inputs": inputs,
+        "target": TARGETS[inputs],
+        "channel_names": list(INPUTS[inputs]),
         "normalisation": {k: float(norm[k]) for k in ("input_mean", "input_std", "target_mean", "target_std")},
         "grid": {"spacing": grid.get("spacing"), "crs": grid.get("crs")},
         "epoch_days": float(best.metrics["epoch_days"]),

@@ -33,7 +33,8 @@ from insarcast.errors import InputError, MissingDependencyError
 from insarcast.progress import bar
 from insarcast.training.models import ARCHS, Forecaster, ModelConfig, load_model
 from insarcast.training.params import TrainConfig
-from insarcast.training.windows import CHANNELS, Normalisation
+from insarcast.training.windows import Normalisation
+from insarcast.udf.inputs import INPUTS
 
 from .manifest import INPUT_NAME, OUTPUT_NAME, build_manifest, member_entry, write_manifest
 from .select import ExportWarning, Run, _same, select_runs
@@ -194,7 +195,7 @@ def parity_inputs(cube: str | Path, cfg: ModelConfig, train: dict[str, Any], nor
     defaults = TrainConfig()
     windows = Windows.from_cube(cube, history=cfg.history, horizon=cfg.horizon, patch=cfg.patch,
                                 stride=int(train.get("stride", defaults.stride)),
-                                min_valid=float(train.get("min_valid", defaults.min_valid)))
+                                min_valid=float(train.get("min_valid", defaults.min_valid)), inputs=cfg.inputs)
     windows.norm = Normalisation(**{k: float(norm[k]) for k in ("input_mean", "input_std", "target_mean",
                                                                   "target_std")})
     rows = windows.samples("val")
@@ -234,9 +235,9 @@ def _load(run: Run) -> tuple[Forecaster, dict[str, Any]]:
     if norm is not None and not _same(norm, run.metrics["normalisation"]):
         raise InputError(f"{run.describe()}: the normalisation in model.pt differs from metrics.json",
                          path=run.model_pt, field="normalisation")
-    if model.cfg.channels != len(CHANNELS):
-        raise InputError(f"{run.describe()}: the model takes {model.cfg.channels} channels, the windows have "
-                         f"{len(CHANNELS)} {CHANNELS}", path=run.model_pt, field="model.channels")
+    if model.cfg.channels != len(INPUTS[model.cfg.inputs]):
+        raise InputError(f"{run.describe()}: the model takes {model.cfg.channels} channels, its {model.cfg.inputs!r} "
+                         f"inputs have {len(INPUTS[model.cfg.inputs])}", path=run.model_pt, field="model.channels")
     return model, extra
 
 

@@ -70,7 +70,7 @@ def test_sample_layout_follows_the_onnx_contract(cube):
     split = Split.temporal(len(d))
     mask = pixel_mask(d, valid)
     norm = training_statistics(d, mask, split, history=T, horizon=F)
-    x, y, m = make_sample(d, mask, norm, 20, (0, 0), history=T, horizon=F, size=P)
+    x, y, m = make_sample(d, mask, norm, 20, (0, 0), history=T, horizon=F, size=P)[:3]
     assert x.shape == (T, len(CHANNELS), P, P) and y.shape == (F, P, P) and m.shape == (P, P)
     assert np.isfinite(x).all() and np.isfinite(y).all()
     # channel 0 at the anchor is (0 - mean) / std on valid pixels, 0 on invalid ones

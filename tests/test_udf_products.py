@@ -125,7 +125,7 @@ def test_history_inputs_match_the_training_windows_bytes():
     mask = rng.random((9, 9)) > 0.2
     norm = Normalisation(input_mean=0.123, input_std=1.7, target_mean=-0.3, target_std=2.9)
     anchor, origin = 7, (1, 0)
-    x_train, _, _ = make_sample(cube, mask, norm, anchor, origin, history=T, horizon=F, size=P)
+    x_train = make_sample(cube, mask, norm, anchor, origin, history=T, horizon=F, size=P).x
     window = cube[anchor - T + 1: anchor + 1, 1:1 + P, 0:P][None]
     x = history_inputs(window, mask[None, 1:1 + P, 0:P], history=T, norm=norm.to_dict())
     assert x[0].tobytes() == x_train.tobytes()

@@ -13,18 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from insarcast.baselines import decimal_years  # noqa: F401  (re-exported: training.data.decimal_years)
 from insarcast.cube import open_cube
 from insarcast.errors import InputError
-from insarcast.training.windows import Normalisation, Split, make_sample, patch_origins, pixel_mask, \
-    training_statistics
+from insarcast.training.windows import Normalisation, Sample, Split, make_sample, patch_origins, pixel_mask, \
+    residual_statistics, training_statistics
+from insarcast.udf.inputs import check_inputs
 
 PARTS = ("train", "val", "test")
-
-
-def decimal_years(times: np.ndarray) -> np.ndarray:
-    """Years since the first epoch (365.25-day years), float64."""
-    t = np.asarray(times, "datetime64[ns]")
-    return (t - t[0]).astype("timedelta64[s]").astype(np.float64) / (365.25 * 86400.0)
 
 
 @dataclass
@@ -41,6 +37,7 @@ class Windows:
     horizon: int
     patch: int
     source: str = ""
+    inputs: str = "paper"           # the input formulation (insarcast.udf.inputs.INPUTS)
     grid: dict = field(default_factory=dict)      # spacing (m) and crs of the cube
     # What evaluation computes once per part and reuses (baselines' sums, pixel masks): see evaluate.
     eval_cache: dict = field(default_factory=dict, repr=False, compare=False)
@@ -48,7 +45,9 @@ class Windows:
     @classmethod
     def from_arrays(cls, displacement: np.ndarray, valid: np.ndarray, times: np.ndarray, *, history: int,
                     horizon: int, patch: int, stride: int, min_valid: float = 0.5,
-                    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), source: str = "") -> "Windows":
+                    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), source: str = "",
+                    inputs: str = "paper") -> "Windows":
+        inputs = check_inputs(inputs)
         displacement = np.asarray(displacement, np.float32)
         mask = pixel_mask(displacement, valid)
         split = Split.temporal(displacement.shape[0], fractions=fractions)
@@ -58,12 +57,15 @@ class Windows:
                 raise InputError(f"the {part} period (epochs {start}..{stop - 1}) holds no window of "
                                  f"history {history} and horizon {horizon}", path=source or None, field="t")
         norm = training_statistics(displacement, mask, split, history=history, horizon=horizon)
+        if inputs != "paper":
+            norm = residual_statistics(displacement, mask, split, decimal_years(times), norm, history=history,
+                                       horizon=horizon)
         origins = patch_origins(mask, size=patch, stride=stride, min_valid=min_valid)
         if len(origins) == 0:
             raise InputError(f"no {patch} x {patch} patch has {min_valid:.0%} valid pixels",
                              path=source or None, field="valid")
         return cls(displacement, mask, np.asarray(times, "datetime64[ns]"), split, norm, origins,
-                   history, horizon, patch, source)
+                   history, horizon, patch, source, inputs)
 
     @classmethod
     def from_cube(cls, path: str | Path, **kwargs) -> "Windows":
@@ -84,13 +86,15 @@ class Windows:
         grid = grid.reshape(-1, 2)
         return np.column_stack([a[grid[:, 0]], self.origins[grid[:, 1]]]).astype(np.int64)
 
-    def sample(self, anchor: int, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return make_sample(self.displacement, self.mask, self.norm, int(anchor), origin,
-                           history=self.history, horizon=self.horizon, size=self.patch)
+    def sample(self, anchor: int, origin: tuple[int, int]) -> Sample:
+        return make_sample(self.displacement, self.mask, self.norm, int(anchor), origin, history=self.history,
+                           horizon=self.horizon, size=self.patch, inputs=self.inputs, years=self.years)
 
     @property
     def years(self) -> np.ndarray:
-        return decimal_years(self.times)
+        if "years" not in self.eval_cache:
+            self.eval_cache["years"] = decimal_years(self.times)
+        return self.eval_cache["years"]
 
     @property
     def epoch_days(self) -> float:
@@ -109,4 +113,4 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         anchor, r, c = self.rows[i]
-        return tuple(torch.from_numpy(a) for a in self.windows.sample(anchor, (r, c)))
+        return tuple(torch.from_numpy(a) for a in self.windows.sample(anchor, (r, c))[:3])

@@ -33,6 +33,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from insarcast.errors import InputError
+from insarcast.udf.inputs import INPUTS
 
 ENCODERS = ("cnn", "resnet", "gcn")
 TEMPORAL = ("lstm", "transformer")
@@ -49,7 +50,8 @@ class ModelConfig:
     history: int = 12            # T, input epochs
     horizon: int = 6             # F, forecast epochs
     patch: int = 32              # P, cells per side
-    channels: int = 2            # C, see insarcast.training.windows.CHANNELS
+    channels: int = 0            # C: 0 takes the count of the input formulation's channels
+    inputs: str = "paper"        # input formulation and target, insarcast.udf.inputs.INPUTS
     width: int = 32              # D, spatial feature channels
     depth: int = 2               # conv layers, residual blocks or graph layers
     kernel: int = 3              # convolution kernel (CNN, ResNet)
@@ -62,7 +64,13 @@ class ModelConfig:
     graph_backend: str = "grid"
 
     def __post_init__(self) -> None:
+        if self.inputs not in INPUTS:
+            raise InputError(f"expected one of {', '.join(INPUTS)}, got {self.inputs!r}", field="inputs")
+        expected = len(INPUTS[self.inputs])
+        if self.channels == 0:
+            object.__setattr__(self, "channels", expected)
         checks = [
+            (self.channels == expected, "channels", f"{expected}, the channels of the {self.inputs!r} inputs"),
             (self.arch in ARCHS, "arch", f"one of {', '.join(ARCHS)}"),
             (self.readout in READOUTS, "readout", f"one of {READOUTS}"),
             (self.graph_backend in GRAPH_BACKENDS, "graph_backend", f"one of {GRAPH_BACKENDS}"),
@@ -304,6 +312,12 @@ class Forecaster(nn.Module):
             self.condition = nn.Linear(cfg.d_model, cfg.width)
             self.decode = nn.Sequential(nn.Conv2d(2 * cfg.width, cfg.width, 1), nn.GELU(),
                                         nn.Conv2d(cfg.width, f, 1))
+        if cfg.inputs != "paper":
+            # The output corrects a reference forecast: starting at zero, the untrained model is the
+            # reference, and training can only move it where the data say so.
+            last = self.decode if cfg.readout == "pooled" else self.decode[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         b, t, c, p, _ = history.shape

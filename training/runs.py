@@ -15,7 +15,7 @@ from insarcast.training.trainer import train_run
 def windows_for(cube: str | Path, model_cfg: ModelConfig, cfg: TrainConfig) -> Windows:
     """The windows of ``cube`` for the model's T, F, P and the training's stride and valid share."""
     return Windows.from_cube(cube, history=model_cfg.history, horizon=model_cfg.horizon, patch=model_cfg.patch,
-                             stride=cfg.stride, min_valid=cfg.min_valid)
+                             stride=cfg.stride, min_valid=cfg.min_valid, inputs=model_cfg.inputs)
 
 
 def train_cube(cube: str | Path, *, arch: str, params: str | Path = "manual", seed: int = 0,

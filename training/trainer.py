@@ -179,10 +179,10 @@ def evaluate(model: torch.nn.Module, windows: Windows, *, part: str = "test", ct
     with torch.no_grad():
         for i, start in enumerate(range(0, len(rows), batch_size)):
             batch = rows[start:start + batch_size]
-            xs, ys, ms = zip(*(windows.sample(a, (r, c)) for a, r, c in batch))
+            xs, _, ms, refs, observed = zip(*(windows.sample(a, (r, c)) for a, r, c in batch))
             pred = model(torch.from_numpy(np.stack(xs)).to(ctx.device)).cpu().numpy()
-            pred_mm = pred * norm.target_std + norm.target_mean
-            obs_mm = np.stack(ys) * norm.target_std + norm.target_mean
+            pred_mm = pred * norm.target_std + norm.target_mean + np.stack(refs)
+            obs_mm = np.stack(observed)
             if cached is not None:
                 packed, shape = cached["masks"][i]
                 sums["model"].add(pred_mm, obs_mm, np.unpackbits(packed, count=math.prod(shape)).reshape(shape)

@@ -5,21 +5,28 @@ observed one) and a P x P patch: its history is the T epochs ``a-T+1 .. a``, its
 ``a+1 .. a+F``. A sample belongs to a split when all its target epochs lie in that split; its
 history may reach back into earlier splits (the past is known when forecasting), never forward.
 
-Inputs follow the ONNX contract (DESIGN.md): channel 0 is the displacement relative to the anchor,
-``d(t) - d(a)``; channel 1 is the validity mask. Targets are the change ``d(a+k) - d(a)``. Both are
-normalised with statistics of the training samples alone, computed exactly over every training
-anchor and valid pixel with cumulative sums (no value after the training period is read).
+Inputs follow the ONNX contract (DESIGN.md): :func:`insarcast.udf.inputs.model_inputs` builds them,
+for training and inference alike. With the paper's inputs, channel 0 is the displacement relative
+to the anchor, ``d(t) - d(a)``, channel 1 the validity mask, and targets are the change
+``d(a+k) - d(a)``; with the residual inputs the target is the departure ``d(a+k) - R(a+k)`` from the
+adaptive baseline's curve. Both are normalised with statistics of the training samples alone: the
+inputs' exactly over every training anchor and valid pixel with cumulative sums, the residual
+targets' over up to :data:`RESIDUAL_ANCHORS` evenly spaced training anchors (no value after the
+training period is read).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
+from insarcast.baselines import fits
 from insarcast.errors import InputError
+from insarcast.udf.inputs import CHANNELS, model_inputs
 
-CHANNELS = ("displacement_relative_to_last", "valid")
+RESIDUAL_ANCHORS = 48
 
 
 @dataclass(frozen=True)
@@ -118,17 +125,54 @@ def _starts(n: int, size: int, stride: int) -> list[int]:
     return starts
 
 
+class Sample(NamedTuple):
+    """One window: ``x (T, C, P, P)`` and ``y (F, P, P)`` normalised, ``mask (P, P)``, and in mm the
+    ``reference (F, P, P)`` forecast the network corrects and the ``observed (F, P, P)`` change
+    ``d(a+k) - d(a)``: a forecast in mm is ``output * target_std + target_mean + reference``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray
+    reference: np.ndarray
+    observed: np.ndarray
+
+
 def make_sample(displacement: np.ndarray, mask: np.ndarray, norm: Normalisation, anchor: int,
-                origin: tuple[int, int], *, history: int, horizon: int, size: int,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One sample: inputs (T, C, P, P), targets (F, P, P), target mask (P, P); float32, NaN-free."""
+                origin: tuple[int, int], *, history: int, horizon: int, size: int, inputs: str = "paper",
+                years: np.ndarray | None = None) -> Sample:
+    """One sample, float32 and NaN-free, its inputs built by :func:`insarcast.udf.inputs.model_inputs`."""
     r, c = origin
-    cells = (slice(r, r + size), slice(c, c + size))
-    m = mask[cells]
-    d = displacement[anchor - history + 1: anchor + horizon + 1, cells[0], cells[1]].astype(np.float32)
-    relative = d - d[history - 1]
-    x = np.zeros((history, len(CHANNELS), size, size), np.float32)
-    x[:, 0] = np.where(m, (relative[:history] - norm.input_mean) / norm.input_std, 0.0)
-    x[:, 1] = m
-    y = np.where(m, (relative[history:] - norm.target_mean) / norm.target_std, 0.0).astype(np.float32)
-    return x, y, m.astype(np.float32)
+    rows, cols = slice(r, r + size), slice(c, c + size)
+    m = mask[rows, cols]
+    first = 0 if inputs != "paper" else anchor - history + 1
+    past = displacement[first: anchor + 1, rows, cols]
+    built = model_inputs(past[None], m[None], history=history, horizon=horizon, norm=norm, inputs=inputs,
+                         years=None if years is None else years[first: anchor + 1])
+    d = displacement[anchor: anchor + horizon + 1, rows, cols].astype(np.float32)
+    observed = d[1:] - d[0]
+    target = observed - built.level[0] - built.reference[0]
+    y = np.where(m, (target - norm.target_mean) / norm.target_std, 0.0).astype(np.float32)
+    return Sample(built.x[0], y, m.astype(np.float32), built.reference[0], np.where(m, observed, 0.0)
+                  .astype(np.float32))
+
+
+def residual_statistics(displacement: np.ndarray, mask: np.ndarray, split: Split, years: np.ndarray,
+                        norm: Normalisation, *, history: int, horizon: int) -> Normalisation:
+    """``norm`` with the target statistics of the residual inputs: the mean and std of
+    ``d(a+k) - R(a+k)`` (R the adaptive baseline's curve) over up to :data:`RESIDUAL_ANCHORS` evenly
+    spaced training anchors and every masked pixel. Reads only the training epochs."""
+    anchors = split.anchors("train", history=history, horizon=horizon)
+    anchors = anchors[np.unique(np.linspace(0, len(anchors) - 1, min(RESIDUAL_ANCHORS, len(anchors)))
+                                .round().astype(int))]
+    count, total, squares = 0, 0.0, 0.0
+    for a in anchors:
+        d = displacement[: a + horizon + 1][:, mask]
+        curve = fits(d, years, int(a), horizon, history=history).adaptive()
+        residual = d[a + 1:].astype(np.float64) - curve[history:]
+        residual = residual[np.isfinite(residual)]
+        count, total, squares = count + residual.size, total + residual.sum(), squares + (residual ** 2).sum()
+    if count == 0:
+        raise InputError("no finite residual to normalise the targets with", field="valid")
+    mean = total / count
+    std = float(np.sqrt(max(squares / count - mean * mean, 0.0))) or 1.0
+    return replace(norm, target_mean=float(mean), target_std=std)

@@ -41,7 +41,7 @@ import numpy as np
 
 from insarcast.errors import InputError, MissingDependencyError
 
-from .inputs import CHANNELS, NORM_KEYS
+from .inputs import INPUTS, NORM_KEYS
 
 FORMAT = "insarcast-ensemble"
 FORMAT_VERSION = 1
@@ -128,9 +128,10 @@ def check_manifest(manifest: Any, *, path: str | Path = MANIFEST_NAME) -> dict[s
     if len(names) != c or not all(isinstance(n, str) for n in names):
         raise InputError(f"channel_names must list {c} names (channels = {c}), got {names!r}", path=path,
                          field="channel_names")
-    if tuple(names) != CHANNELS:
-        raise InputError(f"channel_names {names} differ from the channels this UDF builds {list(CHANNELS)}",
-                         path=path, field="channel_names")
+    inputs = manifest_inputs(manifest, path=path)
+    if tuple(names) != INPUTS[inputs]:
+        raise InputError(f"channel_names {names} differ from the channels this UDF builds for the {inputs!r} "
+                         f"inputs {list(INPUTS[inputs])}", path=path, field="channel_names")
     _check_norm(manifest["normalisation"], path)
     for key, dims, shape in (("input", INPUT_DIMS, [-1, t, c, p, p]), ("output", OUTPUT_DIMS, [-1, f, p, p])):
         spec = manifest[key]
@@ -172,6 +173,16 @@ def check_manifest(manifest: Any, *, path: str | Path = MANIFEST_NAME) -> dict[s
                                  f"{manifest[key]}: all members must share T, F, P and C", path=path,
                                  field=f"{prefix}hyperparameters.model.{key}")
     return manifest
+
+
+def manifest_inputs(manifest: Mapping[str, Any], *, path: str | Path = MANIFEST_NAME) -> str:
+    """The input formulation of an ensemble: its ``inputs`` key, ``paper`` for ensembles written
+    before the key existed (their channels are the paper's two)."""
+    inputs = manifest.get("inputs", "paper")
+    if inputs not in INPUTS:
+        raise InputError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}; this insarcast builds "
+                         "no other inputs (a newer insarcast wrote this ensemble?)", path=Path(path), field="inputs")
+    return inputs
 
 
 def _check_norm(norm: dict[str, Any], path: Path) -> None:
@@ -330,6 +341,11 @@ class Ensemble:
         return int(self.manifest["channels"])
 
     @property
+    def inputs(self) -> str:
+        """The input formulation (:data:`insarcast.udf.inputs.INPUTS`)."""
+        return manifest_inputs(self.manifest)
+
+    @property
     def norm(self) -> dict[str, float]:
         return {k: float(self.manifest["normalisation"][k]) for k in NORM_KEYS}
 
@@ -350,7 +366,7 @@ class Ensemble:
         """Keyword arguments of :func:`insarcast.udf.forecast.forecast_products` given by the ensemble:
         ``forecast_products(cube, overlap=..., **ensemble.settings)``."""
         return {"predict": self.predict, "history": self.history, "horizon_steps": self.horizon,
-                "patch": self.patch, "norm": self.norm, "members": len(self.members)}
+                "patch": self.patch, "norm": self.norm, "members": len(self.members), "inputs": self.inputs}
 
     @property
     def session_batch(self) -> int:

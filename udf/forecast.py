@@ -18,7 +18,9 @@ import xarray as xr
 
 from insarcast.errors import InputError
 
-from .inputs import norm_values
+from insarcast.baselines import decimal_years
+
+from .inputs import check_inputs, norm_values
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
@@ -89,12 +91,14 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
                       history: int, horizon_steps: int, patch: int, norm: Mapping[str, Any], overlap: int | None = None,
                       members: int, horizon: int | None = None, mode: str = "change",
                       thresholds: Thresholds | Mapping[str, Any] | None = None,
-                      batch_size: int = 64, materialise: Callable[[Any], Any] | None = None) -> xr.Dataset:
+                      batch_size: int = 64, materialise: Callable[[Any], Any] | None = None,
+                      inputs: str = "paper") -> xr.Dataset:
     """Forecast the ``horizon_steps`` epochs after the cube's last one and derive the products.
 
     ``cube``: DataArray of displacement (mm) or Dataset with ``displacement`` and optionally
-    ``valid (y, x)``; dims ``t, y, x`` in any order; ``t`` datetime64. Only its last ``history``
-    epochs feed the model. ``predict``: ``(N, T, C, P, P) -> (members, N, F, P, P)`` normalised
+    ``valid (y, x)``; dims ``t, y, x`` in any order; ``t`` datetime64. With the ``paper`` ``inputs``
+    only its last ``history`` epochs feed the model, with ``residual`` all of them (the long fit of
+    :mod:`insarcast.udf.inputs`). ``predict``: ``(N, T, C, P, P) -> (members, N, F, P, P)`` normalised
     (see :mod:`insarcast.udf.tiling`). ``horizon`` (1..F, default F) and ``mode`` ("change" or
     "cumulative", see :func:`insarcast.udf.products.select`) choose the member values the products
     are made of; ``thresholds`` (a :class:`Thresholds` or mapping of its fields) are used unchanged
@@ -133,7 +137,9 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
         thresholds = Thresholds.from_mapping(thresholds)
 
     lazy = _is_dask(displacement.data) or (valid is not None and _is_dask(valid.data))
-    last = displacement.isel(t=slice(nt - history, None)).data
+    inputs = check_inputs(inputs)
+    last = displacement.isel(t=slice(nt - history, None) if inputs == "paper" else slice(None)).data
+    years = decimal_years(displacement["t"].values)
     valid_data = None if valid is None else valid.data
     offset = None
     if mode == "cumulative":
@@ -143,7 +149,7 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
                                         for d in ("y", "x")))
     settings = dict(predict=predict, history=history, horizon_steps=horizon_steps, members=members,
                     patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, offset_y=offset_y,
-                    offset_x=offset_x)
+                    offset_x=offset_x, inputs=inputs, years=years if inputs != "paper" else None)
     if lazy:
         import dask.array as da
 
@@ -162,7 +168,7 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
         last = np.asarray(last)
         if valid_data is not None:
             valid_data = np.asarray(valid_data, bool)
-        usable = np.isfinite(last).all(axis=0) & (True if valid_data is None else valid_data)
+        usable = np.isfinite(last[last.shape[0] - history:]).all(axis=0) & (True if valid_data is None else valid_data)
         if not usable.any():
             raise InputError(f"no valid pixel: the last {history} epochs hold no pixel that is valid and "
                              "finite throughout (is the input all NaN?)", field="displacement")
@@ -175,7 +181,7 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
 
     out = _dataset(displacement, fc, median, stack, thresholds=thresholds, given=given, horizon=horizon,
                    mode=mode, history=history, patch=patch, overlap=overlap, members=members)
-    out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x))
+    out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs)
     return out
 
 

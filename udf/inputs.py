@@ -1,28 +1,69 @@
-"""Model inputs from displacement windows, and the way back from normalised forecasts to mm.
+"""Model inputs from displacement series, and the way back from normalised forecasts to mm.
 
-The ONNX contract (DESIGN.md, "Model contract") fixes the input channels; they are the ones the
-training windows use (``insarcast.training.windows.CHANNELS``), restated here rather than imported
-so that this package never pulls in the training side:
+This is the one function that builds what the networks see (DESIGN.md, "Model contract"):
+training (:func:`insarcast.training.windows.make_sample`) and inference (:mod:`insarcast.udf.tiling`)
+both call :func:`model_inputs`, so the same series gives the same bytes in both. It imports numpy
+and the torch-free baselines only.
 
-- channel 0, ``displacement_relative_to_last``: ``(d(t) - d(last) - input_mean) / input_std`` where
-  the pixel is valid, 0 elsewhere (t runs over the T history epochs, ``last`` is the last of them);
-- channel 1, ``valid``: 1.0 where the pixel is valid, 0.0 elsewhere.
+Two input formulations (the manifest's ``inputs``, a model config's ``inputs``):
 
-A pixel is valid when its ``valid`` flag is set and its displacement is finite at all T epochs.
-The arithmetic is the training's, in float32 with the statistics as Python floats, so that the
-same window gives the same bytes in training and inference.
+``paper``
+    The paper's: the T history epochs, channel 0 ``displacement_relative_to_last``
+    ``(d(t) - d(a) - input_mean) / input_std`` where the pixel is valid, 0 elsewhere, channel 1
+    ``valid``. The target is the change ``d(a+k) - d(a)``; the reference is 0.
+``residual``
+    The network corrects a strong closed-form forecast instead of starting from nothing. The
+    reference is the ``adaptive`` baseline of :mod:`insarcast.baselines` (per pixel the long
+    trend + annual fit where it still fits the window, else the window's line), and the target is
+    the departure of the future observations from the reference curve, ``d(a+k) - R(a+k)``: a
+    network that has learned nothing (its last layer starts at zero) forecasts the reference
+    exactly, ``R(a+k) - R(a)``, the change from the current fitted level. Besides the paper's two
+    channels the network sees, per epoch, the residual ``d(t) - R(t)`` and, the same at every
+    epoch, what the baselines know: the line's and the long fit's forecast change at F, the
+    reference's, both fits' RMS misfit over the window (noise and departure scales) and the day of
+    year of the anchor (sine, cosine). Every mm value is divided by ``input_std``.
+
+A pixel is valid when its ``valid`` flag is set and its displacement is finite at all T history
+epochs; the residual formulation reads every epoch up to the anchor (the long fit), and a pixel with
+a gap before the window falls back to the window's line. Invalid pixels are 0 in every channel.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from insarcast.baselines import change, fits
 from insarcast.errors import InputError
 
-CHANNELS = ("displacement_relative_to_last", "valid")
+PAPER_CHANNELS = ("displacement_relative_to_last", "valid")
+INPUTS: dict[str, tuple[str, ...]] = {
+    "paper": PAPER_CHANNELS,
+    "residual": PAPER_CHANNELS + ("residual_to_reference", "linear_forecast", "trend_annual_forecast",
+                                  "reference_forecast", "window_misfit", "long_fit_misfit", "anchor_doy_sin",
+                                  "anchor_doy_cos"),
+}
+TARGETS = {"paper": "change d(a+k) - d(a)", "residual": "residual d(a+k) - R(a+k) to the adaptive baseline"}
+CHANNELS = PAPER_CHANNELS            # the paper's contract (ensembles without an ``inputs`` key)
 NORM_KEYS = ("input_mean", "input_std", "target_mean", "target_std")
+
+
+class ModelInputs(NamedTuple):
+    """``x (N, T, C, P, P)`` float32 normalised; ``reference (N, F, P, P)`` float32 mm, the reference
+    forecast of the change (0 for ``paper``); ``level (N, P, P)`` float32 mm, ``R(a) - d(a)`` (0 for
+    ``paper``). A forecast in mm is ``denormalise(output) + reference``; the training target of a
+    change ``c = d(a+k) - d(a)`` is ``normalise(c - level - reference)``."""
+
+    x: np.ndarray
+    reference: np.ndarray
+    level: np.ndarray
+
+
+def check_inputs(name: Any) -> str:
+    if name not in INPUTS:
+        raise InputError(f"expected one of {', '.join(INPUTS)}, got {name!r}", field="inputs")
+    return name
 
 
 def norm_values(norm: Mapping[str, Any] | Any) -> dict[str, float]:
@@ -50,33 +91,73 @@ def history_mask(displacement: np.ndarray, valid: np.ndarray | None = None) -> n
 
 def history_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history: int,
                    norm: Mapping[str, Any]) -> np.ndarray:
-    """Model inputs ``(N, T, C, P, P)`` float32 from windows ``displacement (N, >=T, P, P)`` in mm.
+    """The paper's inputs ``(N, T, 2, P, P)``: :func:`model_inputs` with ``inputs="paper"``."""
+    return model_inputs(displacement, valid, history=history, horizon=1, norm=norm).x
 
-    Only the last ``history`` = T epochs are read. With ``m`` the valid mask (see :func:`history_mask`),
-    ``x[:, :, 0] = where(m, (d - d[T-1] - input_mean) / input_std, 0)`` and ``x[:, :, 1] = m``,
-    exactly as ``training.windows.make_sample`` builds its inputs. ``valid`` is ``(N, P, P)`` or None.
-    """
-    d = np.asarray(displacement)
+
+def _check_windows(d: np.ndarray, history: int) -> np.ndarray:
+    d = np.asarray(d)
     if d.ndim != 4:
         raise InputError(f"expected windows (N, T, P, P), got shape {d.shape}", field="displacement")
     if d.shape[1] < history:
         raise InputError(f"windows hold {d.shape[1]} epochs, fewer than the history T = {history}", field="t")
+    return d
+
+
+def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history: int, horizon: int,
+                 norm: Mapping[str, Any], inputs: str = "paper", years: np.ndarray | None = None) -> ModelInputs:
+    """What the network of formulation ``inputs`` sees, from ``displacement (N, t, P, P)`` in mm.
+
+    The anchor is the last epoch. ``paper`` reads the last ``history`` = T epochs; ``residual`` reads
+    all of them and needs ``years (t,)``, the epochs' times in decimal years. ``valid`` is
+    ``(N, P, P)`` or None. See the module docstring for the channels.
+    """
+    d = _check_windows(displacement, history)
     stats = norm_values(norm)
-    d = d[:, d.shape[1] - history:].astype(np.float32)
-    m = history_mask(d, valid)
-    relative = d - d[:, history - 1: history]
-    x = np.zeros((d.shape[0], history, len(CHANNELS)) + d.shape[2:], np.float32)
+    inputs = check_inputs(inputs)
+    n, _, p, q = d.shape
+    window = d[:, d.shape[1] - history:].astype(np.float32)
+    m = history_mask(window, valid)
+    x = np.zeros((n, history, len(INPUTS[inputs]), p, q), np.float32)
+    relative = window - window[:, history - 1: history]
     m_t = m[:, None]
     with np.errstate(invalid="ignore"):
         x[:, :, 0] = np.where(m_t, (relative - stats["input_mean"]) / stats["input_std"], 0.0)
     x[:, :, 1] = m_t
-    return x
+    if inputs == "paper":
+        return ModelInputs(x, np.zeros((n, horizon, p, q), np.float32), np.zeros((n, p, q), np.float32))
+    if years is None or len(years) != d.shape[1]:
+        raise InputError(f"the residual inputs need the times of all {d.shape[1]} epochs", field="t")
+    anchor = d.shape[1] - 1
+    f = fits(np.moveaxis(d, 1, 0), np.asarray(years, np.float64), anchor, horizon, history=history)
+    curve = f.adaptive()                                                  # (T + F, N, P, P)
+    scale = stats["input_std"]
+    last = window[:, -1].astype(np.float64)
+    angle = 2 * np.pi * (float(years[anchor]) % 1.0)
+    per_epoch = (np.moveaxis(window, 1, 0) - curve[:history]) / scale   # (T, N, P, P)
+    static = [
+        (f.linear[-1] - f.linear[history - 1]) / scale,
+        (f.long[-1] - f.long[history - 1]) / scale,
+        (curve[-1] - curve[history - 1]) / scale,
+        f.window_misfit / scale,
+        f.long_misfit / scale,
+        np.full((n, p, q), np.sin(angle)),
+        np.full((n, p, q), np.cos(angle)),
+    ]
+    with np.errstate(invalid="ignore"):
+        x[:, :, 2] = np.where(m_t, np.nan_to_num(np.moveaxis(per_epoch, 0, 1)), 0.0)
+        for i, value in enumerate(static, start=3):
+            x[:, :, i] = np.where(m, np.nan_to_num(value), 0.0)[:, None]
+        reference = np.where(m[:, None], np.nan_to_num(np.moveaxis(change(curve, history), 0, 1)), 0.0)
+        level = np.where(m, np.nan_to_num(curve[history - 1] - last), 0.0)
+    return ModelInputs(x, reference.astype(np.float32), level.astype(np.float32))
 
 
 def denormalise(forecast: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
     """Forecast in mm from normalised model output: ``forecast * target_std + target_mean``.
 
-    The result is the change since the last observed epoch (DESIGN.md, "Model contract").
+    For the ``paper`` inputs this is the change since the last observed epoch; for ``residual``
+    add the reference forecast (:class:`ModelInputs`).
     """
     stats = norm_values(norm)
     return np.asarray(forecast) * stats["target_std"] + stats["target_mean"]

@@ -41,7 +41,7 @@ import numpy as np
 
 from insarcast.errors import InputError
 
-from .inputs import denormalise, history_inputs, history_mask, norm_values
+from .inputs import check_inputs, denormalise, history_mask, model_inputs, norm_values
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -106,11 +106,15 @@ def tile_origins(start: int, stop: int, *, patch: int, stride: int) -> np.ndarra
 def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset_y: int = 0,
                    offset_x: int = 0, depth: int = 0, predict: Predictor, history: int,
                    horizon_steps: int, members: int, patch: int, overlap: int,
-                   norm: Mapping[str, Any], batch_size: int = 64) -> np.ndarray:
+                   norm: Mapping[str, Any], batch_size: int = 64, inputs: str = "paper",
+                   years: np.ndarray | None = None) -> np.ndarray:
     """Blended ensemble forecast ``(K, F, ny - 2 depth, nx - 2 depth)`` float32 mm of a block's core.
 
     ``block`` is ``(t, ny, nx)`` displacement in mm whose pixel ``[:, 0, 0]`` has global coordinates
-    ``(offset_y, offset_x)``; only its last ``history`` epochs are read. ``valid (ny, nx)`` (or None)
+    ``(offset_y, offset_x)``; the ``paper`` inputs read its last ``history`` epochs, the ``residual``
+    inputs all of them, at the times ``years (t,)`` (decimal years, see
+    :func:`insarcast.udf.inputs.model_inputs`). Each tile's normalised output and its reference
+    forecast (mm) are blended separately and added at the end: ``denormalise(blend(f)) + blend(r)``. ``valid (ny, nx)`` (or None)
     marks usable pixels; a pixel is valid when flagged and finite at those T epochs. The core is the
     block without ``depth`` pixels on each side; every tile of the global grid meeting the core is
     evaluated, with anything outside the block taken as invalid. The value is NaN at invalid pixels.
@@ -125,8 +129,9 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     norm = norm_values(norm)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}", field="batch_size")
-    d = block[block.shape[0] - history:]
-    mask = history_mask(d, valid)
+    inputs = check_inputs(inputs)
+    d = block[block.shape[0] - history:] if inputs == "paper" else block
+    mask = history_mask(d[d.shape[0] - history:], valid)
     ny, nx = mask.shape
     cy, cx = ny - 2 * depth, nx - 2 * depth
     if cy < 0 or cx < 0:
@@ -155,11 +160,13 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     masks = np.lib.stride_tricks.sliding_window_view(mpad, (patch, patch))
     weight = blend_window(patch)
     acc = np.zeros((members, horizon_steps) + mpad.shape, np.float64)
+    ref = np.zeros((horizon_steps,) + mpad.shape, np.float64) if inputs != "paper" else None
     wsum = np.zeros(mpad.shape, np.float64)
     for start in range(0, len(ty), batch_size):
         by, bx = ty[start:start + batch_size], tx[start:start + batch_size]
-        x = history_inputs(np.moveaxis(windows[:, by, bx], 0, 1), masks[by, bx], history=history, norm=norm)
-        f = np.asarray(predict(x))
+        built = model_inputs(np.moveaxis(windows[:, by, bx], 0, 1), masks[by, bx], history=history,
+                             horizon=horizon_steps, norm=norm, inputs=inputs, years=years)
+        f = np.asarray(predict(built.x))
         expected = (members, len(by), horizon_steps, patch, patch)
         if f.shape != expected:
             raise InputError(f"the predictor returned shape {f.shape}, expected (K, N, F, P, P) = {expected}",
@@ -167,24 +174,28 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
         for i, (r, c) in enumerate(zip(by, bx)):
             acc[:, :, r:r + patch, c:c + patch] += f[:, i].astype(np.float64) * weight
             wsum[r:r + patch, c:c + patch] += weight
+            if ref is not None:
+                ref[:, r:r + patch, c:c + patch] += built.reference[i].astype(np.float64) * weight
 
     core = (slice(pad_y[0] + depth, pad_y[0] + depth + cy), slice(pad_x[0] + depth, pad_x[0] + depth + cx))
     inside = mask[depth:depth + cy, depth:depth + cx]
     with np.errstate(invalid="ignore", divide="ignore"):
         blended = denormalise(acc[:, :, core[0], core[1]] / wsum[core], norm)
+        if ref is not None:
+            blended = blended + ref[:, core[0], core[1]] / wsum[core]
     out[:] = np.where(inside, blended, np.nan)
     return out
 
 
 def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int, horizon_steps: int,
                   members: int, patch: int, overlap: int, norm: Mapping[str, Any], batch_size: int = 64,
-                  offset_y: int = 0, offset_x: int = 0):
+                  offset_y: int = 0, offset_x: int = 0, inputs: str = "paper", years: np.ndarray | None = None):
     """Lazy :func:`forecast_block` over a Dask array ``(t, y, x)``: ``(K, F, y, x)`` float32 mm.
 
     ``offset_y``, ``offset_x``: global coordinates of the array's pixel ``[:, 0, 0]`` (see
     :func:`grid_offsets`), as in :func:`forecast_block`.
 
-    Only the last T epochs are read (time becomes one chunk). Each block gets a halo of
+    The ``paper`` inputs read the last T epochs, the ``residual`` ones all (time becomes one chunk). Each block gets a halo of
     ``P - 1`` pixels from its neighbours, NaN / invalid beyond the region
     (``dask.array.overlap.overlap`` with constant boundaries; Dask merges chunks smaller than
     the halo first), and :func:`forecast_block` returns the block's core. Output chunks are
@@ -196,7 +207,9 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
     norm = norm_values(norm)
     depth = patch - 1
     d = da.asarray(displacement)
-    d = d[d.shape[0] - history:].rechunk({0: -1})
+    if check_inputs(inputs) == "paper":
+        d = d[d.shape[0] - history:]
+    d = d.rechunk({0: -1})
     if valid is not None:
         valid = da.asarray(valid).astype(bool).rechunk(d.chunks[1:])
         d = da.where(valid, d, np.nan)
@@ -215,7 +228,7 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
         return forecast_block(block, None, offset_y=int(offset_y) + int(start_y[iy]) - depth,
                               offset_x=int(offset_x) + int(start_x[ix]) - depth, depth=depth, predict=predict,
                               history=history, horizon_steps=horizon_steps, members=members, patch=patch,
-                              overlap=overlap, norm=norm, batch_size=batch_size)
+                              overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years)
 
     return da.map_blocks(run, d_o, drop_axis=0, new_axis=[0, 1], dtype=np.float32,
                          chunks=((members,), (horizon_steps,), core_y, core_x), meta=np.empty((0,) * 4, np.float32))

@@ -2,14 +2,114 @@
 
 Each function takes a displacement series ``d`` of shape (t, ...) in mm, the epoch times in
 decimal years, the anchor epoch ``a`` (last observed) and the horizon F, and returns the forecast
-change ``d(a+k) - d(a)`` for k = 1..F, shape (F, ...). They read no epoch after the anchor.
+change over the next F epochs, shape (F, ...). They read no epoch after the anchor: the future
+epochs are placed at ``years[a] + k * step`` with ``step`` the median spacing of the epochs up to
+the anchor, so that a forecast beyond the cube's last epoch and a hindcast inside it are the same
+computation.
+
+The fitted baselines forecast the change of their fitted curve ``R``: ``R(a+k) - R(a)``, the motion
+of the ground from its current (fitted) level, so the noise of the single observation ``d(a)`` does
+not enter the forecast of the change.
+
+- ``persistence``: no further change.
+- ``linear``: the least-squares line of the last ``history`` = T epochs, continued.
+- ``trend_annual``: least squares of offset + trend + annual sinusoid over all epochs up to the
+  anchor (MintPy style); the sinusoid is fitted only when those epochs span at least one year
+  (:data:`ANNUAL_MIN_SPAN`), else offset + trend.
+- ``adaptive``: per pixel, ``trend_annual`` where its curve still fits the last T epochs about as
+  well as the window's own line does (RMS misfit at most :data:`ADAPTIVE_RATIO` times the line's),
+  else ``linear``: the long fit where the ground keeps its long-term habit, the window's trend where
+  it has changed (an advancing trough, an accelerating fault).
+- ``seasonal_naive``: the change over the same horizon one year earlier.
+
+:func:`fits` returns the curves and misfits behind them; the model inputs of
+:mod:`insarcast.udf.inputs` are built from it, so the networks see exactly what the baselines know.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-BASELINES = ("persistence", "linear", "trend_annual", "seasonal_naive")
+BASELINES = ("persistence", "linear", "trend_annual", "adaptive", "seasonal_naive")
+# The single-method baselines a practitioner would pick among; ``adaptive`` combines two of them.
+SIMPLE_BASELINES = ("persistence", "linear", "trend_annual")
+ANNUAL_MIN_SPAN = 1.0         # years of history before an annual sinusoid is fitted
+ADAPTIVE_RATIO = 1.3          # long fit kept where its RMS misfit over the window <= this x the line's
+
+
+class Fits(NamedTuple):
+    """Least-squares curves of one anchor, float64, over the epochs ``a-T+1 .. a+F`` (T + F, ...)."""
+
+    linear: np.ndarray            # the line through the last T epochs
+    long: np.ndarray              # offset + trend (+ annual) over all epochs up to the anchor
+    window_misfit: np.ndarray     # (...) RMS of d - linear over the T window
+    long_misfit: np.ndarray       # (...) RMS of d - long over the T window
+
+    @property
+    def use_long(self) -> np.ndarray:
+        """(...) bool: where ``adaptive`` takes the long fit."""
+        with np.errstate(invalid="ignore"):
+            return self.long_misfit <= ADAPTIVE_RATIO * self.window_misfit
+
+    def adaptive(self) -> np.ndarray:
+        return np.where(self.use_long, self.long, self.linear)
+
+
+def decimal_years(times: np.ndarray) -> np.ndarray:
+    """Years since the first epoch (365.25-day years), float64."""
+    t = np.asarray(times, "datetime64[ns]")
+    return (t - t[0]).astype("timedelta64[s]").astype(np.float64) / (365.25 * 86400.0)
+
+
+def future_years(years: np.ndarray, anchor: int, horizon: int) -> np.ndarray:
+    """Decimal years of the epochs ``a+1 .. a+F``: ``years[a] + k * median spacing up to a``."""
+    past = np.asarray(years[: anchor + 1], np.float64)
+    step = float(np.median(np.diff(past))) if past.size > 1 else 6.0 / 365.25
+    return past[-1] + step * np.arange(1, horizon + 1)
+
+
+def _annual_design(t: np.ndarray, annual: bool) -> np.ndarray:
+    columns = [np.ones_like(t), t]
+    if annual:
+        columns += [np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)]
+    return np.column_stack(columns)
+
+
+def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history: int) -> Fits:
+    """The linear and long least-squares curves of ``d (t, ...)`` at ``anchor`` and their misfits.
+
+    One pseudo-inverse of each design for every pixel: the least-squares solution of each column,
+    a NaN staying in its own pixel, at the cost of one matrix product.
+    """
+    shape = d.shape[1:]
+    years = np.asarray(years, np.float64)
+    t_window = years[anchor - history + 1: anchor + 1]
+    t_all = np.concatenate([t_window, future_years(years, anchor, horizon)])
+    window = d[anchor - history + 1: anchor + 1].reshape(history, -1).astype(np.float64)
+    line = _annual_design(t_window - t_window[-1], False)
+    linear = _annual_design(t_all - t_window[-1], False) @ (np.linalg.pinv(line) @ window)
+    past = d[: anchor + 1].reshape(anchor + 1, -1).astype(np.float64)
+    t0 = years[anchor]
+    annual = years[anchor] - years[0] >= ANNUAL_MIN_SPAN
+    design = _annual_design(years[: anchor + 1] - t0, annual)
+    if annual:                                  # the sinusoid in absolute time, the trend from the anchor
+        design[:, 2:] = _annual_design(years[: anchor + 1], True)[:, 2:]
+        future = _annual_design(t_all - t0, True)
+        future[:, 2:] = _annual_design(t_all, True)[:, 2:]
+    else:
+        future = _annual_design(t_all - t0, False)
+    long = future @ (np.linalg.pinv(design) @ past)
+    window_misfit = np.sqrt(np.mean((window - linear[:history]) ** 2, axis=0))
+    long_misfit = np.sqrt(np.mean((window - long[:history]) ** 2, axis=0))
+    return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), window_misfit.reshape(shape),
+                long_misfit.reshape(shape))
+
+
+def change(curve: np.ndarray, history: int) -> np.ndarray:
+    """``R(a+k) - R(a)`` for k = 1..F of a fitted curve over ``a-T+1 .. a+F``, float32."""
+    return (curve[history:] - curve[history - 1]).astype(np.float32)
 
 
 def persistence(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, **_) -> np.ndarray:
@@ -18,26 +118,19 @@ def persistence(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, **_
 
 
 def linear(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history: int) -> np.ndarray:
-    """The least-squares slope of the last ``history`` epochs, continued."""
-    t = years[anchor - history + 1: anchor + 1]
-    window = d[anchor - history + 1: anchor + 1].reshape(history, -1).astype(np.float64)
-    tc = t - t.mean()
-    slope = tc @ (window - window.mean(axis=0)) / (tc @ tc)
-    step = years[anchor + 1: anchor + horizon + 1] - years[anchor]
-    return (step[:, None] * slope).reshape(horizon, *d.shape[1:]).astype(np.float32)
+    """The least-squares line of the last ``history`` epochs, continued."""
+    return change(fits(d, years, anchor, horizon, history=history).linear, history)
 
 
-def trend_annual(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, **_) -> np.ndarray:
-    """Least squares of offset + trend + annual sinusoid over all epochs up to the anchor (MintPy style)."""
-    def design(t: np.ndarray) -> np.ndarray:
-        return np.column_stack([np.ones_like(t), t, np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)])
+def trend_annual(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history: int = 2,
+                 **_) -> np.ndarray:
+    """Offset + trend (+ annual sinusoid) over all epochs up to the anchor, continued."""
+    return change(fits(d, years, anchor, horizon, history=history).long, history)
 
-    past = d[: anchor + 1].reshape(anchor + 1, -1).astype(np.float64)
-    # One pseudo-inverse of the (epochs x 4) design for every pixel: the least-squares solution of
-    # each column, a NaN staying in its own pixel, at the cost of one matrix product.
-    coef = np.linalg.pinv(design(years[: anchor + 1])) @ past
-    model = design(years[anchor: anchor + horizon + 1]) @ coef
-    return (model[1:] - model[0]).reshape(horizon, *d.shape[1:]).astype(np.float32)
+
+def adaptive(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history: int) -> np.ndarray:
+    """``trend_annual`` where it still fits the window, else ``linear`` (see the module docstring)."""
+    return change(fits(d, years, anchor, horizon, history=history).adaptive(), history)
 
 
 def seasonal_naive(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, **_) -> np.ndarray:
@@ -53,7 +146,7 @@ def forecast(name: str, d: np.ndarray, years: np.ndarray, anchor: int, horizon: 
              history: int) -> np.ndarray:
     """The baseline ``name`` (one of :data:`BASELINES`)."""
     functions = {"persistence": persistence, "linear": linear, "trend_annual": trend_annual,
-                 "seasonal_naive": seasonal_naive}
+                 "adaptive": adaptive, "seasonal_naive": seasonal_naive}
     if name not in functions:
         raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
     return functions[name](d, years, anchor, horizon, history=history)
