@@ -27,7 +27,7 @@ from insarcast.errors import InputError
 
 REQUIRED = {"arch": str, "strategy": str, "seed": int, "val_loss": (int, float), "model": dict, "train": dict,
             "normalisation": dict, "epoch_days": (int, float), "grid": dict}
-SHAPE_KEYS = ("history", "horizon", "patch", "channels", "inputs")
+SHAPE_KEYS = ("history", "horizon", "patch", "channels")
 SEARCHED = "tpe"
 
 
@@ -135,8 +135,8 @@ def check_compatible(runs: list[Run]) -> None:
         return
     best = runs[0]
     # Runs written before the input formulations existed have the paper's inputs.
-    fields = [(f"model.{k}", lambda r, k=k: r.metrics["model"].get(k, "paper" if k == "inputs" else None))
-              for k in SHAPE_KEYS]
+    fields = [(f"model.{k}", lambda r, k=k: r.metrics["model"][k]) for k in SHAPE_KEYS]
+    fields.append(("model.inputs", lambda r: r.metrics["model"].get("inputs", "paper")))
     fields += [(k, lambda r, k=k: r.metrics[k]) for k in ("normalisation", "grid", "epoch_days")]
     for run in runs[1:]:
         for name, get in fields:

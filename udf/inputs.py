@@ -14,14 +14,16 @@ Two input formulations (the manifest's ``inputs``, a model config's ``inputs``):
 ``residual``
     The network corrects a strong closed-form forecast instead of starting from nothing. The
     reference is the ``adaptive`` baseline of :mod:`insarcast.baselines` (per pixel the long
-    trend + annual fit where it still fits the window, else the window's line), and the target is
+    trend + annual fit, else the line of the last 2T epochs, else the window's line: the smoothest
+    that still fits the window), and the target is
     the departure of the future observations from the reference curve, ``d(a+k) - R(a+k)``: a
     network that has learned nothing (its last layer starts at zero) forecasts the reference
     exactly, ``R(a+k) - R(a)``, the change from the current fitted level. Besides the paper's two
     channels the network sees, per epoch, the residual ``d(t) - R(t)`` and, the same at every
-    epoch, what the baselines know: the line's and the long fit's forecast change at F, the
-    reference's, both fits' RMS misfit over the window (noise and departure scales) and the day of
-    year of the anchor (sine, cosine). Every mm value is divided by ``input_std``.
+    epoch, what the baselines know: the window line's, the local line's and the long fit's forecast
+    change at F, the reference's, the three fits' RMS misfits over the window (noise and departure
+    scales) and the day of year of the anchor (sine, cosine). Every mm value is divided by
+    ``input_std``.
 
 A pixel is valid when its ``valid`` flag is set and its displacement is finite at all T history
 epochs; the residual formulation reads every epoch up to the anchor (the long fit), and a pixel with
@@ -40,9 +42,9 @@ from insarcast.errors import InputError
 PAPER_CHANNELS = ("displacement_relative_to_last", "valid")
 INPUTS: dict[str, tuple[str, ...]] = {
     "paper": PAPER_CHANNELS,
-    "residual": PAPER_CHANNELS + ("residual_to_reference", "linear_forecast", "trend_annual_forecast",
-                                  "reference_forecast", "window_misfit", "long_fit_misfit", "anchor_doy_sin",
-                                  "anchor_doy_cos"),
+    "residual": PAPER_CHANNELS + ("residual_to_reference", "linear_forecast", "local_forecast",
+                                  "trend_annual_forecast", "reference_forecast", "window_misfit", "local_misfit",
+                                  "long_fit_misfit", "anchor_doy_sin", "anchor_doy_cos"),
 }
 TARGETS = {"paper": "change d(a+k) - d(a)", "residual": "residual d(a+k) - R(a+k) to the adaptive baseline"}
 CHANNELS = PAPER_CHANNELS            # the paper's contract (ensembles without an ``inputs`` key)
@@ -137,9 +139,11 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     per_epoch = (np.moveaxis(window, 1, 0) - curve[:history]) / scale   # (T, N, P, P)
     static = [
         (f.linear[-1] - f.linear[history - 1]) / scale,
+        (f.local[-1] - f.local[history - 1]) / scale,
         (f.long[-1] - f.long[history - 1]) / scale,
         (curve[-1] - curve[history - 1]) / scale,
         f.window_misfit / scale,
+        f.local_misfit / scale,
         f.long_misfit / scale,
         np.full((n, p, q), np.sin(angle)),
         np.full((n, p, q), np.cos(angle)),

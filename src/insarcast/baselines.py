@@ -16,10 +16,12 @@ not enter the forecast of the change.
 - ``trend_annual``: least squares of offset + trend + annual sinusoid over all epochs up to the
   anchor (MintPy style); the sinusoid is fitted only when those epochs span at least one year
   (:data:`ANNUAL_MIN_SPAN`), else offset + trend.
-- ``adaptive``: per pixel, ``trend_annual`` where its curve still fits the last T epochs about as
-  well as the window's own line does (RMS misfit at most :data:`ADAPTIVE_RATIO` times the line's),
-  else ``linear``: the long fit where the ground keeps its long-term habit, the window's trend where
-  it has changed (an advancing trough, an accelerating fault).
+- ``adaptive``: per pixel, the smoothest of three curves that still fits the last T epochs about as
+  well as the window's own line does (RMS misfit at most :data:`ADAPTIVE_RATIO` times the line's):
+  the long ``trend_annual`` fit where the ground keeps its long-term habit, else the ``local`` line
+  of the last 2T epochs (less the long fit's annual cycle) where the rate drifts slowly (an
+  accelerating fault, a rebound), else the window's ``linear`` trend (an advancing trough). The
+  smoother curves average more epochs, so their forecast carries less noise.
 - ``seasonal_naive``: the change over the same horizon one year earlier.
 
 :func:`fits` returns the curves and misfits behind them; the model inputs of
@@ -36,7 +38,7 @@ BASELINES = ("persistence", "linear", "trend_annual", "adaptive", "seasonal_naiv
 # The single-method baselines a practitioner would pick among; ``adaptive`` combines two of them.
 SIMPLE_BASELINES = ("persistence", "linear", "trend_annual")
 ANNUAL_MIN_SPAN = 1.0         # years of history before an annual sinusoid is fitted
-ADAPTIVE_RATIO = 1.3          # long fit kept where its RMS misfit over the window <= this x the line's
+ADAPTIVE_RATIO = 1.5          # a smoother curve is kept where its RMS misfit over the window <= this x the line's
 
 
 class Fits(NamedTuple):
@@ -44,17 +46,25 @@ class Fits(NamedTuple):
 
     linear: np.ndarray            # the line through the last T epochs
     long: np.ndarray              # offset + trend (+ annual) over all epochs up to the anchor
+    local: np.ndarray             # the line through the last 2T epochs, less the long fit's annual cycle
     window_misfit: np.ndarray     # (...) RMS of d - linear over the T window
     long_misfit: np.ndarray       # (...) RMS of d - long over the T window
-
-    @property
-    def use_long(self) -> np.ndarray:
-        """(...) bool: where ``adaptive`` takes the long fit."""
-        with np.errstate(invalid="ignore"):
-            return self.long_misfit <= ADAPTIVE_RATIO * self.window_misfit
+    local_misfit: np.ndarray      # (...) RMS of d - local over the T window
+    noise: np.ndarray             # (...) noise of one epoch: 1.4826 MAD(second differences) / sqrt(6)
+    history: int                  # T
 
     def adaptive(self) -> np.ndarray:
-        return np.where(self.use_long, self.long, self.linear)
+        """The smoothest curve that still fits the window: long, else local, else the window's line.
+
+        "Fits" is an RMS misfit at most :data:`ADAPTIVE_RATIO` times the line's own, the line's
+        floored at what the noise alone gives it (``noise * sqrt((T - 2) / T)``), so that a window
+        that happens to lie close to its line does not reject the smoother curves."""
+        with np.errstate(invalid="ignore"):
+            t = self.history
+            floor = np.nan_to_num(self.noise) * np.sqrt(max(t - 2, 1) / t)
+            limit = ADAPTIVE_RATIO * np.maximum(self.window_misfit, floor)
+            local = np.where(self.local_misfit <= limit, self.local, self.linear)
+            return np.where(self.long_misfit <= limit, self.long, local)
 
 
 def decimal_years(times: np.ndarray) -> np.ndarray:
@@ -70,41 +80,48 @@ def future_years(years: np.ndarray, anchor: int, horizon: int) -> np.ndarray:
     return past[-1] + step * np.arange(1, horizon + 1)
 
 
-def _annual_design(t: np.ndarray, annual: bool) -> np.ndarray:
-    columns = [np.ones_like(t), t]
-    if annual:
-        columns += [np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)]
-    return np.column_stack(columns)
+def _rms(window: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean((window - curve[: len(window)]) ** 2, axis=0))
 
 
 def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history: int) -> Fits:
-    """The linear and long least-squares curves of ``d (t, ...)`` at ``anchor`` and their misfits.
+    """The linear, long and local least-squares curves of ``d (t, ...)`` at ``anchor`` and their misfits.
 
     One pseudo-inverse of each design for every pixel: the least-squares solution of each column,
-    a NaN staying in its own pixel, at the cost of one matrix product.
+    a NaN staying in its own pixel, at the cost of one matrix product. Times are counted from the
+    anchor (the sinusoid from the first epoch).
     """
     shape = d.shape[1:]
     years = np.asarray(years, np.float64)
-    t_window = years[anchor - history + 1: anchor + 1]
-    t_all = np.concatenate([t_window, future_years(years, anchor, horizon)])
-    window = d[anchor - history + 1: anchor + 1].reshape(history, -1).astype(np.float64)
-    line = _annual_design(t_window - t_window[-1], False)
-    linear = _annual_design(t_all - t_window[-1], False) @ (np.linalg.pinv(line) @ window)
-    past = d[: anchor + 1].reshape(anchor + 1, -1).astype(np.float64)
     t0 = years[anchor]
-    annual = years[anchor] - years[0] >= ANNUAL_MIN_SPAN
-    design = _annual_design(years[: anchor + 1] - t0, annual)
-    if annual:                                  # the sinusoid in absolute time, the trend from the anchor
-        design[:, 2:] = _annual_design(years[: anchor + 1], True)[:, 2:]
-        future = _annual_design(t_all - t0, True)
-        future[:, 2:] = _annual_design(t_all, True)[:, 2:]
-    else:
-        future = _annual_design(t_all - t0, False)
-    long = future @ (np.linalg.pinv(design) @ past)
-    window_misfit = np.sqrt(np.mean((window - linear[:history]) ** 2, axis=0))
-    long_misfit = np.sqrt(np.mean((window - long[:history]) ** 2, axis=0))
-    return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), window_misfit.reshape(shape),
-                long_misfit.reshape(shape))
+    if not history <= anchor + 1:
+        raise ValueError(f"anchor {anchor} leaves fewer than history = {history} epochs")
+    t_out = np.concatenate([years[anchor - history + 1: anchor + 1], future_years(years, anchor, horizon)])
+    past = d[: anchor + 1].reshape(anchor + 1, -1).astype(np.float64)
+    window = past[anchor - history + 1:]
+    annual = t0 - years[0] >= ANNUAL_MIN_SPAN
+
+    def design(t: np.ndarray, seasonal: bool) -> np.ndarray:
+        columns = [np.ones_like(t), t - t0]
+        if seasonal:
+            columns += [np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)]
+        return np.column_stack(columns)
+
+    line = design(t_out, False)
+    linear = line @ (np.linalg.pinv(line[:history]) @ window)
+    coef = np.linalg.pinv(design(years[: anchor + 1], annual)) @ past
+    long = design(t_out, annual) @ coef
+    n_local = min(2 * history, anchor + 1)
+    t_local = years[anchor - n_local + 1: anchor + 1]
+    season_out = design(t_out, annual)[:, 2:] @ coef[2:]
+    season_local = design(t_local, annual)[:, 2:] @ coef[2:]
+    local = line @ (np.linalg.pinv(design(t_local, False)) @ (past[anchor - n_local + 1:] - season_local)) + season_out
+    second = np.diff(past[max(0, anchor + 1 - 4 * history):], n=2, axis=0)
+    with np.errstate(invalid="ignore"):
+        noise = 1.4826 * np.median(np.abs(second - np.median(second, axis=0)), axis=0) / np.sqrt(6.0)
+    return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), local.reshape(-1, *shape),
+                _rms(window, linear).reshape(shape), _rms(window, long).reshape(shape),
+                _rms(window, local).reshape(shape), noise.reshape(shape), history)
 
 
 def change(curve: np.ndarray, history: int) -> np.ndarray:

@@ -90,6 +90,7 @@ class FaultConfig:
     hanging_wall: Literal["left", "right"] = "right"
     tip_taper: float = 2000.0  # m
     block_width: float | None = None  # m, width of the hanging-wall block; None = unbounded
+    creep_acceleration: float = 0.0  # mm/yr² of the far hanging wall: creep = rate·Δt + ½·acc·Δt²
 
     def __post_init__(self) -> None:
         if self.block_width is not None and self.block_width <= 0:
@@ -117,6 +118,26 @@ class WaterBody:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Rebound:
+    """Groundwater rebound after pumping stops: uplift of a Gaussian bowl (centre x, y, length scale
+    ``radius`` in m) that starts on ``start`` and approaches ``amplitude`` mm (positive: up) with
+    time constant ``time_constant`` years: U = A·exp(−ρ²/(2R²))·(1 − exp(−(t − t_s)/τ)) for t > t_s."""
+
+    name: str
+    x: float
+    y: float
+    radius: float
+    amplitude: float
+    start: str
+    time_constant: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.radius <= 0 or self.time_constant <= 0:
+            raise InputError(f"rebound {self.name!r}: radius and time_constant must be > 0")
+        _date(self.start, f"rebound {self.name!r} start")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScenarioConfig:
     """Everything that defines a synthetic scenario; the same config and seed give the same bytes."""
 
@@ -130,6 +151,7 @@ class ScenarioConfig:
     mines: tuple[MineConfig, ...] = ()
     faults: tuple[FaultConfig, ...] = ()
     water: tuple[WaterBody, ...] = ()
+    rebound: tuple[Rebound, ...] = ()
     regional_rate: float = -10.0  # mm/yr at the bowl centre
     regional_centre: tuple[float, float] = (4072000.0, 3098000.0)
     regional_length: float = 20000.0  # m, Gaussian length scale L
@@ -191,9 +213,10 @@ class ScenarioConfig:
             kw["mines"] = tuple(MineConfig(**m) for m in kw.get("mines", ()))
             kw["faults"] = tuple(FaultConfig(**f) for f in kw.get("faults", ()))
             kw["water"] = tuple(WaterBody(**w) for w in kw.get("water", ()))
+            kw["rebound"] = tuple(Rebound(**r) for r in kw.get("rebound", ()))
             return cls(**kw)
         except (KeyError, TypeError) as exc:
             raise InputError(f"not a scenario config: {exc}") from exc
 
 
-__all__ = ["DAYS_PER_YEAR", "FaultConfig", "MineConfig", "ScenarioConfig", "WaterBody", "years_between"]
+__all__ = ["DAYS_PER_YEAR", "FaultConfig", "MineConfig", "Rebound", "ScenarioConfig", "WaterBody", "years_between"]

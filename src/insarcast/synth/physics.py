@@ -13,7 +13,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
-from .config import DAYS_PER_YEAR, FaultConfig, MineConfig, ScenarioConfig, years_between
+from .config import DAYS_PER_YEAR, FaultConfig, MineConfig, Rebound, ScenarioConfig, years_between
 from .geometry import cut_time, face_position, fault_frame, mine_frame
 
 SQRT_PI = math.sqrt(math.pi)
@@ -106,7 +106,7 @@ def mine_displacement(mine: MineConfig, x: np.ndarray, y: np.ndarray, t: np.ndar
 def fault_displacement(fault: FaultConfig, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Creep across a normal fault, relative to t0 = t[0]:
 
-    U(d, t) = rate · (t − t0) · (arctan(d / w)/π + ½) · Φ(a) · Ψ(d),
+    U(d, t) = [rate · (t − t0) + ½ · acc · (t − t0)²] · (arctan(d / w)/π + ½) · Φ(a) · Ψ(d),
     Φ(a) = ½[erf(√π a/ℓ) − erf(√π (a − L)/ℓ)],   Ψ(d) = ½[1 − erf(√π (d − B)/ℓ)],
 
     d the signed distance to the trace line (positive towards the hanging wall), a the position
@@ -119,9 +119,21 @@ def fault_displacement(fault: FaultConfig, x: np.ndarray, y: np.ndarray, t: np.n
     taper = 0.5 * (erf(k * a) - erf(k * (a - length)))
     if fault.block_width is not None:
         taper *= 0.5 * (1.0 - erf(k * (d - fault.block_width)))
-    profile = fault.creep_rate * (np.arctan(d / fault.width) / math.pi + 0.5) * taper
+    profile = (np.arctan(d / fault.width) / math.pi + 0.5) * taper
+    dt = np.asarray(t, dtype=np.float64) - float(np.asarray(t, dtype=np.float64)[0])
+    creep = fault.creep_rate * dt + 0.5 * fault.creep_acceleration * dt ** 2
+    return np.multiply.outer(profile.ravel().astype(np.float32), creep.astype(np.float32))
+
+
+def rebound_displacement(rebound: Rebound, x: np.ndarray, y: np.ndarray, t: np.ndarray, *,
+                         start: str) -> np.ndarray:
+    """Uplift of a rebound bowl (see :class:`~insarcast.synth.config.Rebound`), relative to t0 = t[0]."""
+    rho2 = (np.asarray(x, dtype=np.float64) - rebound.x) ** 2 + (np.asarray(y, dtype=np.float64) - rebound.y) ** 2
+    bowl = rebound.amplitude * np.exp(-rho2.ravel() / (2.0 * rebound.radius ** 2))
     t = np.asarray(t, dtype=np.float64)
-    return np.multiply.outer(profile.ravel().astype(np.float32), (t - t[0]).astype(np.float32))
+    since = t - years_between(start, rebound.start)
+    level = np.where(since > 0, -np.expm1(-np.maximum(since, 0.0) / rebound.time_constant), 0.0)
+    return np.multiply.outer(bowl.astype(np.float32), (level - level[0]).astype(np.float32))
 
 
 def regional_displacement(config: ScenarioConfig, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -153,7 +165,8 @@ def seasonal_displacement(*, amplitude: float, peak_doy: float, dates: np.ndarra
 
 def truth_displacement(config: ScenarioConfig, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Noise-free displacement (n, T) float32 in mm at the scenario's epochs: the sum of every
-    mine trough, fault creep, the regional bowl and the seasonal cycle (zero at the first epoch)."""
+    mine trough, fault creep, rebound uplift, the regional bowl and the seasonal cycle (zero at the
+    first epoch)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     t = config.years()
@@ -164,4 +177,6 @@ def truth_displacement(config: ScenarioConfig, x: np.ndarray, y: np.ndarray) -> 
         out += fault_displacement(fault, x, y, t)
     for mine in config.mines:
         out += mine_displacement(mine, x, y, t, start=config.start, slice_length=config.slice_length)
+    for rebound in config.rebound:
+        out += rebound_displacement(rebound, x, y, t, start=config.start)
     return out

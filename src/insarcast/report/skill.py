@@ -1,0 +1,223 @@
+"""Skill over many forecast origins: the ensemble against every baseline, against the observations
+and, where a noise-free truth cube exists (the synthetic scenario), against the truth.
+
+One noisy window cannot rank methods (the noise of a single epoch, about 2.7 mm on the demo, is
+larger than the 36-day signal of most pixels), so the hindcast is repeated at several origins
+``a`` spread over the test period and every method is scored on the same pixels of every origin:
+
+- against the **observations**: the forecast change against ``d(a+k) - d(a)``;
+- against the **truth**: against the true change of the ground ``truth(a+k) - truth(a)`` (the
+  noise of the observation at the anchor is not motion of the ground);
+- **overall** (every valid pixel), inside the **zones** of ``zones.geojson`` (within
+  :data:`MINE_BUFFER` of a mine outline or :data:`FAULT_BUFFER` of a fault trace) and, with a
+  truth, where the ground truly **moves** faster than :data:`MOVING_RATE` over the horizon.
+
+Methods are the ensemble median (``model``) and the baselines of :mod:`insarcast.baselines`.
+:func:`diebold_mariano` compares the model with each baseline on the per-origin mean squared
+errors, with the Harvey-Leybourne-Newbold small-sample correction. The map scores say whether the
+classes find what moves: of the pixels whose true change over the horizon is in the top 5 %, the
+share classed High or Highest (``recall_top5``); of the High/Highest pixels, the share among the top
+15 % true movers (``precision_top15``); the correlation of the forecast map with the true change
+inside the zones (``corr_zones``).
+
+Imports numpy, pandas, scipy and the torch-free UDF only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import stats
+
+from insarcast import baselines as bl
+
+MINE_BUFFER = 1000.0          # m around a mine outline: the Knothe trough reaches ~ the influence radius
+FAULT_BUFFER = 500.0          # m either side of a fault trace
+MOVING_RATE = 20.0            # mm/yr: "moves" when |true change over the horizon| exceeds this rate
+METHODS_BASE = ("persistence", "linear", "trend_annual", "adaptive")
+REGIONS = ("overall", "zones", "moving")
+HIGH = 2                      # class codes >= HIGH are High or Highest (insarcast.udf.products)
+
+
+def origins(n_epochs: int, *, history: int, horizon: int, start: int, count: int) -> np.ndarray:
+    """``count`` anchors evenly spread from ``start - 1`` (the first window whose targets lie at or after
+    epoch ``start``) to the last one with F observed epochs after it."""
+    first, last = max(history - 1, start - 1), n_epochs - 1 - horizon
+    if last < first:
+        return np.array([], int)
+    return np.unique(np.linspace(first, last, max(1, count)).round().astype(int))
+
+
+@dataclass
+class SkillScores:
+    """Per origin, method, target ("observed"/"truth") and region: sums of squared errors per horizon."""
+
+    horizon: int
+    anchors: list[int] = field(default_factory=list)
+    # (target, region, method) -> list over origins of (F,) SSE and (F,) counts
+    sse: dict[tuple[str, str, str], list[np.ndarray]] = field(default_factory=dict)
+    count: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
+    maps: list[dict[str, float]] = field(default_factory=list)
+
+    def add(self, target: str, region: str, forecasts: dict[str, np.ndarray], reference: np.ndarray,
+            mask: np.ndarray) -> None:
+        keep = mask & np.isfinite(reference).all(axis=0)
+        for f in forecasts.values():
+            keep &= np.isfinite(f).all(axis=0)
+        self.count.setdefault((target, region), []).append(np.full(self.horizon, keep.sum(), np.float64))
+        for name, f in forecasts.items():
+            err = (f - reference)[:, keep].astype(np.float64)
+            self.sse.setdefault((target, region, name), []).append((err ** 2).sum(axis=1))
+
+    def rmse(self, target: str, region: str, method: str, *, by_horizon: bool = False) -> np.ndarray | float:
+        sse = np.sum(self.sse[(target, region, method)], axis=0)
+        n = np.sum(self.count[(target, region)], axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(sse / n) if by_horizon else float(np.sqrt(sse.sum() / n.sum()))
+
+    def per_origin_mse(self, target: str, region: str, method: str) -> np.ndarray:
+        sse = np.array(self.sse[(target, region, method)]).sum(axis=1)
+        n = np.array(self.count[(target, region)]).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sse / n
+
+    def methods(self) -> list[str]:
+        return sorted({k[2] for k in self.sse}, key=lambda m: (m != "model", m))
+
+    def table(self) -> pd.DataFrame:
+        """One row per target, region and method: RMSE, the ratio to the best simple baseline
+        (persistence, linear, trend_annual) and the Diebold-Mariano test against the model."""
+        rows = []
+        step = max(1, int(np.median(np.diff(self.anchors)))) if len(self.anchors) > 1 else self.horizon
+        lag = max(1, math.ceil(self.horizon / step))
+        for target, region in sorted(self.count, key=lambda k: (k[0] != "truth", REGIONS.index(k[1]))):
+            if np.sum(self.count[(target, region)]) == 0:
+                continue
+            scores = {m: self.rmse(target, region, m) for m in self.methods()}
+            best = min(scores[m] for m in bl.SIMPLE_BASELINES if m in scores)
+            model_loss = self.per_origin_mse(target, region, "model")
+            for method, value in scores.items():
+                dm, p = (math.nan, math.nan) if method == "model" else diebold_mariano(
+                    model_loss, self.per_origin_mse(target, region, method), lag=lag)
+                rows.append({"target": target, "region": region, "method": method, "rmse_mm": value,
+                             "ratio_to_best_simple": value / best if best > 0 else math.nan,
+                             "dm_stat": dm, "dm_p": p, "origins": len(self.anchors)})
+        return pd.DataFrame(rows)
+
+    def horizon_table(self, target: str, region: str = "overall") -> pd.DataFrame:
+        """RMSE per horizon step of every method, and the model's skill 1 - RMSE_model / RMSE_method."""
+        out = {"horizon": np.arange(1, self.horizon + 1)}
+        model = self.rmse(target, region, "model", by_horizon=True)
+        for m in self.methods():
+            out[f"rmse_{m}"] = self.rmse(target, region, m, by_horizon=True)
+            if m != "model":
+                out[f"skill_vs_{m}"] = 1.0 - model / out[f"rmse_{m}"]
+        return pd.DataFrame(out)
+
+    def map_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.maps)
+
+
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, *, lag: int = 1) -> tuple[float, float]:
+    """Diebold-Mariano test of equal accuracy of A and B from per-origin losses, with the
+    Harvey-Leybourne-Newbold (1997) correction for small samples and a Student t with n - 1 degrees
+    of freedom. ``lag`` is the forecast overlap h (autocovariances up to h - 1 enter the variance).
+    Negative statistic: A has the smaller loss. Returns (statistic, two-sided p-value)."""
+    d = np.asarray(loss_a, np.float64) - np.asarray(loss_b, np.float64)
+    d = d[np.isfinite(d)]
+    n = d.size
+    if n < 2:
+        return math.nan, math.nan
+    mean = d.mean()
+    dev = d - mean
+    h = min(int(lag), n - 1)
+    var = (dev @ dev) / n + 2 * sum((dev[k:] @ dev[:-k]) / n for k in range(1, h))
+    if var <= 0:
+        var = (dev @ dev) / n
+    if var <= 0:
+        return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
+    dm = mean / math.sqrt(var / n)
+    dm *= math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
+    return float(dm), float(2 * stats.t.sf(abs(dm), df=n - 1))
+
+
+def map_scores(median: np.ndarray, classes: np.ndarray, true_change: np.ndarray, valid: np.ndarray,
+               zones: np.ndarray | None) -> dict[str, float]:
+    """Whether a forecast map (y, x) at the horizon finds what truly moves (see the module docstring)."""
+    ok = valid & np.isfinite(median) & np.isfinite(true_change) & (classes != 255)
+    size = np.abs(true_change[ok])
+    out = {"pixels": int(ok.sum())}
+    if size.size == 0:
+        return out
+    high = classes[ok] >= HIGH
+    top5 = size >= np.quantile(size, 0.95)
+    top15 = size >= np.quantile(size, 0.85)
+    out["recall_top5"] = float(high[top5].mean())
+    out["precision_top15"] = float(top15[high].mean()) if high.any() else math.nan
+    out["corr_overall"] = _corr(median[ok], true_change[ok])
+    if zones is not None and (ok & zones).sum() > 2:
+        out["corr_zones"] = _corr(median[ok & zones], true_change[ok & zones])
+    return out
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def zone_mask(zones_path, ds: xr.Dataset) -> np.ndarray | None:
+    """(y, x) bool: within :data:`MINE_BUFFER` of a mine or :data:`FAULT_BUFFER` of a fault; None without zones."""
+    if zones_path is None:
+        return None
+    from .zones import read_zones, zone_distances
+
+    crs = ds.rio.crs if hasattr(ds, "rio") else None
+    zones = read_zones(zones_path, crs=crs)
+    dist = zone_distances(zones, ds["x"].values, ds["y"].values)
+    return (dist["mine"] <= MINE_BUFFER) | (dist["fault"] <= FAULT_BUFFER)
+
+
+def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | None = None,
+          zones: np.ndarray | None = None, overlap: int | None = None, progress=None) -> SkillScores:
+    """Hindcast ``ensemble`` (an :class:`insarcast.udf.ensemble.Ensemble` or anything with its
+    ``settings``) at every anchor and score it beside the baselines (see the module docstring)."""
+    from insarcast.udf.forecast import forecast_products
+
+    settings = dict(ensemble.settings)
+    history, horizon = int(settings["history"]), int(settings["horizon_steps"])
+    d_all = np.asarray(cube["displacement"].transpose("t", "y", "x").values, np.float32)
+    valid = np.asarray(cube["valid"].values, bool) if "valid" in cube else np.ones(d_all.shape[1:], bool)
+    valid &= np.isfinite(d_all).all(axis=0)
+    years = bl.decimal_years(cube["t"].values)
+    spacing_years = float(np.median(np.diff(years)))
+    t_true = None if truth is None else np.asarray(truth.transpose("t", "y", "x").values, np.float32)
+    scores = SkillScores(horizon=horizon)
+    for a in (progress or (lambda x: x))(list(anchors)):
+        a = int(a)
+        products = forecast_products(cube.isel(t=slice(0, a + 1)), overlap=overlap, **settings)
+        median = np.asarray(products["median"].values, np.float32)
+        forecasts = {"model": median}
+        for name in METHODS_BASE:
+            forecasts[name] = bl.forecast(name, d_all, years, a, horizon, history=history)
+        observed = d_all[a + 1: a + horizon + 1] - d_all[a]
+        scores.anchors.append(a)
+        scores.add("observed", "overall", forecasts, observed, valid)
+        if zones is not None:
+            scores.add("observed", "zones", forecasts, observed, valid & zones)
+        if t_true is None:
+            continue
+        true_change = t_true[a + 1: a + horizon + 1] - t_true[a]
+        moving = np.abs(true_change[-1]) >= MOVING_RATE * horizon * spacing_years
+        scores.add("truth", "overall", forecasts, true_change, valid)
+        if zones is not None:
+            scores.add("truth", "zones", forecasts, true_change, valid & zones)
+        scores.add("truth", "moving", forecasts, true_change, valid & moving)
+        classes = np.asarray(products["class"].values)
+        scores.maps.append({"anchor": a, **map_scores(median[-1], classes, true_change[-1], valid, zones)})
+    return scores

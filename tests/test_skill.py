@@ -1,0 +1,160 @@
+"""The residual formulation and its scoring: baselines worked out by hand, training inputs equal to the
+UDF's, an untrained network that is exactly its reference, the Diebold-Mariano test, and a trained tiny
+model whose Highest class sits on a trough of known rate."""
+
+import math
+
+import numpy as np
+import pytest
+
+from insarcast import baselines as bl
+from insarcast.report.skill import diebold_mariano, map_scores, origins
+from insarcast.udf.inputs import INPUTS, model_inputs
+
+T, F, P = 8, 4, 8
+STEP = 6.0 / 365.25
+
+
+def _years(n):
+    return np.arange(n) * STEP
+
+
+def test_adaptive_takes_the_long_fit_on_steady_ground_and_the_line_on_a_new_trend():
+    n = 300
+    t = _years(n)
+    steady = (10.0 * t + 5.0 * np.sin(2 * np.pi * t))[:, None]                  # mm, trend + annual
+    kinked = np.where(t > t[-20], -60.0 * (t - t[-20]), 0.0)[:, None]           # a trough starts 20 epochs ago
+    a = n - 1 - F
+    future = t[a] + STEP * np.arange(1, F + 1)
+    # steady: the long fit is the series itself, so its change is exact; the line is not
+    exact = 10.0 * (future - t[a]) + 5.0 * (np.sin(2 * np.pi * future) - np.sin(2 * np.pi * t[a]))
+    np.testing.assert_allclose(bl.adaptive(steady, t, a, F, history=T)[:, 0], exact, atol=1e-4)
+    # kinked: the window is on the new slope (-60 mm/yr), the long fit is not: the line wins
+    np.testing.assert_allclose(bl.adaptive(kinked, t, a, F, history=T)[:, 0], -60.0 * (future - t[a]), atol=1e-4)
+    np.testing.assert_allclose(bl.linear(kinked, t, a, F, history=T), bl.adaptive(kinked, t, a, F, history=T))
+
+
+def test_no_annual_term_is_fitted_before_a_year_of_history():
+    t = _years(40)                                                              # 0.65 years
+    d = (3.0 * t)[:, None] + np.sin(np.arange(40))[:, None] * 0.01
+    change = bl.trend_annual(d, t, 39 - F, F, history=T)[:, 0]
+    # offset + trend only: the change is the slope (about 3 mm/yr) times the step, nothing seasonal
+    np.testing.assert_allclose(change / (STEP * np.arange(1, F + 1)), 3.0, rtol=0.05)
+
+
+RATE = -100.0                                         # mm/yr at the trough's centre
+
+
+def _cube(n=80, size=20, seed=0):
+    rng = np.random.default_rng(seed)
+    t = _years(n)
+    yy, xx = np.mgrid[:size, :size]
+    trough = np.exp(-((yy - 10) ** 2 + (xx - 10) ** 2) / 8.0)
+    d = (RATE * trough[None] * t[:, None, None] + 1.0 * np.sin(2 * np.pi * t)[:, None, None]
+         + rng.normal(0, 1.0, (n, size, size))).astype(np.float32)
+    valid = np.ones((size, size), bool)
+    valid[0, :3] = False
+    times = np.datetime64("2020-01-01", "ns") + (np.arange(n) * 6).astype("timedelta64[D]")
+    return d, valid, times, trough
+
+
+def test_training_inputs_are_the_udf_inputs_byte_for_byte():
+    from insarcast.training.data import Windows
+    from insarcast.udf.tiling import forecast_block
+
+    d, valid, times, _ = _cube()
+    w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs="residual")
+    a = int(w.anchors("test")[0])
+    seen = []
+
+    def record(x):
+        seen.append(x.copy())
+        return np.zeros((1, len(x), F, P, P), np.float32)
+
+    forecast_block(d[: a + 1], valid, predict=record, history=T, horizon_steps=F, members=1, patch=P,
+                   overlap=P // 4, norm=w.norm.to_dict(), batch_size=1, inputs="residual", years=w.years[: a + 1])
+    stride = P - P // 4
+    tiles = [(r, c) for r in range(-stride, 20, stride) for c in range(-stride, 20, stride)
+             if r + P > 0 and c + P > 0]                     # global row-major order; all hold valid pixels
+    r, c = 0, 0
+    x_udf = seen[tiles.index((r, c))][0]
+    x_train = w.sample(a, (r, c)).x
+    assert x_train.shape == (T, len(INPUTS["residual"]), P, P)
+    assert x_udf.tobytes() == x_train.tobytes()
+
+
+def test_an_untrained_residual_model_is_exactly_its_reference():
+    import torch
+
+    from insarcast.training.models import ModelConfig, build_model
+
+    cfg = ModelConfig(arch="resnet-transformer", history=T, horizon=F, patch=P, inputs="residual",
+                      readout="skip", width=8, d_model=16)
+    assert cfg.channels == len(INPUTS["residual"])
+    x = torch.randn(3, T, cfg.channels, P, P)
+    assert torch.count_nonzero(build_model(cfg)(x)) == 0
+    d, valid, times, _ = _cube()
+    years = (times - times[0]).astype("timedelta64[s]").astype(float) / (365.25 * 86400)
+    norm = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}
+    built = model_inputs(d[None, :60, :P, :P], None, history=T, horizon=F, norm=norm, inputs="residual",
+                         years=years[:60])
+    np.testing.assert_allclose(built.reference[0], bl.adaptive(d[:60, :P, :P], years, 59, F, history=T), atol=1e-5)
+
+
+def test_diebold_mariano_with_the_small_sample_correction_by_hand():
+    a = np.array([1.0, 2.0, 1.5, 1.2, 0.8])
+    b = a + np.array([0.5, 0.1, 0.4, 0.2, 0.3])
+    d = a - b
+    n = len(d)
+    by_hand = d.mean() / math.sqrt(((d - d.mean()) ** 2).mean() / n) * math.sqrt((n - 1) / n)
+    stat, p = diebold_mariano(a, b, lag=1)
+    assert stat == pytest.approx(by_hand) and stat < 0
+    from scipy import stats
+
+    assert p == pytest.approx(2 * stats.t.sf(abs(by_hand), df=n - 1)) and p < 0.05   # A wins at every origin
+    assert diebold_mariano(a, a, lag=1) == (0.0, 1.0)
+
+
+def test_origins_span_the_test_period_and_maps_score_a_perfect_ranking():
+    anchors = origins(100, history=12, horizon=6, start=90, count=4)
+    assert anchors[0] == 89 and anchors[-1] == 93
+    truth = np.linspace(0, 1, 400).reshape(20, 20)
+    classes = np.zeros((20, 20), np.uint8)
+    classes[truth >= np.quantile(truth, 0.95)] = 3
+    scores = map_scores(truth * 2, classes, truth, np.ones((20, 20), bool), truth > 0.5)
+    assert scores["recall_top5"] == 1.0 and scores["precision_top15"] == 1.0
+    assert scores["corr_zones"] == pytest.approx(1.0)
+
+
+def test_a_trained_tiny_model_puts_the_highest_class_on_a_trough_of_known_rate():
+    import torch
+
+    from insarcast.training.data import Windows
+    from insarcast.training.models import ModelConfig
+    from insarcast.training.params import TrainConfig
+    from insarcast.training.trainer import fit
+    from insarcast.udf.forecast import forecast_products
+    import xarray as xr
+
+    d, valid, times, trough = _cube(n=120, size=24, seed=1)
+    w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs="residual")
+    cfg = ModelConfig(arch="resnet-transformer", history=T, horizon=F, patch=P, inputs="residual",
+                      readout="skip", width=8, d_model=16)
+    result = fit(w, cfg, TrainConfig(max_epochs=2, train_samples=64, eval_samples=32, batch_size=16), seed=0)
+
+    def predict(x):
+        with torch.no_grad():
+            return result.model(torch.from_numpy(x)).numpy()[None]
+
+    cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
+                      coords={"t": times, "y": np.arange(24.0)[::-1] * 100, "x": np.arange(24.0) * 100})
+    products = forecast_products(cube, predict, history=T, horizon_steps=F, patch=P, norm=w.norm.to_dict(),
+                                 members=1, inputs="residual")
+    highest = products["class"].values == 3
+    # the trough subsides at 100 mm/yr x exp(-r^2/8): the Highest class (top 1 %, ~6 pixels) is its centre
+    assert highest.sum() > 0
+    assert trough[highest].min() > 0.6
+    # and the forecast there is the trough's rate over the horizon (-100 mm/yr x 24 days = -6.6 mm)
+    # plus the annual cycle's change (within +-0.5 mm), within noise
+    centre = products["median"].values[-1][trough > 0.9]
+    assert np.median(centre) == pytest.approx(RATE * F * STEP, abs=1.0)
