@@ -76,7 +76,7 @@ def validation_loss(model: torch.nn.Module, windows: Windows, rows: np.ndarray, 
     model.eval()
     sums = np.zeros(2)
     with torch.no_grad():
-        for x, y, m in DataLoader(WindowDataset(windows, _shard(rows, ctx)), batch_size=batch_size):
+        for x, y, m in DataLoader(WindowDataset(windows, _shard(rows, ctx), cache=True), batch_size=batch_size):
             x, y, m = (a.to(ctx.device) for a in (x, y, m))
             keep = m.sum().item() * y.shape[1]
             sums += [masked_mse(model(x), y, m).item() * keep, keep]
@@ -179,7 +179,7 @@ def evaluate(model: torch.nn.Module, windows: Windows, *, part: str = "test", ct
     with torch.no_grad():
         for i, start in enumerate(range(0, len(rows), batch_size)):
             batch = rows[start:start + batch_size]
-            xs, _, ms, refs, observed = zip(*(windows.sample(a, (r, c)) for a, r, c in batch))
+            xs, _, ms, refs, observed = zip(*(windows.sample(a, (r, c), cache=True) for a, r, c in batch))
             pred = model(torch.from_numpy(np.stack(xs)).to(ctx.device)).cpu().numpy()
             pred_mm = pred * norm.target_std + norm.target_mean + np.stack(refs)
             obs_mm = np.stack(observed)

@@ -26,7 +26,7 @@ from insarcast.baselines import fits
 from insarcast.errors import InputError
 from insarcast.udf.inputs import CHANNELS, model_inputs
 
-RESIDUAL_ANCHORS = 48
+RESIDUAL_ANCHORS = 16
 
 
 @dataclass(frozen=True)

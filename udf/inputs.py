@@ -137,7 +137,7 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     last = window[:, -1].astype(np.float64)
     angle = 2 * np.pi * (float(years[anchor]) % 1.0)
     per_epoch = (np.moveaxis(window, 1, 0) - curve[:history]) / scale   # (T, N, P, P)
-    static = [
+    static = np.stack([
         (f.linear[-1] - f.linear[history - 1]) / scale,
         (f.local[-1] - f.local[history - 1]) / scale,
         (f.long[-1] - f.long[history - 1]) / scale,
@@ -147,13 +147,16 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
         f.long_misfit / scale,
         np.full((n, p, q), np.sin(angle)),
         np.full((n, p, q), np.cos(angle)),
-    ]
+    ], axis=1)                                                           # (N, 9, P, P)
+    keep = m[:, None] & np.isfinite(static)
+    x[:, :, 3:] = np.where(keep, static, 0.0)[:, None]
     with np.errstate(invalid="ignore"):
-        x[:, :, 2] = np.where(m_t, np.nan_to_num(np.moveaxis(per_epoch, 0, 1)), 0.0)
-        for i, value in enumerate(static, start=3):
-            x[:, :, i] = np.where(m, np.nan_to_num(value), 0.0)[:, None]
-        reference = np.where(m[:, None], np.nan_to_num(np.moveaxis(change(curve, history), 0, 1)), 0.0)
-        level = np.where(m, np.nan_to_num(curve[history - 1] - last), 0.0)
+        x[:, :, 2] = np.where(m_t & np.isfinite(per_epoch).transpose(1, 0, 2, 3), per_epoch.transpose(1, 0, 2, 3),
+                              0.0)
+    change_ = np.moveaxis(change(curve, history), 0, 1)
+    reference = np.where(m[:, None] & np.isfinite(change_), change_, 0.0)
+    level_ = curve[history - 1] - last
+    level = np.where(m & np.isfinite(level_), level_, 0.0)
     return ModelInputs(x, reference.astype(np.float32), level.astype(np.float32))
 
 

@@ -367,6 +367,10 @@ def validate_stac(catalog: Path, schemas: Path, no_cogs: bool) -> None:
 @click.option("--tune-dir", type=click.Path(path_type=Path),
               help="Tune folder with the manual and TPE models (default: where the compare runs came from).")
 @click.option("--anchor", type=int, help="Hindcast anchor epoch index (default: F epochs before the cube's end).")
+@click.option("--truth", type=click.Path(path_type=Path),
+              help="Noise-free cube of a synthetic scenario (truth.zarr): the skill table scores against it too.")
+@click.option("--origins", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Forecast origins over the test period for the skill table.")
 @click.option("--bands", default="250,500,1000", show_default=True,
               help="Distance band edges around the zones, metres, comma separated.")
 @click.option("--screenshot", is_flag=True, help="Check the page in headless Chromium and keep screenshot.png.")
@@ -374,13 +378,14 @@ def validate_stac(catalog: Path, schemas: Path, no_cogs: bool) -> None:
 @_overwrite
 @_quiet
 def report(cube: Path, products: Path, compare_dir: Path, zones: Path | None, ensemble: Path | None,
-           tune_dir: Path | None, anchor: int | None, bands: str, screenshot: bool, out: Path, overwrite: bool,
-           quiet: bool) -> None:
+           tune_dir: Path | None, anchor: int | None, truth: Path | None, origins: int, bands: str, screenshot: bool,
+           out: Path, overwrite: bool, quiet: bool) -> None:
     """Write the report: metrics, maps, residual diagnostics, zones, calibration, decision tiers.
 
     \b
-    Reads CUBE, PRODUCTS, COMPARE, ZONES, the ensemble (for a hindcast of the test period) and the
-    best manual and TPE models of the tune folder. Writes into OUT, all together or nothing:
+    Reads CUBE, PRODUCTS, COMPARE, ZONES, TRUTH, the ensemble (for a hindcast of the test period and
+    the skill table over many origins, which the page leads with) and the best manual and TPE models
+    of the tune folder. Writes into OUT, all together or nothing:
       index.html        one self-contained page (figures embedded, no script, no external resource)
       figures/*.png     the figures (Figures 3-5, 7-10 of the paper, calibration, tiers)
       tables/*.csv      every table of the page; key_numbers.csv holds the numbers quoted in the text
@@ -394,7 +399,7 @@ def report(cube: Path, products: Path, compare_dir: Path, zones: Path | None, en
     _refuse_existing([out], overwrite)
     path = build_report(cube=cube, products=products, compare_dir=compare_dir, zones=zones, out=out,
                         tune_dir=tune_dir, ensemble=ensemble, anchor=anchor, bands=edges, browser_check=screenshot,
-                        progress=not quiet)
+                        progress=not quiet, truth=truth, origins=origins)
     click.echo(str(path))
 
 

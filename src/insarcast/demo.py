@@ -201,6 +201,7 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
     # ---- synth
     tick = time.perf_counter()
     zones: Path | None = None
+    truth: Path | None = None
     if tiles is not None:
         stage("synth", None, "skipped", tick, f"gridding {len(tiles)} EGMS file(s) instead")
     else:
@@ -208,6 +209,7 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
 
         scenario = paths[SCENARIO]
         zones = scenario / ZONES_NAME
+        truth = scenario / TRUTH_NAME
         made = [scenario / n for n in (CONFIG_NAME, ZONES_NAME, TRUTH_NAME)]
         tiles = sorted(scenario.glob("EGMS_L3_*_100km_U_synthetic.csv"))
         if all(p.exists() for p in made) and tiles:
@@ -314,7 +316,7 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
         from .report import build_report
 
         index = build_report(cube=cube, products=products, compare_dir=compare_dir, zones=zones, out=report,
-                             tune_dir=tune_dir, ensemble=ensemble, progress=progress)
+                             tune_dir=tune_dir, ensemble=ensemble, progress=progress, truth=truth)
         stage("report", index, "done", tick)
 
     result.paths = {"scenario": paths[SCENARIO], "cube": cube, "tune": tune_dir, "compare": welch,

@@ -30,7 +30,7 @@ from insarcast.errors import InputError, MissingDependencyError
 from insarcast.fsutil import atomic_path
 
 from . import calibration, figures, residuals, tables
-from .hindcast import best_models, hindcast, model_forecast
+from .hindcast import SPLIT, best_models, hindcast, model_forecast
 from .html import Numbers, Section, esc, figure_html, note_html, page_html, table_html
 from .zones import DEFAULT_BANDS, read_zones, zone_distances
 
@@ -44,6 +44,8 @@ COMPARE_CAPTIONS = {
                  "(from compare).",
 }
 PAPER_ARCH = "resnet-transformer"
+SKILL_ORIGINS = 6            # forecast origins of the skill table: about one per horizon over the test period
+TEST_START = SPLIT[0] + SPLIT[1]                # the test period's first epoch, as a share of the epochs
 
 
 def _open_products(path) -> xr.Dataset:
@@ -84,7 +86,8 @@ def _png(stage: Path, name: str, fig, store: dict[str, bytes]) -> None:
 
 
 def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None, ensemble=None, anchor=None,
-                 bands=DEFAULT_BANDS, browser_check: bool = False, progress: bool = True) -> Path:
+                 bands=DEFAULT_BANDS, browser_check: bool = False, progress: bool = True, truth=None,
+                 origins: int = SKILL_ORIGINS) -> Path:
     """Write the report into ``out`` and return the path of its ``index.html``.
 
     ``cube``: the Zarr cube the products were made from; ``products``: the Zarr store of ``insarcast
@@ -93,7 +96,9 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     folder whose best manual and TPE ResNet+Transformer models get the side-by-side residual maps
     (default: the folder the compare runs came from; skipped without torch); ``ensemble``: the
     ensemble folder (default: the one recorded in the products); ``anchor``: the hindcast's anchor
-    epoch (default: F epochs before the end). ``browser_check``: load the page in headless
+    epoch (default: F epochs before the end). ``truth``: the noise-free cube of a synthetic scenario
+    (``truth.zarr``), scored against beside the observations; ``origins``: forecast origins of the
+    skill table (:mod:`insarcast.report.skill`). ``browser_check``: load the page in headless
     Chromium, fail on a broken image or script error, and keep ``screenshot.png``.
     """
     from insarcast.cube import open_cube
@@ -159,6 +164,11 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
 
     history = int(hp.attrs["history_epochs"])
     steps = int(hp.attrs["horizon_steps"])
+
+    # ---- skill over many origins: every baseline, observations and truth (the page leads with it)
+    say(f"report: skill over {origins} forecast origins ...", flush=True)
+    scores = _skill_scores(ds, ensemble, truth=truth, zones=zone_set, origins=origins, history=history,
+                           horizon_steps=steps)
     sources = {"ensemble median": median_hc}
     base = residuals.baseline_forecasts(ds["displacement"], ds["t"].values, a, steps, history=history)
     sources.update(base)
@@ -254,6 +264,8 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         ("persistence_rmse_mm", skill_of("persistence", "rmse"), "mm", "hindcast RMSE of persistence"),
         ("lstsq_rmse_mm", skill_of("trend_annual", "rmse") if "trend_annual" in base else math.nan, "mm",
          "hindcast RMSE of the least-squares trend plus annual baseline"),
+        ("linear_rmse_mm", skill_of("linear", "rmse"), "mm", "hindcast RMSE of the window's line"),
+        ("adaptive_rmse_mm", skill_of("adaptive", "rmse"), "mm", "hindcast RMSE of the adaptive baseline"),
         ("residual_bias_mm", float(summary_tab.loc[summary_tab["statistic"] == "mean", "value"].iloc[0]), "mm",
          "mean residual (forecast - observed)"),
         ("rho_std_residual", float(corr_std.iloc[0]) if len(corr_std) else math.nan, "",
@@ -268,6 +280,7 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         ("pit_central_80", float(pit_tab.loc[pit_tab["bin"] == "central_80", "frequency"].iloc[0]), "",
          "share of observations in the central 80 % of the noisy ensemble (nominal 0.8)"),
     ]
+    entries += _skill_entries(scores)
     key_tab = tables.key_numbers(entries)
     num = Numbers(key_tab)
 
@@ -279,7 +292,10 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         "model_residuals": model_tab, "overlay": overlay_tab, "rank_correlations": corr_tab,
         "reliability": rel_tab, "brier": brier_tab, "coverage": cov_tab, "reliability_noise": rel_noise_tab,
         "brier_noise": brier_noise_tab, "pit": pit_tab, "key_numbers": key_tab,
+        "skill_origins": scores.table(), "skill_per_horizon": scores.horizon_tables(),
     }
+    if scores.maps:
+        all_tables["skill_maps"] = scores.map_table()
     if zone_tab is not None:
         all_tables["zones"] = zone_tab
 
@@ -302,6 +318,7 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         _png(stage, "exceedance", figures.exceedance_figure(grid, layers["p85"], layers["p95"], layers["p99"],
                                                             zones=zs), pngs)
         _png(stage, "skill", figures.skill_figure(skill_tab), pngs)
+        _png(stage, "skill_horizon", figures.skill_horizon_figure(all_tables["skill_per_horizon"]), pngs)
         _png(stage, "residual_map", figures.residual_map_figure(grid, residual, zones=zs), pngs)
         _png(stage, "qq", figures.qq_figure(p, z, q, fits, tails), pngs)
         _png(stage, "abs_residuals", figures.abs_residual_models_figure(grid, panels, zones=zs), pngs)
@@ -317,6 +334,7 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         _png(stage, "tiers", figures.tiers_figure(grid, tiers, tier_tab, zones=zs), pngs)
 
         sections = _sections(shown, pngs, num, notes=notes, attrs=dict(prod.attrs), hattrs=dict(hp.attrs),
+                             verdict=scores.verdict(),
                              inputs={"cube": cube, "products": products, "compare": compare_dir, "zones": zones,
                                      "ensemble": ensemble, "tune": tune_dir})
         index = stage / "index.html"
@@ -337,19 +355,78 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     return out / "index.html"
 
 
+def _skill_scores(ds: xr.Dataset, ensemble, *, truth, zones, origins: int, history: int, horizon_steps: int):
+    """:func:`insarcast.report.skill.score` at ``origins`` anchors over the test period."""
+    from insarcast.udf.ensemble import load_ensemble
+
+    from . import skill
+
+    nt = ds.sizes["t"]
+    anchors = skill.origins(nt, history=history, horizon=horizon_steps, start=int(round(TEST_START * nt)),
+                            count=origins)
+    truth_da = None
+    if truth is not None:
+        truth_da = xr.open_zarr(truth)["displacement"]
+        if truth_da.sizes != {"t": nt, "y": ds.sizes["y"], "x": ds.sizes["x"]}:
+            raise InputError(f"the truth cube has sizes {dict(truth_da.sizes)}, the cube {dict(ds.sizes)}",
+                             path=truth, field="displacement")
+        truth_da = truth_da.load()
+    ens = load_ensemble(ensemble) if isinstance(ensemble, (str, os.PathLike)) else ensemble
+    return skill.score(ds.load(), ens, anchors=anchors, truth=truth_da, zones=skill.zone_mask(zones, ds))
+
+
+def _skill_entries(scores) -> list[tuple]:
+    """Key numbers of the skill table: the model's RMSE and its ratio to the best simple baseline."""
+    out = []
+    table = scores.table()
+    for (target, region), part in table.groupby(["target", "region"], sort=False):
+        rows = part.set_index("method")
+        key = f"{target}_{region}"
+        out.append((f"skill_{key}_rmse_mm", float(rows.loc["model", "rmse_mm"]), "mm",
+                    f"RMSE of the ensemble median against the {target}, {region}, over {len(scores.anchors)} origins"))
+        out.append((f"skill_{key}_ratio", float(rows.loc["model", "ratio_to_best_simple"]), "",
+                    f"that RMSE over the best of persistence, linear and trend + annual ({target}, {region})"))
+    for name in ("recall_top5", "precision_top15", "corr_zones"):
+        values = [m[name] for m in scores.maps if name in m]
+        if values:
+            out.append((f"map_{name}", float(np.nanmean(values)), "", f"{name} against the truth, mean over origins"))
+    return out
+
+
 def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, *, notes, attrs, hattrs,
-              inputs) -> list[Section]:
+              inputs, verdict: list[str]) -> list[Section]:
     def fig(name, caption):
         return figure_html(name, pngs[name], caption) if name in pngs else note_html(f"figure {name} is missing")
 
+    worth = Section("worth", "Is the forecast worth more than a trend fit?")
+    worth.p("Every method is scored at the same forecast origins spread over the test period, on the same "
+            "pixels: the ensemble median (model), persistence, the least-squares line of the history window "
+            "(linear), least-squares trend plus annual cycle over the whole history (trend_annual) and the "
+            "adaptive baseline the networks correct (the smoothest of those fits that still fits the window). "
+            "Against the observations the noise of two epochs dominates every score; against the noise-free "
+            "truth (synthetic scenarios) the score is the ground's own motion. dm_p: Diebold-Mariano test of "
+            "the model against that method (Harvey-Leybourne-Newbold correction).")
+    for line in verdict:
+        worth.p(esc(line))
+    worth.add(table_html("skill_origins", t["skill_origins"], caption="RMSE over many origins, per target and "
+                                                                       "region; ratio to the best simple baseline"),
+              fig("skill_horizon", "RMSE per horizon step over the forecast origins."),
+              table_html("skill_per_horizon", t["skill_per_horizon"], caption="RMSE and skill per horizon step"))
+    if "skill_maps" in t:
+        worth.add(table_html("skill_maps", t["skill_maps"], caption="Do the classes find what moves? recall_top5: "
+                             "share of the top-5 % true movers classed High or Highest; precision_top15: share of "
+                             "High/Highest pixels among the top-15 % true movers; corr: forecast map against the "
+                             "true change"))
+
     overview = Section("overview", "Overview")
-    overview.p(f"Of {num('valid_pixels')} valid pixels ({num('valid_area_km2')}), {num('high_or_highest_km2')} "
+    overview.p(f"Of {num('valid_pixels')} ({num('valid_area_km2')}), {num('high_or_highest_km2')} "
                f"fall in the High or Highest susceptibility class of the {num('members')}-member ensemble at "
                f"horizon {num('horizon')}: {num('intervention_km2')} with low uncertainty (intervention tier) "
                f"and {num('monitoring_km2')} with medium or high uncertainty (monitoring tier).")
-    overview.p(f"On the test-period hindcast the ensemble median has an RMSE of {num('hindcast_rmse_mm')} "
-               f"against {num('persistence_rmse_mm')} for persistence and {num('lstsq_rmse_mm')} for the "
-               f"least-squares trend plus annual fit; the mean residual is {num('residual_bias_mm')}.")
+    overview.p(f"On the single test-period hindcast window below the ensemble median has an RMSE of "
+               f"{num('hindcast_rmse_mm')} at the horizon (persistence {num('persistence_rmse_mm')}, "
+               f"linear {num('linear_rmse_mm')}, trend plus annual {num('lstsq_rmse_mm')}, adaptive "
+               f"{num('adaptive_rmse_mm')}); one window cannot rank methods: the section above scores many.")
     overview.add(table_html("key_numbers", t["key_numbers"], caption="Numbers quoted in this page"))
 
     metrics = Section("metrics", "Architectures, manual against TPE, and baselines")
@@ -432,4 +509,4 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
                               if v is not None) + "</ul>")
     for note in notes:
         prov.add(note_html(note))
-    return [overview, metrics, sus, biv, skill, res, zones, cal, tiers, prov]
+    return [worth, overview, metrics, sus, biv, skill, res, zones, cal, tiers, prov]

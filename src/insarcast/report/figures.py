@@ -409,3 +409,23 @@ def skill_figure(table: pd.DataFrame):
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     return fig
+
+
+def skill_horizon_figure(table: pd.DataFrame):
+    """RMSE per horizon step over many origins, one panel per target (truth, observed), overall."""
+    targets = [t for t in ("truth", "observed") if t in set(table["target"])]
+    fig = matplotlib_figure()(figsize=(6 * max(1, len(targets)), 4.4))
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(targets))))
+    for ax, target in zip(axes, targets):
+        part = table[table["target"] == target]
+        for column in [c for c in part.columns if c.startswith("rmse_")]:
+            name = column.removeprefix("rmse_")
+            bold = name == "model"
+            ax.plot(part["horizon"], part[column], marker="o", linewidth=2.2 if bold else 1,
+                    label="ensemble median" if bold else name, color="k" if bold else None)
+        ax.set_title(f"against the {target} (overall)")
+        ax.set_xlabel("horizon step")
+        ax.set_ylabel("RMSE (mm)")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    return fig

@@ -122,6 +122,34 @@ class SkillScores:
     def map_table(self) -> pd.DataFrame:
         return pd.DataFrame(self.maps)
 
+    def horizon_tables(self) -> pd.DataFrame:
+        """:meth:`horizon_table` overall for every target, with a ``target`` column."""
+        targets = [t for t in ("truth", "observed") if (t, "overall") in self.count]
+        return pd.concat([self.horizon_table(t).assign(target=t) for t in targets], ignore_index=True)
+
+    def verdict(self) -> list[str]:
+        """Plain sentences: where the ensemble beats the best simple baseline and the adaptive one."""
+        table = self.table()
+        lines = []
+        for (target, region), part in table.groupby(["target", "region"], sort=False):
+            rows = part.set_index("method")
+            model = rows.loc["model", "rmse_mm"]
+            simple = {m: rows.loc[m, "rmse_mm"] for m in bl.SIMPLE_BASELINES if m in rows.index}
+            best = min(simple, key=simple.get)
+            where = {"overall": "over the whole region", "zones": "inside the zones",
+                     "moving": "where the ground truly moves"}[region]
+            verb = "beats" if model < simple[best] else "does not beat"
+            line = (f"Against the {target}, {where}: the ensemble median ({model:.2f} mm) {verb} the best simple "
+                    f"baseline, {best} ({simple[best]:.2f} mm; ratio {model / simple[best]:.2f}, "
+                    f"Diebold-Mariano p = {rows.loc[best, 'dm_p']:.3f})")
+            if "adaptive" in rows.index:
+                ad = rows.loc["adaptive", "rmse_mm"]
+                gain = "improves on" if model < ad else "does not improve on"
+                line += (f"; it {gain} the adaptive baseline it corrects ({ad:.2f} mm, p = "
+                         f"{rows.loc['adaptive', 'dm_p']:.3f})")
+            lines.append(line + ".")
+        return lines
+
 
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, *, lag: int = 1) -> tuple[float, float]:
     """Diebold-Mariano test of equal accuracy of A and B from per-origin losses, with the
@@ -171,14 +199,18 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def zone_mask(zones_path, ds: xr.Dataset) -> np.ndarray | None:
-    """(y, x) bool: within :data:`MINE_BUFFER` of a mine or :data:`FAULT_BUFFER` of a fault; None without zones."""
-    if zones_path is None:
-        return None
-    from .zones import read_zones, zone_distances
+def zone_mask(zones, ds: xr.Dataset) -> np.ndarray | None:
+    """(y, x) bool: within :data:`MINE_BUFFER` of a mine or :data:`FAULT_BUFFER` of a fault; None without
+    zones. ``zones``: a zones file or its :class:`~insarcast.report.zones.Zones`."""
+    from .zones import Zones, read_zones, zone_distances
 
-    crs = ds.rio.crs if hasattr(ds, "rio") else None
-    zones = read_zones(zones_path, crs=crs)
+    if zones is None:
+        return None
+    if not isinstance(zones, Zones):
+        crs = ds.rio.crs if hasattr(ds, "rio") else None
+        zones = read_zones(zones, crs=None if crs is None else crs.to_string())
+    if not zones.features:
+        return None
     dist = zone_distances(zones, ds["x"].values, ds["y"].values)
     return (dist["mine"] <= MINE_BUFFER) | (dist["fault"] <= FAULT_BUFFER)
 
@@ -221,3 +253,24 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         classes = np.asarray(products["class"].values)
         scores.maps.append({"anchor": a, **map_scores(median[-1], classes, true_change[-1], valid, zones)})
     return scores
+
+
+def seam_ratio(layer: np.ndarray, *, patch: int, overlap: int, offset_y: int = 0, offset_x: int = 0) -> float:
+    """How much a map (y, x) jumps at the model tiles' edges compared with elsewhere: the mean
+    absolute difference between neighbouring pixels across a tile edge (global index of the second
+    pixel ``= 0`` or ``= P - S`` modulo the stride ``S = P - overlap``, along rows and columns)
+    over that mean everywhere else. About 1: the map shows the ground; well above 1: the tiling."""
+    stride = patch - overlap
+    seam, other = [], []
+    for axis, offset in ((0, offset_y), (1, offset_x)):
+        diff = np.abs(np.diff(np.asarray(layer, np.float64), axis=axis))
+        index = (np.arange(1, layer.shape[axis]) + offset) % stride
+        at_edge = np.isin(index, [0, (patch - stride) % stride])
+        take = (lambda m: diff[m]) if axis == 0 else (lambda m: diff[:, m])
+        seam.append(take(at_edge).ravel())
+        other.append(take(~at_edge).ravel())
+    seam, other = np.concatenate(seam), np.concatenate(other)
+    seam, other = seam[np.isfinite(seam)], other[np.isfinite(other)]
+    if seam.size == 0 or other.size == 0 or other.mean() == 0:
+        return math.nan
+    return float(seam.mean() / other.mean())
