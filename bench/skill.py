@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from common import demo_cube, write_json
 
 HERE = Path(__file__).resolve().parent

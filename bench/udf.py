@@ -99,7 +99,7 @@ def tiled_cube(path: Path, source: Path, *, ny: int, nx: int, epochs: int | None
 
 # --- the ensemble -------------------------------------------------------------------------------------------
 
-def ensemble_for(cube: Path, work: Path, members: int) -> tuple[Path, Path, float | None]:
+def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper") -> tuple[Path, Path, float | None]:
     """(tune folder, ensemble folder, export seconds or None when reused) of ``members`` fresh models."""
     import torch
 
@@ -109,8 +109,9 @@ def ensemble_for(cube: Path, work: Path, members: int) -> tuple[Path, Path, floa
     from insarcast.training.params import configs, manual_params
     from insarcast.training.runs import windows_for
 
-    model_cfg, cfg = configs(manual_params()[ARCH], arch=ARCH)
-    tune, out = work / f"tune-k{members}", work / f"ensemble-k{members}"
+    model_cfg, cfg = configs(manual_params()[ARCH], arch=ARCH, overrides={"model.inputs": inputs})
+    tag = "" if inputs == "paper" else f"-{inputs}"
+    tune, out = work / f"tune-k{members}{tag}", work / f"ensemble-k{members}{tag}"
     manifest = out / "ensemble.json"
     if manifest.exists():
         try:
@@ -197,6 +198,7 @@ def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: i
     data = ds.isel(y=slice(y0, y0 + region), x=slice(x0, x0 + region)).load()
     overlap = default_overlap(p)
     settings = dict(history=ensemble.history, horizon_steps=f, patch=p, overlap=overlap, norm=ensemble.norm,
+                    inputs=ensemble.inputs,
                     members=k, batch_size=batch)
     engines = {"onnxruntime": ensemble.predict, "torch eager": torch_predict}
     warm = data.isel(y=slice(0, p), x=slice(0, p))
@@ -390,6 +392,8 @@ def main() -> None:
     parser.add_argument("--region", type=int, default=None, help="cells a side of part 1's region (default 128)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats of part 1 (median)")
     parser.add_argument("--batch", type=int, default=64, help="tiles per predictor call")
+    parser.add_argument("--inputs", choices=("paper", "residual"), default="paper",
+                        help="the members' input formulation (insarcast.udf.inputs; residual: the demo preset's)")
     parser.add_argument("--rhine-budget", type=float, default=600.0,
                         help="measure the whole Rhineland region when predicted to take at most this many seconds")
     parser.add_argument("--quick", action="store_true", help="smaller regions and cubes")
@@ -408,7 +412,7 @@ def main() -> None:
     work = args.data / "udf"
     work.mkdir(exist_ok=True)
     print(f"ensemble: {args.members} fresh manual {ARCH} models (seeds 0..{args.members - 1})", flush=True)
-    tune, ens_dir, export_s = ensemble_for(cube, work, args.members)
+    tune, ens_dir, export_s = ensemble_for(cube, work, args.members, args.inputs)
     print(f"  {'exported in %.0f s' % export_s if export_s is not None else 'reused'}: {ens_dir}", flush=True)
 
     # 1. throughput

@@ -86,18 +86,25 @@ def mlm_fields(ensemble: Ensemble) -> dict:
         "mlm:input": [{
             "name": str(inp.get("name", "history")),
             "description": (f"the last T = {T} epochs of P x P = {P} x {P} cells, channels {channels}; "
-                            "displacement relative to the last epoch, z-scored with the training statistics"),
+                            "displacement relative to the last epoch, z-scored with the training statistics"
+                            + ("" if m.get("inputs", "paper") == "paper" else
+                               "; the other channels are the baselines' fits of every epoch up to the last "
+                               "(insarcast.udf.inputs, residual inputs)")),
             "bands": channels,
             "input": {"shape": _shape(inp, [-1, T, C, P, P]), "dim_order": list(INPUT_DIMS),
                       "data_type": str(inp.get("dtype", "float32"))},
             "value_scaling": None,
             "resize_type": None,
-            "pre_processing_function": {"format": "python", "expression": "insarcast.udf.inputs:history_inputs"},
+            "pre_processing_function": {"format": "python", "expression": "insarcast.udf.inputs:model_inputs"},
         }],
         "mlm:output": [{
             "name": str(out.get("name", "forecast")),
             "description": (f"the change since the last observed epoch at the F = {F} next epochs, normalised; "
-                            f"mm after denormalisation with the target statistics"),
+                            f"mm after denormalisation with the target statistics"
+                            if m.get("inputs", "paper") == "paper" else
+                            f"the correction to the adaptive baseline's forecast at the F = {F} next epochs, "
+                            "normalised; the forecast in mm is the denormalised output plus that baseline's "
+                            "change (insarcast.udf.inputs.ModelInputs.reference)"),
             "tasks": ["regression"],
             "result": {"shape": _shape(out, [-1, F, P, P]), "dim_order": list(OUTPUT_DIMS),
                        "data_type": str(out.get("dtype", "float32"))},

@@ -158,3 +158,27 @@ def test_a_trained_tiny_model_puts_the_highest_class_on_a_trough_of_known_rate()
     # plus the annual cycle's change (within +-0.5 mm), within noise
     centre = products["median"].values[-1][trough > 0.9]
     assert np.median(centre) == pytest.approx(RATE * F * STEP, abs=1.0)
+
+
+def test_an_ensemble_without_inputs_is_the_papers_and_unknown_inputs_are_refused(tmp_path):
+    import json
+
+    from insarcast.errors import InputError
+    from insarcast.udf.ensemble import load_ensemble
+
+    pytest.importorskip("onnx")
+    from test_udf_ensemble_forecast import write_linear_ensemble
+
+    folder = write_linear_ensemble(tmp_path / "old")
+    assert load_ensemble(folder).settings["inputs"] == "paper"          # written before the key existed
+    manifest = json.loads((folder / "ensemble.json").read_text())
+    manifest["inputs"] = "residual"                                     # the paper's 2 channels do not match
+    (folder / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="channel_names") as err:
+        load_ensemble(folder)
+    assert err.value.field == "channel_names"
+    manifest["inputs"] = "future-inputs"
+    (folder / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="newer insarcast") as err:
+        load_ensemble(folder)
+    assert err.value.field == "inputs"

@@ -24,7 +24,7 @@ import numpy as np
 
 from insarcast.baselines import fits
 from insarcast.errors import InputError
-from insarcast.udf.inputs import CHANNELS, model_inputs
+from insarcast.udf.inputs import CHANNELS, model_inputs  # noqa: F401  (CHANNELS: the paper's, re-exported)
 
 RESIDUAL_ANCHORS = 16
 

@@ -238,6 +238,7 @@ def model_forecast(path: str | os.PathLike, cube, *, anchor: int, overlap: int |
     """The forecast (F, y, x) float32 mm of one torch ``model.pt`` from the cube cut at ``anchor``
     (epoch index), tiled like the ensemble (:func:`insarcast.udf.tiling.forecast_block`, overlap
     P // 4 by default); and its settings (history, horizon, patch, normalisation)."""
+    from insarcast.baselines import decimal_years
     from insarcast.training.models import load_model
     from insarcast.udf.tiling import default_overlap, forecast_block, grid_offsets
 
@@ -249,12 +250,14 @@ def model_forecast(path: str | os.PathLike, cube, *, anchor: int, overlap: int |
     if not isinstance(norm, Mapping):
         raise InputError("the model file holds no normalisation statistics", path=path, field="normalisation")
     a = resolve_anchor(ds["t"].values, cfg.horizon, cfg.history, anchor)
-    disp, valid = _window(ds, a, cfg.history, 0)
+    # the paper's inputs read the T history epochs, the residual ones every epoch up to the anchor
+    disp, valid = _window(ds, a, cfg.history if cfg.inputs == "paper" else a + 1, 0)
     offset_y, offset_x = grid_offsets(ds["y"].values, ds["x"].values)       # the ensemble's tiling
+    years = decimal_years(ds["t"].values[: a + 1])
     fc = forecast_block(disp, valid, offset_y=offset_y, offset_x=offset_x,
                         predict=torch_predictor(model, batch_size=batch_size), history=cfg.history,
                         horizon_steps=cfg.horizon, members=1, patch=cfg.patch,
                         overlap=default_overlap(cfg.patch) if overlap is None else int(overlap), norm=norm,
-                        batch_size=batch_size)
+                        batch_size=batch_size, inputs=cfg.inputs, years=years[len(years) - disp.shape[0]:])
     info = {"history": cfg.history, "horizon": cfg.horizon, "patch": cfg.patch, "arch": cfg.arch}
     return fc[0], info

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from insarcast.baselines import BASELINES
+from insarcast.baselines import BASELINES, decimal_years
 from insarcast.baselines import forecast as baseline_forecast
 
 TAIL_LEVELS = (0.01, 0.025, 0.05, 0.95, 0.975, 0.99)      # the paper's Figure 9b quantile lines
@@ -32,12 +32,6 @@ def skill(forecast: np.ndarray, observed: np.ndarray) -> dict[str, float]:
     sse = float((e * e).sum())
     return {"n": int(n), "rmse": math.sqrt(sse / n), "mae": float(np.abs(e).mean()), "bias": float(e.mean()),
             "r2": 1.0 - sse / sst if sst > 0 else math.nan}
-
-
-def decimal_years(times: np.ndarray) -> np.ndarray:
-    """Years since the first epoch (365.25-day years), as the training computes them."""
-    t = np.asarray(times, "datetime64[ns]")
-    return (t - t[0]).astype("timedelta64[s]").astype(np.float64) / (365.25 * 86400.0)
 
 
 def past_blocks(displacement, anchor: int, *, rows_per_block: int | None = None):
