@@ -51,6 +51,7 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 import torch
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled  # no public name (optuna 5.1)
 from optuna.trial import TrialState
 
 from insarcast.errors import InputError
@@ -89,6 +90,12 @@ class PaperTPESampler(optuna.samplers.TPESampler):
         self._base_seed = int(seed)
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # Optuna finds a stale trial by its last heartbeat, and records the first one only once the
+        # objective starts, after the (TPE) sampling of ``ask``; a trial killed in between would stay
+        # RUNNING forever. Recording one here, right after the trial is created, closes that window.
+        storage = study._storage
+        if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+            storage.record_heartbeat(trial._trial_id)
         tpe, random = np.random.SeedSequence([self._base_seed, trial.number]).generate_state(2)
         self._rng.rng.seed(int(tpe))
         self._random_sampler._rng.rng.seed(int(random))

@@ -34,7 +34,7 @@ from .hindcast import SPLIT, best_models, hindcast, model_forecast
 from .html import Numbers, Section, esc, figure_html, note_html, page_html, table_html
 from .zones import DEFAULT_BANDS, read_zones, zone_distances
 
-SECTIONS = ("overview", "metrics", "susceptibility", "bivariate", "skill", "residuals", "zones", "calibration",
+SECTIONS = ("worth", "overview", "metrics", "susceptibility", "bivariate", "skill", "residuals", "zones", "calibration",
             "tiers", "provenance")
 COMPARE_CAPTIONS = {
     "violins": "Figure 3: test RMSE, MAE and R² of the runs per architecture, manual and TPE (from compare).",
