@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from insarcast.udf.inputs import INPUTS, TARGETS
-from insarcast.udf.ensemble import FORMAT, FORMAT_VERSION
+from insarcast.contract import MANIFEST_FORMAT as FORMAT, MANIFEST_NAME, MANIFEST_VERSION as FORMAT_VERSION
 
 INPUT_NAME = "history"
 OUTPUT_NAME = "forecast"
@@ -107,6 +107,6 @@ def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: byte
 
 
 def write_manifest(manifest: dict[str, Any], folder: Path) -> Path:
-    path = Path(folder) / "ensemble.json"
+    path = Path(folder) / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from insarcast.contract import DEFAULT_ARCH  # noqa: F401  (the paper's choice; re-exported)
 from insarcast.errors import InputError, MissingDependencyError
 from insarcast.progress import bar
 from insarcast.training.models import ARCHS, Forecaster, ModelConfig, load_model
@@ -39,7 +40,6 @@ from insarcast.udf.inputs import INPUTS
 from .manifest import INPUT_NAME, OUTPUT_NAME, build_manifest, member_entry, write_manifest
 from .select import ExportWarning, Run, _same, select_runs
 
-DEFAULT_ARCH = "resnet-transformer"       # the paper's choice
 DEFAULT_OPSET = 20
 DEFAULT_TOLERANCE = 1e-4
 PARITY_WINDOWS = 16

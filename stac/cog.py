@@ -15,10 +15,11 @@ from typing import Sequence
 
 import numpy as np
 
+from insarcast.contract import NODATA
 from insarcast.errors import InputError
 
 FLOAT_NODATA = float("nan")
-CLASS_NODATA = 255
+CLASS_NODATA = NODATA
 BLOCKSIZE = 256
 
 

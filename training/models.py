@@ -32,12 +32,10 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
+from insarcast.contract import ARCHS, ENCODERS, TEMPORAL  # noqa: F401  (re-exported)
 from insarcast.errors import InputError
 from insarcast.udf.inputs import INPUTS
 
-ENCODERS = ("cnn", "resnet", "gcn")
-TEMPORAL = ("lstm", "transformer")
-ARCHS = tuple(f"{e}-{t}" for e in ENCODERS for t in TEMPORAL)
 READOUTS = ("pooled", "skip")
 GRAPH_BACKENDS = ("grid", "sparse", "pyg")
 

@@ -37,9 +37,9 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from insarcast.baselines import change, fits
+from insarcast.contract import PAPER_CHANNELS
 from insarcast.errors import InputError
 
-PAPER_CHANNELS = ("displacement_relative_to_last", "valid")
 INPUTS: dict[str, tuple[str, ...]] = {
     "paper": PAPER_CHANNELS,
     "residual": PAPER_CHANNELS + ("residual_to_reference", "linear_forecast", "local_forecast",

@@ -29,12 +29,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from insarcast.contract import CLASS_NAMES, LEVEL_NAMES, NODATA
 from insarcast.errors import InputError
 
-NODATA_CLASS = 255
-CLASS_NAMES = ("low", "medium", "high", "highest")
-SUSCEPTIBILITY_LEVELS = ("low", "medium", "high")
-UNCERTAINTY_LEVELS = ("low", "medium", "high")
+NODATA_CLASS = NODATA
+SUSCEPTIBILITY_LEVELS = LEVEL_NAMES
+UNCERTAINTY_LEVELS = LEVEL_NAMES
 BIVARIATE_NAMES = tuple(f"{s}_susceptibility_{u}_uncertainty"
                         for s in SUSCEPTIBILITY_LEVELS for u in UNCERTAINTY_LEVELS)
 MODES = ("change", "cumulative")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .contract import ARCHS, DEFAULT_ARCH
 from .errors import InputError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -108,12 +109,12 @@ def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neig
     click.echo(str(path))
 
 
-ARCH_NAMES = ("cnn-lstm", "cnn-transformer", "gcn-lstm", "gcn-transformer", "resnet-lstm", "resnet-transformer")
+ARCH_NAMES = ARCHS
 
 
 @main.command(context_settings=CONTEXT)
 @click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube from `insarcast grid`.")
-@click.option("--arch", type=click.Choice(ARCH_NAMES), default="resnet-transformer", show_default=True,
+@click.option("--arch", type=click.Choice(ARCH_NAMES), default=DEFAULT_ARCH, show_default=True,
               help="Spatial encoder and temporal model.")
 @click.option("--params", default="manual", show_default=True,
               help="`manual` (the packaged manual configurations) or a TOML/JSON file with [model] and [train].")
@@ -231,7 +232,7 @@ def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool) -> None:
 @main.command(context_settings=CONTEXT)
 @click.option("--tune-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Folder of `insarcast tune`.")
-@click.option("--arch", type=click.Choice(ARCH_NAMES), default="resnet-transformer", show_default=True,
+@click.option("--arch", type=click.Choice(ARCH_NAMES), default=DEFAULT_ARCH, show_default=True,
               help="Architecture whose best trials form the ensemble (the paper's choice by default).")
 @click.option("--top", type=int, default=10, show_default=True, help="Members: the best trials by validation loss.")
 @click.option("--strict", is_flag=True, help="Fail when fewer than --top trials have finished.")

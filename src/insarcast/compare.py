@@ -43,13 +43,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .contract import ABBREVIATIONS, ARCHS
 from .errors import InputError, MissingDependencyError
 from .fsutil import staged
 from .stats import benjamini_hochberg, welch
 
-ARCHS = ("cnn-lstm", "cnn-transformer", "gcn-lstm", "gcn-transformer", "resnet-lstm", "resnet-transformer")
-ABBREVIATIONS = {"cnn-lstm": "CL", "cnn-transformer": "CT", "gcn-lstm": "GL", "gcn-transformer": "GT",
-                 "resnet-lstm": "RL", "resnet-transformer": "RT"}
 STRATEGIES = ("manual", "tpe")
 METRICS = ("rmse", "mae", "r2")
 METRIC_LABELS = {"rmse": "RMSE (mm)", "mae": "MAE (mm)", "r2": "R²"}
@@ -66,11 +64,11 @@ FOREST_COLUMNS = ["metric", "arch", "label", "y", "diff", "ci_low", "ci_high", "
 HISTORY_COLUMNS = ["arch", "seed", "trial", "state", "value", "best_so_far"]
 READOUT_COLUMNS = ["arch", "readout", "trials", "best_val_loss", "median_val_loss", "studies_won"]
 # The paper's Figure 5: (a, b) the temporal model fixed, (c, d, e) the spatial encoder fixed.
-FIGURE5_PANELS = (("(a) LSTM", ("cnn-lstm", "gcn-lstm", "resnet-lstm")),
-                  ("(b) Transformer", ("cnn-transformer", "gcn-transformer", "resnet-transformer")),
-                  ("(c) CNN", ("cnn-lstm", "cnn-transformer")),
-                  ("(d) GCN", ("gcn-lstm", "gcn-transformer")),
-                  ("(e) ResNet", ("resnet-lstm", "resnet-transformer")))
+FIGURE5_PANELS = (("(a) LSTM", tuple(a for a in ARCHS if a.endswith("-lstm"))),
+                  ("(b) Transformer", tuple(a for a in ARCHS if a.endswith("-transformer"))),
+                  ("(c) CNN", tuple(a for a in ARCHS if a.startswith("cnn-"))),
+                  ("(d) GCN", tuple(a for a in ARCHS if a.startswith("gcn-"))),
+                  ("(e) ResNet", tuple(a for a in ARCHS if a.startswith("resnet-"))))
 
 
 @dataclass(frozen=True, eq=False)

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .contract import ARCHS, DEFAULT_ARCH, MANIFEST_NAME
 from .errors import InputError
 
-ARCHS = ("cnn-lstm", "cnn-transformer", "gcn-lstm", "gcn-transformer", "resnet-lstm", "resnet-transformer")
-ENSEMBLE_ARCH = "resnet-transformer"
+ENSEMBLE_ARCH = DEFAULT_ARCH
 TOP = 10
 MAX_WORKERS = 2                  # forecast LocalCluster: the demo must stay polite on a 2-core machine
 
@@ -271,7 +271,7 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
 
     # ---- export
     tick = time.perf_counter()
-    manifest = ensemble / "ensemble.json"
+    manifest = ensemble / MANIFEST_NAME
     reused = manifest.exists()
     if not reused:
         from .export import export_ensemble

@@ -28,9 +28,9 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 import xarray as xr
 
+from insarcast.contract import DEFAULT_ARCH, SPLIT  # the temporal split of training (insarcast.training.windows.Split.temporal)
 from insarcast.errors import InputError, MissingDependencyError
 
-SPLIT = (0.8, 0.1, 0.1)      # the temporal split of training (insarcast.training.windows.Split.temporal)
 
 
 class Hindcast(NamedTuple):
@@ -198,7 +198,7 @@ def find_models(tune_dir: str | os.PathLike) -> list[RunModel]:
                                         str(m.path)))
 
 
-def best_models(tune_dir: str | os.PathLike, archs=("resnet-transformer",)) -> dict[tuple[str, str], RunModel]:
+def best_models(tune_dir: str | os.PathLike, archs=(DEFAULT_ARCH,)) -> dict[tuple[str, str], RunModel]:
     """The lowest-validation-loss model of each (arch, strategy) with strategy manual or tpe;
     ``archs`` None takes every architecture found."""
     best: dict[tuple[str, str], RunModel] = {}

@@ -14,17 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from insarcast.contract import ARCHS, CLASS_NAMES, LEVEL_NAMES, NODATA  # noqa: F401  (re-exported)
 from insarcast.errors import InputError
 
 from .zones import band_labels
 
 COMPARE_TABLES = ("runs", "summary", "welch", "baselines", "histories")
 COMPARE_FIGURES = ("violins", "forest", "histories")
-ARCHS = ("cnn-lstm", "cnn-transformer", "gcn-lstm", "gcn-transformer", "resnet-lstm", "resnet-transformer")
 METRICS = ("rmse", "mae", "r2")
-CLASS_NAMES = ("low", "medium", "high", "highest")
-LEVEL_NAMES = ("low", "medium", "high")
-NODATA = 255
 
 TIERS = (
     ("intervention", "class >= high and uncertainty tercile low",
