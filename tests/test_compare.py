@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -312,22 +311,24 @@ def test_a_failure_while_writing_leaves_no_output(run_dir, tmp_path, monkeypatch
     assert list(out.iterdir()) == []            # the tables staged before the failure are gone too
 
 
-def test_an_arch_with_too_few_runs_is_skipped_with_a_warning(run_dir, tmp_path):
+def test_an_arch_with_too_few_runs_is_skipped_with_a_warning(run_dir, tmp_path, caplog):
     for seed in (1, 2):
         (run_dir / "tpe" / "cnn-lstm" / f"seed{seed}" / "metrics.json").unlink()
-    with pytest.warns(UserWarning, match="cnn-lstm: skipped"):
+    with caplog.at_level("WARNING", logger="insarcast"):
         result = compare(run_dir, tmp_path / "out", figures=False)
+    assert any("cnn-lstm: skipped" in r.getMessage() for r in caplog.records)
     assert set(result.welch["arch"]) == {"resnet-transformer"} and len(result.welch) == 3
     assert any("cnn-lstm" in note for note in result.warnings)
 
 
-def test_inconsistent_baselines_are_recorded(run_dir, tmp_path):
+def test_inconsistent_baselines_are_recorded(run_dir, tmp_path, caplog):
     path = run_dir / "manual" / "cnn-lstm" / "seed0" / "metrics.json"
     doc = json.loads(path.read_text())
     doc["baselines"]["linear"]["rmse"] = 5.5
     path.write_text(json.dumps(doc))
-    with pytest.warns(UserWarning, match="baseline linear rmse differs"):
+    with caplog.at_level("WARNING", logger="insarcast"):
         compare(run_dir, tmp_path / "out", figures=False)
+    assert any("baseline linear rmse differs" in r.getMessage() for r in caplog.records)
     b = pd.read_csv(tmp_path / "out" / "baselines.csv").set_index(["baseline", "metric"])
     assert not b.loc[("linear", "rmse"), "consistent"] and b.loc[("linear", "mae"), "consistent"]
     assert b.loc[("linear", "rmse"), "max"] == 5.5
@@ -387,12 +388,11 @@ def test_a_bad_trials_file_names_the_file_line_and_column(run_dir):
     assert (info.value.path, info.value.field) == (str(path), "state")
 
 
-def test_no_histories_is_a_warning_not_an_error(run_dir, tmp_path):
+def test_no_histories_is_a_warning_not_an_error(run_dir, tmp_path, caplog):
     for path in run_dir.rglob("trials.csv"):
         path.unlink()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level("WARNING", logger="insarcast"):
         compare(run_dir, tmp_path / "out", figures=False)
-    assert any("no trials.csv" in str(w.message) for w in caught)
+    assert any("no trials.csv" in r.getMessage() for r in caplog.records)
     assert pd.read_csv(tmp_path / "out" / "histories.csv").empty
     assert pd.read_csv(tmp_path / "out" / "readouts.csv").empty

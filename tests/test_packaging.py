@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ["insarcast", "insarcast.egms", "insarcast.synth", "insarcast.udf", "insarcast.training",
-               "insarcast.export", "insarcast.stac"]
+               "insarcast.export", "insarcast.stac", "insarcast.report"]
 
 
 @pytest.mark.slow

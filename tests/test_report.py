@@ -261,6 +261,7 @@ def _page(index: Path) -> _Page:
     return page
 
 
+@pytest.mark.slow                      # the whole-pipeline tiny demo (conftest's tiny_demo)
 def test_the_report_has_every_section_figure_and_table(report):
     from insarcast.report.build import SECTIONS
 
@@ -291,6 +292,7 @@ def test_the_report_has_every_section_figure_and_table(report):
     assert not [p for p in report.parent.parent.iterdir() if p.name.startswith(".tmp-")]
 
 
+@pytest.mark.slow                      # the whole-pipeline tiny demo (conftest's tiny_demo)
 def test_every_number_in_the_page_equals_its_csv(report):
     page = _page(report)
     for csv, rows in page.tables.items():
@@ -317,6 +319,7 @@ def test_every_number_in_the_page_equals_its_csv(report):
     assert keys["persistence_rmse_mm"] == float(row["rmse"].iloc[0])
 
 
+@pytest.mark.slow                      # the whole-pipeline tiny demo (conftest's tiny_demo)
 def test_the_report_opens_in_headless_chromium(report):
     from insarcast.report.browser import check_page, find_browser, screenshot
 
@@ -332,6 +335,7 @@ def test_the_report_opens_in_headless_chromium(report):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow                      # the whole-pipeline tiny demo (conftest's tiny_demo)
 def test_products_of_another_cube_are_refused_and_nothing_is_written(tiny_run, tmp_path):
     from insarcast.report import build_report
 
@@ -345,6 +349,7 @@ def test_products_of_another_cube_are_refused_and_nothing_is_written(tiny_run, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shifted.zarr"]
 
 
+@pytest.mark.slow                      # the whole-pipeline tiny demo (conftest's tiny_demo)
 def test_report_cli_refuses_a_missing_compare_folder(tiny_run, tmp_path):
     from click.testing import CliRunner
 

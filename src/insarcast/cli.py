@@ -28,8 +28,20 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--quiet and --verbose configure the one ``insarcast`` logger (:mod:`insarcast.log`)."""
+    from .log import configure
+
+    ctx.meta[f"insarcast.{param.name}"] = value
+    configure(quiet=ctx.meta.get("insarcast.quiet", False), verbose=ctx.meta.get("insarcast.verbose", False))
+    return value
+
+
 def _quiet(f):
-    return click.option("--quiet", "-q", is_flag=True, help="Do not show progress bars.")(f)
+    f = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_verbosity,
+                     help="Also show debug lines and the libraries' information.")(f)
+    return click.option("--quiet", "-q", is_flag=True, callback=_set_verbosity,
+                        help="Show warnings and errors only: no progress bars, no information lines.")(f)
 
 
 def _overwrite(f):
@@ -208,7 +220,8 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="False discovery rate (Benjamini-Hochberg).")
 @_overwrite
-def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool) -> None:
+@_quiet
+def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool, quiet: bool) -> None:
     """Manual against TPE: Welch t-tests with Benjamini-Hochberg correction, and the figures.
 
     \b
@@ -222,9 +235,7 @@ def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool) -> None:
     from .compare import compare as run_compare
 
     _refuse_existing([out / "welch.csv"], overwrite)
-    result = run_compare(run_dir, out, alpha=alpha)
-    for warning in result.warnings:
-        click.echo(f"insarcast: warning: {warning}", err=True)
+    result = run_compare(run_dir, out, alpha=alpha)         # its notes are logged as warnings
     for path in result.paths.values():
         click.echo(str(path))
 
@@ -256,15 +267,16 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
     """
     import warnings
 
-    from .export import export_ensemble
+    from .export import ExportWarning, export_ensemble
+    from .log import LOGGER
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path = export_ensemble(tune_dir, out, arch=arch, top=top, strict=strict, include_manual=include_manual,
                                parity_windows=cube, tolerance=tolerance, overwrite=overwrite, progress=not quiet)
     for warning in caught:
-        if warning.category.__name__ == "ExportWarning":
-            click.echo(f"insarcast: warning: {warning.message}", err=True)
+        if issubclass(warning.category, ExportWarning):
+            LOGGER.warning(str(warning.message))
     click.echo(str(path))
 
 
@@ -340,7 +352,8 @@ def publish(products: Path, ensemble: Path, out: Path, run_id: str | None, colle
 @click.option("--schemas", type=click.Path(path_type=Path), required=True,
               help="Folder of STAC / GeoJSON JSON schemas laid out like the shared stac-schemas (offline).")
 @click.option("--no-cogs", is_flag=True, help="Skip rio-cogeo's validation of the GeoTIFFs.")
-def validate_stac(catalog: Path, schemas: Path, no_cogs: bool) -> None:
+@_quiet
+def validate_stac(catalog: Path, schemas: Path, no_cogs: bool, quiet: bool) -> None:
     """Validate every JSON of a catalog offline, every asset's checksum, and the COGs.
 
     \b

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import pandas as pd
 from .contract import ABBREVIATIONS, ARCHS
 from .errors import InputError, MissingDependencyError
 from .fsutil import staged
+from .log import LOGGER
 from .stats import benjamini_hochberg, welch
 
 STRATEGIES = ("manual", "tpe")
@@ -76,7 +76,7 @@ class CompareResult:
     """What :func:`compare` wrote: ``paths`` maps ``runs``, ``summary``, ``welch``, ``baselines``,
     ``histories``, ``readouts`` (tables, ``.csv``) and ``violins_png``, ``forest_png``, ``histories_png``
     (figures) to their files; ``welch`` is the table of ``welch.csv``; ``warnings`` the notes
-    (skipped comparisons, inconsistent baselines, missing histories) also issued as warnings."""
+    (skipped comparisons, inconsistent baselines, missing histories) also logged as warnings."""
 
     paths: dict[str, Path]
     welch: pd.DataFrame
@@ -501,7 +501,7 @@ def compare(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, alpha: fl
     if histories.empty and (runs["strategy"] == "tpe").any():
         notes.append("no trials.csv found below the run directory: histories are empty")
     for note in notes:
-        warnings.warn(note, stacklevel=2)
+        LOGGER.warning(note)
 
     out = Path(out_dir)
     paths = {name: out / f"{name}.csv" for name in TABLES}

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 from .contract import ARCHS, DEFAULT_ARCH, MANIFEST_NAME
 from .errors import InputError
+from .log import LOGGER
 
 ENSEMBLE_ARCH = DEFAULT_ARCH
 TOP = 10
@@ -166,7 +167,8 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
     EGMS L3 tiles or folders to grid instead of the synthetic scenario. ``seed``: the scenario's and
     the first tune run's seed. A stage whose output exists is reused unless ``overwrite``.
     ``workers``: forecast LocalCluster processes (default and at most 2). ``echo(line, err=False)``
-    receives one line per stage and the summary; warnings come with ``err=True``.
+    receives one line per stage and the summary (the results, on stdout); warnings go to the
+    ``insarcast`` logger (:mod:`insarcast.log`).
     """
     if preset not in PRESETS:
         raise InputError(f"expected one of {', '.join(PRESETS)}, got {preset!r}", field="preset")
@@ -196,7 +198,7 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
 
     def warn(text: str) -> None:
         result.warnings.append(text)
-        echo(f"insarcast: warning: {text}", err=True)
+        LOGGER.warning(text)
 
     # ---- synth
     tick = time.perf_counter()
@@ -252,6 +254,8 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
         tuner.run(ARCHS)
         stage("tune", tune_dir, "resumed" if state == "partial" else "done", tick, studies)
 
+    top = min(TOP, tuner.runs * tuner.trials)      # the members the preset's tune makes: no "fewer than" warning
+
     # ---- compare
     tick = time.perf_counter()
     welch = compare_dir / "welch.csv"
@@ -260,11 +264,8 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
     else:
         from .compare import compare
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")                 # its notes come back in result.warnings
-            compared = compare(tune_dir, compare_dir)
-        for note in compared.warnings:
-            warn(f"compare: {note}")
+        compared = compare(tune_dir, compare_dir)          # its notes come back in result.warnings
+        result.warnings.extend(f"compare: {note}" for note in compared.warnings)   # compare logged them
         significant = int(compared.welch["significant"].astype(bool).sum()) if len(compared.welch) else 0
         stage("compare", welch, "done", tick, f"{len(compared.welch)} Welch tests, {significant} significant "
                                               "after Benjamini-Hochberg")
@@ -274,14 +275,14 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
     manifest = ensemble / MANIFEST_NAME
     reused = manifest.exists()
     if not reused:
-        from .export import export_ensemble
+        from .export import ExportWarning, export_ensemble
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            export_ensemble(tune_dir, ensemble, arch=ENSEMBLE_ARCH, top=TOP, strict=False, parity_windows=cube,
+            export_ensemble(tune_dir, ensemble, arch=ENSEMBLE_ARCH, top=top, strict=False, parity_windows=cube,
                             overwrite=True, progress=progress)
         for w in caught:
-            if w.category.__name__ == "ExportWarning":
+            if issubclass(w.category, ExportWarning):
                 warn(f"export: {w.message}")
     members = len(json.loads(manifest.read_text(encoding="utf-8")).get("members", []))
     stage("export", manifest, "reused" if reused else "done", tick, f"{members} {ENSEMBLE_ARCH} member(s)")
