@@ -19,7 +19,9 @@ set --
 case ",$extras," in
   *,train,*) "$venv/bin/python" -m pip install --quiet "$@" "torch==${INSARCAST_TORCH:-2.13.0}" ;;
 esac
-"$venv/bin/python" -m pip install --quiet -e ".[$extras]"
+# setuptools says at every editable install that folders named like the package (udf/, stac/, ...)
+# may shadow it; insarcast maps them below insarcast.* on purpose (pyproject's package-dir): not shown.
+PYTHONWARNINGS="ignore:Editable installation" "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
 # onnxruntime and onnxruntime-gpu install the same module: with the gpu extra, only the GPU build
 # may stay (the udf and train extras bring the CPU one).
 case ",$extras," in

@@ -6,8 +6,6 @@ validator (:mod:`insarcast.stac.validate`) maps each URI to a file of an offline
 
 from __future__ import annotations
 
-STAC_VERSION = "1.1.0"
-
 PROJECTION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
@@ -16,7 +14,7 @@ PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 FORECAST = "https://stac-extensions.github.io/forecast/v0.2.0/schema.json"
 MLM = "https://stac-extensions.github.io/mlm/v1.5.2/schema.json"
 
-#: Core schemas by STAC object type, for :data:`STAC_VERSION` (``{version}`` is filled in).
+#: Core schemas by STAC object type (``{version}``: the object's own ``stac_version``).
 CORE_SCHEMAS = {
     "Feature": "https://schemas.stacspec.org/v{version}/item-spec/json-schema/item.json",
     "Catalog": "https://schemas.stacspec.org/v{version}/catalog-spec/json-schema/catalog.json",

@@ -29,9 +29,6 @@ class SkillSums:
         for i, v in enumerate((keep, e, e * e, np.abs(e), y, y * y)):
             self.sums[i] += v.sum(axis=axes)
 
-    def merge(self, array: np.ndarray) -> None:
-        self.sums += array
-
     def result(self) -> dict[str, Any]:
         return skill(self.sums)
 

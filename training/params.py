@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -109,5 +109,3 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def with_window(cfg: ModelConfig, **window: int) -> ModelConfig:
-    return replace(cfg, **{k: v for k, v in window.items() if v is not None})

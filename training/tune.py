@@ -39,8 +39,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -258,10 +258,12 @@ class Tuner:
         self.heartbeat = heartbeat
         self.device = device
         self._windows: dict[tuple, Windows] = {}
-        if not progress:
+        # Optuna's per-trial INFO lines would flood the terminal between the progress bars: shown
+        # only when the insarcast logger asks for debug lines (``--verbose``).
+        if not logging.getLogger("insarcast").isEnabledFor(logging.DEBUG):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def storage(self, *, attempts: int = 5) -> optuna.storages.BaseStorage:
+    def storage(self, *, attempts: int = 5) -> str | optuna.storages.BaseStorage:
         """The Optuna storage. Workers that start together race to create the schema of a new
         database (one of them fails with "table ... already exists"); the loser retries and finds
         the schema made, so any number of ``tune`` processes may start on one fresh storage."""
@@ -456,8 +458,3 @@ def _time_one_step(model_cfg: ModelConfig, cfg: TrainConfig, windows: Windows, *
             sync()
             forwards.append(time.perf_counter() - tick)
     return min(steps), min(forwards)
-
-
-def clear(out: Path) -> None:
-    """Remove a tune folder (``--overwrite``)."""
-    shutil.rmtree(out, ignore_errors=True)

@@ -1,7 +1,8 @@
-"""The `insarcast` command line: parse, call one library function, report. No logic lives here."""
+"""The `insarcast` command line: parse, configure the logger, call one library function, report."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def _quiet(f):
                      help="Also show debug lines and the libraries' information.")(f)
     return click.option("--quiet", "-q", is_flag=True, callback=_set_verbosity,
                         help="Show warnings and errors only: no progress bars, no information lines.")(f)
+
+
+def _is_rank_zero() -> bool:
+    """True unless torchrun started this process as a worker other than the first (RANK > 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _overwrite(f):
@@ -155,7 +161,7 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
     _refuse_existing([out / "metrics.json", out / "model.pt"], overwrite)
     metrics = train_cube(cube, arch=arch, params=params, seed=seed, out=out, device=device, progress=not quiet,
                          overrides=dict(parse_override(o) for o in overrides))
-    if metrics.get("world_size", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+    if metrics.get("world_size", 1) == 1 or _is_rank_zero():
         test, base = metrics["test"], metrics["baselines"]["persistence"]
         click.echo(f"{out}  test RMSE {test['rmse']:.3f} mm (persistence {base['rmse']:.3f}), "
                    f"MAE {test['mae']:.3f} mm, R2 {test['r2']:.3f}")
@@ -203,7 +209,7 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
     settings = dict(parse_override(o) for o in overrides)
     tuner = Tuner(cube, out, storage=storage, preset=preset, trials=trials, runs=runs, seed0=seed0, keep=keep,
                   manual=not no_manual, overrides=settings, progress=not quiet, heartbeat=heartbeat, device=device)
-    if (preset == "paper" or estimate) and int(__import__("os").environ.get("RANK", "0")) == 0:
+    if (preset == "paper" or estimate) and _is_rank_zero():
         hours = tuner.estimate_seconds(archs) / 3600
         click.echo(f"{len(archs)} architectures x {tuner.runs} runs x ({tuner.trials} trials"
                    f"{'' if no_manual else ' + manual'}): at most {hours:.1f} h on this machine "
@@ -211,21 +217,21 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
         if estimate:
             return
     summary = tuner.run(archs)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if _is_rank_zero():
         click.echo(f"{summary['out']}  {summary['studies']} studies in {summary['seconds']:.0f} s")
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("tune_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="False discovery rate (Benjamini-Hochberg).")
 @_overwrite
 @_quiet
-def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool, quiet: bool) -> None:
+def compare(tune_dir: Path, out: Path, alpha: float, overwrite: bool, quiet: bool) -> None:
     """Manual against TPE: Welch t-tests with Benjamini-Hochberg correction, and the figures.
 
     \b
-    Reads every run's metrics.json and every trials.csv below RUN_DIR (an `insarcast tune` folder).
+    Reads every run's metrics.json and every trials.csv below TUNE_DIR (an `insarcast tune` folder).
     Writes into OUT:
       runs.csv summary.csv welch.csv baselines.csv histories.csv
       readouts.csv (which decoder readout, pooled or skip, the search chose)
@@ -235,7 +241,7 @@ def compare(run_dir: Path, out: Path, alpha: float, overwrite: bool, quiet: bool
     from .compare import compare as run_compare
 
     _refuse_existing([out / "welch.csv"], overwrite)
-    result = run_compare(run_dir, out, alpha=alpha)         # its notes are logged as warnings
+    result = run_compare(tune_dir, out, alpha=alpha)         # its notes are logged as warnings
     for path in result.paths.values():
         click.echo(str(path))
 
@@ -421,7 +427,7 @@ def report(cube: Path, products: Path, compare_dir: Path, zones: Path | None, en
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Demo folder (created if missing; a demo folder is resumed).")
 @click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="demo", show_default=True,
-              help="tiny: tests, 1-2 minutes; demo: ~25 km scenario, minutes on 2 cores; paper: the paper's "
+              help="tiny: tests (1 minute on 2 idle cores, 6.5 on 2 busy ones); demo: ~25 km scenario (6 and 66 minutes); paper: the paper's "
                    "protocol on the 200 x 100 km Rhineland scenario (hours; the estimate is printed first).")
 @click.option("--egms", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="EGMS L3 vertical tile (.csv, .csv.gz, .zip) or folder of them, gridded instead of the "

@@ -162,8 +162,9 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
              echo: Echo = _print) -> DemoResult:
     """Run the pipeline into the folder ``out`` and return what it made.
 
-    ``preset``: tiny (tests, 1-2 minutes), demo (2 CPU cores, minutes) or paper (the paper's
-    protocol on the full Rhineland scenario; its tune cost estimate is reported first). ``egms``:
+    ``preset``: tiny (tests; 1 minute on 2 idle cores, 6.5 on 2 busy ones), demo (6 and 66 minutes)
+    or paper (the paper's protocol on the full Rhineland scenario; its tune cost estimate is
+    reported first). ``egms``:
     EGMS L3 tiles or folders to grid instead of the synthetic scenario. ``seed``: the scenario's and
     the first tune run's seed. A stage whose output exists is reused unless ``overwrite``.
     ``workers``: forecast LocalCluster processes (default and at most 2). ``echo(line, err=False)``

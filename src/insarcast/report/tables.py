@@ -228,8 +228,6 @@ def tier_table(codes: np.ndarray, pixel_area_km2: float) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------ zones
 
-ZONE_LAYERS = ("abs_residual", "residual", "std", "rank_variance", "confidence", "p85", "p95", "p99")
-
 
 def zone_table(distances: dict[str, np.ndarray], valid: np.ndarray, cls: np.ndarray,
                layers: dict[str, np.ndarray], pixel_area_km2: float, bands=None) -> pd.DataFrame:
