@@ -150,39 +150,55 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     settings = dict(predict=predict, history=history, horizon_steps=horizon_steps, members=members,
                     patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, offset_y=offset_y,
                     offset_x=offset_x, inputs=inputs, years=years if inputs != "paper" else None)
-    if lazy:
-        import dask.array as da
-
-        fc = forecast_dask(last, valid_data, **settings)
-        if materialise is not None:
-            fc = materialise(fc)
-        d = fc[:, horizon - 1] if offset is None else fc[:, horizon - 1] + da.asarray(offset).rechunk(fc.chunks[2:])
-        median = da.map_blocks(_median, fc, drop_axis=0, dtype=np.float32)
-        if thresholds is None:
-            stats = da.map_blocks(_stats, d, dtype=np.float32, chunks=((2,),) + d.chunks[1:])
-            m_abs, std = stats.compute()
-            thresholds = compute_thresholds(m_abs, std)
-        stack = da.map_blocks(product_stack, d, thresholds, dtype=np.float32,
-                              chunks=((len(PRODUCTS),),) + d.chunks[1:])
-    else:
-        last = np.asarray(last)
-        if valid_data is not None:
-            valid_data = np.asarray(valid_data, bool)
-        usable = np.isfinite(last[last.shape[0] - history:]).all(axis=0) & (True if valid_data is None else valid_data)
-        if not usable.any():
-            raise InputError(f"no valid pixel: the last {history} epochs hold no pixel that is valid and "
-                             "finite throughout (is the input all NaN?)", field="displacement")
-        fc = forecast_block(last, valid_data, **settings)
-        d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))
-        median = _median(fc)
-        if thresholds is None:
-            thresholds = compute_thresholds(*member_statistics(d))
-        stack = product_stack(d, thresholds)
+    path = _products_dask if lazy else _products_numpy
+    fc, median, stack, thresholds = path(last, valid_data, offset, settings, horizon=horizon, mode=mode,
+                                         thresholds=thresholds, materialise=materialise)
 
     out = _dataset(displacement, fc, median, stack, thresholds=thresholds, given=given, horizon=horizon,
                    mode=mode, history=history, patch=patch, overlap=overlap, members=members)
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs)
     return out
+
+
+def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizon: int, mode: str,
+                   thresholds: Thresholds | None, materialise: Callable[[Any], Any] | None):
+    """The Dask path of :func:`forecast_products`: lazy member forecasts, the thresholds (when not
+    given) from one pass over the region, then the products; returns ``(fc, median, stack, thresholds)``."""
+    import dask.array as da
+
+    fc = forecast_dask(last, valid_data, **settings)
+    if materialise is not None:
+        fc = materialise(fc)
+    d = fc[:, horizon - 1] if offset is None else fc[:, horizon - 1] + da.asarray(offset).rechunk(fc.chunks[2:])
+    median = da.map_blocks(_median, fc, drop_axis=0, dtype=np.float32)
+    if thresholds is None:
+        stats = da.map_blocks(_stats, d, dtype=np.float32, chunks=((2,),) + d.chunks[1:])
+        m_abs, std = stats.compute()
+        thresholds = compute_thresholds(m_abs, std)
+    stack = da.map_blocks(product_stack, d, thresholds, dtype=np.float32,
+                          chunks=((len(PRODUCTS),),) + d.chunks[1:])
+    return fc, median, stack, thresholds
+
+
+def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horizon: int, mode: str,
+                    thresholds: Thresholds | None, materialise: Callable[[Any], Any] | None = None):
+    """The numpy path of :func:`forecast_products` (``materialise`` does not apply): refuses a cube
+    without a usable pixel, forecasts, selects, thresholds; returns ``(fc, median, stack, thresholds)``."""
+    history = settings["history"]
+    last = np.asarray(last)
+    if valid_data is not None:
+        valid_data = np.asarray(valid_data, bool)
+    usable = np.isfinite(last[last.shape[0] - history:]).all(axis=0) & (True if valid_data is None else valid_data)
+    if not usable.any():
+        raise InputError(f"no valid pixel: the last {history} epochs hold no pixel that is valid and "
+                         "finite throughout (is the input all NaN?)", field="displacement")
+    fc = forecast_block(last, valid_data, **settings)
+    d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))
+    median = _median(fc)
+    if thresholds is None:
+        thresholds = compute_thresholds(*member_statistics(d))
+    stack = product_stack(d, thresholds)
+    return fc, median, stack, thresholds
 
 
 def _median(fc: np.ndarray) -> np.ndarray:

@@ -157,6 +157,164 @@ def _tune_state(tuner, archs: Sequence[str]) -> str:
     return "complete" if complete else ("partial" if seen else "empty")
 
 
+@dataclass
+class _Run:
+    """What the stages of one demo share: the folder's paths, the options, what earlier stages made."""
+
+    out: Path
+    preset: str
+    seed: int
+    tiles: list[Path] | None
+    progress: bool
+    workers: int | None
+    echo: Echo
+    result: DemoResult
+    paths: dict[str, Path]
+    tick: float = 0.0
+    zones: Path | None = None
+    truth: Path | None = None
+    top: int = TOP
+    tuner: Any = None
+
+    @property
+    def synth_preset(self) -> str:
+        return PRESETS[self.preset][0]
+
+    @property
+    def tune_preset(self) -> str:
+        return PRESETS[self.preset][1]
+
+    def warn(self, text: str) -> None:
+        self.result.warnings.append(text)
+        LOGGER.warning(text)
+
+
+#: A stage's outcome before timing: (status, the file or folder to show, a note).
+Outcome = tuple[str, "Path | None", str]
+
+
+def _synth(run: _Run) -> Outcome:
+    if run.tiles is not None:
+        return "skipped", None, f"gridding {len(run.tiles)} EGMS file(s) instead"
+    from .synth import CONFIG_NAME, TRUTH_NAME, ZONES_NAME, preset as scenario_preset, write_scenario
+
+    scenario = run.paths[SCENARIO]
+    run.zones, run.truth = scenario / ZONES_NAME, scenario / TRUTH_NAME
+    made = [scenario / n for n in (CONFIG_NAME, ZONES_NAME, TRUTH_NAME)]
+    run.tiles = sorted(scenario.glob("EGMS_L3_*_100km_U_synthetic.csv"))
+    if all(p.exists() for p in made) and run.tiles:
+        return "reused", scenario, f"{len(run.tiles)} CSV tile(s)"
+    outputs = write_scenario(scenario_preset(run.synth_preset, seed=run.seed), scenario, progress=run.progress)
+    run.tiles = list(outputs.csv)
+    return "done", scenario, f"scenario {run.synth_preset}, {len(run.tiles)} CSV tile(s), {outputs.n_points} points"
+
+
+def _grid(run: _Run) -> Outcome:
+    cube = run.paths[CUBE]
+    reused = cube.exists()
+    if not reused:
+        from .grid import grid_files
+
+        grid_files(run.tiles, cube, progress=run.progress)
+    from .cube import open_cube
+
+    ds = open_cube(cube)
+    shape = f"{ds.sizes['t']} epochs x {ds.sizes['y']} x {ds.sizes['x']} cells, {int(ds['valid'].sum())} valid"
+    ds.close()
+    return "reused" if reused else "done", cube, shape
+
+
+def _tune(run: _Run) -> Outcome:
+    from .training.tune import Tuner, estimate_seconds
+
+    tune_dir = run.paths[TUNE]
+    run.tuner = tuner = Tuner(run.paths[CUBE], tune_dir, preset=run.tune_preset, seed0=run.seed, keep=TOP,
+                              progress=run.progress)
+    run.top = min(TOP, tuner.runs * tuner.trials)     # the members the preset's tune makes: no "fewer than"
+    state = _tune_state(tuner, ARCHS)
+    studies = f"{len(ARCHS)} architectures x {tuner.runs} runs x ({tuner.trials} trials + manual)"
+    if state == "complete":
+        return "reused", tune_dir, studies
+    if run.tune_preset == "paper":
+        hours = estimate_seconds(run.paths[CUBE], preset=run.tune_preset, archs=ARCHS) / 3600
+        run.echo(f"tune     estimate  {studies}: at most {hours:.1f} h on this machine "
+                 "(early stopping shortens it)")
+        run.tick = time.perf_counter()
+    tuner.run(ARCHS)
+    return "resumed" if state == "partial" else "done", tune_dir, studies
+
+
+def _compare(run: _Run) -> Outcome:
+    welch = run.paths[COMPARE] / "welch.csv"
+    if welch.exists():
+        return "reused", welch, ""
+    from .compare import compare
+
+    compared = compare(run.paths[TUNE], run.paths[COMPARE])          # it logs its notes as warnings
+    run.result.warnings.extend(f"compare: {note}" for note in compared.warnings)
+    significant = int(compared.welch["significant"].astype(bool).sum()) if len(compared.welch) else 0
+    return "done", welch, f"{len(compared.welch)} Welch tests, {significant} significant after Benjamini-Hochberg"
+
+
+def _export(run: _Run) -> Outcome:
+    ensemble = run.paths[ENSEMBLE]
+    manifest = ensemble / MANIFEST_NAME
+    reused = manifest.exists()
+    if not reused:
+        from .export import ExportWarning, export_ensemble
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            export_ensemble(run.paths[TUNE], ensemble, arch=ENSEMBLE_ARCH, top=run.top, strict=False,
+                            parity_windows=run.paths[CUBE], overwrite=True, progress=run.progress)
+        for w in caught:
+            if issubclass(w.category, ExportWarning):
+                run.warn(f"export: {w.message}")
+    members = len(json.loads(manifest.read_text(encoding="utf-8")).get("members", []))
+    return "reused" if reused else "done", manifest, f"{members} {ENSEMBLE_ARCH} member(s)"
+
+
+def _forecast(run: _Run) -> Outcome:
+    products = run.paths[PRODUCTS]
+    reused = products.exists()
+    if not reused:
+        from .udf.run import forecast_cube
+
+        n = max(1, min(MAX_WORKERS, run.workers or MAX_WORKERS, os.cpu_count() or 1))
+        forecast_cube(run.paths[CUBE], run.paths[ENSEMBLE], products, workers=n, threads=1, progress=run.progress)
+    return "reused" if reused else "done", products, ""
+
+
+def _publish(run: _Run) -> Outcome:
+    catalog = run.paths[CATALOG]
+    root = catalog / "catalog.json"
+    reused = root.exists()
+    if not reused:
+        from .stac.publish import publish
+
+        _remove(catalog)               # a catalog folder without catalog.json is a leftover
+        publish(run.paths[PRODUCTS], run.paths[ENSEMBLE], catalog, progress=run.progress)
+    return "reused" if reused else "done", root, ""
+
+
+def _report(run: _Run) -> Outcome:
+    index = run.paths[REPORT] / "index.html"
+    if index.exists():
+        return "reused", index, ""
+    from .report import build_report
+
+    index = build_report(cube=run.paths[CUBE], products=run.paths[PRODUCTS], compare_dir=run.paths[COMPARE],
+                         zones=run.zones, out=run.paths[REPORT], tune_dir=run.paths[TUNE],
+                         ensemble=run.paths[ENSEMBLE], progress=run.progress, truth=run.truth)
+    return "done", Path(index), ""
+
+
+#: The demo: its stages in order, each a function of the shared :class:`_Run` (one loop runs them).
+STAGES: tuple[tuple[str, Callable[[_Run], Outcome]], ...] = (
+    ("synth", _synth), ("grid", _grid), ("tune", _tune), ("compare", _compare), ("export", _export),
+    ("forecast", _forecast), ("publish", _publish), ("report", _report))
+
+
 def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str | os.PathLike] | None = None,
              seed: int = 0, overwrite: bool = False, progress: bool = True, workers: int | None = None,
              echo: Echo = _print) -> DemoResult:
@@ -175,7 +333,6 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
         raise InputError(f"expected one of {', '.join(PRESETS)}, got {preset!r}", field="preset")
     out = Path(out)
     tiles = expand_inputs(egms) if egms else None
-    synth_preset, tune_preset = PRESETS[preset]
     record = {"preset": preset, "seed": int(seed),
               "egms": None if tiles is None else [str(p.resolve()) for p in tiles]}
     _check_folder(out, record, overwrite)
@@ -185,144 +342,25 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
     _write_record(out, record)
 
     result = DemoResult(out=out, preset=preset)
-    paths = {name: out / name for name in OUTPUTS}
-    cube, tune_dir, compare_dir = paths[CUBE], paths[TUNE], paths[COMPARE]
-    ensemble, products, catalog, report = paths[ENSEMBLE], paths[PRODUCTS], paths[CATALOG], paths[REPORT]
+    run = _Run(out=out, preset=preset, seed=seed, tiles=tiles, progress=progress, workers=workers, echo=echo,
+               result=result, paths={name: out / name for name in OUTPUTS})
     started = time.perf_counter()
-
-    def stage(name: str, path: Path | None, status: str, tick: float, note: str = "") -> None:
-        seconds = time.perf_counter() - tick
+    shown: dict[str, Path | None] = {}
+    for name, step in STAGES:
+        run.tick = time.perf_counter()
+        status, path, note = step(run)
+        seconds = time.perf_counter() - run.tick
         result.stages.append(Stage(name, status, seconds, path, note))
+        shown[name] = path
         where = "" if path is None else f"  {path}"
         extra = f"  ({note})" if note else ""
         echo(f"{name:<8} {status:<8} {seconds:7.1f} s{where}{extra}")
 
-    def warn(text: str) -> None:
-        result.warnings.append(text)
-        LOGGER.warning(text)
-
-    # ---- synth
-    tick = time.perf_counter()
-    zones: Path | None = None
-    truth: Path | None = None
-    if tiles is not None:
-        stage("synth", None, "skipped", tick, f"gridding {len(tiles)} EGMS file(s) instead")
-    else:
-        from .synth import CONFIG_NAME, TRUTH_NAME, ZONES_NAME, preset as scenario_preset, write_scenario
-
-        scenario = paths[SCENARIO]
-        zones = scenario / ZONES_NAME
-        truth = scenario / TRUTH_NAME
-        made = [scenario / n for n in (CONFIG_NAME, ZONES_NAME, TRUTH_NAME)]
-        tiles = sorted(scenario.glob("EGMS_L3_*_100km_U_synthetic.csv"))
-        if all(p.exists() for p in made) and tiles:
-            stage("synth", scenario, "reused", tick, f"{len(tiles)} CSV tile(s)")
-        else:
-            outputs = write_scenario(scenario_preset(synth_preset, seed=seed), scenario, progress=progress)
-            tiles = list(outputs.csv)
-            stage("synth", scenario, "done", tick,
-                  f"scenario {synth_preset}, {len(tiles)} CSV tile(s), {outputs.n_points} points")
-
-    # ---- grid
-    tick = time.perf_counter()
-    reused = cube.exists()
-    if not reused:
-        from .grid import grid_files
-
-        grid_files(tiles, cube, progress=progress)
-    from .cube import open_cube
-
-    ds = open_cube(cube)
-    shape = f"{ds.sizes['t']} epochs x {ds.sizes['y']} x {ds.sizes['x']} cells, {int(ds['valid'].sum())} valid"
-    ds.close()
-    stage("grid", cube, "reused" if reused else "done", tick, shape)
-
-    # ---- tune
-    from .training.tune import Tuner, estimate_seconds
-
-    tick = time.perf_counter()
-    tuner = Tuner(cube, tune_dir, preset=tune_preset, seed0=seed, keep=TOP, progress=progress)
-    state = _tune_state(tuner, ARCHS)
-    studies = f"{len(ARCHS)} architectures x {tuner.runs} runs x ({tuner.trials} trials + manual)"
-    if state == "complete":
-        stage("tune", tune_dir, "reused", tick, studies)
-    else:
-        if tune_preset == "paper":
-            hours = estimate_seconds(cube, preset=tune_preset, archs=ARCHS) / 3600
-            echo(f"tune     estimate  {studies}: at most {hours:.1f} h on this machine "
-                 "(early stopping shortens it)")
-            tick = time.perf_counter()
-        tuner.run(ARCHS)
-        stage("tune", tune_dir, "resumed" if state == "partial" else "done", tick, studies)
-
-    top = min(TOP, tuner.runs * tuner.trials)      # the members the preset's tune makes: no "fewer than" warning
-
-    # ---- compare
-    tick = time.perf_counter()
-    welch = compare_dir / "welch.csv"
-    if welch.exists():
-        stage("compare", welch, "reused", tick)
-    else:
-        from .compare import compare
-
-        compared = compare(tune_dir, compare_dir)          # its notes come back in result.warnings
-        result.warnings.extend(f"compare: {note}" for note in compared.warnings)   # compare logged them
-        significant = int(compared.welch["significant"].astype(bool).sum()) if len(compared.welch) else 0
-        stage("compare", welch, "done", tick, f"{len(compared.welch)} Welch tests, {significant} significant "
-                                              "after Benjamini-Hochberg")
-
-    # ---- export
-    tick = time.perf_counter()
-    manifest = ensemble / MANIFEST_NAME
-    reused = manifest.exists()
-    if not reused:
-        from .export import ExportWarning, export_ensemble
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            export_ensemble(tune_dir, ensemble, arch=ENSEMBLE_ARCH, top=top, strict=False, parity_windows=cube,
-                            overwrite=True, progress=progress)
-        for w in caught:
-            if issubclass(w.category, ExportWarning):
-                warn(f"export: {w.message}")
-    members = len(json.loads(manifest.read_text(encoding="utf-8")).get("members", []))
-    stage("export", manifest, "reused" if reused else "done", tick, f"{members} {ENSEMBLE_ARCH} member(s)")
-
-    # ---- forecast
-    tick = time.perf_counter()
-    reused = products.exists()
-    if not reused:
-        from .udf.run import forecast_cube
-
-        n = max(1, min(MAX_WORKERS, workers or MAX_WORKERS, os.cpu_count() or 1))
-        forecast_cube(cube, ensemble, products, workers=n, threads=1, progress=progress)
-    stage("forecast", products, "reused" if reused else "done", tick)
-
-    # ---- publish
-    tick = time.perf_counter()
-    root = catalog / "catalog.json"
-    reused = root.exists()
-    if not reused:
-        from .stac.publish import publish
-
-        _remove(catalog)               # a catalog folder without catalog.json is a leftover
-        publish(products, ensemble, catalog, progress=progress)
-    stage("publish", root, "reused" if reused else "done", tick)
-
-    # ---- report
-    tick = time.perf_counter()
-    index = report / "index.html"
-    if index.exists():
-        stage("report", index, "reused", tick)
-    else:
-        from .report import build_report
-
-        index = build_report(cube=cube, products=products, compare_dir=compare_dir, zones=zones, out=report,
-                             tune_dir=tune_dir, ensemble=ensemble, progress=progress, truth=truth)
-        stage("report", index, "done", tick)
-
-    result.paths = {"scenario": paths[SCENARIO], "cube": cube, "tune": tune_dir, "compare": welch,
-                    "ensemble": manifest, "products": products, "catalog": root, "report": Path(index)}
+    paths = run.paths
+    result.paths = {"scenario": paths[SCENARIO], "cube": paths[CUBE], "tune": paths[TUNE],
+                    "compare": paths[COMPARE] / "welch.csv", "ensemble": paths[ENSEMBLE] / MANIFEST_NAME,
+                    "products": paths[PRODUCTS], "catalog": paths[CATALOG] / "catalog.json",
+                    "report": Path(shown["report"])}
     if egms:
         result.paths.pop("scenario")
     total = time.perf_counter() - started
@@ -331,7 +369,6 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
     for line in summary_lines(result):
         echo(line)
     return result
-
 
 DESCRIPTIONS = {
     "scenario": "synthetic EGMS tiles, zones.geojson, truth.zarr, scenario.json",
