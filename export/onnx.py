@@ -10,7 +10,7 @@ all at once or not at all. The written folder is then opened with the UDF's own 
 (:func:`insarcast.udf.ensemble.load_ensemble`) before it is moved into place, so an ensemble this
 function returns is one the UDF accepts.
 
-The ONNX contract (DESIGN.md): input ``history`` float32 (batch, T, C, P, P), output ``forecast``
+The ONNX contract (docs/design.md): input ``history`` float32 (batch, T, C, P, P), output ``forecast``
 float32 (batch, F, P, P), the batch dimension dynamic (named ``batch``), the other dimensions static.
 Opset 20 by default: the first with a native ``Gelu``, which onnxruntime >= 1.18 runs as one
 kernel; at opset 18 the exporter spells GELU out as five elementwise operators over every feature

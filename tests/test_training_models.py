@@ -112,7 +112,7 @@ def test_manual_configurations_cover_every_architecture_and_build():
     assert sorted(manual) == sorted(ARCHS)
     for arch in ARCHS:
         model_cfg, train_cfg = configs(manual[arch], arch=arch)
-        assert (model_cfg.history, model_cfg.horizon, model_cfg.patch) == (12, 6, 32)   # DESIGN.md defaults
+        assert (model_cfg.history, model_cfg.horizon, model_cfg.patch) == (12, 6, 32)   # docs/design.md defaults
         assert model_cfg.readout == "pooled" and train_cfg.lr > 0
 
 

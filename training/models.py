@@ -1,7 +1,7 @@
 """The six hybrid networks of the paper: a spatial encoder per epoch, a temporal model over the epochs.
 
 Every model maps ``history`` (B, T, C, P, P) to ``forecast`` (B, F, P, P), both normalised (the ONNX
-contract of DESIGN.md). It reads top to bottom as the paper's section 3.2:
+contract of docs/design.md). It reads top to bottom as the paper's section 3.2:
 
 1. spatial encoder, applied to each of the T frames: CNN, ResNet or GCN, giving features
    H_t (D, P, P); for the GCN the nodes are the valid pixels of the patch, joined to the valid pixels

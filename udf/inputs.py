@@ -1,6 +1,6 @@
 """Model inputs from displacement series, and the way back from normalised forecasts to mm.
 
-This is the one function that builds what the networks see (DESIGN.md, "Model contract"):
+This is the one function that builds what the networks see (docs/design.md, "Model contract"):
 training (:func:`insarcast.training.windows.make_sample`) and inference (:mod:`insarcast.udf.tiling`)
 both call :func:`model_inputs`, so the same series gives the same bytes in both. It imports numpy
 and the torch-free baselines only.
