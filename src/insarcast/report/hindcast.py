@@ -28,7 +28,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 import xarray as xr
 
-from insarcast.contract import DEFAULT_ARCH, SPLIT  # the temporal split of training (insarcast.training.windows.Split.temporal)
+from insarcast.contract import DEFAULT_ARCH, SPLIT     # SPLIT: training's temporal split (Split.temporal)
 from insarcast.errors import InputError, MissingDependencyError
 
 
