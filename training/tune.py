@@ -127,6 +127,11 @@ class Preset:
     overrides: tuple[tuple[str, Any], ...] = ()
     small_space: bool = False
 
+    @property
+    def fixed(self) -> frozenset[str]:
+        """The settings the preset forces ("model.readout", ...)."""
+        return frozenset(key for key, _ in self.overrides)
+
 
 PRESETS = {
     # The paper's protocol: 50 trials (20 random), 10 runs, the manual windows (T 12, F 6, P 32).
@@ -149,7 +154,7 @@ PRESETS = {
 
 
 def suggest(trial: optuna.Trial, arch: str, base_model: ModelConfig, base_train: TrainConfig, *,
-            small: bool = False) -> tuple[ModelConfig, TrainConfig]:
+            small: bool = False, fixed: frozenset[str] = frozenset()) -> tuple[ModelConfig, TrainConfig]:
     """The search space of ``arch``: optimiser, widths, depths, heads, dropout, kernel, readout.
 
     The window (T, F, P) and the patch sampling stay those of the base configuration: all members of
@@ -164,7 +169,8 @@ def suggest(trial: optuna.Trial, arch: str, base_model: ModelConfig, base_train:
         "d_model": trial.suggest_categorical("d_model", d_models),
         "temporal_layers": trial.suggest_int("temporal_layers", 1, 1 if small else 3),
         "dropout": trial.suggest_float("dropout", 0.0, 0.3),
-        "readout": trial.suggest_categorical("readout", ["pooled", "skip"]),
+        # A setting the preset fixes (e.g. the demo's skip readout) is not searched.
+        **({} if "model.readout" in fixed else {"readout": trial.suggest_categorical("readout", ["pooled", "skip"])}),
     }
     if encoder in ("cnn", "resnet"):
         model["kernel"] = trial.suggest_categorical("kernel", [3, 5])
@@ -321,7 +327,8 @@ class Tuner:
 
         def train(params: dict[str, Any] | None, number: int) -> float:
             trial = optuna.trial.FixedTrial(params)
-            model_cfg, cfg = suggest(trial, arch, base_model, base_train, small=self.preset.small_space)
+            model_cfg, cfg = suggest(trial, arch, base_model, base_train, small=self.preset.small_space,
+                    fixed=self.preset.fixed)
             metrics = train_run(windows, model_cfg, cfg, seed=seed, out=folder / f"trial_{number:03d}",
                                 strategy="tpe", ctx=ctx,
                                 extra={"kind": "trial", "trial": number, "study": f"{arch}-seed{seed}",
@@ -341,7 +348,8 @@ class Tuner:
                                     sampler=make_sampler(seed, startup=self.startup), load_if_exists=True)
 
         def objective(trial: optuna.Trial) -> float:
-            suggest(trial, arch, base_model, base_train, small=self.preset.small_space)   # records the params
+            suggest(trial, arch, base_model, base_train, small=self.preset.small_space,
+                    fixed=self.preset.fixed)   # records the params
             message = (dict(trial.params), trial.number)
             ctx.broadcast(message)
             value = train(*message)
