@@ -160,6 +160,26 @@ def test_a_trained_tiny_model_puts_the_highest_class_on_a_trough_of_known_rate()
     assert np.median(centre) == pytest.approx(RATE * F * STEP, abs=1.0)
 
 
+def test_training_never_returns_a_correction_worse_than_the_baseline_on_validation():
+    import torch
+
+    from insarcast.training.data import Windows
+    from insarcast.training.models import ModelConfig
+    from insarcast.training.params import TrainConfig
+    from insarcast.training.trainer import fit
+
+    d, valid, times, _ = _cube(n=100, size=16, seed=3)
+    w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs="residual")
+    cfg = ModelConfig(arch="cnn-lstm", history=T, horizon=F, patch=P, inputs="residual", readout="skip", width=8,
+                      d_model=16)
+    # an absurd learning rate: every epoch is worse than the untrained model, which is the baseline
+    result = fit(w, cfg, TrainConfig(lr=0.5, max_epochs=2, patience=2, train_samples=64, eval_samples=32,
+                                     batch_size=16), seed=0)
+    assert result.best_epoch == -1 and all(h["val_loss"] > result.best_val for h in result.history)
+    x = torch.from_numpy(w.sample(int(w.anchors("test")[0]), tuple(w.origins[0])).x[None])
+    assert torch.count_nonzero(result.model(x)) == 0         # the untrained model: the baseline (+ target mean)
+
+
 def test_the_products_show_the_ground_not_the_tiles():
     """Variation across the model tiles' seams is that inside the tiles, for a trained tiny ensemble of
     two members (seam ratio about 1); a predictor that paints each tile one value per member (what a

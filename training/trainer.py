@@ -105,6 +105,13 @@ def fit(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, seed: int
                                  drop_last=True)
     best_val, best_epoch, best_state, history = math.inf, -1, None, []
     started, seen = time.perf_counter(), 0
+    val_subset = _even(val_rows, cfg.eval_samples) if cfg.eval_samples else val_rows
+    if model_cfg.inputs != "paper":
+        # The untrained residual model is its adaptive baseline (its last layer starts at zero): an
+        # epoch is kept only if it beats that on validation, so training never returns a correction
+        # that makes the baseline worse there (best_epoch -1: the baseline itself).
+        best_val = validation_loss(model, windows, val_subset, ctx, batch_size=per_rank_batch)
+        best_state = copy.deepcopy(model.state_dict())
     epochs = bar(range(cfg.max_epochs), enabled=progress and ctx.is_main, desc=model_cfg.arch, unit="epoch")
     for epoch in epochs:
         tick = time.perf_counter()
@@ -123,7 +130,6 @@ def fit(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, seed: int
             losses += [loss.item() * len(x), len(x)]
         seen += len(indices) * ctx.world_size
         train_loss = ctx.sum(losses)
-        val_subset = _even(val_rows, cfg.eval_samples) if cfg.eval_samples else val_rows
         val = validation_loss(model, windows, val_subset, ctx, batch_size=per_rank_batch)
         history.append({"epoch": epoch, "train_loss": float(train_loss[0] / max(train_loss[1], 1)),
                         "val_loss": val, "lr": optimiser.param_groups[0]["lr"],
