@@ -78,7 +78,7 @@ class SchemaStore:
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError("no such schema folder (expected a folder laid out like ../shared/stac-schemas)",
-                             path=folder, field="schemas")
+                             path=folder, field="--schemas")
         self.folder = folder.resolve()
         self._validators: dict[str, object] = {}
         from referencing import Registry

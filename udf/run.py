@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -131,6 +130,19 @@ def _check_before_work(data, members, *, path) -> None:
                          "finite throughout (is the input all NaN?)", path=path, field="displacement")
 
 
+def check_settings(*, workers: int | None = None, threads: int | None = None, chunks: int | None = None,
+                   overlap: int | None = None, horizon: int | None = None) -> None:
+    """Refuse a nonsensical setting at once, naming its option (``forecast --workers -1`` would hang)."""
+    for option, value, least in (("--workers", workers, 1), ("--threads", threads, 1), ("--chunks", chunks, 1),
+                                 ("--overlap", overlap, 0), ("--horizon", horizon, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"expected an integer, got {value!r}", field=option)
+        if value < least:
+            raise InputError(f"must be at least {least}, got {value}", field=option)
+
+
 def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str | os.PathLike, *,
                   scheduler: str | None = None, workers: int | None = None, chunks: int = 256,
                   overlap: int | None = None, horizon: int | None = None, mode: str = "change",
@@ -143,12 +155,12 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     ``overlap``: cells shared by neighbouring tiles (default P / 4).
     """
     from insarcast.cube import open_cube
-    from insarcast.fsutil import atomic_path
+    from insarcast.fsutil import atomic_path, clean_stale, hidden_path
     from insarcast.udf.ensemble import load_ensemble
     from insarcast.udf.forecast import forecast_products
 
-    if chunks < 1:
-        raise InputError(f"expected a positive chunk size, got {chunks}", field="chunks")
+    check_settings(workers=workers, threads=threads, chunks=chunks, overlap=overlap, horizon=horizon)
+    clean_stale(out)                                      # temporaries of a killed run on this target
     members = load_ensemble(ensemble)                     # checks the whole ensemble before any work
     ds = open_cube(cube)
     check_compatible(ds, members.manifest, path=cube)
@@ -158,7 +170,7 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     predictor = EnsemblePredictor(ensemble, threads=threads)
     settings = {**members.settings, "predict": predictor}
     client, cluster = _client(scheduler, workers)
-    scratch = Path(out).with_name(f".scratch-{uuid.uuid4().hex[:8]}-{Path(out).name}")
+    scratch = hidden_path("scratch", out)
 
     def run(graph):
         future = client.compute(graph)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -17,14 +18,39 @@ class _Group(click.Group):
     """Turns expected failures into one line on stderr: exit 2 for bad input, 1 for the system."""
 
     def invoke(self, ctx: click.Context):
+        _terminate_like_interrupt()
         try:
             return super().invoke(ctx)
         except InputError as exc:
             click.echo(f"insarcast: error: {exc}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:                 # click's three-line usage error, in our one line
+            click.echo(f"insarcast: error: {_usage_line(exc)}", err=True)
+            sys.exit(2)
         except (OSError, MemoryError) as exc:
             click.echo(f"insarcast: error: {exc}", err=True)
             sys.exit(1)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click.BadParameter) and param is not None:
+        where = f"option {param.opts[0]}" if isinstance(param, click.Option) and param.opts else \
+            f"argument {param.human_readable_name}"
+        return f"{where}: {exc.message}"
+    return " ".join(exc.format_message().split())
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM cleans up as Ctrl-C does: staged outputs and scratch stores are removed on the way out."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:                                  # not the main thread
+        pass
 
 
 def _quiet(f):
@@ -36,6 +62,10 @@ def _overwrite(f):
 
 
 def _refuse_existing(paths, overwrite: bool) -> None:
+    from .fsutil import clean_stale
+
+    for path in paths:                                  # an interrupted run's output is restored first
+        clean_stale(path)
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
         raise InputError("output exists (pass --overwrite to replace it)", path=existing[0])
@@ -72,7 +102,8 @@ def synth(preset: str, seed: int, out_dir: Path, overwrite: bool, quiet: bool) -
     from .synth import CONFIG_NAME, TRUTH_NAME, ZONES_NAME, preset as make_preset, write_scenario
 
     config = make_preset(preset, seed=seed)
-    _refuse_existing([out_dir / name for name in (ZONES_NAME, TRUTH_NAME, CONFIG_NAME)], overwrite)
+    tiles = sorted(out_dir.glob("EGMS_L3_*_100km_U_synthetic.csv")) if out_dir.is_dir() else []
+    _refuse_existing([*tiles, *(out_dir / name for name in (ZONES_NAME, TRUTH_NAME, CONFIG_NAME))], overwrite)
     outputs = write_scenario(config, out_dir, progress=not quiet)
     for path in (*outputs.csv, outputs.zones, outputs.truth, outputs.config):
         click.echo(str(path))
@@ -86,10 +117,12 @@ def synth(preset: str, seed: int, out_dir: Path, overwrite: bool, quiet: bool) -
 @click.option("--neighbours", type=int, default=8, show_default=True, help="Points used per cell, at most.")
 @click.option("--radius", type=float, default=300.0, show_default=True,
               help="Search radius in metres; cells with no point within it are NaN and not valid.")
+@click.option("--max-cells", type=int, default=None,
+              help="Refuse a grid of more cells than this (default 50,000,000; 0: no limit).")
 @_overwrite
 @_quiet
 def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neighbours: int, radius: float,
-         overwrite: bool, quiet: bool) -> None:
+         max_cells: int | None, overwrite: bool, quiet: bool) -> None:
     """Grid EGMS L3 vertical CSV tiles to a displacement cube by inverse distance weighting.
 
     \b
@@ -100,11 +133,13 @@ def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neig
       valid(y, x)            the cell has a value at every epoch
       support(y, x)          number of points within the radius (at most --neighbours)
     """
-    from .grid import IdwParams, grid_files
+    from .grid import MAX_CELLS, IdwParams, check_spacing, grid_files
 
+    check_spacing(spacing)
     _refuse_existing([out], overwrite)
     params = IdwParams(power=power, neighbours=neighbours, radius=radius)
-    path = grid_files(_expand(inputs), out, spacing=spacing, params=params, progress=not quiet)
+    limit = MAX_CELLS if max_cells is None else (max_cells or None)
+    path = grid_files(_expand(inputs), out, spacing=spacing, params=params, progress=not quiet, max_cells=limit)
     click.echo(str(path))
 
 
@@ -296,8 +331,9 @@ def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, worke
       at the chosen horizon; thresholds q85/q95/q99 and std terciles in the attributes
     With --thresholds the classes use the given thresholds (one pass, no scratch store).
     """
-    from .udf.run import forecast_cube, read_thresholds
+    from .udf.run import check_settings, forecast_cube, read_thresholds
 
+    check_settings(workers=workers, threads=threads, chunks=chunks, overlap=overlap, horizon=horizon)
     _refuse_existing([out], overwrite)
     thresholds = read_thresholds(thresholds_from) if thresholds_from is not None else None
     path = forecast_cube(cube, ensemble, out, scheduler=scheduler, workers=workers, chunks=chunks, overlap=overlap,
