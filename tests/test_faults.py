@@ -1,0 +1,383 @@
+"""Faults an attacker or a clumsy user provokes (issue 14): each is refused at once (exit 2, one line
+naming the option, file, line or field, nothing written), or survived (a kill at any instant leaves
+the old output or the new one, and the next run recovers and cleans up).
+
+The kill tests run real subprocesses and kill them by pid (or make them SIGKILL themselves at a
+chosen rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from insarcast.cli import main
+from insarcast.errors import InputError
+
+GOOD_CSV = "pid,easting,northing,20160105,20160111,20160117\n" + "".join(
+    f"P{i},{4000050 + 100 * (i % 5)},{3000050 + 100 * (i // 5)},0.0,{i * 0.1:.1f},{i * 0.2:.1f}\n" for i in range(25))
+
+pytestmark = [pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:The 'shapely.ops.transform:DeprecationWarning")]
+
+
+def cli(*args):
+    """Run the CLI as a user does (a subprocess): (exit code, stdout, stderr lines)."""
+    proc = subprocess.run([sys.executable, "-m", "insarcast", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr.strip().splitlines()
+
+
+def one_line_refusal(code, lines, *needles):
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("insarcast: error: "), lines
+    assert "Traceback" not in lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ---------------------------------------------------------------------------------------------- fsutil
+def test_inside_refuses_escapes_and_symlinks_out(tmp_path):
+    from insarcast.fsutil import inside
+
+    folder = tmp_path / "f"
+    (folder / "sub").mkdir(parents=True)
+    (tmp_path / "secret").write_text("x")
+    (folder / "link").symlink_to(tmp_path / "secret")
+    (folder / "ok").symlink_to(folder / "sub")
+    assert inside("sub", folder) == (folder / "sub").resolve()
+    assert inside("ok", folder) == (folder / "sub").resolve()
+    for bad in ("../secret", "sub/../../secret", str(tmp_path / "secret"), "link"):
+        with pytest.raises(InputError, match="outside"):
+            inside(bad, folder, source=folder / "m.json", field="x")
+
+
+def test_clean_stale_restores_an_old_copy_and_removes_only_dead_temporaries(tmp_path):
+    from insarcast.fsutil import StaleWarning, clean_stale
+
+    dead, live = dead_pid(), os.getpid()
+    target = tmp_path / "out"
+    old = tmp_path / f".old-{dead}-0123abcd-out"
+    old.mkdir()
+    (old / "a").write_text("old")
+    (tmp_path / f".tmp-{dead}-0123abcd-out").mkdir()
+    (tmp_path / f".scratch-{dead}-0123abcd-out").mkdir()
+    mine = tmp_path / f".tmp-{live}-0123abcd-out"
+    mine.mkdir()
+    other = tmp_path / f".tmp-{dead}-0123abcd-other"
+    other.mkdir()
+    with pytest.warns(StaleWarning):
+        done = clean_stale(target)
+    assert len(done) == 3
+    assert (target / "a").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", mine.name, other.name])
+
+
+def test_a_pidless_old_copy_of_a_missing_target_is_refused_with_its_name(tmp_path):
+    from insarcast.fsutil import clean_stale
+
+    (tmp_path / ".old-0123abcd-out").mkdir()
+    with pytest.raises(InputError, match=r"\.old-0123abcd-out"):
+        clean_stale(tmp_path / "out")
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_folder_replacement_swaps_whole_folders(tmp_path, monkeypatch, exchange):
+    from insarcast import fsutil
+
+    if not exchange:
+        monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "v").write_text("1")
+    with fsutil.atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "v").write_text("2")
+    assert (target / "v").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+# ---------------------------------------------------------------------------------------------- publish
+@pytest.fixture(scope="module")
+def stac_inputs(tmp_path_factory):
+    pytest.importorskip("pystac")
+    from test_stac import make_ensemble, make_products
+
+    root = tmp_path_factory.mktemp("faults-stac")
+    make_products().to_zarr(root / "p1.zarr", zarr_format=2, consolidated=True)
+    make_products(start="2020-03-10", seed=1).to_zarr(root / "p2.zarr", zarr_format=2, consolidated=True)
+    make_products(start="2020-05-10", seed=2).to_zarr(root / "p3.zarr", zarr_format=2, consolidated=True)
+    return {"p1": root / "p1.zarr", "p2": root / "p2.zarr", "p3": root / "p3.zarr",
+            "ensemble": make_ensemble(root / "ensemble"), "make_ensemble": make_ensemble}
+
+
+def run_ids(catalog: Path) -> set[str]:
+    ids = set()
+    for path in (catalog / "insarcast-forecasts").glob("*/*.json"):
+        ids.add(json.loads(path.read_text())["properties"]["insarcast:run_id"])
+    return ids
+
+
+def test_publish_overwrite_never_deletes_outside_the_catalog(stac_inputs, tmp_path):
+    from insarcast.stac.publish import publish
+
+    catalog = tmp_path / "catalog"
+    publish(stac_inputs["p1"], stac_inputs["ensemble"], catalog, run_id="run9")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    item_file = next((catalog / "insarcast-forecasts").glob("run9-h1/run9-h1.json"))
+    (victim / "evil.json").write_text(item_file.read_text())
+    (victim / "precious.txt").write_text("keep me")
+    collection = catalog / "insarcast-forecasts" / "collection.json"
+    data = json.loads(collection.read_text())
+    data["links"].append({"rel": "item", "href": "../../victim/evil.json", "type": "application/json"})
+    collection.write_text(json.dumps(data))
+
+    code, _, lines = cli("publish", stac_inputs["p1"], "--ensemble", stac_inputs["ensemble"], "--out", catalog,
+                         "--run-id", "run9", "--overwrite", "-q")
+    one_line_refusal(code, lines, "collection.json", "links", "outside")
+    assert (victim / "precious.txt").read_text() == "keep me" and (victim / "evil.json").exists()
+    assert (catalog / "insarcast-forecasts" / "run9-h1").is_dir()
+
+
+def test_publish_refuses_a_catalog_file_symlinked_out_of_it(stac_inputs, tmp_path):
+    from insarcast.stac.publish import publish
+
+    catalog = tmp_path / "catalog"
+    publish(stac_inputs["p1"], stac_inputs["ensemble"], catalog, run_id="run1")
+    outside = tmp_path / "outside.tif"
+    outside.write_bytes(b"secret")
+    (catalog / "insarcast-forecasts" / "run1-h1" / "extra.tif").symlink_to(outside)
+    with pytest.raises(InputError, match="outside"):
+        publish(stac_inputs["p2"], stac_inputs["ensemble"], catalog, run_id="run2")
+
+
+def test_publish_refuses_what_forecast_refuses(stac_inputs, tmp_path):
+    from insarcast.stac.publish import publish
+
+    make_ensemble = stac_inputs["make_ensemble"]
+    texty = make_ensemble(tmp_path / "texty")
+    (texty / "member_01.onnx").write_text("just text\n")
+    manifest = json.loads((texty / "ensemble.json").read_text())
+    manifest["members"][1]["sha256"] = hashlib.sha256(b"just text\n").hexdigest()
+    manifest["members"][1]["bytes"] = len(b"just text\n")
+    (texty / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="onnxruntime cannot load") as info:
+        publish(stac_inputs["p1"], texty, tmp_path / "c1")
+    assert "member_01.onnx" in str(info.value)
+
+    unsigned = make_ensemble(tmp_path / "unsigned")
+    manifest = json.loads((unsigned / "ensemble.json").read_text())
+    del manifest["members"][2]["sha256"]
+    (unsigned / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError) as info:
+        publish(stac_inputs["p1"], unsigned, tmp_path / "c2")
+    assert info.value.field == "members[2].sha256"
+    assert not (tmp_path / "c1").exists() and not (tmp_path / "c2").exists()
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from insarcast import fsutil
+    from insarcast.stac.publish import publish
+
+    products, ensemble, catalog, mode = sys.argv[1:5]
+    real_replace, real_exchange = os.replace, fsutil._exchange
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def replace(a, b):
+        names = (Path(a).name, Path(b).name)
+        if mode == "fallback-1" and names[0] == "catalog":
+            die()                                    # before the old catalog moves aside
+        if mode == "fallback-2" and names[1] == "catalog":
+            die()                                    # between the two renames: no catalog at the target
+        real_replace(a, b)
+        if mode == "fallback-3" and names[1] == "catalog":
+            die()                                    # after the swap, before the old copy is removed
+
+    def exchange(a, b):
+        if mode == "exchange-1":
+            die()
+        done = real_exchange(a, b)
+        if mode == "exchange-2":
+            die()
+        return done
+
+    os.replace = replace
+    fsutil._exchange = (lambda a, b: False) if mode.startswith("fallback") else exchange
+    publish(products, ensemble, catalog, run_id="run2")
+    print("finished")
+""")
+
+
+@pytest.mark.parametrize("mode", ["fallback-1", "fallback-2", "fallback-3", "exchange-1", "exchange-2"])
+def test_a_publish_killed_at_any_rename_loses_no_run(stac_inputs, tmp_path, mode):
+    from insarcast.fsutil import _exchange
+    from insarcast.stac.publish import publish
+
+    if mode.startswith("exchange"):
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir(), b.mkdir()
+        if not _exchange(a, b):
+            pytest.skip("renameat2(RENAME_EXCHANGE) not offered here")
+    catalog = tmp_path / "catalog"
+    publish(stac_inputs["p1"], stac_inputs["ensemble"], catalog, run_id="run1")
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(stac_inputs["p2"]), str(stac_inputs["ensemble"]),
+                           str(catalog), mode], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    committed = mode in ("fallback-3", "exchange-2")
+    if mode != "fallback-2":                      # at every other instant a reader sees a whole catalog
+        assert run_ids(catalog) == ({"run1", "run2"} if committed else {"run1"})
+    # the next run recovers: no run is lost, nothing hidden is left behind
+    with pytest.warns(UserWarning, match="interrupted run"):
+        publish(stac_inputs["p3"], stac_inputs["ensemble"], catalog, run_id="run3")
+    assert run_ids(catalog) == ({"run1", "run2", "run3"} if committed else {"run1", "run3"})
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("a", "b")) == ["catalog"]
+
+
+# ---------------------------------------------------------------------------------------------- ensemble
+def test_forecast_refuses_a_member_symlinked_out_of_the_ensemble_without_reading_it(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_udf_ensemble_forecast import write_linear_ensemble
+
+    from insarcast.udf.ensemble import load_ensemble
+
+    folder = write_linear_ensemble(tmp_path / "e")
+    outside = tmp_path / "outside.bin"
+    shutil.move(folder / "member_00.onnx", outside)
+    (folder / "member_00.onnx").symlink_to(outside)
+    with pytest.raises(InputError, match="outside") as info:
+        load_ensemble(folder)
+    assert info.value.field == "members[0].file"
+    assert hashlib.sha256(outside.read_bytes()).hexdigest() not in str(info.value)
+    assert str(outside.stat().st_size) not in str(info.value).split("outside")[0]
+
+
+# ---------------------------------------------------------------------------------------------- options
+@pytest.mark.parametrize("option, value", [("--workers", "-1"), ("--workers", "0"), ("--threads", "0"),
+                                           ("--chunks", "0")])
+def test_forecast_refuses_nonsense_settings_at_once(tmp_path, option, value):
+    code, _, lines = cli("forecast", "--cube", tmp_path / "c.zarr", "--ensemble", tmp_path / "e", "--out",
+                         tmp_path / "p.zarr", option, value, "-q")
+    one_line_refusal(code, lines, f"option {option}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spacing", ["0", "nan", "-100", "inf"])
+def test_grid_refuses_a_bad_spacing(tmp_path, spacing):
+    csv = tmp_path / "tile.csv"
+    csv.write_text(GOOD_CSV)
+    code, _, lines = cli("grid", csv, "--out", tmp_path / "cube.zarr", "--spacing", spacing, "-q")
+    one_line_refusal(code, lines, "option --spacing")
+    assert [p.name for p in tmp_path.iterdir()] == ["tile.csv"]
+
+
+def test_grid_refuses_a_huge_grid_before_any_work(tmp_path):
+    csv = tmp_path / "tile.csv"
+    csv.write_text("pid,easting,northing,20160105,20160111\nA,3200050,2500050,0,1\nB,5500050,4500050,0,2\n")
+    code, _, lines = cli("grid", csv, "--out", tmp_path / "cube.zarr", "-q")
+    one_line_refusal(code, lines, "option --max-cells", "km", "cells")
+    assert [p.name for p in tmp_path.iterdir()] == ["tile.csv"]
+
+
+def test_usage_errors_are_one_line_in_the_projects_format(tmp_path):
+    code, _, lines = cli("grid", tmp_path / "nonexist.csv", "--out", tmp_path / "c.zarr")
+    one_line_refusal(code, lines, "nonexist.csv", "does not exist", "INPUTS")
+    code, _, lines = cli("grid", tmp_path, "--out", tmp_path / "c.zarr", "--spacing", "abc")
+    one_line_refusal(code, lines, "option --spacing", "abc")
+
+
+def test_a_missing_schema_folder_is_named_as_an_option(tmp_path):
+    pytest.importorskip("jsonschema")
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "catalog.json").write_text("{}")
+    code, _, lines = cli("validate-stac", catalog, "--schemas", tmp_path / "nowhere")
+    one_line_refusal(code, lines, "option --schemas")
+    assert "column" not in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- synth
+def test_synth_does_not_overwrite_an_existing_tile_without_overwrite(tmp_path):
+    out = tmp_path / "d"
+    out.mkdir()
+    tile = out / "EGMS_L3_E40N30_100km_U_synthetic.csv"
+    tile.write_text("my own data\n")
+    result = CliRunner().invoke(main, ["synth", "--preset", "tiny", "--out", str(out), "-q"])
+    assert result.exit_code == 2
+    assert "EGMS_L3_E40N30_100km_U_synthetic.csv" in result.output and "--overwrite" in result.output
+    assert tile.read_text() == "my own data\n"
+    assert [p.name for p in out.iterdir()] == [tile.name]
+
+
+# ---------------------------------------------------------------------------------------------- garbage
+SLOW_GRID = textwrap.dedent("""
+    import sys, time
+    import insarcast.cube
+    real = insarcast.cube.finish_cube
+
+    def slow(path):
+        print("staged", flush=True)
+        time.sleep(60)
+        real(path)
+
+    import insarcast.grid
+    insarcast.grid.finish_cube = slow
+    from insarcast.cli import main
+    main(sys.argv[1:])
+""")
+
+
+def _start_slow_grid(tmp_path, csv, out):
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_GRID, "grid", str(csv), "--out", str(out), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "staged", proc.stderr.read()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    return proc
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    csv = tmp_path / "tile.csv"
+    csv.write_text(GOOD_CSV)
+    proc = _start_slow_grid(tmp_path, csv, tmp_path / "cube.zarr")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert [p.name for p in tmp_path.iterdir()] == ["tile.csv"]
+
+
+def test_a_killed_grid_leaves_temporaries_the_next_run_removes(tmp_path):
+    csv = tmp_path / "tile.csv"
+    csv.write_text(GOOD_CSV)
+    out = tmp_path / "cube.zarr"
+    proc = _start_slow_grid(tmp_path, csv, out)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    live = tmp_path / f".tmp-{os.getpid()}-0123abcd-cube.zarr"          # a live writer's: not touched
+    live.mkdir()
+    code, _, lines = cli("grid", csv, "--out", out, "-q")
+    assert code == 0, lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tile.csv", "cube.zarr", live.name])
+    time.sleep(0)
