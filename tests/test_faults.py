@@ -381,3 +381,53 @@ def test_a_killed_grid_leaves_temporaries_the_next_run_removes(tmp_path):
     assert code == 0, lines
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tile.csv", "cube.zarr", live.name])
     time.sleep(0)
+
+
+# ---------------------------------------------------------------------------------------------- damaged files
+def damaged_copy(cube: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the cube with one displacement chunk overwritten by garbage: (cube, the chunk file)."""
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(cube, bad)
+    chunk = sorted(p for p in (bad / "displacement").iterdir() if not p.name.startswith("."))[0]
+    chunk.write_bytes(b"garbage" * 5)
+    return bad, chunk
+
+
+def test_forecast_names_a_damaged_zarr_chunk(tiny_cube, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_udf_ensemble_forecast import write_linear_ensemble
+
+    bad, chunk = damaged_copy(tiny_cube, tmp_path)
+    ensemble = write_linear_ensemble(tmp_path / "e")
+    code, _, lines = cli("forecast", "--cube", bad, "--ensemble", ensemble, "--out", tmp_path / "p.zarr",
+                         "--workers", 1, "-q")
+    one_line_refusal(code, lines, str(chunk), "damaged")
+    assert not (tmp_path / "p.zarr").exists()
+
+
+@pytest.mark.parametrize("case", ["damaged", "missing"])
+def test_tune_on_a_bad_cube_is_refused_and_leaves_no_folder(tiny_cube, tmp_path, case):
+    pytest.importorskip("optuna")
+    bad, chunk = damaged_copy(tiny_cube, tmp_path) if case == "damaged" else (tmp_path / "nope.zarr", None)
+    out = tmp_path / "tune"
+    code, _, lines = cli("tune", "--cube", bad, "--preset", "tiny", "--arch", "cnn-lstm", "--runs", 1,
+                         "--trials", 1, "--out", out, "-q")
+    one_line_refusal(code, lines, str(chunk) if chunk else "no such cube")
+    if chunk:
+        assert "damaged" in lines[0]
+    assert not out.exists()
+
+
+def test_export_names_a_truncated_model_file(tiny_cube, tmp_path):
+    pytest.importorskip("torch")
+    from test_export import fabricate, tiny_config
+
+    from insarcast.training.data import Windows
+
+    windows = Windows.from_cube(tiny_cube, history=8, horizon=6, patch=16, stride=16)
+    run = fabricate(tmp_path / "tune", windows, tiny_config(), seed=0, trial=0, val_loss=1.0)
+    model = run / "model.pt"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    code, _, lines = cli("export", "--tune-dir", tmp_path / "tune", "--top", 1, "--out", tmp_path / "ens", "-q")
+    one_line_refusal(code, lines, str(model), "damaged")
+    assert not (tmp_path / "ens").exists()

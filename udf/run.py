@@ -154,7 +154,7 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     (default: the CPU count) with one thread each. ``chunks``: cells per side of a task's block.
     ``overlap``: cells shared by neighbouring tiles (default P / 4).
     """
-    from insarcast.cube import open_cube
+    from insarcast.cube import open_cube, reading
     from insarcast.fsutil import atomic_path, clean_stale, hidden_path
     from insarcast.udf.ensemble import load_ensemble
     from insarcast.udf.forecast import forecast_products
@@ -166,7 +166,8 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     check_compatible(ds, members.manifest, path=cube)
     names = ["displacement"] + (["valid"] if "valid" in ds else [])
     data = ds[names].chunk({"t": -1, "y": chunks, "x": chunks})
-    _check_before_work(data, members, path=cube)
+    with reading(cube):
+        _check_before_work(data, members, path=cube)
     predictor = EnsemblePredictor(ensemble, threads=threads)
     settings = {**members.settings, "predict": predictor}
     client, cluster = _client(scheduler, workers)
@@ -191,16 +192,17 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
         return da.from_zarr(str(scratch))
 
     try:
-        products = forecast_products(data, overlap=overlap,
-                                     horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
-                                     materialise=materialise if thresholds is None else None, **settings)
-        products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
-                              cube=str(Path(cube).resolve()))
-        products = products.chunk({"y": chunks, "x": chunks})          # Zarr wants regular chunks
-        for variable in products.variables.values():
-            variable.encoding.pop("chunks", None)
-        with atomic_path(Path(out)) as tmp:
-            run(products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2))
+        with reading(cube):
+            products = forecast_products(data, overlap=overlap,
+                                         horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
+                                         materialise=materialise if thresholds is None else None, **settings)
+            products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
+                                  cube=str(Path(cube).resolve()))
+            products = products.chunk({"y": chunks, "x": chunks})          # Zarr wants regular chunks
+            for variable in products.variables.values():
+                variable.encoding.pop("chunks", None)
+            with atomic_path(Path(out)) as tmp:
+                run(products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         client.close()
@@ -218,6 +220,8 @@ def _client(scheduler: str | None, workers: int | None):
         raise MissingDependencyError("forecast needs dask.distributed: pip install 'insarcast[udf]'") from err
     if scheduler:
         return Client(scheduler), None
+    # Workers log a failed task's traceback themselves; the client re-raises it as one error, which
+    # the CLI prints in one line (a full disk is one line, not a worker log).
     cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
