@@ -431,3 +431,29 @@ def test_export_names_a_truncated_model_file(tiny_cube, tmp_path):
     code, _, lines = cli("export", "--tune-dir", tmp_path / "tune", "--top", 1, "--out", tmp_path / "ens", "-q")
     one_line_refusal(code, lines, str(model), "damaged")
     assert not (tmp_path / "ens").exists()
+
+
+# ---------------------------------------------------------------------------------------------- openEO context
+class _Metadata:
+    def rename_labels(self, **kwargs):
+        return kwargs
+
+@pytest.mark.parametrize("key, value", [("horizon", "two"), ("threads", "two"), ("threads", 0), ("overlap", -1),
+                                        ("mode", "sideways"), ("ensemble", 3), ("thresholds", [1, 2]),
+                                        ("horizion", 2)])
+def test_the_openeo_context_is_checked_whole_and_names_the_key(key, value):
+    from insarcast.udf.openeo_udf import apply_metadata
+
+    context = {"ensemble": "does-not-matter", "thresholds": {}, key: value}
+    with pytest.raises(InputError) as info:
+        apply_metadata(_Metadata(), context)
+    assert info.value.field == f"context.{key}" and key in str(info.value)
+
+
+def test_a_python_path_string_is_refused_not_split_into_characters():
+    from insarcast.udf.openeo_udf import apply_metadata
+
+    before = list(sys.path)
+    with pytest.raises(ValueError, match="python_path"):
+        apply_metadata(_Metadata(), {"ensemble": "e", "python_path": "/opt/udf"})
+    assert sys.path == before
