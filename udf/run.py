@@ -11,6 +11,7 @@ store). The Zarr store appears whole or not at all; the scratch store is removed
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
