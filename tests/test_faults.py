@@ -457,3 +457,31 @@ def test_a_python_path_string_is_refused_not_split_into_characters():
     with pytest.raises(ValueError, match="python_path"):
         apply_metadata(_Metadata(), {"ensemble": "e", "python_path": "/opt/udf"})
     assert sys.path == before
+
+
+# ---------------------------------------------------------------------------------------------- EGMS ingest
+HEAD = b"pid,easting,northing,20160105,20160111\n"
+ROWS = [b"A,4000050,3000050,0,1\n", b"B,4000150,3000050,0,2\n", b"C,4000250,3000050,0,3\n"]
+
+
+@pytest.mark.parametrize("name, data, needles", [
+    ("pid.csv", HEAD + ROWS[0] + b"B\xff\xfe,4000150,3000050,0,2\n" + ROWS[2], ["line 3", "column 'pid'", "UTF-8"]),
+    ("cell.csv", HEAD + ROWS[0] + ROWS[1] + b"C,4000250,3000050,0,3\xff\n", ["line 4", "'20160111'", "UTF-8"]),
+    ("nul.csv", HEAD + ROWS[0] + b"B\x00x,4000150,3000050,0,2\n" + ROWS[2], ["line 3", "column 'pid'", "NUL"]),
+    ("lat.csv", HEAD + b"A,6.5,50.9,0,1\nB,6.6,50.9,0,1\nC,6.7,95,0,1\nD,6.8,50.9,0,1\n",
+     ["line 4", "column 'northing'", "95"]),
+])
+def test_egms_ingest_names_the_bad_row(tmp_path, name, data, needles):
+    csv = tmp_path / name
+    csv.write_bytes(data)
+    code, _, lines = cli("grid", csv, "--out", tmp_path / "cube.zarr", "-q")
+    one_line_refusal(code, lines, name, *needles)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_an_all_nan_tile_is_a_one_line_warning_naming_it(tmp_path):
+    csv = tmp_path / "empty.csv"
+    csv.write_bytes(HEAD + b"A,4000050,3000050,,\nB,4000150,3000050,nan,NaN\n")
+    code, _, lines = cli("grid", csv, "--out", tmp_path / "cube.zarr", "-q")
+    assert code == 0
+    assert lines == [f"insarcast: warning: {csv}: every displacement value is empty (NaN): the tile adds no data"]

@@ -19,6 +19,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         _terminate_like_interrupt()
+        _one_line_warnings()
         try:
             return super().invoke(ctx)
         except InputError as exc:
@@ -39,6 +40,26 @@ def _usage_line(exc: click.UsageError) -> str:
             f"argument {param.human_readable_name}"
         return f"{where}: {exc.message}"
     return " ".join(exc.format_message().split())
+
+
+def _one_line_warnings() -> None:
+    """insarcast's own warnings as one line each, ``insarcast: warning: ...``, like its errors."""
+    import warnings
+
+    from .errors import InsarcastWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "insarcast", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InsarcastWarning):
+            click.echo(f"insarcast: warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.insarcast = True
+    warnings.showwarning = show
 
 
 def _terminate_like_interrupt() -> None:

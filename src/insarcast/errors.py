@@ -56,3 +56,7 @@ def _where(field: str | None, line: int | None) -> str | None:
 
 class MissingDependencyError(InsarcastError, ImportError):
     """An optional dependency is needed for this feature; the message says which extra installs it."""
+
+
+class InsarcastWarning(UserWarning):
+    """A warning insarcast gives on purpose; the CLI prints it as one line ``insarcast: warning: ...``."""

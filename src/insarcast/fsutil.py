@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
+from .errors import InputError, InsarcastWarning
 
 HIDDEN_KINDS = ("tmp", "old", "scratch")
 _HIDDEN = re.compile(r"^\.(tmp|old|scratch)-(\d+)-([0-9a-f]{8})-(.+)$")
@@ -38,7 +38,7 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
-class StaleWarning(UserWarning):
+class StaleWarning(InsarcastWarning):
     """An earlier run's leftovers were found beside a target and cleaned up or restored."""
 
 
