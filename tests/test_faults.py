@@ -485,3 +485,47 @@ def test_an_all_nan_tile_is_a_one_line_warning_naming_it(tmp_path):
     code, _, lines = cli("grid", csv, "--out", tmp_path / "cube.zarr", "-q")
     assert code == 0
     assert lines == [f"insarcast: warning: {csv}: every displacement value is empty (NaN): the tile adds no data"]
+
+
+def test_validate_stac_never_reads_an_asset_or_link_outside_the_catalog(stac_inputs, tmp_path):
+    from test_stac import SCHEMAS
+
+    from insarcast.stac.publish import publish
+    from insarcast.stac.validate import validate_catalog
+
+    if not SCHEMAS.is_dir():
+        pytest.skip("offline STAC schemas not found")
+    catalog = tmp_path / "catalog"
+    publish(stac_inputs["p1"], stac_inputs["ensemble"], catalog, run_id="run1")
+    secret = tmp_path / "secret.tif"
+    secret.write_bytes(b"secret bytes")
+    item_path = catalog / "insarcast-forecasts" / "run1-h1" / "run1-h1.json"
+    item = json.loads(item_path.read_text())
+    key = next(iter(item["assets"]))
+    item["assets"][key]["href"] = "../../../secret.tif"
+    item["links"].append({"rel": "item", "href": "../../../secret.tif"})
+    item_path.write_text(json.dumps(item))
+    problems = [str(p) for p in validate_catalog(catalog, schemas=SCHEMAS, check_cogs=False)]
+    outside = [p for p in problems if "outside the catalog" in p]
+    assert len(outside) == 2, problems
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    assert not any(digest in p or "12 bytes" in p for p in problems)
+
+
+def test_forecast_removes_a_killed_runs_scratch_and_temporaries_but_not_a_live_ones(tiny_cube, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_udf_ensemble_forecast import write_linear_ensemble
+
+    ensemble = write_linear_ensemble(tmp_path / "e")
+    dead, live = dead_pid(), os.getpid()
+    stale = [tmp_path / f".scratch-{dead}-0123abcd-p.zarr", tmp_path / f".tmp-{dead}-0123abcd-p.zarr"]
+    for folder in stale:
+        (folder / "displacement").mkdir(parents=True)
+        (folder / "displacement" / "0.0.0").write_bytes(b"x" * 1000)
+    mine = tmp_path / f".scratch-{live}-0123abcd-p.zarr"
+    mine.mkdir()
+    code, _, lines = cli("forecast", "--cube", tiny_cube, "--ensemble", ensemble, "--out", tmp_path / "p.zarr",
+                         "--workers", 1, "-q")
+    assert code == 0, lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["e", "p.zarr", mine.name])
+    assert all("interrupted run" in line and line.startswith("insarcast: warning: ") for line in lines)
