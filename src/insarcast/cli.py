@@ -18,8 +18,8 @@ class _Group(click.Group):
     """Turns expected failures into one line on stderr: exit 2 for bad input, 1 for the system."""
 
     def invoke(self, ctx: click.Context):
-        _terminate_like_interrupt()
-        _one_line_warnings()
+        _terminate_like_interrupt(ctx)
+        _one_line_warnings(ctx)
         try:
             return super().invoke(ctx)
         except InputError as exc:
@@ -42,8 +42,9 @@ def _usage_line(exc: click.UsageError) -> str:
     return " ".join(exc.format_message().split())
 
 
-def _one_line_warnings() -> None:
-    """insarcast's own warnings as one line each, ``insarcast: warning: ...``, like its errors."""
+def _one_line_warnings(ctx: click.Context) -> None:
+    """insarcast's own warnings as one line each, ``insarcast: warning: ...``, like its errors (until
+    the command ends)."""
     import warnings
 
     from .errors import InsarcastWarning
@@ -60,16 +61,19 @@ def _one_line_warnings() -> None:
 
     show.insarcast = True
     warnings.showwarning = show
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", shown))
 
 
-def _terminate_like_interrupt() -> None:
-    """SIGTERM cleans up as Ctrl-C does: staged outputs and scratch stores are removed on the way out."""
+def _terminate_like_interrupt(ctx: click.Context) -> None:
+    """SIGTERM cleans up as Ctrl-C does: staged outputs and scratch stores are removed on the way out
+    (until the command ends)."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, interrupt)
+            ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     except ValueError:                                  # not the main thread
         pass
 
