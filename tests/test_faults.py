@@ -306,6 +306,13 @@ def test_usage_errors_are_one_line_in_the_projects_format(tmp_path):
     one_line_refusal(code, lines, "nonexist.csv", "does not exist", "INPUTS")
     code, _, lines = cli("grid", tmp_path, "--out", tmp_path / "c.zarr", "--spacing", "abc")
     one_line_refusal(code, lines, "option --spacing", "abc")
+    code, _, lines = cli("grid")
+    one_line_refusal(code, lines, "Missing argument 'INPUTS...'")
+    code, _, lines = cli("--bogus", "grid")
+    one_line_refusal(code, lines, "--bogus")
+    code, _, lines = cli("frobnicate")
+    one_line_refusal(code, lines, "frobnicate")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_schema_folder_is_named_as_an_option(tmp_path):

@@ -17,6 +17,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 class _Group(click.Group):
     """Turns expected failures into one line on stderr: exit 2 for bad input, 1 for the system."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:                 # e.g. an unknown option before the command
+            click.echo(f"insarcast: error: {_usage_line(exc)}", err=True)
+            sys.exit(2)
+
     def invoke(self, ctx: click.Context):
         _terminate_like_interrupt(ctx)
         _one_line_warnings(ctx)
@@ -35,7 +42,7 @@ class _Group(click.Group):
 
 def _usage_line(exc: click.UsageError) -> str:
     param = getattr(exc, "param", None)
-    if isinstance(exc, click.BadParameter) and param is not None:
+    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter) and param is not None:
         where = f"option {param.opts[0]}" if isinstance(param, click.Option) and param.opts else \
             f"argument {param.human_readable_name}"
         return f"{where}: {exc.message}"
