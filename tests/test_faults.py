@@ -536,3 +536,22 @@ def test_forecast_removes_a_killed_runs_scratch_and_temporaries_but_not_a_live_o
     assert code == 0, lines
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["e", "p.zarr", mine.name])
     assert all("interrupted run" in line and line.startswith("insarcast: warning: ") for line in lines)
+
+
+def test_a_full_disk_in_forecast_is_one_line_and_leaves_nothing(tiny_cube, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_udf_ensemble_forecast import write_linear_ensemble
+
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        ensemble = write_linear_ensemble(tmp_path / "e")
+        code, _, lines = cli("forecast", "--cube", tiny_cube, "--ensemble", ensemble, "--out", disk / "p.zarr",
+                             "--workers", 1, "-q")
+        assert code == 1 and len(lines) == 1 and "No space left on device" in lines[0], lines
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
