@@ -555,3 +555,21 @@ def test_a_full_disk_in_forecast_is_one_line_and_leaves_nothing(tiny_cube, tmp_p
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_tune_removes_what_a_killed_tune_left_in_its_trial_folders(tiny_cube, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from insarcast.training.tune import Tuner
+
+    dead = dead_pid()
+    trial = tmp_path / "tune" / "cnn-lstm" / "tpe" / "seed_0" / "trial_003"
+    trial.mkdir(parents=True)
+    (trial / f".tmp-{dead}-0123abcd-model.pt").write_bytes(b"x" * 100)
+    (trial / "metrics.json").write_text("{}")
+    live = trial / f".tmp-{os.getpid()}-0123abcd-history.csv"
+    live.write_text("")
+    monkeypatch.setattr(Tuner, "run_manual", lambda self, arch, seed, ctx: None)
+    monkeypatch.setattr(Tuner, "run_study", lambda self, arch, seed, ctx: None)
+    with pytest.warns(UserWarning, match="interrupted run"):
+        Tuner(tiny_cube, tmp_path / "tune", preset="tiny", runs=1).run(("cnn-lstm",))
+    assert sorted(p.name for p in trial.iterdir()) == sorted(["metrics.json", live.name])

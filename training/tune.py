@@ -56,6 +56,7 @@ from optuna.trial import TrialState
 
 from insarcast.cube import open_cube, reading
 from insarcast.errors import InputError
+from insarcast.fsutil import clean_stale_tree
 from insarcast.progress import bar
 from insarcast.training.data import Windows
 from insarcast.training.distributed import Context, setup, teardown
@@ -387,6 +388,8 @@ class Tuner:
         ctx = setup(device=self.device)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            if ctx.is_main:
+                clean_stale_tree(self.out)               # what a killed tune left in its trial folders
             started = time.perf_counter()
             jobs = [(arch, seed) for arch in archs for seed in self.seeds]
             for arch, seed in bar(jobs, enabled=self.progress and ctx.is_main, desc="studies", unit="study"):

@@ -104,6 +104,22 @@ def clean_stale(target: str | os.PathLike) -> list[str]:
     return done
 
 
+def clean_stale_tree(root: str | os.PathLike) -> list[str]:
+    """:func:`clean_stale` for every target below ``root`` that has a hidden name of a dead process
+    beside it (a killed tune leaves them in trial folders it never writes again)."""
+    done: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        targets = set()
+        for name in [*dirs, *files]:
+            match = _HIDDEN.match(name)
+            if match and not pid_alive(int(match.group(2))):
+                targets.add(match.group(4))
+        for name in sorted(targets):
+            done += clean_stale(Path(folder) / name)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return done
+
+
 def inside(path: str | os.PathLike, folder: str | os.PathLike, *, source: str | os.PathLike | None = None,
            field: str | None = None, what: str = "path") -> Path:
     """``path`` (relative to ``folder``, or absolute) resolved, symlinks followed; it must lie inside
