@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
+from .cliutil import one_line_warnings, terminate_like_interrupt, usage_line
 from .errors import InputError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -21,68 +21,23 @@ class _Group(click.Group):
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:                 # e.g. an unknown option before the command
-            click.echo(f"insarcast: error: {_usage_line(exc)}", err=True)
+            click.echo(f"insarcast: error: {usage_line(exc)}", err=True)
             sys.exit(2)
 
     def invoke(self, ctx: click.Context):
-        _terminate_like_interrupt(ctx)
-        _one_line_warnings(ctx)
+        terminate_like_interrupt(ctx)
+        one_line_warnings(ctx)
         try:
             return super().invoke(ctx)
         except InputError as exc:
             click.echo(f"insarcast: error: {exc}", err=True)
             sys.exit(2)
         except click.UsageError as exc:                 # click's three-line usage error, in our one line
-            click.echo(f"insarcast: error: {_usage_line(exc)}", err=True)
+            click.echo(f"insarcast: error: {usage_line(exc)}", err=True)
             sys.exit(2)
         except (OSError, MemoryError) as exc:
             click.echo(f"insarcast: error: {exc}", err=True)
             sys.exit(1)
-
-
-def _usage_line(exc: click.UsageError) -> str:
-    param = getattr(exc, "param", None)
-    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter) and param is not None:
-        where = f"option {param.opts[0]}" if isinstance(param, click.Option) and param.opts else \
-            f"argument {param.human_readable_name}"
-        return f"{where}: {exc.message}"
-    return " ".join(exc.format_message().split())
-
-
-def _one_line_warnings(ctx: click.Context) -> None:
-    """insarcast's own warnings as one line each, ``insarcast: warning: ...``, like its errors (until
-    the command ends)."""
-    import warnings
-
-    from .errors import InsarcastWarning
-
-    shown = warnings.showwarning
-    if getattr(shown, "insarcast", False):
-        return
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, InsarcastWarning):
-            click.echo(f"insarcast: warning: {message}", err=True)
-        else:
-            shown(message, category, filename, lineno, file, line)
-
-    show.insarcast = True
-    warnings.showwarning = show
-    ctx.call_on_close(lambda: setattr(warnings, "showwarning", shown))
-
-
-def _terminate_like_interrupt(ctx: click.Context) -> None:
-    """SIGTERM cleans up as Ctrl-C does: staged outputs and scratch stores are removed on the way out
-    (until the command ends)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, interrupt)
-            ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
-    except ValueError:                                  # not the main thread
-        pass
 
 
 def _quiet(f):
