@@ -298,6 +298,8 @@ def test_grid_refuses_a_huge_grid_before_any_work(tmp_path):
     csv.write_text("pid,easting,northing,20160105,20160111\nA,3200050,2500050,0,1\nB,5500050,4500050,0,2\n")
     code, _, lines = cli("grid", csv, "--out", tmp_path / "cube.zarr", "-q")
     one_line_refusal(code, lines, "option --max-cells", "km", "cells")
+    code, _, lines = cli("grid", csv, "--out", tmp_path / "cube.zarr", "--max-cells", "-1", "-q")
+    one_line_refusal(code, lines, "option --max-cells")
     assert [p.name for p in tmp_path.iterdir()] == ["tile.csv"]
 
 

@@ -123,6 +123,8 @@ def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neig
     from .grid import MAX_CELLS, IdwParams, check_spacing, grid_files
 
     check_spacing(spacing)
+    if max_cells is not None and max_cells < 0:
+        raise InputError(f"must be a number of cells >= 0 (0: no limit), got {max_cells}", field="--max-cells")
     _refuse_existing([out], overwrite)
     params = IdwParams(power=power, neighbours=neighbours, radius=radius)
     limit = MAX_CELLS if max_cells is None else (max_cells or None)

@@ -67,6 +67,8 @@ def check_spacing(spacing: float) -> float:
 
 def check_size(grid: GridSpec, *, max_cells: int | None = MAX_CELLS, source: str | None = None) -> None:
     """Refuse a grid of more than ``max_cells`` cells before any work, saying how large it would be."""
+    if max_cells is not None and (isinstance(max_cells, bool) or max_cells < 0):
+        raise InputError(f"must be a number of cells >= 0 (0: no limit), got {max_cells!r}", field="--max-cells")
     cells = grid.nx * grid.ny
     if max_cells is not None and cells > max_cells:
         west, south, east, north = grid.bounds
