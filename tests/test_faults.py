@@ -575,3 +575,41 @@ def test_tune_removes_what_a_killed_tune_left_in_its_trial_folders(tiny_cube, tm
     with pytest.warns(UserWarning, match="interrupted run"):
         Tuner(tiny_cube, tmp_path / "tune", preset="tiny", runs=1).run(("cnn-lstm",))
     assert sorted(p.name for p in trial.iterdir()) == sorted(["metrics.json", live.name])
+
+
+SLOW_PUBLISH = textwrap.dedent("""
+    import sys, time
+    import insarcast.stac.publish as publish
+    real = publish.forecast_items
+
+    def slow(*args, **kwargs):
+        items = real(*args, **kwargs)
+        print("staged", flush=True)
+        time.sleep(60)
+        return items
+
+    publish.forecast_items = slow
+    from insarcast.cli import main
+    main(sys.argv[1:])
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_publish_stopped_mid_run_keeps_the_catalog_and_leaves_or_cleans_its_temporaries(stac_inputs, tmp_path,
+                                                                                         sig):
+    from insarcast.stac.publish import publish
+
+    catalog = tmp_path / "catalog"
+    publish(stac_inputs["p1"], stac_inputs["ensemble"], catalog, run_id="run1")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PUBLISH, "publish", str(stac_inputs["p2"]), "--ensemble",
+                             str(stac_inputs["ensemble"]), "--out", str(catalog), "--run-id", "run2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "staged", proc.stderr.read()
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=60)
+    assert run_ids(catalog) == {"run1"}
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert hidden == [] if sig == signal.SIGTERM else len(hidden) == 1
+    publish(stac_inputs["p2"], stac_inputs["ensemble"], catalog, run_id="run2")
+    assert run_ids(catalog) == {"run1", "run2"}
+    assert [p.name for p in tmp_path.iterdir()] == ["catalog"]
