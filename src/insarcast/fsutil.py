@@ -8,9 +8,10 @@ Guarantees (README, "What happens when things go wrong"):
   two renames (target -> ``.old-*``, staged copy -> target); a crash between them leaves the target
   missing and the old version in ``.old-*``, which :func:`clean_stale` (run before every write of
   that target) renames back.
-- Every hidden name carries the pid of the process that made it, ``.tmp-<pid>-<hex>-<name>``
-  (also ``.old-`` and ``.scratch-``): a later run removes those of a dead pid and never touches
-  those of a live one.
+- Every hidden name carries the pid of the process that made it and a tag of its host,
+  ``.tmp-<pid>-<host>-<hex>-<name>`` (also ``.old-`` and ``.scratch-``): a later run on the same host
+  removes those of a dead pid and never touches those of a live one, nor those of another host (tune
+  workers on several machines may share a folder).
 
 :func:`inside` is the one check for a path read from a file we did not just write (catalog links,
 manifest entries, member files): it must resolve inside its folder, symlinks included.
@@ -21,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import shutil
+import socket
 import uuid
 import warnings
 from pathlib import Path
@@ -32,7 +35,9 @@ from typing import Iterator
 from .errors import InputError, InsarcastWarning
 
 HIDDEN_KINDS = ("tmp", "old", "scratch")
-_HIDDEN = re.compile(r"^\.(tmp|old|scratch)-(\d+)-([0-9a-f]{8})-(.+)$")
+_HIDDEN = re.compile(r"^\.(tmp|old|scratch)-(\d+)-([0-9a-f]{8})-([0-9a-f]{8})-(.+)$")
+HOST_TAG = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+"""This host's tag in hidden names: leftovers of another host's processes are never judged here."""
 _LEGACY_OLD = re.compile(r"^\.old-([0-9a-f]{8})-(.+)$")
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -50,11 +55,16 @@ def _remove(path: Path) -> None:
 
 
 def hidden_path(kind: str, target: str | os.PathLike) -> Path:
-    """``.<kind>-<pid>-<hex>-<name>`` beside ``target``: this process's private temporary name."""
+    """``.<kind>-<pid>-<host>-<hex>-<name>`` beside ``target``: this process's private temporary name."""
     if kind not in HIDDEN_KINDS:
         raise ValueError(f"kind must be one of {HIDDEN_KINDS}, got {kind!r}")
     target = Path(target)
-    return target.with_name(f".{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{target.name}")
+    return target.with_name(f".{kind}-{os.getpid()}-{HOST_TAG}-{uuid.uuid4().hex[:8]}-{target.name}")
+
+
+def _stale(match: re.Match) -> bool:
+    """A hidden name of a dead process of this host."""
+    return match.group(3) == HOST_TAG and not pid_alive(int(match.group(2)))
 
 
 def pid_alive(pid: int) -> bool:
@@ -86,7 +96,7 @@ def clean_stale(target: str | os.PathLike) -> list[str]:
     stale: list[tuple[str, Path]] = []
     for entry in sorted(parent.iterdir()):
         match = _HIDDEN.match(entry.name)
-        if match and match.group(4) == target.name and not pid_alive(int(match.group(2))):
+        if match and match.group(5) == target.name and _stale(match):
             stale.append((match.group(1), entry))
         legacy = _LEGACY_OLD.match(entry.name)
         if legacy and legacy.group(2) == target.name and not os.path.lexists(target):
@@ -112,8 +122,8 @@ def clean_stale_tree(root: str | os.PathLike) -> list[str]:
         targets = set()
         for name in [*dirs, *files]:
             match = _HIDDEN.match(name)
-            if match and not pid_alive(int(match.group(2))):
-                targets.add(match.group(4))
+            if match and _stale(match):
+                targets.add(match.group(5))
         for name in sorted(targets):
             done += clean_stale(Path(folder) / name)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
