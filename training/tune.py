@@ -54,7 +54,9 @@ import torch
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled  # no public name (optuna 5.1)
 from optuna.trial import TrialState
 
+from insarcast.cube import open_cube, reading
 from insarcast.errors import InputError
+from insarcast.fsutil import clean_stale_tree
 from insarcast.progress import bar
 from insarcast.training.data import Windows
 from insarcast.training.distributed import Context, setup, teardown
@@ -308,7 +310,8 @@ class Tuner:
     def windows(self, model_cfg: ModelConfig, cfg: TrainConfig) -> Windows:
         key = (model_cfg.history, model_cfg.horizon, model_cfg.patch, cfg.stride, cfg.min_valid, model_cfg.inputs)
         if key not in self._windows:
-            self._windows[key] = windows_for(self.cube, model_cfg, cfg)
+            with reading(self.cube):
+                self._windows[key] = windows_for(self.cube, model_cfg, cfg)
         return self._windows[key]
 
     def run_manual(self, arch: str, seed: int, ctx: Context) -> None:
@@ -388,9 +391,13 @@ class Tuner:
         return _estimate(self, archs, time_step)
 
     def run(self, archs: tuple[str, ...] = ARCHS) -> dict[str, Any]:
+        open_cube(self.cube)                           # a bad cube is refused before the folder exists
+        created = not self.out.exists()
         ctx = setup(device=self.device)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            if ctx.is_main:
+                clean_stale_tree(self.out)               # what a killed tune left in its trial folders
             started = time.perf_counter()
             jobs = [(arch, seed) for arch in archs for seed in self.seeds]
             for arch, seed in bar(jobs, enabled=self.progress and ctx.is_main, desc="studies", unit="study"):
@@ -398,8 +405,25 @@ class Tuner:
                     self.run_manual(arch, seed, ctx)
                 self.run_study(arch, seed, ctx)
             return {"studies": len(jobs), "seconds": time.perf_counter() - started, "out": str(self.out)}
+        except BaseException:
+            if created:
+                _remove_empty_folders(self.out)          # a failed first run leaves no empty tune folder
+            raise
         finally:
             teardown()
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and the folders below it that hold no file (never a file)."""
+    import os
+
+    if not root.is_dir():
+        return
+    for folder, _, _ in sorted(os.walk(root), key=lambda w: -len(Path(w[0]).parts)):
+        try:
+            Path(folder).rmdir()
+        except OSError:
+            pass
 
 
 def estimate_seconds(cube: str | Path, *, preset: str = "paper", archs: tuple[str, ...] = ARCHS,
