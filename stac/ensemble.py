@@ -6,7 +6,6 @@ manifest's own checksums are verified, and its T, F, P and member count must be 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from pathlib import Path
 
 from insarcast.errors import InputError
 
-from .files import digest
 
 MANIFEST = "ensemble.json"
 FORMAT = "insarcast-ensemble"
@@ -49,46 +47,27 @@ class Ensemble:
 
 
 def read_ensemble(folder: str | os.PathLike, *, verify: bool = True) -> Ensemble:
-    """The ensemble in ``folder``: manifest checked, member files present (and their sha256 right)."""
-    folder = Path(folder)
-    path = folder / MANIFEST if folder.is_dir() else folder
-    folder = path.parent
-    if not path.is_file():
-        raise InputError(f"no {MANIFEST} (expected an ensemble folder written by insarcast export)",
-                         path=path)
+    """The ensemble in ``folder``, checked exactly as ``insarcast forecast`` checks it.
+
+    The one check shared by every reader (:mod:`insarcast.udf.ensemble`): the manifest's schema, each
+    member inside the folder (no symlink out of it), present, with its size and sha256; and, where
+    onnxruntime is installed, each member loadable by it with the manifest's inputs and outputs.
+    ``verify`` is kept for compatibility: the checks always run.
+    """
+    from insarcast.udf.ensemble import load_ensemble, read_checked_manifest
+
+    folder, manifest, files = read_checked_manifest(folder)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not readable JSON ({exc})", path=path) from exc
-    if not isinstance(manifest, dict):
-        raise InputError("expected a JSON object", path=path)
-    missing = [k for k in REQUIRED if k not in manifest]
-    if missing:
-        raise InputError(f"the manifest is missing {missing}", path=path, field=missing[0])
-    if manifest["format"] != FORMAT:
-        raise InputError(f"expected format {FORMAT!r}, got {manifest['format']!r}", path=path, field="format")
-    entries = manifest["members"]
-    if not isinstance(entries, list) or not entries:
-        raise InputError("expected a non-empty list of members", path=path, field="members")
-    members = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "file" not in entry:
-            raise InputError(f"member {i} has no 'file'", path=path, field=f"members[{i}].file")
-        name = str(entry["file"])
-        file = (folder / name).resolve()
-        if Path(name).is_absolute() or folder.resolve() not in file.parents:
-            raise InputError(f"member file {name!r} is not inside the ensemble folder", path=path,
-                             field=f"members[{i}].file")
-        if not file.is_file():
-            raise InputError(f"member file {name!r} does not exist", path=path, field=f"members[{i}].file")
-        if verify and "sha256" in entry and digest(file) != str(entry["sha256"]).lower():
-            raise InputError(f"member file {name!r} does not match its sha256", path=path,
-                             field=f"members[{i}].sha256")
-        members.append(Member(file=file, entry=entry))
+        import onnxruntime  # noqa: F401
+    except ImportError:                                   # pragma: no cover - depends on the environment
+        pass
+    else:
+        load_ensemble(folder, providers=["CPUExecutionProvider"])
+    members = tuple(Member(file=path.resolve(), entry=manifest["members"][i]) for i, _, path, _, _ in files)
     keys = [m.key for m in members]
     if len(set(keys)) != len(keys):
-        raise InputError("member files must have distinct names", path=path, field="members")
-    return Ensemble(folder=folder, manifest_path=path, manifest=manifest, members=tuple(members))
+        raise InputError("member files must have distinct names", path=folder / MANIFEST, field="members")
+    return Ensemble(folder=folder, manifest_path=folder / MANIFEST, manifest=manifest, members=members)
 
 
 def check_matches(ensemble: Ensemble, attrs: dict, *, products_path: str | None = None) -> None:

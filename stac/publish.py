@@ -30,7 +30,7 @@ from typing import Any
 import xarray as xr
 
 from insarcast.errors import InputError
-from insarcast.fsutil import staged
+from insarcast.fsutil import clean_stale, inside, staged
 
 from .collection import new_forecast_collection, new_models_collection, refresh_forecasts, refresh_models
 from .ensemble import Ensemble, check_matches, read_ensemble
@@ -93,10 +93,15 @@ def _software() -> dict[str, str]:
 
 
 def _replicate(src: Path, dst: Path) -> None:
-    """A copy of the catalog ``src`` at ``dst``: JSON copied (it may be rewritten), the rest hard-linked."""
+    """A copy of the catalog ``src`` at ``dst``: JSON copied (it may be rewritten), the rest hard-linked.
+
+    A symlink whose target lies outside ``src`` is refused (nothing outside the catalog is read)."""
     for folder, dirs, files in os.walk(src):
         rel = Path(folder).relative_to(src)
         (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in [*dirs, *files]:
+            if (Path(folder) / name).is_symlink():
+                inside(Path(folder) / name, src, source=Path(folder) / name, what="symlink")
         for name in files:
             s, d = Path(folder) / name, dst / rel / name
             if name.endswith(".json"):
@@ -106,6 +111,31 @@ def _replicate(src: Path, dst: Path) -> None:
                 os.link(s, d)
             except OSError:
                 shutil.copy2(s, d)
+
+
+def _check_links(catalog: Path, *, shown: Path) -> None:
+    """Every child and item link of the catalog's JSON (root, then each child's) must resolve inside
+    the catalog folder, before pystac reads any of them: a catalog is a file we did not just write."""
+    def links(path: Path) -> list[str]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"not readable JSON ({exc})", path=shown / path.relative_to(catalog)) from None
+        found = data.get("links") if isinstance(data, dict) else None
+        return [link.get("href") for link in found or [] if isinstance(link, dict)
+                and link.get("rel") in ("child", "item")]
+
+    def check(path: Path, depth: int) -> None:
+        for href in links(path):
+            if not isinstance(href, str) or "://" in href:
+                raise InputError(f"link {href!r} is not a relative path inside the catalog",
+                                 path=shown / path.relative_to(catalog), field="links")
+            target = inside(path.parent / href, catalog, source=shown / path.relative_to(catalog), field="links",
+                            what="link")
+            if depth < 2 and target.is_file():
+                check(target, depth + 1)
+
+    check(catalog / ROOT_FILE, 0)
 
 
 _LINK_ORDER = {"root": 0, "parent": 1, "collection": 2, "child": 3, "item": 4}
@@ -153,6 +183,7 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
     if collection_id == MODELS_COLLECTION:
         raise InputError(f"{MODELS_COLLECTION!r} is the models Collection's id", field="collection_id")
     given, out = Path(out), Path(os.path.abspath(out))
+    clean_stale(out)                                   # a killed earlier publish: restore its catalog
     if out.exists() and not (out / ROOT_FILE).is_file():
         raise InputError(f"exists but holds no {ROOT_FILE}: not a catalog to add to", path=given)
     io = _stac_io()
@@ -160,6 +191,7 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
     with staged() as stage:
         tmp = stage.path(out)
         if out.exists():
+            _check_links(out, shown=given)
             _replicate(out, tmp)
             root = pystac.Catalog.from_file(str(tmp / ROOT_FILE), stac_io=io)
         else:
@@ -185,7 +217,7 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
                                      "rename the ensemble or publish with overwrite", path=ens.manifest_path,
                                      field="name")
                 models.remove_item(mid)
-                shutil.rmtree(model_dir, ignore_errors=True)
+                shutil.rmtree(inside(model_dir, Path(models.get_self_href()).parent), ignore_errors=True)
                 old_model = None
         if old_model is None:
             new_model = model_item(ens, folder=model_dir, fallback_datetime=to_datetime(prods.reference_time))
@@ -198,11 +230,15 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
         if existing and not overwrite:
             raise InputError(f"run {run_id!r} is already in the catalog; give another run id or overwrite",
                              path=given / ROOT_FILE, field="run_id")
-        for item in existing:
-            folder = Path(item.get_self_href()).parent
+        collection_dir = Path(forecasts.get_self_href()).parent
+        for item in existing:                          # only an item's own folder below the collection
+            folder = inside(Path(item.get_self_href()).parent, collection_dir, source=given / ROOT_FILE,
+                            field="links", what="item folder")
+            if folder == collection_dir.resolve():
+                raise InputError(f"item {item.id!r} lies in the collection's folder, not a folder of its own; "
+                                 "refusing to delete it", path=given / ROOT_FILE, field="links")
             forecasts.remove_item(item.id)
             shutil.rmtree(folder, ignore_errors=True)
-        collection_dir = Path(forecasts.get_self_href()).parent
         items = forecast_items(prods, grid, ens, run_id=run_id, item_dir=lambda i: collection_dir / i,
                                model_json=model_dir / f"{mid}.json", software=_software(), members=members,
                                progress=progress)

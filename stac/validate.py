@@ -78,7 +78,7 @@ class SchemaStore:
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError("no such schema folder (expected a folder laid out like ../shared/stac-schemas)",
-                             path=folder, field="schemas")
+                             path=folder, field="--schemas")
         self.folder = folder.resolve()
         self._validators: dict[str, object] = {}
         from referencing import Registry
@@ -243,7 +243,15 @@ def _profile_problems(doc: dict, path: str) -> list[Problem]:
     return problems
 
 
-def _asset_problems(doc: dict, path: Path, check_cogs: bool) -> list[Problem]:
+def _outside(file: Path, root: Path | None) -> bool:
+    """Whether ``file`` (symlinks followed) lies outside the catalog folder ``root`` (resolved)."""
+    if root is None:
+        return False
+    resolved = file.resolve()
+    return resolved != root and root not in resolved.parents
+
+
+def _asset_problems(doc: dict, path: Path, check_cogs: bool, root: Path | None = None) -> list[Problem]:
     problems = []
     for key, asset in (doc.get("assets") or {}).items():
         if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
@@ -255,6 +263,9 @@ def _asset_problems(doc: dict, path: Path, check_cogs: bool) -> list[Problem]:
                                                                 "self-contained"))
             continue
         file = path.parent / href
+        if _outside(file, root):                       # never read (nor checksum) a file outside the catalog
+            problems.append(Problem(str(path), f"{where}.href", f"{href!r} lies outside the catalog folder; not read"))
+            continue
         if not file.is_file():
             problems.append(Problem(str(path), f"{where}.href", f"{href!r} does not exist"))
             continue
@@ -333,7 +344,7 @@ def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLi
         for uri in uris:
             problems += _schema_problems(store, uri, doc, str(shown))
         problems += _profile_problems(doc, str(shown))
-        problems += _asset_problems(doc, shown, check_cogs)
+        problems += _asset_problems(doc, shown, check_cogs, root=folder.resolve())
         for i, link in enumerate(doc.get("links") or []):
             if not isinstance(link, dict) or not isinstance(link.get("href"), str):
                 continue
@@ -346,7 +357,10 @@ def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLi
                                                                             "relative: the catalog is not self-contained"))
                 continue
             target = (path.parent / href).resolve()
-            if not target.is_file():
+            if _outside(target, folder.resolve()):
+                problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} lies outside the "
+                                                                        "catalog folder; not read"))
+            elif not target.is_file():
                 problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} does not exist"))
             elif rel in ("child", "item"):
                 queue.append(target)

@@ -160,6 +160,71 @@ def test_a_trained_tiny_model_puts_the_highest_class_on_a_trough_of_known_rate()
     assert np.median(centre) == pytest.approx(RATE * F * STEP, abs=1.0)
 
 
+def test_training_never_returns_a_correction_worse_than_the_baseline_on_validation():
+    import torch
+
+    from insarcast.training.data import Windows
+    from insarcast.training.models import ModelConfig
+    from insarcast.training.params import TrainConfig
+    from insarcast.training.trainer import fit
+
+    d, valid, times, _ = _cube(n=100, size=16, seed=3)
+    w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs="residual")
+    cfg = ModelConfig(arch="cnn-lstm", history=T, horizon=F, patch=P, inputs="residual", readout="skip", width=8,
+                      d_model=16)
+    # an absurd learning rate: every epoch is worse than the untrained model, which is the baseline
+    result = fit(w, cfg, TrainConfig(lr=0.5, max_epochs=2, patience=2, train_samples=64, eval_samples=32,
+                                     batch_size=16), seed=0)
+    assert result.best_epoch == -1 and all(h["val_loss"] > result.best_val for h in result.history)
+    x = torch.from_numpy(w.sample(int(w.anchors("test")[0]), tuple(w.origins[0])).x[None])
+    assert torch.count_nonzero(result.model(x)) == 0         # the untrained model: the baseline (+ target mean)
+
+
+def test_the_products_show_the_ground_not_the_tiles():
+    """Variation across the model tiles' seams is that inside the tiles, for a trained tiny ensemble of
+    two members (seam ratio about 1); a predictor that paints each tile one value per member (what a
+    pooled correction does at worst) is caught by the same measure."""
+    import torch
+    import xarray as xr
+
+    from insarcast.report.skill import seam_ratio
+    from insarcast.training.data import Windows
+    from insarcast.training.models import ModelConfig
+    from insarcast.training.params import TrainConfig
+    from insarcast.training.trainer import fit
+    from insarcast.udf.forecast import forecast_products
+    from insarcast.udf.tiling import default_overlap, grid_offsets
+
+    size = 40
+    d, valid, times, _ = _cube(n=120, size=size, seed=2)
+    w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs="residual")
+    cfg = ModelConfig(arch="resnet-transformer", history=T, horizon=F, patch=P, inputs="residual",
+                      readout="skip", width=8, d_model=16)
+    models = [fit(w, cfg, TrainConfig(max_epochs=2, train_samples=64, eval_samples=32, batch_size=16, lr=3e-3),
+                  seed=s).model for s in (0, 1)]
+    cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
+                      coords={"t": times, "y": np.arange(float(size))[::-1] * 100, "x": np.arange(float(size)) * 100})
+    oy, ox = grid_offsets(cube["y"].values, cube["x"].values)
+    rng = np.random.default_rng(0)
+
+    def trained(x):
+        with torch.no_grad():
+            return np.stack([m(torch.from_numpy(x)).numpy() for m in models])
+
+    def blocky(x):                                   # one random value per member and tile
+        return np.broadcast_to(rng.normal(0, 1, (2, len(x), 1, 1, 1)), (2, len(x), F, P, P)).astype(np.float32)
+
+    def ratios(predict):
+        products = forecast_products(cube, predict, history=T, horizon_steps=F, patch=P, norm=w.norm.to_dict(),
+                                     members=2, inputs="residual")
+        layers = {k: products[k].values for k in ("median", "std", "confidence", "rank_variance")}
+        return {k: seam_ratio(v[-1] if v.ndim == 3 else v, patch=P, overlap=default_overlap(P), offset_y=oy,
+                              offset_x=ox) for k, v in layers.items()}
+
+    assert all(r < 1.25 for r in ratios(trained).values()), ratios(trained)
+    assert ratios(blocky)["std"] > 2.0
+
+
 def test_an_ensemble_without_inputs_is_the_papers_and_unknown_inputs_are_refused(tmp_path):
     import json
 

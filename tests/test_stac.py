@@ -63,16 +63,39 @@ def make_products(start="2020-01-05", nt=9, seed=0, ny=20, nx=17):
                              members=K)
 
 
+def onnx_member(c: float) -> bytes:
+    """A tiny real ONNX member (forecast = c * (f + 1) * the first epoch's channel 0), so that publish
+    checks it as forecast does: onnxruntime must load it with the manifest's inputs and outputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("history", TensorProto.FLOAT, ["batch", T, 2, P, P])
+    y = helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", F, P, P])
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("starts", [0, 0]), ("ends", [1, 1]), ("axes", [1, 2]), ("shape", [-1, 1, P, P]))]
+    inits.append(numpy_helper.from_array((c * np.arange(1, F + 1, dtype=np.float32)).reshape(1, F, 1, 1), "scale"))
+    nodes = [helper.make_node("Slice", ["history", "starts", "ends", "axes"], ["first"]),
+             helper.make_node("Reshape", ["first", "shape"], ["frame"]),
+             helper.make_node("Mul", ["frame", "scale"], ["forecast"])]
+    model = helper.make_model(helper.make_graph(nodes, "linear", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def make_ensemble(folder: Path, members=K, name=NAME) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for k in range(members):
         f = folder / f"member_{k:02d}.onnx"
-        f.write_bytes(b"not really onnx " + bytes([k]) * 50)
+        f.write_bytes(onnx_member(1.0 + k))
         entries.append({"file": f.name, "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                         "bytes": f.stat().st_size, "arch": "resnet_transformer", "trial": 7 + k, "run_seed": k,
                         "strategy": "tpe", "val_loss": 0.2 + k / 100,
-                        "hyperparameters": {"lr": 0.001, "blocks": 2 + k, "heads": 4}})
+                        "hyperparameters": {"lr": 0.001, "blocks": 2 + k, "heads": 4,
+                                            "model": {"history": T, "horizon": F, "patch": P, "channels": 2}},
+                        "exporter": "onnx.helper", "parity_max_abs": 0.0})
     manifest = {
         "format": "insarcast-ensemble", "format_version": 1, "name": name, "architecture": "ResNet+Transformer",
         "framework": "onnx", "framework_version": "1.17.0", "opset": 18, "created": "2026-01-02T03:04:05Z",

@@ -57,7 +57,7 @@ def test_skill_sums_equal_direct_metrics_and_add_up_over_shards():
                                                                       rel=1e-12)
 
 
-def test_a_small_resnet_transformer_beats_persistence_in_seconds(windows, tmp_path):
+def test_a_small_resnet_transformer_beats_persistence(windows, tmp_path):
     cfg = ModelConfig(arch="resnet-transformer", history=T, horizon=F, patch=P, readout="skip", **SMALL)
     metrics = train_run(windows, cfg, TrainConfig(lr=3e-3, max_epochs=4, train_samples=512, eval_samples=256),
                         seed=0, out=tmp_path / "run")
@@ -65,7 +65,6 @@ def test_a_small_resnet_transformer_beats_persistence_in_seconds(windows, tmp_pa
     assert metrics["test"]["n"] == persistence["n"] > 10_000          # same windows and pixels
     assert metrics["test"]["rmse"] < 0.95 * persistence["rmse"]
     assert metrics["test"]["mae"] < persistence["mae"]
-    assert metrics["seconds"] < 60
     for block in (metrics["test"], *metrics["baselines"].values()):   # metrics per horizon step too
         assert all(len(block["per_horizon"][key]) == F for key in ("rmse", "mae", "r2"))
     assert set(metrics["baselines"]) == set(BASELINES) >= {"persistence", "linear", "trend_annual", "adaptive"}

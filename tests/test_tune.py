@@ -86,6 +86,18 @@ def test_search_space_keeps_the_window_of_the_contract():
     assert (model.graph_radius, model.readout, train.batch_size) == (2.3, "skip", 16)
 
 
+def test_a_setting_the_preset_fixes_is_not_searched():
+    """The demo preset fixes the skip readout (the pooled one paints each tile's mean correction)."""
+    tuner = Tuner("x.zarr", "/tmp/none", preset="demo")
+    base_model, base_train = tuner.base("resnet-transformer")
+    assert base_model.readout == "skip" and "model.readout" in tuner.preset.fixed
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(8):
+        trial = study.ask()
+        model, _ = suggest(trial, "resnet-transformer", base_model, base_train, fixed=tuner.preset.fixed)
+        assert model.readout == "skip" and "readout" not in trial.params
+
+
 def test_failing_trials_are_recorded_and_the_study_completes(tiny_cube, tmp_path, monkeypatch):
     real = tune_module.train_run
     calls = []

@@ -352,7 +352,16 @@ def save_model(model: Forecaster, path: str | Path, *, extra: dict[str, Any] | N
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
                **overrides: Any) -> tuple[Forecaster, dict[str, Any]]:
     """Rebuild a model from its file alone; ``overrides`` change non-weight settings (graph_backend)."""
-    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise InputError("no such model file", path=path) from exc
+    except Exception as exc:                 # noqa: BLE001 - torch raises many types for a damaged file
+        reason = " ".join(str(exc).split())[:200]
+        raise InputError(f"damaged or truncated model file: torch cannot read it ({reason}); train or copy it "
+                         "again", path=path) from exc
+    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+        raise InputError("not a model file written by insarcast (no config and state_dict)", path=path)
     cfg = ModelConfig.from_dict({**payload["config"], **overrides}, source=path)
     model = Forecaster(cfg)
     model.load_state_dict(payload["state_dict"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from insarcast.cube import reading
 from insarcast.training.data import Windows
 from insarcast.training.distributed import setup, teardown
 from insarcast.training.models import ModelConfig
@@ -24,7 +25,8 @@ def train_cube(cube: str | Path, *, arch: str, params: str | Path = "manual", se
     """Train ``arch`` on ``cube`` and write the run folder ``out``; returns its metrics."""
     source = None if str(params) == "manual" else params
     model_cfg, cfg = configs(read_params(params, arch=arch), arch=arch, overrides=overrides, source=source)
-    windows = windows_for(cube, model_cfg, cfg)
+    with reading(cube):
+        windows = windows_for(cube, model_cfg, cfg)
     ctx = setup(device=device)
     try:
         strategy = "manual" if str(params) == "manual" else Path(params).stem

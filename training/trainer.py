@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from insarcast import __version__
-from insarcast.baselines import BASELINES, forecast as baseline_forecast
+from insarcast.baselines import BASELINES, forecasts as baseline_forecasts
 from insarcast.progress import bar
 from insarcast.training.data import Windows, WindowDataset
 from insarcast.training.distributed import Context, setup
@@ -92,7 +92,7 @@ def fit(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, seed: int
     seed_everything(seed)
     model = build_model(model_cfg).to(ctx.device)
     net = DistributedDataParallel(model) if ctx.distributed else model
-    train = WindowDataset(windows, windows.samples("train"))
+    train = WindowDataset(windows, windows.samples("train"), cache=True)
     val_rows = windows.samples("val")
     per_rank_batch = max(1, math.ceil(cfg.batch_size / ctx.world_size))
     per_rank = len(train) // ctx.world_size
@@ -105,6 +105,13 @@ def fit(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, seed: int
                                  drop_last=True)
     best_val, best_epoch, best_state, history = math.inf, -1, None, []
     started, seen = time.perf_counter(), 0
+    val_subset = _even(val_rows, cfg.eval_samples) if cfg.eval_samples else val_rows
+    if model_cfg.inputs != "paper":
+        # The untrained residual model is its adaptive baseline (its last layer starts at zero): an
+        # epoch is kept only if it beats that on validation, so training never returns a correction
+        # that makes the baseline worse there (best_epoch -1: the baseline itself).
+        best_val = validation_loss(model, windows, val_subset, ctx, batch_size=per_rank_batch)
+        best_state = copy.deepcopy(model.state_dict())
     epochs = bar(range(cfg.max_epochs), enabled=progress and ctx.is_main, desc=model_cfg.arch, unit="epoch")
     for epoch in epochs:
         tick = time.perf_counter()
@@ -123,7 +130,6 @@ def fit(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, seed: int
             losses += [loss.item() * len(x), len(x)]
         seen += len(indices) * ctx.world_size
         train_loss = ctx.sum(losses)
-        val_subset = _even(val_rows, cfg.eval_samples) if cfg.eval_samples else val_rows
         val = validation_loss(model, windows, val_subset, ctx, batch_size=per_rank_batch)
         history.append({"epoch": epoch, "train_loss": float(train_loss[0] / max(train_loss[1], 1)),
                         "val_loss": val, "lr": optimiser.param_groups[0]["lr"],
@@ -189,16 +195,12 @@ def evaluate(model: torch.nn.Module, windows: Windows, *, part: str = "test", ct
                                   .astype(bool))
                 continue
             mask = np.stack(ms).astype(bool)[:, None]
+            cache = {a: cache[a] if a in cache else baseline_forecasts(        # every baseline at once,
+                         baselines, windows.displacement, years, a, f, history=windows.history)  # per anchor
+                     for a in sorted({int(a) for a, _, _ in batch})}
             base = {}
             for name in baselines:
-                frames = []
-                for a, r, c in batch:
-                    if (name, a) not in cache:
-                        cache = {k: v for k, v in cache.items() if k[1] == a}   # keep one anchor
-                        cache[(name, a)] = baseline_forecast(name, windows.displacement, years, int(a), f,
-                                                             history=windows.history)
-                    frames.append(cache[(name, a)][:, r:r + p, c:c + p])
-                base[name] = np.stack(frames)
+                base[name] = np.stack([cache[int(a)][name][:, r:r + p, c:c + p] for a, r, c in batch])
                 mask = mask & np.isfinite(base[name])
             mask = np.broadcast_to(mask, pred_mm.shape)
             masks.append((np.packbits(mask), mask.shape))

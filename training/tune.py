@@ -54,7 +54,9 @@ import torch
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled  # no public name (optuna 5.1)
 from optuna.trial import TrialState
 
+from insarcast.cube import open_cube, reading
 from insarcast.errors import InputError
+from insarcast.fsutil import clean_stale_tree
 from insarcast.progress import bar
 from insarcast.training.data import Windows
 from insarcast.training.distributed import Context, setup, teardown
@@ -127,6 +129,11 @@ class Preset:
     overrides: tuple[tuple[str, Any], ...] = ()
     small_space: bool = False
 
+    @property
+    def fixed(self) -> frozenset[str]:
+        """The settings the preset forces ("model.readout", ...)."""
+        return frozenset(key for key, _ in self.overrides)
+
 
 PRESETS = {
     # The paper's protocol: 50 trials (20 random), 10 runs, the manual windows (T 12, F 6, P 32).
@@ -149,7 +156,7 @@ PRESETS = {
 
 
 def suggest(trial: optuna.Trial, arch: str, base_model: ModelConfig, base_train: TrainConfig, *,
-            small: bool = False) -> tuple[ModelConfig, TrainConfig]:
+            small: bool = False, fixed: frozenset[str] = frozenset()) -> tuple[ModelConfig, TrainConfig]:
     """The search space of ``arch``: optimiser, widths, depths, heads, dropout, kernel, readout.
 
     The window (T, F, P) and the patch sampling stay those of the base configuration: all members of
@@ -164,7 +171,8 @@ def suggest(trial: optuna.Trial, arch: str, base_model: ModelConfig, base_train:
         "d_model": trial.suggest_categorical("d_model", d_models),
         "temporal_layers": trial.suggest_int("temporal_layers", 1, 1 if small else 3),
         "dropout": trial.suggest_float("dropout", 0.0, 0.3),
-        "readout": trial.suggest_categorical("readout", ["pooled", "skip"]),
+        # A setting the preset fixes (e.g. the demo's skip readout) is not searched.
+        **({} if "model.readout" in fixed else {"readout": trial.suggest_categorical("readout", ["pooled", "skip"])}),
     }
     if encoder in ("cnn", "resnet"):
         model["kernel"] = trial.suggest_categorical("kernel", [3, 5])
@@ -304,7 +312,8 @@ class Tuner:
     def windows(self, model_cfg: ModelConfig, cfg: TrainConfig) -> Windows:
         key = (model_cfg.history, model_cfg.horizon, model_cfg.patch, cfg.stride, cfg.min_valid, model_cfg.inputs)
         if key not in self._windows:
-            self._windows[key] = windows_for(self.cube, model_cfg, cfg)
+            with reading(self.cube):
+                self._windows[key] = windows_for(self.cube, model_cfg, cfg)
         return self._windows[key]
 
     def run_manual(self, arch: str, seed: int, ctx: Context) -> None:
@@ -323,7 +332,8 @@ class Tuner:
 
         def train(params: dict[str, Any] | None, number: int) -> float:
             trial = optuna.trial.FixedTrial(params)
-            model_cfg, cfg = suggest(trial, arch, base_model, base_train, small=self.preset.small_space)
+            model_cfg, cfg = suggest(trial, arch, base_model, base_train, small=self.preset.small_space,
+                    fixed=self.preset.fixed)
             metrics = train_run(windows, model_cfg, cfg, seed=seed, out=folder / f"trial_{number:03d}",
                                 strategy="tpe", ctx=ctx,
                                 extra={"kind": "trial", "trial": number, "study": f"{arch}-seed{seed}",
@@ -343,7 +353,8 @@ class Tuner:
                                     sampler=make_sampler(seed, startup=self.startup), load_if_exists=True)
 
         def objective(trial: optuna.Trial) -> float:
-            suggest(trial, arch, base_model, base_train, small=self.preset.small_space)   # records the params
+            suggest(trial, arch, base_model, base_train, small=self.preset.small_space,
+                    fixed=self.preset.fixed)   # records the params
             message = (dict(trial.params), trial.number)
             ctx.broadcast(message)
             value = train(*message)
@@ -382,9 +393,13 @@ class Tuner:
         return _estimate(self, archs, time_step)
 
     def run(self, archs: tuple[str, ...] = ARCHS) -> dict[str, Any]:
+        open_cube(self.cube)                           # a bad cube is refused before the folder exists
+        created = not self.out.exists()
         ctx = setup(device=self.device)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            if ctx.is_main:
+                clean_stale_tree(self.out)               # what a killed tune left in its trial folders
             started = time.perf_counter()
             jobs = [(arch, seed) for arch in archs for seed in self.seeds]
             for arch, seed in bar(jobs, enabled=self.progress and ctx.is_main, desc="studies", unit="study"):
@@ -392,8 +407,25 @@ class Tuner:
                     self.run_manual(arch, seed, ctx)
                 self.run_study(arch, seed, ctx)
             return {"studies": len(jobs), "seconds": time.perf_counter() - started, "out": str(self.out)}
+        except BaseException:
+            if created:
+                _remove_empty_folders(self.out)          # a failed first run leaves no empty tune folder
+            raise
         finally:
             teardown()
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and the folders below it that hold no file (never a file)."""
+    import os
+
+    if not root.is_dir():
+        return
+    for folder, _, _ in sorted(os.walk(root), key=lambda w: -len(Path(w[0]).parts)):
+        try:
+            Path(folder).rmdir()
+        except OSError:
+            pass
 
 
 def estimate_seconds(cube: str | Path, *, preset: str = "paper", archs: tuple[str, ...] = ARCHS,

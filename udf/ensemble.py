@@ -411,6 +411,41 @@ def _read_manifest(path: Path) -> tuple[Path, dict[str, Any]]:
     return folder, manifest
 
 
+def member_files(folder: Path, manifest: dict[str, Any]) -> list[tuple[int, str, Path, bytes, str]]:
+    """(index, file name, path, bytes, sha256) of each member of a checked manifest: the file must lie
+    inside ``folder`` (a symlink leaving it is refused before anything is read), exist, and have the
+    manifest's size and sha256."""
+    from insarcast.fsutil import inside
+
+    out = []
+    manifest_path = folder / MANIFEST_NAME
+    for i, entry in enumerate(manifest["members"]):
+        name = entry["file"]
+        file = folder / name
+        inside(file, folder, source=manifest_path, field=f"members[{i}].file", what=f"member {name}")
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError as err:
+            raise InputError(f"member {name} is missing: the manifest lists it but the file does not exist",
+                             path=file, field=f"members[{i}].file") from err
+        except OSError as err:
+            raise InputError(f"member {name} cannot be read: {err}", path=file, field=f"members[{i}].file") from err
+        digest = _sha256(data)
+        if digest != entry["sha256"] or len(data) != entry["bytes"]:
+            raise InputError(f"member {name} fails its checksum: sha256 {digest} ({len(data)} bytes) differs from "
+                             f"the manifest's {entry['sha256']} ({entry['bytes']} bytes); the file was changed "
+                             "or corrupted", path=file, field=f"members[{i}].sha256")
+        out.append((i, name, file, data, digest))
+    return out
+
+
+def read_checked_manifest(path: str | Path) -> tuple[Path, dict[str, Any], list[tuple[int, str, Path, bytes, str]]]:
+    """The ensemble's folder, checked manifest and :func:`member_files`, without onnxruntime."""
+    folder, manifest = _read_manifest(Path(path))
+    check_manifest(manifest, path=folder / MANIFEST_NAME)
+    return folder, manifest, member_files(folder, manifest)
+
+
 def load_ensemble(path: str | Path, *, providers: Sequence[str] | None = None,
                   intra_op_threads: int | None = None, batch_size: int | None = None,
                   cache: bool = True) -> Ensemble:
@@ -437,21 +472,8 @@ def load_ensemble(path: str | Path, *, providers: Sequence[str] | None = None,
         raise InputError(f"execution provider(s) {missing or providers} not available; onnxruntime offers "
                          f"{available}", field="providers")
     members = []
-    for i, entry in enumerate(manifest["members"]):
-        name = entry["file"]
-        file = folder / name
-        try:
-            data = file.read_bytes()
-        except FileNotFoundError as err:
-            raise InputError(f"member {name} is missing: the manifest lists it but the file does not exist",
-                             path=file, field=f"members[{i}].file") from err
-        except OSError as err:
-            raise InputError(f"member {name} cannot be read: {err}", path=file, field=f"members[{i}].file") from err
-        digest = _sha256(data)
-        if digest != entry["sha256"] or len(data) != entry["bytes"]:
-            raise InputError(f"member {name} fails its checksum: sha256 {digest} ({len(data)} bytes) differs from "
-                             f"the manifest's {entry['sha256']} ({entry['bytes']} bytes); the file was changed "
-                             "or corrupted", path=file, field=f"members[{i}].sha256")
+    for i, name, file, data, digest in member_files(folder, manifest):
+        entry = manifest["members"][i]
         key = (str(file.resolve()), digest, tuple(providers), intra_op_threads)
         session = _session(data, key, providers=providers, threads=intra_op_threads, cache=cache, path=file,
                            member=name)

@@ -57,6 +57,9 @@ def process_graph(*, collection: str, bbox: tuple[float, float, float, float], e
         context["horizon"] = horizon
     if python_path:
         context["python_path"] = [str(p) for p in python_path]
+    from .openeo_udf import check_context
+
+    check_context(context, InputError)                     # what the UDF would refuse, refused here
     udf = openeo.UDF(udf_code(), runtime="Python", context=context)
     result = cube.apply_neighborhood(
         process=udf,

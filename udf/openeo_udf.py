@@ -43,8 +43,58 @@ def band_names(horizon_steps: int) -> list:
     return [f"fc_h{h}" for h in range(1, horizon_steps + 1)] + list(PRODUCT_BANDS)
 
 
+# key -> (accepted types, what to say); every key of the context must be one of these.
+CONTEXT_KEYS = {
+    "ensemble": ((str,), "a path (string)"),
+    "thresholds": ((dict,), "an object {q85, q95, q99, std_tercile_1, std_tercile_2}"),
+    "band": ((str, int), "a band name"),
+    "horizon": ((int,), "an integer 1..F"),
+    "mode": ((str,), "'change' or 'cumulative'"),
+    "overlap": ((int,), "an integer >= 0"),
+    "threads": ((int,), "an integer >= 1"),
+    "python_path": ((list, tuple), "a list of folder paths (strings)"),
+}
+
+
+def check_context(context, error=ValueError) -> dict:
+    """The UDF context, every key checked (name, type, range) before anything is imported or read;
+    ``error`` (insarcast's InputError once importable) names the key. Returns the context (a dict)."""
+    def refuse(key, message):
+        if error is ValueError:
+            raise ValueError(f"context[{key!r}]: {message}")
+        raise error(message, field=f"context.{key}")
+
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise (TypeError if error is ValueError else error)(f"the UDF context must be an object (dict), got "
+                                                            f"{type(context).__name__}")
+    for key, value in context.items():
+        if key not in CONTEXT_KEYS:
+            refuse(key, f"unknown key; the insarcast UDF reads {', '.join(CONTEXT_KEYS)}")
+        if value is None and key not in ("ensemble", "thresholds"):
+            continue
+        kinds, what = CONTEXT_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            refuse(key, f"must be {what}, got {type(value).__name__} {value!r}")
+    for folder in context.get("python_path") or []:
+        if not isinstance(folder, str):
+            refuse("python_path", f"must be {CONTEXT_KEYS['python_path'][1]}, got an item {folder!r}")
+    for key, least in (("horizon", 1), ("overlap", 0), ("threads", 1)):
+        if context.get(key) is not None and context[key] < least:
+            refuse(key, f"must be at least {least}, got {context[key]}")
+    if context.get("mode") is not None and context["mode"] not in ("change", "cumulative"):
+        refuse("mode", f"must be 'change' or 'cumulative', got {context['mode']!r}")
+    return context
+
+
 def _insarcast(context: dict):
-    """Import insarcast's UDF part, after adding ``context["python_path"]`` to ``sys.path``."""
+    """Import insarcast's UDF part, after adding ``context["python_path"]`` to ``sys.path``; the whole
+    context is checked (python_path before it is used, the rest once InputError can be imported)."""
+    path = context.get("python_path") if isinstance(context, dict) else None
+    if path is not None and (not isinstance(path, (list, tuple)) or not all(isinstance(f, str) for f in path)):
+        raise ValueError(f"context['python_path'] must be {CONTEXT_KEYS['python_path'][1]}, got "
+                         f"{type(path).__name__} {path!r}")
     for folder in (context or {}).get("python_path") or []:
         if str(folder) not in sys.path:
             sys.path.append(str(folder))
@@ -55,6 +105,7 @@ def _insarcast(context: dict):
         raise ImportError(f"the insarcast UDF needs the insarcast package and onnxruntime on the backend ({err}); "
                           "ship them in an archive (job option udf-dependency-archives) and name the folder in "
                           "context['python_path']: see the README, 'openEO'") from err
+    check_context(context, InputError)
     return InputError, forecast, run
 
 

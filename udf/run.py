@@ -11,9 +11,9 @@ store). The Zarr store appears whole or not at all; the scratch store is removed
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -131,6 +131,19 @@ def _check_before_work(data, members, *, path) -> None:
                          "finite throughout (is the input all NaN?)", path=path, field="displacement")
 
 
+def check_settings(*, workers: int | None = None, threads: int | None = None, chunks: int | None = None,
+                   overlap: int | None = None, horizon: int | None = None) -> None:
+    """Refuse a nonsensical setting at once, naming its option (``forecast --workers -1`` would hang)."""
+    for option, value, least in (("--workers", workers, 1), ("--threads", threads, 1), ("--chunks", chunks, 1),
+                                 ("--overlap", overlap, 0), ("--horizon", horizon, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"expected an integer, got {value!r}", field=option)
+        if value < least:
+            raise InputError(f"must be at least {least}, got {value}", field=option)
+
+
 def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str | os.PathLike, *,
                   scheduler: str | None = None, workers: int | None = None, chunks: int = 256,
                   overlap: int | None = None, horizon: int | None = None, mode: str = "change",
@@ -142,23 +155,24 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     (default: the CPU count) with one thread each. ``chunks``: cells per side of a task's block.
     ``overlap``: cells shared by neighbouring tiles (default P / 4).
     """
-    from insarcast.cube import open_cube
-    from insarcast.fsutil import atomic_path
+    from insarcast.cube import open_cube, reading
+    from insarcast.fsutil import atomic_path, clean_stale, hidden_path
     from insarcast.udf.ensemble import load_ensemble
     from insarcast.udf.forecast import forecast_products
 
-    if chunks < 1:
-        raise InputError(f"expected a positive chunk size, got {chunks}", field="chunks")
+    check_settings(workers=workers, threads=threads, chunks=chunks, overlap=overlap, horizon=horizon)
+    clean_stale(out)                                      # temporaries of a killed run on this target
     members = load_ensemble(ensemble)                     # checks the whole ensemble before any work
     ds = open_cube(cube)
     check_compatible(ds, members.manifest, path=cube)
     names = ["displacement"] + (["valid"] if "valid" in ds else [])
     data = ds[names].chunk({"t": -1, "y": chunks, "x": chunks})
-    _check_before_work(data, members, path=cube)
+    with reading(cube):
+        _check_before_work(data, members, path=cube)
     predictor = EnsemblePredictor(ensemble, threads=threads)
     settings = {**members.settings, "predict": predictor}
     client, cluster = _client(scheduler, workers)
-    scratch = Path(out).with_name(f".scratch-{uuid.uuid4().hex[:8]}-{Path(out).name}")
+    scratch = hidden_path("scratch", out)
 
     def run(graph):
         future = client.compute(graph)
@@ -179,16 +193,17 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
         return da.from_zarr(str(scratch))
 
     try:
-        products = forecast_products(data, overlap=overlap,
-                                     horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
-                                     materialise=materialise if thresholds is None else None, **settings)
-        products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
-                              cube=str(Path(cube).resolve()))
-        products = products.chunk({"y": chunks, "x": chunks})          # Zarr wants regular chunks
-        for variable in products.variables.values():
-            variable.encoding.pop("chunks", None)
-        with atomic_path(Path(out)) as tmp:
-            run(products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2))
+        with reading(cube):
+            products = forecast_products(data, overlap=overlap,
+                                         horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
+                                         materialise=materialise if thresholds is None else None, **settings)
+            products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
+                                  cube=str(Path(cube).resolve()))
+            products = products.chunk({"y": chunks, "x": chunks})          # Zarr wants regular chunks
+            for variable in products.variables.values():
+                variable.encoding.pop("chunks", None)
+            with atomic_path(Path(out)) as tmp:
+                run(products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         client.close()
@@ -206,6 +221,8 @@ def _client(scheduler: str | None, workers: int | None):
         raise MissingDependencyError("forecast needs dask.distributed: pip install 'insarcast[udf]'") from err
     if scheduler:
         return Client(scheduler), None
+    # Workers log a failed task's traceback themselves; the client re-raises it as one error, which
+    # the CLI prints in one line (a full disk is one line, not a worker log).
     cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster

@@ -159,11 +159,24 @@ def seasonal_naive(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, 
     return (d[then + 1: then + horizon + 1] - d[then]).astype(np.float32)
 
 
+FUNCTIONS = {"persistence": persistence, "linear": linear, "trend_annual": trend_annual, "adaptive": adaptive,
+             "seasonal_naive": seasonal_naive}
+FITTED = {"linear": lambda f: f.linear, "trend_annual": lambda f: f.long, "adaptive": Fits.adaptive}
+
+
 def forecast(name: str, d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *,
              history: int) -> np.ndarray:
     """The baseline ``name`` (one of :data:`BASELINES`)."""
-    functions = {"persistence": persistence, "linear": linear, "trend_annual": trend_annual,
-                 "adaptive": adaptive, "seasonal_naive": seasonal_naive}
-    if name not in functions:
-        raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
-    return functions[name](d, years, anchor, horizon, history=history)
+    return forecasts((name,), d, years, anchor, horizon, history=history)[name]
+
+
+def forecasts(names: tuple[str, ...], d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *,
+              history: int) -> dict[str, np.ndarray]:
+    """Several baselines at one anchor, the least-squares :func:`fits` computed once for all of them."""
+    unknown = [n for n in names if n not in FUNCTIONS]
+    if unknown:
+        raise ValueError(f"unknown baseline {unknown[0]!r}; expected one of {BASELINES}")
+    fitted = fits(d, years, anchor, horizon, history=history) if set(names) & set(FITTED) else None
+    return {n: change(FITTED[n](fitted), history) if n in FITTED else FUNCTIONS[n](d, years, anchor, horizon,
+                                                                                  history=history)
+            for n in names}

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cliutil import one_line_warnings, terminate_like_interrupt, usage_line
 from .contract import ARCHS, DEFAULT_ARCH
 from .errors import InputError
 
@@ -18,11 +19,23 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 class _Group(click.Group):
     """Turns expected failures into one line on stderr: exit 2 for bad input, 1 for the system."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:                 # e.g. an unknown option before the command
+            click.echo(f"insarcast: error: {usage_line(exc)}", err=True)
+            sys.exit(2)
+
     def invoke(self, ctx: click.Context):
+        terminate_like_interrupt(ctx)
+        one_line_warnings(ctx)
         try:
             return super().invoke(ctx)
         except InputError as exc:
             click.echo(f"insarcast: error: {exc}", err=True)
+            sys.exit(2)
+        except click.UsageError as exc:                 # click's three-line usage error, in our one line
+            click.echo(f"insarcast: error: {usage_line(exc)}", err=True)
             sys.exit(2)
         except (OSError, MemoryError) as exc:
             click.echo(f"insarcast: error: {exc}", err=True)
@@ -55,6 +68,10 @@ def _overwrite(f):
 
 
 def _refuse_existing(paths, overwrite: bool) -> None:
+    from .fsutil import clean_stale
+
+    for path in paths:                                  # an interrupted run's output is restored first
+        clean_stale(path)
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
         raise InputError("output exists (pass --overwrite to replace it)", path=existing[0])
@@ -91,7 +108,8 @@ def synth(preset: str, seed: int, out_dir: Path, overwrite: bool, quiet: bool) -
     from .synth import CONFIG_NAME, TRUTH_NAME, ZONES_NAME, preset as make_preset, write_scenario
 
     config = make_preset(preset, seed=seed)
-    _refuse_existing([out_dir / name for name in (ZONES_NAME, TRUTH_NAME, CONFIG_NAME)], overwrite)
+    tiles = sorted(out_dir.glob("EGMS_L3_*_100km_U_synthetic.csv")) if out_dir.is_dir() else []
+    _refuse_existing([*tiles, *(out_dir / name for name in (ZONES_NAME, TRUTH_NAME, CONFIG_NAME))], overwrite)
     outputs = write_scenario(config, out_dir, progress=not quiet)
     for path in (*outputs.csv, outputs.zones, outputs.truth, outputs.config):
         click.echo(str(path))
@@ -105,10 +123,12 @@ def synth(preset: str, seed: int, out_dir: Path, overwrite: bool, quiet: bool) -
 @click.option("--neighbours", type=int, default=8, show_default=True, help="Points used per cell, at most.")
 @click.option("--radius", type=float, default=300.0, show_default=True,
               help="Search radius in metres; cells with no point within it are NaN and not valid.")
+@click.option("--max-cells", type=int, default=None,
+              help="Refuse a grid of more cells than this (default 50,000,000; 0: no limit).")
 @_overwrite
 @_quiet
 def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neighbours: int, radius: float,
-         overwrite: bool, quiet: bool) -> None:
+         max_cells: int | None, overwrite: bool, quiet: bool) -> None:
     """Grid EGMS L3 vertical CSV tiles to a displacement cube by inverse distance weighting.
 
     \b
@@ -119,11 +139,15 @@ def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neig
       valid(y, x)            the cell has a value at every epoch
       support(y, x)          number of points within the radius (at most --neighbours)
     """
-    from .grid import IdwParams, grid_files
+    from .grid import MAX_CELLS, IdwParams, check_spacing, grid_files
 
+    check_spacing(spacing)
+    if max_cells is not None and max_cells < 0:
+        raise InputError(f"must be a number of cells >= 0 (0: no limit), got {max_cells}", field="--max-cells")
     _refuse_existing([out], overwrite)
     params = IdwParams(power=power, neighbours=neighbours, radius=radius)
-    path = grid_files(_expand(inputs), out, spacing=spacing, params=params, progress=not quiet)
+    limit = MAX_CELLS if max_cells is None else (max_cells or None)
+    path = grid_files(_expand(inputs), out, spacing=spacing, params=params, progress=not quiet, max_cells=limit)
     click.echo(str(path))
 
 
@@ -315,8 +339,9 @@ def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, worke
       at the chosen horizon; thresholds q85/q95/q99 and std terciles in the attributes
     With --thresholds the classes use the given thresholds (one pass, no scratch store).
     """
-    from .udf.run import forecast_cube, read_thresholds
+    from .udf.run import check_settings, forecast_cube, read_thresholds
 
+    check_settings(workers=workers, threads=threads, chunks=chunks, overlap=overlap, horizon=horizon)
     _refuse_existing([out], overwrite)
     thresholds = read_thresholds(thresholds_from) if thresholds_from is not None else None
     path = forecast_cube(cube, ensemble, out, scheduler=scheduler, workers=workers, chunks=chunks, overlap=overlap,

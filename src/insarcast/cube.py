@@ -8,6 +8,8 @@ Cubes are written block by block so that memory does not grow with the region.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -181,3 +183,54 @@ def check_cube(ds: xr.Dataset, *, path: str | None = None) -> xr.Dataset:
         raise InputError("cube has no CRS (expected a rioxarray spatial_ref coordinate)", path=path,
                          field="spatial_ref")
     return ds.transpose("t", "y", "x", ...)
+
+
+# What zarr and its codecs raise for a chunk that does not decode (blosc: RuntimeError, others
+# ValueError or TypeError); never OSError or MemoryError, which are the system's.
+DECODE_ERRORS = (RuntimeError, ValueError, TypeError)
+
+
+def damaged_chunk(path: str | os.PathLike) -> str | None:
+    """The file of the first chunk of a Zarr store that does not decode, or None. Reads every chunk:
+    only called once a read has failed."""
+    import zarr
+
+    try:
+        group = zarr.open_group(os.fspath(path), mode="r")
+        arrays = sorted(group.arrays(), key=lambda item: item[0])
+    except Exception:                                      # noqa: BLE001 - not a store we can scan
+        return None
+    for name, array in arrays:
+        counts = [math.ceil(s / c) if c else 1 for s, c in zip(array.shape, array.chunks)]
+        for index in itertools.product(*(range(n) for n in counts)):
+            try:
+                array.get_block_selection(index)
+            except DECODE_ERRORS:
+                return _chunk_file(os.fspath(path), name, index)
+    return None
+
+
+def _chunk_file(store: str, name: str, index: tuple[int, ...]) -> str:
+    keys = [".".join(map(str, index)), "/".join(map(str, index)), "c/" + "/".join(map(str, index))]
+    for key in keys:
+        candidate = os.path.join(store, name, *key.split("/"))
+        if os.path.exists(candidate):
+            return candidate
+    return os.path.join(store, name, keys[0])
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a chunk that does not decode, while the block reads the Zarr store ``path``, into an
+    :class:`InputError` naming the chunk's file (instead of a codec traceback)."""
+    try:
+        yield
+    except InputError:
+        raise
+    except DECODE_ERRORS as exc:
+        bad = damaged_chunk(path)
+        if bad is None:
+            raise
+        reason = " ".join(str(exc).split())[:200]
+        raise InputError(f"damaged Zarr chunk: it does not decode ({reason}); the store {os.fspath(path)} is "
+                         "corrupt, write it again", path=bad) from exc

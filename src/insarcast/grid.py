@@ -13,6 +13,7 @@ finished, so memory holds the points plus a few blocks, whatever the size of the
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -48,6 +49,33 @@ class IdwParams:
             raise InputError(f"neighbours must be in 1..255, got {self.neighbours}", field="neighbours")
         if not self.radius > 0:
             raise InputError(f"radius must be > 0 m, got {self.radius}", field="radius")
+
+
+MAX_CELLS = 50_000_000
+"""Largest grid (cells) gridded without being asked: 5,000 x 10,000 cells is a 500 x 1,000 km region at
+100 m, a cube of 200 GB at 1,000 epochs. Two points far apart (a stray coordinate) would otherwise start
+hours of gridding; ``max_cells=None`` (``insarcast grid --max-cells 0``) lifts the limit."""
+
+
+def check_spacing(spacing: float) -> float:
+    """A finite positive spacing in metres, else an :class:`InputError` naming ``--spacing``."""
+    if isinstance(spacing, bool) or not isinstance(spacing, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(spacing)) or spacing <= 0:
+        raise InputError(f"the grid spacing must be a finite number of metres > 0, got {spacing!r}", field="--spacing")
+    return float(spacing)
+
+
+def check_size(grid: GridSpec, *, max_cells: int | None = MAX_CELLS, source: str | None = None) -> None:
+    """Refuse a grid of more than ``max_cells`` cells before any work, saying how large it would be."""
+    if max_cells is not None and (isinstance(max_cells, bool) or max_cells < 0):
+        raise InputError(f"must be a number of cells >= 0 (0: no limit), got {max_cells!r}", field="--max-cells")
+    cells = grid.nx * grid.ny
+    if max_cells is not None and cells > max_cells:
+        west, south, east, north = grid.bounds
+        raise InputError(f"the points span {(east - west) / 1000:,.0f} x {(north - south) / 1000:,.0f} km: "
+                         f"{grid.nx:,} x {grid.ny:,} = {cells:,} cells at {grid.spacing:g} m, more than the limit "
+                         f"of {max_cells:,} (a stray coordinate?); raise --max-cells, or 0 for no limit, to grid it",
+                         path=source, field="--max-cells")
 
 
 def idw(tree: cKDTree, values: np.ndarray, xq: np.ndarray, yq: np.ndarray, params: IdwParams,
@@ -90,11 +118,16 @@ def idw(tree: cKDTree, values: np.ndarray, xq: np.ndarray, yq: np.ndarray, param
 
 def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 100.0,
                 params: IdwParams = IdwParams(), grid: GridSpec | None = None,
-                chunk: int = DEFAULT_CHUNK, workers: int | None = None, progress: bool = False) -> Path:
-    """Grid a point set to a Zarr cube at ``out`` (written whole or not at all); return the path."""
+                chunk: int = DEFAULT_CHUNK, workers: int | None = None, progress: bool = False,
+                max_cells: int | None = MAX_CELLS) -> Path:
+    """Grid a point set to a Zarr cube at ``out`` (written whole or not at all); return the path.
+
+    A grid of more than ``max_cells`` cells is refused before any work (None: no limit)."""
+    spacing = check_spacing(spacing)
     if len(points) == 0:
         raise InputError("no points to grid", path=", ".join(points.sources) or None)
     grid = grid or GridSpec.around(points.easting, points.northing, spacing=spacing)
+    check_size(grid, max_cells=max_cells, source=", ".join(points.sources) or None)
     tree = cKDTree(np.column_stack([points.easting, points.northing]))
     attrs = {
         "title": "EGMS L3 vertical displacement gridded by inverse distance weighting",
@@ -133,9 +166,10 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
 
 
 def grid_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, spacing: float = 100.0,
-               params: IdwParams = IdwParams(), progress: bool = False) -> Path:
+               params: IdwParams = IdwParams(), progress: bool = False, max_cells: int | None = MAX_CELLS) -> Path:
     """Read EGMS CSV tiles and grid them to a Zarr cube: the `insarcast grid` command."""
     from .egms import read_egms
 
+    check_spacing(spacing)                                    # before reading gigabytes of CSV
     points = read_egms(list(paths), progress=progress)
-    return grid_points(points, out, spacing=spacing, params=params, progress=progress)
+    return grid_points(points, out, spacing=spacing, params=params, progress=progress, max_cells=max_cells)

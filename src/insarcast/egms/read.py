@@ -40,6 +40,7 @@ import math
 import os
 import re
 import sys
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ..errors import InputError
+from ..errors import InputError, InsarcastWarning
 from .columns import ALIASES, NULL_VALUES, QUALITY_COLUMNS, REQUIRED_COLUMNS, is_date_column, match_columns
 
 PathLike = str | os.PathLike
@@ -68,6 +69,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NULLS = frozenset(NULL_VALUES)
 _DATE_RE = re.compile(r"\d{8}")
 _ARROW_COLUMN_RE = re.compile(r"In CSV column #(\d+)")
+
+
+class EgmsWarning(InsarcastWarning):
+    """Something odd but readable in an EGMS tile (e.g. no displacement value at all)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,9 @@ def read_egms(
         for source, header in zip(sources, headers):
             _read_rows(source, header, table, block_size=block_size, advance=advance)
             _check_points(source, header, table)
+            if not np.isfinite(table.values[table.offsets[-1]:table.size]).any():
+                warnings.warn(f"{source.path}: every displacement value is empty (NaN): the tile adds no data",
+                              EgmsWarning, stacklevel=2)
     pids = table.pids()
     _check_unique_pids(pids, sources, table.offsets)
     return PointSet(
@@ -500,6 +508,12 @@ def _check_points(source: _Source, header: Header, table: _Table) -> None:
         line = _line_of_row(source, row)
         raise InputError("empty pid", path=source.path, line=line, field=pid_column)
 
+    control = pc.match_substring_regex(pids, r"[\x00-\x1f\x7f]")
+    if pc.any(control).as_py():
+        row = int(np.flatnonzero(control.to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"pid {pids[row].as_py()!r} holds a control character (a NUL byte?)", path=source.path,
+                         line=_line_of_row(source, row), field=pid_column)
+
     finite = np.isfinite(east) & np.isfinite(north)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
@@ -509,12 +523,20 @@ def _check_points(source: _Source, header: Header, table: _Table) -> None:
                          f"northing in EPSG:3035 metres", path=source.path, line=_line_of_row(source, row),
                          field=bad)
 
-    if (np.abs(east) <= 180).all() and (np.abs(north) <= 90).all():
+    degrees = (np.abs(east) <= 180) & (np.abs(north) <= 90)
+    if degrees.all():
         raise InputError(
             f"columns {header.columns['easting']!r}/{header.columns['northing']!r} look like longitude/"
             "latitude degrees; EGMS L3 uses EPSG:3035 (ETRS89-LAEA Europe) easting/northing in metres",
             path=source.path,
         )
+    if degrees.mean() >= 0.5:                    # degrees but for some rows: name the first odd row
+        row = int(np.flatnonzero(~degrees)[0])
+        raise InputError(
+            f"easting={east[row]:g}, northing={north[row]:g} is not a longitude/latitude, while most rows' "
+            f"columns {header.columns['easting']!r}/{header.columns['northing']!r} look like degrees; EGMS L3 uses "
+            "EPSG:3035 easting/northing in metres", path=source.path, line=_line_of_row(source, row),
+            field=header.columns["northing"] if abs(north[row]) > 90 else header.columns["easting"])
     row = _outside_epsg3035(east, north)
     if row is not None:
         west, south, eastmost, northmost = _epsg3035()[1]
@@ -570,7 +592,9 @@ def _check_unique_pids(pids: np.ndarray, sources: Sequence[_Source], offsets: Se
 def _csv_rows(source: _Source) -> Iterator[tuple[int, int, list[str]]]:
     """(line, data row index, fields) for each non-empty data row; line is 1-based, header = 1."""
     with source.binary() as stream, _container_errors(source.path):
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+        # surrogateescape: a byte that is not UTF-8 reaches the caller as a lone surrogate, so that the
+        # bad cell's line and column can be named (:func:`_not_utf8`)
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text)
         next(reader, None)
         line, row = reader.line_num + 1, 0
@@ -614,6 +638,10 @@ def _number_problem(text: str, *, what: str) -> str | None:
     return None
 
 
+def _not_utf8(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
 def _raise_first_bad_cell(source: _Source, header: Header, layout: _Layout, *, first_row: int,
                           arrow_message: str | None) -> NoReturn:
     """Find the first bad field from data row ``first_row`` on and raise an exact InputError."""
@@ -626,6 +654,11 @@ def _raise_first_bad_cell(source: _Source, header: Header, layout: _Layout, *, f
         rows += 1
         if row < first_row:
             continue
+        for index, text in enumerate(fields):
+            if _not_utf8(text):
+                name = header.fieldnames[index] if index < len(header.fieldnames) else None
+                raise InputError(f"not UTF-8 text: {text.encode('utf-8', 'surrogateescape')!r}", path=source.path,
+                                 line=line, field=name)
         if len(fields) != layout.width:
             raise InputError(f"expected {layout.width} fields as in the header, found {len(fields)}",
                              path=source.path, line=line)

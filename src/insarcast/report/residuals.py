@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from insarcast.baselines import BASELINES, decimal_years
-from insarcast.baselines import forecast as baseline_forecast
+from insarcast.baselines import forecasts
 
 TAIL_LEVELS = (0.01, 0.025, 0.05, 0.95, 0.975, 0.99)      # the paper's Figure 9b quantile lines
 QQ_POINTS = 2000                                           # at most this many points in the Q-Q plot
@@ -48,16 +48,15 @@ def past_blocks(displacement, anchor: int, *, rows_per_block: int | None = None)
 
 def baseline_forecasts(displacement, times: np.ndarray, anchor: int, horizon_steps: int, *, history: int,
                        rows_per_block: int | None = None) -> dict[str, np.ndarray]:
-    """The four baselines' forecasts (F, y, x) float32 of the change after ``anchor``, computed on
+    """Every baseline's forecast (F, y, x) float32 of the change after ``anchor``, computed on
     blocks of rows of ``displacement`` (an xarray DataArray (t, y, x), read up to the anchor)."""
     years = decimal_years(times)
     ny, nx = displacement.sizes["y"], displacement.sizes["x"]
     out = {name: np.full((horizon_steps, ny, nx), np.nan, np.float32) for name in BASELINES}
     for rows, block in past_blocks(displacement, anchor, rows_per_block=rows_per_block):
-        for name in BASELINES:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[name][:, rows] = baseline_forecast(name, block, years, anchor, horizon_steps,
-                                                       history=history)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, value in forecasts(BASELINES, block, years, anchor, horizon_steps, history=history).items():
+                out[name][:, rows] = value
     return out
 
 

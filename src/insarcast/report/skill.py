@@ -256,16 +256,18 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
 
 
 def seam_ratio(layer: np.ndarray, *, patch: int, overlap: int, offset_y: int = 0, offset_x: int = 0) -> float:
-    """How much a map (y, x) jumps at the model tiles' edges compared with elsewhere: the mean
-    absolute difference between neighbouring pixels across a tile edge (global index of the second
-    pixel ``= 0`` or ``= P - S`` modulo the stride ``S = P - overlap``, along rows and columns)
-    over that mean everywhere else. About 1: the map shows the ground; well above 1: the tiling."""
+    """How much a map (y, x) changes where the model tiles meet compared with elsewhere: the mean
+    absolute difference between neighbouring pixels inside the tiles' overlap bands (tiles start at
+    global index ``j S``, stride ``S = P - overlap``; the blend moves from one tile to the next over
+    the differences whose second pixel has global index ``j S .. j S + overlap``), along rows and
+    columns, over that mean everywhere else. About 1: the map shows the ground; well above 1: the
+    tiling."""
     stride = patch - overlap
     seam, other = [], []
     for axis, offset in ((0, offset_y), (1, offset_x)):
         diff = np.abs(np.diff(np.asarray(layer, np.float64), axis=axis))
         index = (np.arange(1, layer.shape[axis]) + offset) % stride
-        at_edge = np.isin(index, [0, (patch - stride) % stride])
+        at_edge = index <= overlap
         take = (lambda m: diff[m]) if axis == 0 else (lambda m: diff[:, m])
         seam.append(take(at_edge).ravel())
         other.append(take(~at_edge).ravel())
