@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from insarcast.cube import open_store
 from insarcast.errors import InputError
 from insarcast.udf.products import BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, FLOAT_PRODUCTS
 
@@ -58,12 +59,7 @@ def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
         ds = source
     else:
         path = os.fspath(source)
-        if not os.path.exists(path):
-            raise InputError("no such products store", path=path)
-        try:
-            ds = xr.open_zarr(path, decode_coords="all")
-        except Exception as exc:  # zarr raises many types for a damaged store
-            raise InputError(f"not a readable Zarr products store ({exc})", path=path) from exc
+        ds = open_store(path, what="products store")
 
     need = ("median",) + FLOAT_PRODUCTS + CLASS_PRODUCTS
     for name in need:

@@ -153,18 +153,23 @@ def finish_cube(path: str | os.PathLike) -> None:
     zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
 
 
-def open_cube(path: str | os.PathLike) -> xr.Dataset:
-    """Open a cube lazily and check the conventions; errors name the file and the field."""
+def open_store(path: str | os.PathLike, *, what: str = "cube") -> xr.Dataset:
+    """Open a Zarr store lazily (coordinates and CRS decoded); a missing or unreadable store is an
+    :class:`InputError` naming the file and ``what`` it should have been."""
     import rioxarray  # noqa: F401
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise InputError("no such cube", path=path)
+        raise InputError(f"no such {what}", path=path)
     try:
-        ds = xr.open_zarr(path, decode_coords="all")
+        return xr.open_zarr(path, decode_coords="all")
     except Exception as exc:  # zarr raises many types for a damaged store
-        raise InputError(f"not a readable Zarr cube ({exc})", path=path) from exc
-    return check_cube(ds, path=path)
+        raise InputError(f"not a readable Zarr {what} ({exc})", path=path) from exc
+
+
+def open_cube(path: str | os.PathLike) -> xr.Dataset:
+    """Open a cube lazily and check the conventions; errors name the file and the field."""
+    return check_cube(open_store(path), path=os.fspath(path))
 
 
 def check_cube(ds: xr.Dataset, *, path: str | None = None) -> xr.Dataset:
