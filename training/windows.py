@@ -158,21 +158,24 @@ def make_sample(displacement: np.ndarray, mask: np.ndarray, norm: Normalisation,
 
 def residual_statistics(displacement: np.ndarray, mask: np.ndarray, split: Split, years: np.ndarray,
                         norm: Normalisation, *, history: int, horizon: int) -> Normalisation:
-    """``norm`` with the target statistics of the residual inputs: the mean and std of
+    """``norm`` with the target statistics of the residual inputs: mean 0 and the root mean square of
     ``d(a+k) - R(a+k)`` (R the adaptive baseline's curve) over up to :data:`RESIDUAL_ANCHORS` evenly
-    spaced training anchors and every masked pixel. Reads only the training epochs."""
+    spaced training anchors and every masked pixel. Reads only the training epochs.
+
+    The mean stays 0 so that an untrained network forecasts the baseline itself: the training
+    residuals' mean is the atmosphere's common mode over those epochs (-0.24 mm on the demo), and
+    adding it to every forecast raised the demo ensemble's RMSE against the truth from 0.395 mm (the
+    baseline) to 0.453 mm."""
     anchors = split.anchors("train", history=history, horizon=horizon)
     anchors = anchors[np.unique(np.linspace(0, len(anchors) - 1, min(RESIDUAL_ANCHORS, len(anchors)))
                                 .round().astype(int))]
-    count, total, squares = 0, 0.0, 0.0
+    count, squares = 0, 0.0
     for a in anchors:
         d = displacement[: a + horizon + 1][:, mask]
         curve = fits(d, years, int(a), horizon, history=history).adaptive()
         residual = d[a + 1:].astype(np.float64) - curve[history:]
         residual = residual[np.isfinite(residual)]
-        count, total, squares = count + residual.size, total + residual.sum(), squares + (residual ** 2).sum()
+        count, squares = count + residual.size, squares + float((residual ** 2).sum())
     if count == 0:
         raise InputError("no finite residual to normalise the targets with", field="valid")
-    mean = total / count
-    std = float(np.sqrt(max(squares / count - mean * mean, 0.0))) or 1.0
-    return replace(norm, target_mean=float(mean), target_std=std)
+    return replace(norm, target_mean=0.0, target_std=float(np.sqrt(squares / count)) or 1.0)
