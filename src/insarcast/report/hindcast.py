@@ -136,10 +136,15 @@ def hindcast(cube, ensemble, *, anchor=None, overlap: int | None = None, horizon
     a = resolve_anchor(times, steps, history, anchor)
     disp, valid = _window(ds, a, history, steps)
     observed = observed_change(disp, valid, anchor_offset=history - 1, history=history, horizon_steps=steps)
+    # The paper's inputs read the last T epochs; the residual ones every epoch up to the anchor (their
+    # long fit is over the whole history: given only T epochs it would be the window's line).
+    start = a - history + 1 if settings.get("inputs", "paper") == "paper" else 0
+    past = disp[:history] if start == a - history + 1 else np.asarray(
+        ds["displacement"].isel(t=slice(start, a + 1)).transpose("t", "y", "x").values, np.float32)
     truncated = xr.Dataset(
-        {"displacement": (("t", "y", "x"), disp[:history]),
+        {"displacement": (("t", "y", "x"), past),
          **({} if valid is None else {"valid": (("y", "x"), valid)})},
-        coords={"t": times[a - history + 1: a + 1], "y": ds["y"].values, "x": ds["x"].values},
+        coords={"t": times[start: a + 1], "y": ds["y"].values, "x": ds["x"].values},
     )
     if "spatial_ref" in ds.coords:
         truncated = truncated.assign_coords(spatial_ref=ds.coords["spatial_ref"])
