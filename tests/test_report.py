@@ -51,6 +51,26 @@ class _ConstantEnsemble:
                          "norm": norm, "members": members}
 
 
+def test_a_residual_hindcast_sees_the_whole_history():
+    """An untrained residual ensemble forecasts its adaptive baseline, fitted over every epoch up to the
+    anchor: on a pure annual cycle that is the cycle itself, not the line through the last T epochs."""
+    from insarcast.baselines import adaptive, decimal_years, linear
+
+    nt, T, F = 120, 6, 4                                       # 2 years of 6-day epochs
+    ds = _velocity_cube(nt=nt, rate=0.0)
+    years = decimal_years(ds["t"].values)
+    season = (5.0 * np.sin(2 * np.pi * years)).astype(np.float32)
+    ds["displacement"] = ds["displacement"] + xr.DataArray(season, dims="t")
+    ensemble = _ConstantEnsemble(0.0, history=T, steps=F)
+    ensemble.settings["inputs"] = "residual"
+    hc = hindcast(ds, ensemble)
+    a = hc.products.attrs["anchor_index"]
+    d = ds["displacement"].values[: a + 1, 5:6, 5]
+    expected = adaptive(d, years, a, F, history=T)[-1, 0]
+    assert np.nanmedian(hc.products["median"].values[-1]) == pytest.approx(expected, abs=1e-3)
+    assert abs(expected - linear(d, years, a, F, history=T)[-1, 0]) > 0.3     # the window's line differs
+
+
 def test_hindcast_residuals_equal_the_known_values():
     rate, value, F = 0.5, -1.0, 4
     ds = _velocity_cube(rate=rate)
