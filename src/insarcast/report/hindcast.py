@@ -139,8 +139,7 @@ def hindcast(cube, ensemble, *, anchor=None, overlap: int | None = None, horizon
     # The paper's inputs read the last T epochs; the residual ones every epoch up to the anchor (their
     # long fit is over the whole history: given only T epochs it would be the window's line).
     start = a - history + 1 if settings.get("inputs", "paper") == "paper" else 0
-    past = disp[:history] if start == a - history + 1 else np.asarray(
-        ds["displacement"].isel(t=slice(start, a + 1)).transpose("t", "y", "x").values, np.float32)
+    past, _ = _window(ds, a, a + 1 - start, 0)
     truncated = xr.Dataset(
         {"displacement": (("t", "y", "x"), past),
          **({} if valid is None else {"valid": (("y", "x"), valid)})},
