@@ -22,7 +22,9 @@ synthetic demo-size region with its own seed):
 
 Goals printed beside the figures (issue 16): against the truth the median's RMSE <= 0.8 x the best of
 persistence, linear and trend + annual, overall and in the zones; against the observations never
-worse than the best; recall_top5 >= 0.8, precision_top15 >= 0.8, corr_zones >= 0.9.
+worse than the best; recall_top5 >= 0.8, precision_top15 >= 0.8, corr_zones >= 0.9; with the
+observation noise, pooled over the origins, PIT central 80 % in [0.75, 0.85] and the Brier skill of
+P85 and P95 above 0 (:meth:`insarcast.report.skill.SkillScores.calibration_table`).
 
 Learning curve. One ResNet+Transformer (the demo preset's manual configuration, residual inputs)
 trained on the demo cube at each budget ``SAMPLESxEPOCHS``; the wall time of training and the
@@ -104,8 +106,10 @@ def skill_on(name: str, ensemble, *, data: Path, origins: int) -> dict:
                          zones=skill.zone_mask(folder / "zones.geojson", cube))
     table = scores.table()
     maps = scores.map_table()
+    calibration = scores.calibration_table()
     return {"scenario": name, "seconds": time.perf_counter() - tick, "anchors": scores.anchors,
             "table": table.to_dict("records"), "maps": maps.to_dict("records"),
+            "calibration": calibration.to_dict("records"),
             "maps_mean": maps.drop(columns=["anchor"]).mean().to_dict(),
             "horizon_truth": scores.horizon_table("truth").to_dict("records")}
 
@@ -126,6 +130,9 @@ def print_skill(result: dict) -> None:
     m = result["maps_mean"]
     print("  maps: " + "  ".join(f"{k} {v:.2f}" for k, v in m.items() if k != "pixels") +
           "   (goals: recall_top5 >= 0.8, precision_top15 >= 0.8, corr_zones >= 0.9)")
+    pooled = result["calibration"][-1]
+    print(f"  calibration over the origins: PIT central 80 % {pooled['pit_central_80']:.3f} (goal 0.75..0.85)  "
+          + "  ".join(f"BSS P{tau} {pooled[f'brier_skill_{tau}']:.3f}" for tau in (85, 95, 99)) + "  (goal > 0)")
 
 
 def learning_curve(budgets: list[tuple[int, int]], *, data: Path) -> list[dict]:

@@ -254,3 +254,34 @@ def test_an_ensemble_without_inputs_is_the_papers_and_unknown_inputs_are_refused
     with pytest.raises(InputError, match="newer insarcast") as err:
         load_ensemble(folder)
     assert err.value.field == "inputs"
+
+
+def test_the_observation_predictive_of_residual_inputs_uses_the_observed_anchor_departure():
+    """Steady ground under white noise (sigma = 2 mm): the adaptive curve forecasts no change, and the
+    observed change d(a+h) - d(a) = e(a+h) - e(a). Taking the anchor's departure R(a) - d(a) as known
+    (residual inputs) leaves only e(a+h): PIT central 80 % near 0.8 with the scale sigma, and the
+    exceedance of |change| >= 3 mm is forecast better than its base rate (Brier skill > 0); treating
+    the departure as a second unknown noise (the paper form, 2 sigma^2) is calibrated too but has no
+    skill at all on such ground (every pixel gets the same probability)."""
+    from insarcast.report import calibration as cal
+
+    rng = np.random.default_rng(3)
+    n, size, sigma, h, history = 120, 60, 2.0, 6, 12
+    years = _years(n)
+    d = rng.normal(0.0, sigma, (n, size, size))
+    a = n - h - 1
+    fitted = bl.fits(d, years, a, h, history=history)
+    member = bl.change(fitted.adaptive(), history)[-1][None]
+    level = fitted.adaptive()[history - 1] - d[a]
+    observed = d[a + h] - d[a]
+    s = np.full((size, size), sigma)
+    for inputs, skilful in (("residual", True), ("paper", False)):
+        centre, scale = cal.observation_predictive(member, s, inputs=inputs, level=level)
+        u = cal.pit(centre, scale, observed)
+        assert 0.76 <= np.mean((u >= 0.1) & (u <= 0.9)) <= 0.84
+        p = cal.noisy_exceedance(centre, scale, 3.0).ravel()
+        o = (np.abs(observed) >= 3.0).ravel()
+        skill = 1 - np.mean((p - o) ** 2) / (o.mean() * (1 - o.mean()))
+        assert (skill > 0.1) if skilful else (abs(skill) < 0.05), (inputs, skill)
+    with pytest.raises(ValueError, match="level"):
+        cal.observation_predictive(member, s, inputs="residual")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from insarcast import baselines as bl
 from insarcast.errors import InputError, MissingDependencyError
 from insarcast.fsutil import atomic_path
 
@@ -220,11 +221,13 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     cov_tab, cov_pixel = calibration.coverage(members_hc, observed)
     # the same against what an observation is: the signal plus the noise of two epochs
     sigma = calibration.observation_sigma(ds["displacement"], a)
-    scale = math.sqrt(2.0) * sigma
-    members_h = members_hc[:, horizon - 1]
-    noisy = {tau: calibration.noisy_exceedance(members_h, scale, hthr[tau]) for tau in calibration.LEVELS}
+    centre, scale = calibration.observation_predictive(
+        members_hc[:, horizon - 1], sigma, inputs=str(hp.attrs.get("inputs", "paper")),
+        level=_anchor_level(ds, a, steps=steps, history=history))
+    noisy = {tau: calibration.noisy_exceedance(centre, scale, hthr[tau]) for tau in calibration.LEVELS}
     rel_noise_tab, brier_noise_tab = calibration.reliability(noisy, np.abs(obs_h), hthr, members=None)
-    pit_tab = calibration.pit_table(calibration.pit(members_h, scale, obs_h))
+    pit_tab = calibration.pit_table(calibration.pit(centre, scale, obs_h))
+    calibration_origins = scores.calibration_table()
 
     # ---- zones
     zone_tab = None
@@ -281,6 +284,14 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
          "share of observations in the central 80 % of the noisy ensemble (nominal 0.8)"),
     ]
     entries += _skill_entries(scores)
+    if not calibration_origins.empty:
+        pooled = calibration_origins.iloc[-1]
+        entries += [("pit_central_80_origins", float(pooled["pit_central_80"]), "",
+                     f"share of observations in the central 80 % of the noisy ensemble over "
+                     f"{len(scores.anchors)} origins (nominal 0.8)")]
+        entries += [(f"brier_skill_p{tau}_origins", float(pooled[f"brier_skill_{tau}"]), "",
+                     f"Brier skill of P{tau} with the observation noise against each origin's climatology, "
+                     f"over {len(scores.anchors)} origins") for tau in (85, 95)]
     key_tab = tables.key_numbers(entries)
     num = Numbers(key_tab)
 
@@ -293,6 +304,7 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         "reliability": rel_tab, "brier": brier_tab, "coverage": cov_tab, "reliability_noise": rel_noise_tab,
         "brier_noise": brier_noise_tab, "pit": pit_tab, "key_numbers": key_tab,
         "skill_origins": scores.table(), "skill_per_horizon": scores.horizon_tables(),
+        "calibration_origins": calibration_origins,
     }
     if scores.maps:
         all_tables["skill_maps"] = scores.map_table()
@@ -353,6 +365,14 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     for note in notes:
         say(f"report: note: {note}")
     return out / "index.html"
+
+
+def _anchor_level(ds: xr.Dataset, anchor: int, *, steps: int, history: int) -> np.ndarray:
+    """``R(a) - d(a)``: the adaptive curve's level at the anchor less the observation (residual inputs'
+    reference level, :mod:`insarcast.udf.inputs`)."""
+    d = np.asarray(ds["displacement"].transpose("t", "y", "x").values[: anchor + 1], np.float64)
+    fitted = bl.fits(d, bl.decimal_years(ds["t"].values), anchor, steps, history=history)
+    return fitted.adaptive()[history - 1] - d[anchor]
 
 
 def _skill_scores(ds: xr.Dataset, ensemble, *, truth, zones, origins: int, history: int, horizon_steps: int):
@@ -490,9 +510,22 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
             table_html("coverage", t["coverage"], caption="Coverage per horizon step"))
     cal.p("The members forecast the deformation, while an observed change also carries the noise of two "
           f"epochs: {num('sigma_obs_mm')} per epoch (median over the pixels; the MAD of the second "
-          "differences of each series up to the anchor). Taking each member as N(d_k, 2 sigma²), the Brier "
-          f"score of P95 is {num('brier_p95_noise')}, and {num('pit_central_80', percent=True)} of the "
-          "observations fall in the central 80 % of the predictive distribution (nominal 80 %).")
+          "differences of each series up to the anchor). Taking each member as N(d_k, 2 sigma²) (an ensemble "
+          "of the paper's inputs) or, for residual inputs, whose members forecast the change from the fitted "
+          "level R(a), as N(d_k + R(a) - d(a), sigma²) (the anchor's departure is observed, only the target "
+          f"epoch's noise is unknown), the Brier score of P95 is {num('brier_p95_noise')}, and "
+          f"{num('pit_central_80', percent=True)} of the observations fall in the central 80 % of the "
+          "predictive distribution (nominal 80 %).")
+    if "pit_central_80_origins" in num:
+        cal.p("One origin is one draw of the atmosphere, spatially correlated over the whole region, so the "
+              "same is repeated at every origin of the skill section: over them "
+              f"{num('pit_central_80_origins', percent=True)} of the observations fall in the central 80 %, and "
+              f"the Brier skill against each origin's climatology is {num('brier_skill_p85_origins')} for P85 "
+              f"and {num('brier_skill_p95_origins')} for P95 (above 0: better than always forecasting the base "
+              "rate).")
+    if "calibration_origins" in t:
+        cal.add(table_html("calibration_origins", t["calibration_origins"],
+                           caption="Calibration with the observation noise per origin and pooled"))
     cal.add(fig("reliability_noise", "Reliability of the exceedance probabilities with the observation noise."),
             table_html("brier_noise", t["brier_noise"], caption="Brier scores with the observation noise"),
             table_html("reliability_noise", t["reliability_noise"],

@@ -19,10 +19,22 @@ however good it is. :func:`observation_sigma` estimates each pixel's noise of on
 epochs up to the anchor, robustly and without a deformation model: ``sigma = 1.4826 MAD(D2) / sqrt 6``
 with ``D2`` the second differences of the series (white noise of variance s^2 gives second differences
 of variance 6 s^2, while a deformation that is smooth over two epoch spacings adds almost nothing).
-The predictive distribution of the observed change is then the mixture of ``N(d_k, 2 sigma^2)`` over
-the members: :func:`noisy_exceedance` gives its exceedance probabilities (for the reliability
-diagram and Brier score "with noise") and :func:`pit` its probability integral transform of the
-observation; a calibrated forecast has PIT values uniform on [0, 1], so 80 % of them in [0.1, 0.9].
+The predictive distribution of the observed change is then a mixture of normals over the members
+(:func:`observation_predictive`):
+
+- ``paper`` ensembles forecast ``d(a+h) - d(a)`` from the noisy anchor: ``N(d_k, 2 sigma^2)``, the
+  noise of both epochs;
+- ``residual`` ensembles forecast the change from the fitted level ``R(a)`` of the adaptive curve
+  (:mod:`insarcast.udf.inputs`), so ``d(a+h) = R(a) + d_k + e(a+h)`` and the observed change is
+  ``d_k + (R(a) - d(a)) + e(a+h)``: ``N(d_k + level, sigma^2)`` with ``level = R(a) - d(a)`` known
+  at the anchor. The anchor's own departure is an observed number, not a second unknown noise:
+  treating it as one (``N(d_k, 2 sigma^2)``) stays about as well calibrated but throws that
+  information away, a wider predictive with less resolution (on the demo's test period over eight
+  origins, for the adaptive baseline alone, a Brier skill of P85 of 0.07 instead of 0.25).
+
+:func:`noisy_exceedance` gives its exceedance probabilities (for the reliability diagram and Brier
+score "with noise") and :func:`pit` its probability integral transform of the observation; a
+calibrated forecast has PIT values uniform on [0, 1], so 80 % of them in [0.1, 0.9].
 """
 
 from __future__ import annotations
@@ -130,6 +142,20 @@ def observation_sigma(displacement, anchor: int, *, rows_per_block: int | None =
             mad = np.nanmedian(np.abs(d2 - np.nanmedian(d2, axis=0)), axis=0)
         out[rows] = np.where(enough, 1.4826 * mad / math.sqrt(6.0), np.nan)
     return out
+
+
+def observation_predictive(members_fc: np.ndarray, sigma: np.ndarray, *, inputs: str,
+                           level: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The centres ``(K, y, x)`` and the scale ``(y, x)`` of the normal mixture that predicts the
+    observed change from member forecasts ``(K, y, x)`` at one horizon (see the module docstring):
+    ``paper``: ``(d_k, sqrt(2) sigma)``; ``residual``: ``(d_k + level, sigma)``."""
+    d = np.asarray(members_fc, np.float64)
+    sigma = np.asarray(sigma, np.float64)
+    if inputs == "paper":
+        return d, math.sqrt(2.0) * sigma
+    if level is None:
+        raise ValueError("a residual ensemble's observation predictive needs the level R(a) - d(a)")
+    return d + np.asarray(level, np.float64)[None], sigma
 
 
 def noisy_exceedance(members_fc: np.ndarray, scale: np.ndarray, threshold: float) -> np.ndarray:

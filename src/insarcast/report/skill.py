@@ -20,6 +20,14 @@ share classed High or Highest (``recall_top5``); of the High/Highest pixels, the
 15 % true movers (``precision_top15``); the correlation of the forecast map with the true change
 inside the zones (``corr_zones``).
 
+Calibration over the same origins (:meth:`SkillScores.calibration_table`): at each origin the
+members at the products' horizon become the predictive distribution of the observed change with
+the observation noise (:func:`insarcast.report.calibration.observation_predictive`); pooled over
+the origins, the share of PIT values in [0.1, 0.9] (nominal 0.8) and the Brier skill of P85, P95
+and P99 against the climatology of each origin (its own base rate ``o_bar``, reference
+``o_bar (1 - o_bar)``): one anchor's atmosphere is one spatially correlated draw, so a single
+origin cannot say whether a forecast is calibrated.
+
 Imports numpy, pandas, scipy and the torch-free UDF only.
 """
 
@@ -42,6 +50,7 @@ MOVING_RATE = 20.0            # mm/yr: "moves" when |true change over the horizo
 METHODS_BASE = ("persistence", "linear", "trend_annual", "adaptive")
 REGIONS = ("overall", "zones", "moving")
 HIGH = 2                      # class codes >= HIGH are High or Highest (insarcast.udf.products)
+CALIBRATION_LEVELS = (85, 95, 99)
 
 
 def origins(n_epochs: int, *, history: int, horizon: int, start: int, count: int) -> np.ndarray:
@@ -63,6 +72,7 @@ class SkillScores:
     sse: dict[tuple[str, str, str], list[np.ndarray]] = field(default_factory=dict)
     count: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
     maps: list[dict[str, float]] = field(default_factory=list)
+    calibration: list[dict[str, float]] = field(default_factory=list)
 
     def add(self, target: str, region: str, forecasts: dict[str, np.ndarray], reference: np.ndarray,
             mask: np.ndarray) -> None:
@@ -121,6 +131,25 @@ class SkillScores:
 
     def map_table(self) -> pd.DataFrame:
         return pd.DataFrame(self.maps)
+
+    def calibration_table(self) -> pd.DataFrame:
+        """Per origin and pooled ("all"): pixels, the share of PIT values in [0.1, 0.9], and per
+        level tau the base rate, mean probability, Brier score and Brier skill of P_tau with the
+        observation noise against the origin's climatology (pooled: the pixel-weighted sums)."""
+        rows = pd.DataFrame(self.calibration)
+        if rows.empty:
+            return rows
+        n = rows["pixels"]
+        pooled = {"anchor": "all", "pixels": int(n.sum()), "pit_inside": int(rows["pit_inside"].sum())}
+        for tau in CALIBRATION_LEVELS:
+            for key in (f"brier_{tau}", f"reference_{tau}", f"base_rate_{tau}", f"mean_p_{tau}"):
+                pooled[key] = float((rows[key] * n).sum() / n.sum())
+        rows = pd.concat([rows.astype({"anchor": object}), pd.DataFrame([pooled])], ignore_index=True)
+        rows["pit_central_80"] = rows["pit_inside"] / rows["pixels"]
+        for tau in CALIBRATION_LEVELS:
+            ref = rows[f"reference_{tau}"]
+            rows[f"brier_skill_{tau}"] = np.where(ref > 0, 1 - rows[f"brier_{tau}"] / ref.where(ref > 0), np.nan)
+        return rows
 
     def horizon_tables(self) -> pd.DataFrame:
         """:meth:`horizon_table` overall for every target, with a ``target`` column."""
@@ -230,15 +259,20 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
     spacing_years = float(np.median(np.diff(years)))
     t_true = None if truth is None else np.asarray(truth.transpose("t", "y", "x").values, np.float32)
     scores = SkillScores(horizon=horizon)
+    inputs = str(settings.get("inputs", "paper"))
     for a in (progress or (lambda x: x))(list(anchors)):
         a = int(a)
         products = forecast_products(cube.isel(t=slice(0, a + 1)), overlap=overlap, **settings)
         median = np.asarray(products["median"].values, np.float32)
-        forecasts = {"model": median}
-        for name in METHODS_BASE:
-            forecasts[name] = bl.forecast(name, d_all, years, a, horizon, history=history)
+        fitted = bl.fits(d_all, years, a, horizon, history=history)
+        forecasts = {"model": median, **{name: bl.change(bl.FITTED[name](fitted), history) if name in bl.FITTED
+                                         else bl.forecast(name, d_all, years, a, horizon, history=history)
+                                         for name in METHODS_BASE}}
         observed = d_all[a + 1: a + horizon + 1] - d_all[a]
         scores.anchors.append(a)
+        level = fitted.adaptive()[history - 1] - d_all[a]
+        scores.calibration.append({"anchor": a, **calibration_scores(
+            products, cube["displacement"], a, observed[-1], valid, inputs=inputs, level=level)})
         scores.add("observed", "overall", forecasts, observed, valid)
         if zones is not None:
             scores.add("observed", "zones", forecasts, observed, valid & zones)
@@ -253,6 +287,30 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         classes = np.asarray(products["class"].values)
         scores.maps.append({"anchor": a, **map_scores(median[-1], classes, true_change[-1], valid, zones)})
     return scores
+
+
+def calibration_scores(products: xr.Dataset, displacement: xr.DataArray, anchor: int, observed: np.ndarray,
+                       valid: np.ndarray, *, inputs: str, level: np.ndarray) -> dict[str, float]:
+    """One origin's calibration sums (see :meth:`SkillScores.calibration_table`): the members at the
+    products' horizon, their thresholds, the observation noise up to ``anchor`` and the observed
+    change ``observed (y, x)`` at that horizon."""
+    from . import calibration as cal
+
+    h = int(products.attrs["horizon"])
+    members = np.asarray(products["forecast"].transpose("member", "horizon", "y", "x").values[:, h - 1], np.float64)
+    sigma = cal.observation_sigma(displacement, anchor)
+    centre, scale = cal.observation_predictive(members, sigma, inputs=inputs, level=level)
+    u = cal.pit(centre, scale, observed)
+    ok = valid & np.isfinite(u)
+    out = {"pixels": int(ok.sum()), "pit_inside": int(((u[ok] >= 0.1) & (u[ok] <= 0.9)).sum())}
+    for tau in CALIBRATION_LEVELS:
+        p = cal.noisy_exceedance(centre, scale, float(products.attrs[f"q{tau}"]))[ok]
+        o = (np.abs(observed[ok]) >= float(products.attrs[f"q{tau}"])).astype(np.float64)
+        base = float(o.mean()) if o.size else math.nan
+        out.update({f"brier_{tau}": float(((p - o) ** 2).mean()) if o.size else math.nan,
+                    f"reference_{tau}": base * (1 - base), f"base_rate_{tau}": base,
+                    f"mean_p_{tau}": float(p.mean()) if o.size else math.nan})
+    return out
 
 
 def seam_ratio(layer: np.ndarray, *, patch: int, overlap: int, offset_y: int = 0, offset_x: int = 0) -> float:
