@@ -285,3 +285,35 @@ def test_the_observation_predictive_of_residual_inputs_uses_the_observed_anchor_
         assert (skill > 0.1) if skilful else (abs(skill) < 0.05), (inputs, skill)
     with pytest.raises(ValueError, match="level"):
         cal.observation_predictive(member, s, inputs="residual")
+
+
+def test_scores_over_origins_hold_the_maps_and_calibration_of_a_model_that_is_its_baseline():
+    """A residual 'ensemble' that corrects nothing is the adaptive baseline: its map scores equal the
+    baseline's own, the noise-free fit finds the trough (recall 1), and the pooled calibration of
+    white noise of 1 mm is near nominal."""
+    import xarray as xr
+
+    from insarcast.report.skill import origins, score
+
+    d, valid, times, trough = _cube(n=120, size=24, seed=2)
+    truth = xr.DataArray((RATE * trough[None] * _years(120)[:, None, None]
+                          + 1.0 * np.sin(2 * np.pi * _years(120))[:, None, None]).astype(np.float32),
+                         dims=("t", "y", "x"))
+    cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
+                      coords={"t": times, "y": np.arange(24.0)[::-1] * 100, "x": np.arange(24.0) * 100})
+
+    class Zero:
+        settings = {"predict": lambda x: np.zeros((2, x.shape[0], F, P, P), np.float32), "history": T,
+                    "horizon_steps": F, "patch": P, "members": 2, "inputs": "residual",
+                    "norm": {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}}
+
+    anchors = origins(120, history=T, horizon=F, start=100, count=3)
+    scores = score(cube, Zero(), anchors=anchors, truth=truth)
+    maps = scores.map_table()
+    assert len(maps) == 3
+    np.testing.assert_array_equal(maps["recall_top5"], maps["recall_top5_adaptive"])
+    assert (maps["recall_top5_truth_fit"] == 1.0).all()
+    assert (maps["true_q95_mm"] > maps["true_q85_mm"]).all()
+    pooled = scores.calibration_table().iloc[-1]
+    assert pooled["anchor"] == "all" and pooled["pixels"] == 3 * (valid.sum())
+    assert 0.7 <= pooled["pit_central_80"] <= 0.9

@@ -18,7 +18,11 @@ errors, with the Harvey-Leybourne-Newbold small-sample correction. The map score
 classes find what moves: of the pixels whose true change over the horizon is in the top 5 %, the
 share classed High or Highest (``recall_top5``); of the High/Highest pixels, the share among the top
 15 % true movers (``precision_top15``); the correlation of the forecast map with the true change
-inside the zones (``corr_zones``).
+inside the zones (``corr_zones``). Beside them, with a truth: the same two shares for the adaptive
+baseline's map (``*_adaptive``) and for that baseline fitted to the noise-free truth (``*_truth_fit``,
+the ceiling of what the method could rank with perfect observations), and the 85th and 95th
+percentiles of the true |change| (``true_q85_mm``, ``true_q95_mm``): where they nearly coincide, the
+top 5 % is cut out of a plateau of equal motion and no forecast from noisy data can rank it.
 
 Calibration over the same origins (:meth:`SkillScores.calibration_table`): at each origin the
 members at the products' horizon become the predictive distribution of the observed change with
@@ -222,6 +226,19 @@ def map_scores(median: np.ndarray, classes: np.ndarray, true_change: np.ndarray,
     return out
 
 
+def quantile_classes(layer: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The susceptibility classes of a forecast map by its own Q85/Q95/Q99 of ``|layer|`` over the
+    valid pixels (the products' rule, :mod:`insarcast.udf.products`), 255 elsewhere."""
+    from insarcast.udf.products import NODATA_CLASS, classify
+
+    a = np.abs(np.asarray(layer, np.float64))
+    ok = valid & np.isfinite(a)
+    out = np.full(a.shape, NODATA_CLASS, np.uint8)
+    if ok.any():
+        out[ok] = classify(a[ok], np.quantile(a[ok], [0.85, 0.95, 0.99]))
+    return out
+
+
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
         return math.nan
@@ -285,7 +302,17 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
             scores.add("truth", "zones", forecasts, true_change, valid & zones)
         scores.add("truth", "moving", forecasts, true_change, valid & moving)
         classes = np.asarray(products["class"].values)
-        scores.maps.append({"anchor": a, **map_scores(median[-1], classes, true_change[-1], valid, zones)})
+        row = {"anchor": a, **map_scores(median[-1], classes, true_change[-1], valid, zones)}
+        # the same for the adaptive baseline, and for it fitted to the noise-free truth: what perfect
+        # observations would let the method find (the ceiling of its ranking)
+        truth_fit = bl.change(bl.fits(t_true, years, a, horizon, history=history).adaptive(), history)[-1]
+        for label, layer in (("adaptive", forecasts["adaptive"][-1]), ("truth_fit", truth_fit)):
+            own = map_scores(layer, quantile_classes(layer, valid), true_change[-1], valid, zones)
+            row.update({f"{k}_{label}": own[k] for k in ("recall_top5", "precision_top15") if k in own})
+        size = np.abs(true_change[-1][valid & np.isfinite(true_change[-1])])
+        if size.size:
+            row["true_q85_mm"], row["true_q95_mm"] = (float(v) for v in np.quantile(size, [0.85, 0.95]))
+        scores.maps.append(row)
     return scores
 
 
