@@ -133,6 +133,9 @@ def print_skill(result: dict) -> None:
     pooled = result["calibration"][-1]
     print(f"  calibration over the origins: PIT central 80 % {pooled['pit_central_80']:.3f} (goal 0.75..0.85)  "
           + "  ".join(f"BSS P{tau} {pooled[f'brier_skill_{tau}']:.3f}" for tau in (85, 95, 99)) + "  (goal > 0)")
+    if "truth_pit_central_80" in pooled:
+        print(f"  the products' probabilities against the truth: PIT central 80 % {pooled['truth_pit_central_80']:.3f}  "
+              + "  ".join(f"BSS P{tau} {pooled[f'truth_brier_skill_{tau}']:.3f}" for tau in (85, 95, 99)))
 
 
 def learning_curve(budgets: list[tuple[int, int]], *, data: Path) -> list[dict]:

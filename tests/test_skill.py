@@ -317,3 +317,48 @@ def test_scores_over_origins_hold_the_maps_and_calibration_of_a_model_that_is_it
     pooled = scores.calibration_table().iloc[-1]
     assert pooled["anchor"] == "all" and pooled["pixels"] == 3 * (valid.sum())
     assert 0.7 <= pooled["pit_central_80"] <= 0.9
+
+
+def test_the_reference_error_scale_matches_the_spread_of_its_forecasts():
+    """A steady trend + annual under white noise of sigma = 2 mm: over many pixels the error of the
+    adaptive forecast of the change (against the noise-free change) divided by its stated scale
+    has a standard deviation near 1, and 80 % +- 4 % of the true changes lie in the central 80 %."""
+    from insarcast.udf.inputs import reference_scale
+
+    rng = np.random.default_rng(5)
+    n, pixels, h = 150, 4000, F
+    t = _years(n)
+    signal = (-20.0 * t + 4.0 * np.sin(2 * np.pi * t))[:, None] * np.ones((1, pixels))
+    d = (signal + rng.normal(0.0, 2.0, signal.shape)).astype(np.float32)
+    a = n - 1
+    future = t[a] + STEP * np.arange(1, h + 1)
+    true_change = (-20.0 * (future - t[a]) + 4.0 * (np.sin(2 * np.pi * future) - np.sin(2 * np.pi * t[a])))
+    forecast = bl.adaptive(d, t, a, h, history=T)
+    scale = reference_scale(d, t, history=T, horizon=h)
+    z = (true_change[:, None] - forecast) / scale
+    assert 0.8 <= z[-1].std() <= 1.25
+    assert 0.76 <= np.mean(np.abs(z[-1]) <= 1.2816) <= 0.84
+
+
+def test_residual_products_with_their_error_scale_are_the_same_in_numpy_and_dask():
+    """The error scale is computed per pixel from the whole series: any chunking (5 < P) gives the
+    numpy products, including the scale itself, and the exceedance probabilities are no longer
+    all 0 or 1 (an ensemble whose members agree still says how sure it is)."""
+    import xarray as xr
+
+    from insarcast.udf.forecast import forecast_products
+
+    d, valid, times, _ = _cube(n=90, size=20, seed=4)
+    cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
+                      coords={"t": times, "y": np.arange(20.0)[::-1] * 100, "x": np.arange(20.0) * 100})
+    settings = {"predict": lambda x: np.zeros((2, x.shape[0], F, P, P), np.float32), "history": T,
+                "horizon_steps": F, "patch": P, "members": 2, "inputs": "residual",
+                "norm": {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}}
+    reference = forecast_products(cube, **settings)
+    assert float(reference["forecast_scale"].isel(horizon=-1).median()) > 0
+    p95 = reference["p95"].values[valid]
+    assert ((p95 > 0.01) & (p95 < 0.99)).any()
+    lazy = forecast_products(cube.chunk({"t": -1, "y": 5, "x": 7}), **settings)
+    for name in ("forecast_scale", "median", "std", "class", "p95", "rank_variance", "bivariate"):
+        xr.testing.assert_allclose(lazy[name].compute(), reference[name], atol=1e-6)
+    assert lazy.attrs["std_tercile_2"] == pytest.approx(reference.attrs["std_tercile_2"], rel=1e-6)

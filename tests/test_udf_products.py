@@ -388,3 +388,25 @@ def test_udf_never_imports_torch():
     code = ("import sys, insarcast.udf, insarcast.udf.forecast, insarcast.udf.tiling, "
             "insarcast.udf.products, insarcast.udf.inputs; assert 'torch' not in sys.modules, 'torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_forecast_error_scale_spreads_each_member_by_hand():
+    """One member at d = 0 with s = 2 mm exceeds Q = 2 mm with probability 2 (1 - Phi(1)) = 0.3173;
+    a member at d = Q with a tiny s exceeds it half the time; s = 0 is the paper's vote. The class
+    variance is that of the masses, and std combines the members' spread with s."""
+    from insarcast.udf.products import exceedance, normal_cdf, products
+
+    assert float(normal_cdf(np.array(1.0))) == pytest.approx(0.8413447, abs=1e-6)
+    d = np.array([[[0.0, 2.0, 5.0]]])                                   # K = 1, y = 1, x = 3
+    s = np.array([[2.0, 1e-6, 0.0]])
+    np.testing.assert_allclose(exceedance(d, 2.0, s)[0], [0.3173105, 0.5, 1.0], atol=1e-6)
+    np.testing.assert_array_equal(exceedance(d, 2.0, None), exceedance(d, 2.0, np.zeros((1, 3))))
+    th = {"q85": 1.0, "q95": 2.0, "q99": 3.0, "std_tercile_1": 0.5, "std_tercile_2": 1.0}
+    out = products(d.astype(np.float32), th, s)
+    masses = np.stack([out[f"mass_{c}"][0, 0] for c in ("low", "medium", "high", "highest")])
+    p = [2 * (1 - float(normal_cdf(np.array(q / 2.0)))) for q in (1.0, 2.0, 3.0)]
+    np.testing.assert_allclose(masses, [1 - p[0], p[0] - p[1], p[1] - p[2], p[2]], atol=1e-6)
+    codes = np.arange(4.0)
+    assert out["rank_variance"][0, 0] == pytest.approx((codes ** 2 @ masses) - (codes @ masses) ** 2, abs=1e-5)
+    assert out["std"][0, 0] == pytest.approx(2.0) and out["class"][0, 0] == 0      # |median| = 0 < q85
+    assert out["confidence"][0, 0] == pytest.approx(1 - p[0], abs=1e-6)

@@ -20,7 +20,7 @@ from insarcast.errors import InputError
 
 from insarcast.baselines import decimal_years
 
-from .inputs import check_inputs, norm_values
+from .inputs import check_inputs, norm_values, reference_scale
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
@@ -29,16 +29,17 @@ from .tiling import check_tiling, default_overlap, forecast_block, forecast_dask
 CUBE_DIMS = ("t", "y", "x")
 
 _DESCRIPTIONS = {
-    "std": ("standard deviation over members of |d_k| (ddof=0)", "mm"),
-    "p85": ("P85 = mean_k 1[|d_k| >= q85]", "1"),
-    "p95": ("P95 = mean_k 1[|d_k| >= q95]", "1"),
-    "p99": ("P99 = mean_k 1[|d_k| >= q99]", "1"),
+    "std": ("sqrt(std_k(|d_k|)^2 + s^2): members' standard deviation (ddof=0) and the forecast error scale s",
+            "mm"),
+    "p85": ("P85 = mean_k P(|d_k + e| >= q85), e ~ N(0, s^2) (s = 0: the share of members)", "1"),
+    "p95": ("P95 = mean_k P(|d_k + e| >= q95), e ~ N(0, s^2) (s = 0: the share of members)", "1"),
+    "p99": ("P99 = mean_k P(|d_k + e| >= q99), e ~ N(0, s^2) (s = 0: the share of members)", "1"),
     "mass_low": ("probability mass of class low = 1 - P85", "1"),
     "mass_medium": ("probability mass of class medium = P85 - P95", "1"),
     "mass_high": ("probability mass of class high = P95 - P99", "1"),
     "mass_highest": ("probability mass of class highest = P99", "1"),
     "confidence": ("probability mass of the assigned class", "1"),
-    "rank_variance": ("variance over members (ddof=0) of the class of |d_k|", "1"),
+    "rank_variance": ("variance of the class under the forecast distribution (s = 0: over members, ddof=0)", "1"),
     "class": ("susceptibility class of |median_k d_k|: <q85 low, <q95 medium, <q99 high, else highest", None),
     "bivariate": ("3 * susceptibility level (low, medium, high-or-highest) + std tercile", None),
 }
@@ -151,11 +152,16 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
                     patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, offset_y=offset_y,
                     offset_x=offset_x, inputs=inputs, years=years if inputs != "paper" else None)
     path = _products_dask if lazy else _products_numpy
-    fc, median, stack, thresholds = path(last, valid_data, offset, settings, horizon=horizon, mode=mode,
-                                         thresholds=thresholds, materialise=materialise)
+    fc, median, stack, thresholds, scale = path(last, valid_data, offset, settings, horizon=horizon, mode=mode,
+                                                thresholds=thresholds, materialise=materialise)
 
     out = _dataset(displacement, fc, median, stack, thresholds=thresholds, given=given, horizon=horizon,
                    mode=mode, history=history, patch=patch, overlap=overlap, members=members)
+    if scale is not None:
+        out["forecast_scale"] = (("horizon", "y", "x"), scale, {
+            **out["median"].attrs, "units": "mm",
+            "long_name": "standard error of the reference forecast of the change (least-squares prediction "
+                         "error of the adaptive curve), the spread the products give each member"})
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs)
     return out
 
@@ -171,13 +177,20 @@ def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizo
         fc = materialise(fc)
     d = fc[:, horizon - 1] if offset is None else fc[:, horizon - 1] + da.asarray(offset).rechunk(fc.chunks[2:])
     median = da.map_blocks(_median, fc, drop_axis=0, dtype=np.float32)
+    scale = None
+    if settings["inputs"] == "residual":
+        steps, series = settings["horizon_steps"], da.asarray(last).rechunk({0: -1})
+        scale = da.map_blocks(reference_scale, series, settings["years"], history=settings["history"],
+                              horizon=steps, dtype=np.float32, chunks=((steps,),) + series.chunks[1:])
+        scale = da.where(da.isfinite(median), scale.rechunk(median.chunks), np.nan).astype(np.float32)
+    at_h = None if scale is None else scale[horizon - 1]
     if thresholds is None:
-        stats = da.map_blocks(_stats, d, dtype=np.float32, chunks=((2,),) + d.chunks[1:])
+        stats = da.map_blocks(_stats, d, at_h, dtype=np.float32, chunks=((2,),) + d.chunks[1:])
         m_abs, std = stats.compute()
         thresholds = compute_thresholds(m_abs, std)
-    stack = da.map_blocks(product_stack, d, thresholds, dtype=np.float32,
+    stack = da.map_blocks(product_stack, d, thresholds, at_h, dtype=np.float32,
                           chunks=((len(PRODUCTS),),) + d.chunks[1:])
-    return fc, median, stack, thresholds
+    return fc, median, stack, thresholds, scale
 
 
 def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horizon: int, mode: str,
@@ -195,10 +208,15 @@ def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horiz
     fc = forecast_block(last, valid_data, **settings)
     d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))
     median = _median(fc)
+    scale = None
+    if settings["inputs"] == "residual":
+        scale = reference_scale(last, settings["years"], history=history, horizon=settings["horizon_steps"])
+        scale = np.where(np.isfinite(median), scale, np.nan).astype(np.float32)
+    at_h = None if scale is None else scale[horizon - 1]
     if thresholds is None:
-        thresholds = compute_thresholds(*member_statistics(d))
-    stack = product_stack(d, thresholds)
-    return fc, median, stack, thresholds
+        thresholds = compute_thresholds(*member_statistics(d, at_h))
+    stack = product_stack(d, thresholds, at_h)
+    return fc, median, stack, thresholds, scale
 
 
 def _median(fc: np.ndarray) -> np.ndarray:
@@ -206,8 +224,8 @@ def _median(fc: np.ndarray) -> np.ndarray:
         return np.median(fc, axis=0).astype(np.float32)
 
 
-def _stats(d: np.ndarray) -> np.ndarray:
-    return np.stack(member_statistics(d))
+def _stats(d: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    return np.stack(member_statistics(d, scale))
 
 
 def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thresholds, given: bool,

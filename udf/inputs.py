@@ -160,6 +160,15 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     return ModelInputs(x, reference.astype(np.float32), level.astype(np.float32))
 
 
+def reference_scale(displacement: np.ndarray, years: np.ndarray, *, history: int, horizon: int) -> np.ndarray:
+    """The residual reference's error scale ``(F, y, x)`` float32 mm from ``displacement (t, y, x)``
+    (anchor: the last epoch): :meth:`insarcast.baselines.Fits.adaptive_scale`, per pixel, NaN where
+    the series is not finite. The products take it as the spread of each member's forecast."""
+    d = np.asarray(displacement)
+    f = fits(d, np.asarray(years, np.float64), d.shape[0] - 1, horizon, history=history)
+    return np.where(np.isfinite(d).all(axis=0), f.adaptive_scale(), np.nan).astype(np.float32)
+
+
 def denormalise(forecast: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
     """Forecast in mm from normalised model output: ``forecast * target_std + target_mean``.
 

@@ -9,11 +9,18 @@ NaN where the pixel is not valid. With ``a_k = |d_k|`` and ``m = median_k d_k``:
   :func:`products` block by block;
 - ``class``: 0 Low ``|m| < Q85``, 1 Medium ``< Q95``, 2 High ``< Q99``, 3 Highest otherwise
   (uint8, 255 where not valid); the class of a value v is the number of thresholds with v >= Q;
-- ``p85, p95, p99``: ``P_tau = mean_k 1[a_k >= Q_tau]``;
+- ``p85, p95, p99``: ``P_tau = mean_k P(|d_k + e| >= Q_tau)`` with ``e ~ N(0, s^2)``, ``s (y, x)``
+  the forecast's own error scale (:func:`insarcast.baselines.Fits.adaptive_scale`, given by the
+  residual formulation; see :func:`products`); where ``s = 0`` (the paper's formulation, which gives
+  none) this is the paper's share of members ``mean_k 1[a_k >= Q_tau]``;
 - masses ``mass_low = 1 - P85``, ``mass_medium = P85 - P95``, ``mass_high = P95 - P99``,
   ``mass_highest = P99``; ``confidence`` = the mass of the assigned class;
-- ``std``: population standard deviation (ddof = 0) of ``a_k`` over the K members;
-- ``rank_variance``: population variance (ddof = 0) over k of the class ``a_k`` alone would get;
+- ``std``: ``sqrt(std_k(a_k)^2 + s^2)`` with ``std_k`` the population standard deviation (ddof = 0)
+  over the K members: the members' disagreement and the forecast's error scale together (with
+  ``s = 0`` the paper's std of ``a_k``);
+- ``rank_variance``: the variance of the class under that distribution,
+  ``sum_c c^2 mass_c - (sum_c c mass_c)^2`` (with ``s = 0`` the population variance over k of the class
+  ``a_k`` alone would get);
 - ``bivariate``: ``3 * s + u`` (uint8 0..8, 255 where not valid) with susceptibility level
   ``s = min(class, 2)`` (Low, Medium, High-or-Highest) and uncertainty level ``u`` = 0 for
   ``std < S1``, 1 for ``std < S2``, 2 otherwise.
@@ -113,13 +120,42 @@ def check_horizon(horizon: int | None, steps: int) -> int:
     return int(horizon)
 
 
-def member_statistics(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``|m|`` (``m = median_k d_k``) and ``std_k |d_k|`` (ddof = 0), each ``(y, x)`` float32."""
+def member_statistics(d: np.ndarray, scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``|m|`` (``m = median_k d_k``) and ``std`` (``std_k |d_k|``, ddof = 0, combined with the error
+    scale ``s`` as ``sqrt(std_k^2 + s^2)`` where given), each ``(y, x)`` float32."""
     d = np.asarray(d, np.float32)
     with np.errstate(invalid="ignore"):
         m_abs = np.abs(np.median(d, axis=0))
         std = np.abs(d).std(axis=0)
+        if scale is not None:
+            std = np.sqrt(std.astype(np.float64) ** 2 + np.asarray(scale, np.float64) ** 2)
     return m_abs.astype(np.float32), std.astype(np.float32)
+
+
+def normal_cdf(z: np.ndarray) -> np.ndarray:
+    """The standard normal distribution function, float64, without scipy (the UDF's dependencies):
+    ``(1 + erf(z / sqrt 2)) / 2`` with the erf of Abramowitz and Stegun 7.1.26 (absolute error of erf
+    below 1.5e-7)."""
+    x = np.abs(np.asarray(z, np.float64)) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-x * x)
+    return 0.5 * (1.0 + np.sign(z) * erf)
+
+
+def exceedance(d: np.ndarray, level: float, scale: np.ndarray | None = None) -> np.ndarray:
+    """``mean_k P(|d_k + e| >= level)``, ``e ~ N(0, scale^2)`` (y, x) float64; the share of members
+    with ``|d_k| >= level`` where ``scale`` is None, 0 or not finite."""
+    d = np.asarray(d, np.float64)
+    votes = classify(np.abs(d), (level,)).mean(axis=0)
+    if scale is None:
+        return votes
+    s = np.asarray(scale, np.float64)
+    spread = np.isfinite(s) & (s > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s_safe = np.where(spread, s, 1.0)
+        p = (normal_cdf((-level - d) / s_safe) + 1.0 - normal_cdf((level - d) / s_safe)).mean(axis=0)
+    return np.where(spread, p, votes)
 
 
 def thresholds(m_abs: np.ndarray, std: np.ndarray) -> Thresholds:
@@ -147,18 +183,20 @@ def classify(values: np.ndarray, levels) -> np.ndarray:
         return sum((values >= level).astype(np.int64) for level in levels)
 
 
-def products(d: np.ndarray, th: Thresholds | Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Every product of the module docstring from ``d (K, y, x)`` mm and global thresholds ``th``."""
+def products(d: np.ndarray, th: Thresholds | Mapping[str, Any], scale: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
+    """Every product of the module docstring from ``d (K, y, x)`` mm, global thresholds ``th`` and the
+    forecast's error scale ``scale (y, x)`` mm (None: none, the paper's products)."""
     th = Thresholds.from_mapping(th)
     d = np.asarray(d, np.float32)
     valid = np.isfinite(d).all(axis=0)
-    m_abs, std = member_statistics(d)
-    a = np.abs(d)
+    m_abs, std = member_statistics(d, scale)
     cls = classify(m_abs, th.levels)
-    p = [classify(a, (q,)).mean(axis=0) for q in th.levels]          # P85, P95, P99
+    p = [exceedance(d, q, scale) for q in th.levels]                 # P85, P95, P99
     masses = np.stack([1 - p[0], p[0] - p[1], p[1] - p[2], p[2]])
     confidence = np.take_along_axis(masses, cls[None], axis=0)[0]
-    rank_variance = classify(a, th.levels).var(axis=0)
+    codes = np.arange(4.0).reshape(4, *([1] * (masses.ndim - 1)))
+    rank_variance = np.maximum((codes ** 2 * masses).sum(axis=0) - (codes * masses).sum(axis=0) ** 2, 0.0)
     uncertainty = classify(std, (th.std_tercile_1, th.std_tercile_2))
     bivariate = 3 * np.minimum(cls, 2) + uncertainty
 
@@ -177,10 +215,10 @@ def products(d: np.ndarray, th: Thresholds | Mapping[str, Any]) -> dict[str, np.
     }
 
 
-def product_stack(d: np.ndarray, th: Thresholds | Mapping[str, Any]) -> np.ndarray:
+def product_stack(d: np.ndarray, th: Thresholds | Mapping[str, Any], scale: np.ndarray | None = None) -> np.ndarray:
     """:func:`products` as one ``(len(PRODUCTS), y, x)`` float32 array in :data:`PRODUCTS` order.
 
     Class codes (0..8 and 255) are exact in float32; cast them back with ``astype(np.uint8)``.
     """
-    out = products(d, th)
+    out = products(d, th, scale)
     return np.stack([out[name].astype(np.float32) for name in PRODUCTS])

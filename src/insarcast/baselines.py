@@ -52,9 +52,10 @@ class Fits(NamedTuple):
     local_misfit: np.ndarray      # (...) RMS of d - local over the T window
     noise: np.ndarray             # (...) noise of one epoch: 1.4826 MAD(second differences) / sqrt(6)
     history: int                  # T
+    factors: np.ndarray           # (3, F) g_k' (X'X)^+ g_k of the linear, local and long designs (see scale)
 
-    def adaptive(self) -> np.ndarray:
-        """The smoothest curve that still fits the window: long, else local, else the window's line.
+    def choice(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where :meth:`adaptive` takes the long fit, and where (not long) the local line: two bool (...).
 
         "Fits" is an RMS misfit at most :data:`ADAPTIVE_RATIO` times the line's own, the line's
         floored at what the noise alone gives it (``noise * sqrt((T - 2) / T)``), so that a window
@@ -63,8 +64,29 @@ class Fits(NamedTuple):
             t = self.history
             floor = np.nan_to_num(self.noise) * np.sqrt(max(t - 2, 1) / t)
             limit = ADAPTIVE_RATIO * np.maximum(self.window_misfit, floor)
-            local = np.where(self.local_misfit <= limit, self.local, self.linear)
-            return np.where(self.long_misfit <= limit, self.long, local)
+            long_ = self.long_misfit <= limit
+            return long_, ~long_ & (self.local_misfit <= limit)
+
+    def adaptive(self) -> np.ndarray:
+        """The smoothest curve that still fits the window: long, else local, else the window's line."""
+        long_, local = self.choice()
+        return np.where(long_, self.long, np.where(local, self.local, self.linear))
+
+    def adaptive_scale(self) -> np.ndarray:
+        """(F, ...) standard error of the adaptive forecast of the change ``R(a+k) - R(a)``, mm.
+
+        The textbook prediction error of a least-squares extrapolation: ``s_k = sigma sqrt(g_k'
+        (X'X)^+ g_k)`` with X the chosen curve's design over the epochs it was fitted to and ``g_k =
+        x(a+k) - x(a)`` its rows' difference, and ``sigma`` the residual scale of that curve, the larger
+        of the noise of one epoch and its RMS misfit over the window (so a curve that fits the recent
+        epochs worse than the noise says so). It does not know a change of regime after the anchor."""
+        long_, local = self.choice()
+        shape = (-1,) + (1,) * np.ndim(self.noise)
+        linear_f, local_f, long_f = (np.asarray(f, np.float64).reshape(shape) for f in self.factors)
+        misfit = np.where(long_, self.long_misfit, np.where(local, self.local_misfit, self.window_misfit))
+        factor = np.where(long_, long_f, np.where(local, local_f, linear_f))
+        with np.errstate(invalid="ignore"):
+            return np.fmax(self.noise, misfit) * np.sqrt(factor)
 
 
 def decimal_years(times: np.ndarray) -> np.ndarray:
@@ -121,9 +143,19 @@ def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history
     with np.errstate(invalid="ignore"):
         centre = np.median(second, axis=1, keepdims=True)
         noise = 1.4826 * np.median(np.abs(second - centre), axis=1) / np.sqrt(6.0)
+    factors = np.stack([_factors(line[:history], line, history),
+                        _factors(design(t_local, False), line, history),
+                        _factors(design(years[: anchor + 1], annual), design(t_out, annual), history)])
     return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), local.reshape(-1, *shape),
                 _rms(window, linear).reshape(shape), _rms(window, long).reshape(shape),
-                _rms(window, local).reshape(shape), noise.reshape(shape), history)
+                _rms(window, local).reshape(shape), noise.reshape(shape), history, factors)
+
+
+def _factors(fitted: np.ndarray, out: np.ndarray, history: int) -> np.ndarray:
+    """``g_k' (X'X)^+ g_k`` for k = 1..F with X = ``fitted`` and ``g_k = out[T - 1 + k] - out[T - 1]``:
+    the variance of a forecast change per unit noise variance (``(X'X)^+ = X^+ X^+'``)."""
+    g = out[history:] - out[history - 1]
+    return np.sum((g @ np.linalg.pinv(fitted)) ** 2, axis=1)
 
 
 def change(curve: np.ndarray, history: int) -> np.ndarray:

@@ -223,7 +223,8 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     sigma = calibration.observation_sigma(ds["displacement"], a)
     centre, scale = calibration.observation_predictive(
         members_hc[:, horizon - 1], sigma, inputs=str(hp.attrs.get("inputs", "paper")),
-        level=_anchor_level(ds, a, steps=steps, history=history))
+        level=_anchor_level(ds, a, steps=steps, history=history),
+        forecast_scale=hp["forecast_scale"].sel(horizon=horizon).values if "forecast_scale" in hp else None)
     noisy = {tau: calibration.noisy_exceedance(centre, scale, hthr[tau]) for tau in calibration.LEVELS}
     rel_noise_tab, brier_noise_tab = calibration.reliability(noisy, np.abs(obs_h), hthr, members=None)
     pit_tab = calibration.pit_table(calibration.pit(centre, scale, obs_h))

@@ -26,8 +26,8 @@ The predictive distribution of the observed change is then a mixture of normals 
   noise of both epochs;
 - ``residual`` ensembles forecast the change from the fitted level ``R(a)`` of the adaptive curve
   (:mod:`insarcast.udf.inputs`), so ``d(a+h) = R(a) + d_k + e(a+h)`` and the observed change is
-  ``d_k + (R(a) - d(a)) + e(a+h)``: ``N(d_k + level, sigma^2)`` with ``level = R(a) - d(a)`` known
-  at the anchor. The anchor's own departure is an observed number, not a second unknown noise:
+  ``d_k + (R(a) - d(a)) + e(a+h)``: ``N(d_k + level, sigma^2 + s^2)`` with ``level = R(a) - d(a)``
+  known at the anchor and ``s`` the products' own error scale of the forecast (``forecast_scale``). The anchor's own departure is an observed number, not a second unknown noise:
   treating it as one (``N(d_k, 2 sigma^2)``) stays about as well calibrated but throws that
   information away, a wider predictive with less resolution (on the demo's test period over eight
   origins, for the adaptive baseline alone, a Brier skill of P85 of 0.07 instead of 0.25).
@@ -145,17 +145,21 @@ def observation_sigma(displacement, anchor: int, *, rows_per_block: int | None =
 
 
 def observation_predictive(members_fc: np.ndarray, sigma: np.ndarray, *, inputs: str,
-                           level: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           level: np.ndarray | None = None, forecast_scale: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
     """The centres ``(K, y, x)`` and the scale ``(y, x)`` of the normal mixture that predicts the
     observed change from member forecasts ``(K, y, x)`` at one horizon (see the module docstring):
-    ``paper``: ``(d_k, sqrt(2) sigma)``; ``residual``: ``(d_k + level, sigma)``."""
+    ``paper``: ``(d_k, sqrt(2) sigma)``; ``residual``: ``(d_k + level, sqrt(sigma^2 + s^2))`` with ``s``
+    the products' ``forecast_scale`` at that horizon (the error of the forecast of the ground itself;
+    0 where not given)."""
     d = np.asarray(members_fc, np.float64)
     sigma = np.asarray(sigma, np.float64)
     if inputs == "paper":
         return d, math.sqrt(2.0) * sigma
     if level is None:
         raise ValueError("a residual ensemble's observation predictive needs the level R(a) - d(a)")
-    return d + np.asarray(level, np.float64)[None], sigma
+    s = 0.0 if forecast_scale is None else np.nan_to_num(np.asarray(forecast_scale, np.float64))
+    return d + np.asarray(level, np.float64)[None], np.sqrt(sigma ** 2 + s ** 2)
 
 
 def noisy_exceedance(members_fc: np.ndarray, scale: np.ndarray, threshold: float) -> np.ndarray:

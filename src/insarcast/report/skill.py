@@ -30,7 +30,8 @@ the observation noise (:func:`insarcast.report.calibration.observation_predictiv
 the origins, the share of PIT values in [0.1, 0.9] (nominal 0.8) and the Brier skill of P85, P95
 and P99 against the climatology of each origin (its own base rate ``o_bar``, reference
 ``o_bar (1 - o_bar)``): one anchor's atmosphere is one spatially correlated draw, so a single
-origin cannot say whether a forecast is calibrated.
+origin cannot say whether a forecast is calibrated. With a truth, the same for the products' own
+probabilities against the noise-free change (``truth_*``, :func:`truth_calibration`).
 
 Imports numpy, pandas, scipy and the torch-free UDF only.
 """
@@ -143,16 +144,24 @@ class SkillScores:
         rows = pd.DataFrame(self.calibration)
         if rows.empty:
             return rows
-        n = rows["pixels"]
-        pooled = {"anchor": "all", "pixels": int(n.sum()), "pit_inside": int(rows["pit_inside"].sum())}
-        for tau in CALIBRATION_LEVELS:
-            for key in (f"brier_{tau}", f"reference_{tau}", f"base_rate_{tau}", f"mean_p_{tau}"):
+        pooled = {"anchor": "all"}
+        for prefix in ("", "truth_") if "truth_pixels" in rows else ("",):
+            n = rows[f"{prefix}pixels"]
+            pooled[f"{prefix}pixels"] = int(n.sum())
+            pooled[f"{prefix}pit_inside"] = int(rows[f"{prefix}pit_inside"].sum())
+            for key in (f"{prefix}brier_{tau}" for tau in CALIBRATION_LEVELS):
                 pooled[key] = float((rows[key] * n).sum() / n.sum())
+            for key in (f"{prefix}reference_{tau}" for tau in CALIBRATION_LEVELS):
+                pooled[key] = float((rows[key] * n).sum() / n.sum())
+        for key in (f"{name}_{tau}" for name in ("base_rate", "mean_p") for tau in CALIBRATION_LEVELS):
+            pooled[key] = float((rows[key] * rows["pixels"]).sum() / rows["pixels"].sum())
         rows = pd.concat([rows.astype({"anchor": object}), pd.DataFrame([pooled])], ignore_index=True)
-        rows["pit_central_80"] = rows["pit_inside"] / rows["pixels"]
-        for tau in CALIBRATION_LEVELS:
-            ref = rows[f"reference_{tau}"]
-            rows[f"brier_skill_{tau}"] = np.where(ref > 0, 1 - rows[f"brier_{tau}"] / ref.where(ref > 0), np.nan)
+        for prefix in ("", "truth_") if "truth_pixels" in rows else ("",):
+            rows[f"{prefix}pit_central_80"] = rows[f"{prefix}pit_inside"] / rows[f"{prefix}pixels"]
+            for tau in CALIBRATION_LEVELS:
+                ref = rows[f"{prefix}reference_{tau}"]
+                rows[f"{prefix}brier_skill_{tau}"] = np.where(ref > 0, 1 - rows[f"{prefix}brier_{tau}"]
+                                                              / ref.where(ref > 0), np.nan)
         return rows
 
     def horizon_tables(self) -> pd.DataFrame:
@@ -297,6 +306,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
             continue
         true_change = t_true[a + 1: a + horizon + 1] - t_true[a]
         moving = np.abs(true_change[-1]) >= MOVING_RATE * horizon * spacing_years
+        scores.calibration[-1].update(truth_calibration(products, true_change[-1], valid))
         scores.add("truth", "overall", forecasts, true_change, valid)
         if zones is not None:
             scores.add("truth", "zones", forecasts, true_change, valid & zones)
@@ -326,7 +336,8 @@ def calibration_scores(products: xr.Dataset, displacement: xr.DataArray, anchor:
     h = int(products.attrs["horizon"])
     members = np.asarray(products["forecast"].transpose("member", "horizon", "y", "x").values[:, h - 1], np.float64)
     sigma = cal.observation_sigma(displacement, anchor)
-    centre, scale = cal.observation_predictive(members, sigma, inputs=inputs, level=level)
+    centre, scale = cal.observation_predictive(members, sigma, inputs=inputs, level=level,
+                                               forecast_scale=_forecast_scale(products))
     u = cal.pit(centre, scale, observed)
     ok = valid & np.isfinite(u)
     out = {"pixels": int(ok.sum()), "pit_inside": int(((u[ok] >= 0.1) & (u[ok] <= 0.9)).sum())}
@@ -337,6 +348,37 @@ def calibration_scores(products: xr.Dataset, displacement: xr.DataArray, anchor:
         out.update({f"brier_{tau}": float(((p - o) ** 2).mean()) if o.size else math.nan,
                     f"reference_{tau}": base * (1 - base), f"base_rate_{tau}": base,
                     f"mean_p_{tau}": float(p.mean()) if o.size else math.nan})
+    return out
+
+
+def _forecast_scale(products: xr.Dataset) -> np.ndarray | None:
+    """The products' ``forecast_scale`` (y, x) at their horizon, or None (paper ensembles)."""
+    if "forecast_scale" not in products:
+        return None
+    return np.asarray(products["forecast_scale"].sel(horizon=int(products.attrs["horizon"])).values, np.float64)
+
+
+def truth_calibration(products: xr.Dataset, true_change: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """How the products' own probabilities fare against the noise-free truth at their horizon: the
+    PIT of the true change under the mixture ``N(d_k, s^2)`` (s: ``forecast_scale``, a member's vote
+    where 0) and the Brier scores of P85/P95/P99 with the origin's climatology."""
+    from insarcast.udf.products import normal_cdf
+
+    h = int(products.attrs["horizon"])
+    members = np.asarray(products["forecast"].transpose("member", "horizon", "y", "x").values[:, h - 1], np.float64)
+    s = _forecast_scale(products)
+    s = np.zeros(members.shape[1:]) if s is None else np.nan_to_num(s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = np.where(s > 0, normal_cdf((true_change - members) / np.where(s > 0, s, 1.0)),
+                     (members <= true_change).astype(np.float64)).mean(axis=0)
+    ok = valid & np.isfinite(u) & np.isfinite(members).all(axis=0)
+    out = {"truth_pixels": int(ok.sum()), "truth_pit_inside": int(((u[ok] >= 0.1) & (u[ok] <= 0.9)).sum())}
+    for tau in CALIBRATION_LEVELS:
+        p = np.asarray(products[f"p{tau}"].values, np.float64)[ok]
+        o = (np.abs(true_change[ok]) >= float(products.attrs[f"q{tau}"])).astype(np.float64)
+        base = float(o.mean()) if o.size else math.nan
+        out[f"truth_brier_{tau}"] = float(((p - o) ** 2).mean()) if o.size else math.nan
+        out[f"truth_reference_{tau}"] = base * (1 - base)
     return out
 
 
