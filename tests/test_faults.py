@@ -174,23 +174,21 @@ def test_publish_refuses_a_catalog_file_symlinked_out_of_it(stac_inputs, tmp_pat
 
 
 def test_publish_refuses_what_forecast_refuses(stac_inputs, tmp_path):
+    from conftest import edit_manifest
+
     from insarcast.stac.publish import publish
 
     make_ensemble = stac_inputs["make_ensemble"]
     texty = make_ensemble(tmp_path / "texty")
     (texty / "member_01.onnx").write_text("just text\n")
-    manifest = json.loads((texty / "ensemble.json").read_text())
-    manifest["members"][1]["sha256"] = hashlib.sha256(b"just text\n").hexdigest()
-    manifest["members"][1]["bytes"] = len(b"just text\n")
-    (texty / "ensemble.json").write_text(json.dumps(manifest))
+    edit_manifest(texty, lambda m: m["members"][1].update(sha256=hashlib.sha256(b"just text\n").hexdigest(),
+                                                           bytes=len(b"just text\n")))
     with pytest.raises(InputError, match="onnxruntime cannot load") as info:
         publish(stac_inputs["p1"], texty, tmp_path / "c1")
     assert "member_01.onnx" in str(info.value)
 
     unsigned = make_ensemble(tmp_path / "unsigned")
-    manifest = json.loads((unsigned / "ensemble.json").read_text())
-    del manifest["members"][2]["sha256"]
-    (unsigned / "ensemble.json").write_text(json.dumps(manifest))
+    edit_manifest(unsigned, lambda m: m["members"][2].pop("sha256"))
     with pytest.raises(InputError) as info:
         publish(stac_inputs["p1"], unsigned, tmp_path / "c2")
     assert info.value.field == "members[2].sha256"

@@ -1,6 +1,5 @@
 """The ensemble UDF end to end: hand-built ONNX members, Dask chunkings, LocalCluster, openEO, bad input."""
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -12,8 +11,7 @@ import xarray as xr
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
+from conftest import linear_member, write_ensemble  # noqa: E402
 from insarcast.cube import open_cube  # noqa: E402
 from insarcast.errors import InputError  # noqa: E402
 from insarcast.udf.ensemble import load_ensemble  # noqa: E402
@@ -24,49 +22,12 @@ NORM = {"input_mean": 0.5, "input_std": 4.0, "target_mean": -1.0, "target_std": 
 COEFFICIENTS = (0.2, -0.5, 0.9, 1.4, -1.1)
 
 
-def _linear_member(c: float) -> bytes:
-    """forecast[b, f] = c * (f + 1) * history[b, 0, 0]: the first epoch's relative displacement, scaled."""
-    x = helper.make_tensor_value_info("history", TensorProto.FLOAT, ["batch", T, C, P, P])
-    y = helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", F, P, P])
-    inits = [numpy_helper.from_array(np.array(v, np.int64), name) for name, v in
-             (("starts", [0, 0]), ("ends", [1, 1]), ("axes", [1, 2]), ("shape", [-1, 1, P, P]))]
-    inits.append(numpy_helper.from_array((c * np.arange(1, F + 1, dtype=np.float32)).reshape(1, F, 1, 1), "scale"))
-    nodes = [helper.make_node("Slice", ["history", "starts", "ends", "axes"], ["first"]),
-             helper.make_node("Reshape", ["first", "shape"], ["frame"]),
-             helper.make_node("Mul", ["frame", "scale"], ["forecast"])]
-    graph = helper.make_graph(nodes, "linear", [x], [y], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
-def write_linear_ensemble(folder, coefficients=COEFFICIENTS, *, spacing=100.0, crs="EPSG:3035", epoch_days=6.0):
-    folder.mkdir(parents=True, exist_ok=True)
-    members = []
-    for k, c in enumerate(coefficients):
-        data = _linear_member(c)
-        name = f"member_{k:02d}.onnx"
-        (folder / name).write_bytes(data)
-        members.append({"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                        "arch": "linear", "trial": k, "run_seed": 0, "strategy": "tpe", "val_loss": 1.0 + k,
-                        "hyperparameters": {"model": {"history": T, "horizon": F, "patch": P, "channels": C},
-                                            "train": {}},
-                        "exporter": "onnx.helper", "parity_max_abs": 0.0})
-    manifest = {
-        "format": "insarcast-ensemble", "format_version": 1, "name": "linear-test", "architecture": "linear",
-        "framework": "onnx", "framework_version": onnx.__version__, "opset": 18, "created": "2026-01-01T00:00:00Z",
-        "versions": {}, "history": T, "horizon": F, "patch": P, "channels": C,
-        "channel_names": ["displacement_relative_to_last", "valid"], "normalisation": NORM,
-        "grid": {"spacing": spacing, "crs": crs}, "epoch_days": epoch_days,
-        "input": {"name": "history", "dtype": "float32", "shape": [-1, T, C, P, P],
-                  "dims": ["batch", "time", "channel", "y", "x"]},
-        "output": {"name": "forecast", "dtype": "float32", "shape": [-1, F, P, P],
-                   "dims": ["batch", "horizon", "y", "x"], "units": "normalised"},
-        "members": members,
-    }
-    (folder / "ensemble.json").write_text(json.dumps(manifest, indent=1))
-    return folder
+def write_linear_ensemble(folder, coefficients=COEFFICIENTS, *, spacing=100.0, crs="EPSG:3035", epoch_days=6.0,
+                          **manifest_fields):
+    """Linear ONNX members (conftest.linear_member) with their manifest, from the one factory."""
+    members = [linear_member(c, history=T, horizon=F, patch=P, channels=C) for c in coefficients]
+    return write_ensemble(folder, members, history=T, horizon=F, patch=P, channels=C, norm=NORM, name="linear-test",
+                          spacing=spacing, crs=crs, epoch_days=epoch_days, **manifest_fields)
 
 
 @pytest.fixture(scope="module")
