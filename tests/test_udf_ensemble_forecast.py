@@ -104,7 +104,7 @@ def test_numpy_dask_and_three_chunkings_agree(cube, ensemble_dir):
 
 
 def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube, ensemble_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(ensemble_dir), "--out", str(tmp_path / "p.zarr"), "--workers", "2", "--chunks", "20",
                            "-q"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -118,7 +118,7 @@ def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube,
 
 
 def _forecast_cli(tiny_cube, ensemble_dir, out, *extra):
-    return subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+    return subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(ensemble_dir), "--out", str(out), "--workers", "1", "-q", *extra],
                           capture_output=True, text=True, timeout=300)
 
@@ -297,7 +297,7 @@ def test_process_graph_is_built_offline():
 ])
 def test_forecast_refuses_a_cube_that_does_not_match_the_ensemble(tiny_cube, tmp_path, change, message):
     folder = write_linear_ensemble(tmp_path / "e", **change)
-    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(folder), "--out", str(tmp_path / "p.zarr"), "-q"], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr
     assert not (tmp_path / "p.zarr").exists()
@@ -306,7 +306,7 @@ def test_forecast_refuses_a_cube_that_does_not_match_the_ensemble(tiny_cube, tmp
 def test_forecast_refuses_a_damaged_ensemble_and_a_short_cube(tiny_cube, cube, tmp_path):
     folder = write_linear_ensemble(tmp_path / "e")
     (folder / "member_01.onnx").write_bytes(b"broken")
-    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(folder), "--out", str(tmp_path / "p.zarr"), "-q"], capture_output=True, text=True)
     assert proc.returncode == 2 and "member_01.onnx" in proc.stderr and "checksum" in proc.stderr
     assert not (tmp_path / "p.zarr").exists()
@@ -342,7 +342,7 @@ def test_forecast_refuses_bad_cubes_before_any_work_and_writes_nothing(cube, ens
     else:
         ds = ds.assign_coords(y=ds["y"].values[0] - 50.0 * np.arange(ds.sizes["y"]))
     path = _cube_zarr(ds, tmp_path / "bad.zarr")
-    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(path), "--ensemble",
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(path), "--ensemble",
                            str(ensemble_dir), "--out", str(tmp_path / "p.zarr"), "-q"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
