@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cliutil import main_input, one_line_warnings, terminate_like_interrupt, usage_line
+from .cliutil import main_input, terminate_like_interrupt, usage_line
 from .contract import ARCHS, DEFAULT_ARCH
 from .errors import InputError
 
@@ -27,8 +27,10 @@ class _Group(click.Group):
             sys.exit(2)
 
     def invoke(self, ctx: click.Context):
+        from .log import capture_warnings
+
         terminate_like_interrupt(ctx)
-        one_line_warnings(ctx)
+        ctx.call_on_close(capture_warnings())        # insarcast's warnings through the logger, one line each
         try:
             return super().invoke(ctx)
         except InputError as exc:

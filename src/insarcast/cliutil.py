@@ -1,6 +1,6 @@
-"""How the command line meets failures: click's usage errors, insarcast's warnings and SIGTERM, each
-in the project's one-line format (``insarcast: error: ...`` / ``insarcast: warning: ...``); and the
-one shape of a verb's main input (:func:`main_input`)."""
+"""How the command line meets failures: click's usage errors and SIGTERM, in the project's one-line
+format (``insarcast: error: ...``; warnings go through the logger, :mod:`insarcast.log`); and the one
+shape of a verb's main input (:func:`main_input`)."""
 
 from __future__ import annotations
 
@@ -18,28 +18,6 @@ def usage_line(exc: click.UsageError) -> str:
             f"argument {param.human_readable_name}"
         return f"{where}: {exc.message}"
     return " ".join(exc.format_message().split())
-
-
-def one_line_warnings(ctx: click.Context) -> None:
-    """insarcast's own warnings as one line each, ``insarcast: warning: ...``, like its errors (until
-    the command ends)."""
-    import warnings
-
-    from .errors import InsarcastWarning
-
-    shown = warnings.showwarning
-    if getattr(shown, "insarcast", False):
-        return
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, InsarcastWarning):
-            click.echo(f"insarcast: warning: {message}", err=True)
-        else:
-            shown(message, category, filename, lineno, file, line)
-
-    show.insarcast = True
-    warnings.showwarning = show
-    ctx.call_on_close(lambda: setattr(warnings, "showwarning", shown))
 
 
 def terminate_like_interrupt(ctx: click.Context) -> None:
