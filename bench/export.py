@@ -67,16 +67,16 @@ def fresh_members(arch: str, n: int, cube: Path, batch: int):
 def ensemble_members(folder: Path, tune_dir: Path, cube: Path | None, batch: int):
     from insarcast.export.onnx import parity_inputs
     from insarcast.training.models import load_model
+    from insarcast.udf.manifest import read_manifest
 
-    manifest = json.loads((folder / "ensemble.json").read_text())
+    manifest = read_manifest(folder)
     members = []
-    for m in manifest["members"]:
-        model, _ = load_model(tune_dir / m["source"] / "model.pt")
-        members.append((m["file"], model, (folder / m["file"]).read_bytes(), m["exporter"], m["parity_max_abs"]))
-    first = manifest["members"][0]
-    source = cube or Path(json.loads((tune_dir / first["source"] / "metrics.json").read_text())["cube"])
-    x = parity_inputs(source, members[0][1].cfg, first["hyperparameters"]["train"], manifest["normalisation"],
-                      n=batch)
+    for m in manifest.members:
+        model, _ = load_model(tune_dir / m.source / "model.pt")
+        members.append((m.file, model, (folder / m.file).read_bytes(), m.exporter, m.parity_max_abs))
+    first = manifest.members[0]
+    source = cube or Path(json.loads((tune_dir / first.source / "metrics.json").read_text())["cube"])
+    x = parity_inputs(source, members[0][1].cfg, first.hyperparameters["train"], manifest.normalisation, n=batch)
     return members, x
 
 

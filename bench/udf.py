@@ -423,8 +423,10 @@ def main() -> None:
 
     from insarcast.udf.tiling import default_overlap
 
-    manifest = json.loads((ens_dir / "ensemble.json").read_text())
-    patch = int(manifest["patch"])
+    from insarcast.udf.manifest import read_manifest
+
+    manifest = read_manifest(ens_dir)
+    patch = manifest.patch
     scratch = Path(tempfile.mkdtemp(dir=work, prefix=".tmp-bench-"))
     try:
         # 2. memory

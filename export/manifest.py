@@ -10,20 +10,23 @@ One JSON object (format ``insarcast-ensemble``, version 1)::
     units}, members [{file, sha256, bytes, arch, trial, run_seed, strategy, val_loss, test?,
     hyperparameters {model, train}, parameters, exporter, parity_max_abs, source}]
 
-The schema the UDF enforces is :data:`insarcast.udf.ensemble.MANIFEST_SCHEMA`; ``-1`` in a shape is
-the dynamic batch dimension.
+``-1`` in a shape is the dynamic batch dimension. :func:`build_manifest` returns the one typed model
+every reader uses (:class:`insarcast.udf.manifest.Manifest`), checked by the same code as the UDF's
+loader before anything is written; :func:`insarcast.udf.manifest.write_manifest` writes it whole.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from insarcast.udf.inputs import INPUTS, TARGETS
 from insarcast.contract import MANIFEST_FORMAT as FORMAT, MANIFEST_NAME, MANIFEST_VERSION as FORMAT_VERSION
+from insarcast.udf.inputs import INPUTS, TARGETS
+from insarcast.udf.manifest import INPUT_DIMS, OUTPUT_DIMS, Manifest, write_manifest
+
+__all__ = ["build_manifest", "member_entry", "versions", "write_manifest", "INPUT_NAME", "OUTPUT_NAME"]
 
 INPUT_NAME = "history"
 OUTPUT_NAME = "forecast"
@@ -68,9 +71,11 @@ def _opset(data: bytes) -> int:
     return int(next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")))
 
 
-def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: bytes) -> dict[str, Any]:
-    """The manifest of ``members`` (entries of :func:`member_entry`); ensemble-wide values from the best run
-    (the selection checked that every member shares them); ``data``: one member's ONNX bytes (for the opset)."""
+def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: bytes,
+                   folder: str | Path = ".") -> Manifest:
+    """The manifest of ``members`` (entries of :func:`member_entry`), checked, for the ensemble folder
+    ``folder``; ensemble-wide values from the best run (the selection checked that every member shares
+    them); ``data``: one member's ONNX bytes (for the opset)."""
     import onnx
 
     model = best.metrics["model"]
@@ -78,7 +83,7 @@ def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: byte
     inputs = model.get("inputs", "paper")
     norm = best.metrics["normalisation"]
     grid = best.metrics["grid"]
-    return {
+    return Manifest.from_dict({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": f"insarcast-{arch}-top{len(members)}",
@@ -99,14 +104,8 @@ def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: byte
         "grid": {"spacing": grid.get("spacing"), "crs": grid.get("crs")},
         "epoch_days": float(best.metrics["epoch_days"]),
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, t, c, p, p],
-                  "dims": ["batch", "time", "channel", "y", "x"]},
+                  "dims": list(INPUT_DIMS)},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, f, p, p],
-                   "dims": ["batch", "horizon", "y", "x"], "units": OUTPUT_UNITS},
+                   "dims": list(OUTPUT_DIMS), "units": OUTPUT_UNITS},
         "members": members,
-    }
-
-
-def write_manifest(manifest: dict[str, Any], folder: Path) -> Path:
-    path = Path(folder) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return path
+    }, path=Path(folder) / MANIFEST_NAME)

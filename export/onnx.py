@@ -323,7 +323,8 @@ def export_ensemble(tune_dir: str | Path, out: str | Path, *, arch: str = DEFAUL
                                                tolerance=float(tolerance), metadata=metadata)
             (folder / file).write_bytes(data)
             members.append(member_entry(run, model, file=file, data=data, exporter=used, parity_max_abs=diff))
-        manifest = build_manifest(runs[0], members, arch=arch, data=(folder / members[0]["file"]).read_bytes())
+        manifest = build_manifest(runs[0], members, arch=arch, data=(folder / members[0]["file"]).read_bytes(),
+                                  folder=folder)
         write_manifest(manifest, folder)
         load_ensemble(folder, providers=["CPUExecutionProvider"], cache=False)    # the UDF accepts it
     return out

@@ -82,3 +82,62 @@ def test_progress_bars_show_unless_quiet(tmp_path):
     result = CliRunner().invoke(main, ["synth", "--preset", "tiny", "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert "%" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- one shape
+# The rule: a verb's main input (what it acts on) is its positional argument; other inputs and the output
+# are named options. The old option of a main input works for one release, with a deprecation warning.
+MAIN_INPUT = {"grid": "INPUTS...", "train": "CUBE", "tune": "CUBE", "compare": "TUNE_DIR", "export": "TUNE_DIR",
+              "forecast": "CUBE", "publish": "PRODUCTS", "validate-stac": "CATALOG", "report": "PRODUCTS"}
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_takes_its_main_input_as_the_argument(verb):
+    usage = run(verb, "--help").output.splitlines()[0]
+    assert usage.endswith(f"{verb} [OPTIONS]" + (f" {MAIN_INPUT[verb]}" if verb in MAIN_INPUT else "")), usage
+
+
+@pytest.mark.parametrize("verb, old, hidden", [("train", "--cube", True), ("tune", "--cube", True),
+                                               ("forecast", "--cube", True), ("export", "--tune-dir", True),
+                                               ("report", "--products", True), ("report", "--cube", False)])
+def test_a_deprecated_option_is_not_in_the_help(verb, old, hidden):
+    assert (f"{old} " not in run(verb, "--help").output) is hidden
+
+
+@pytest.mark.parametrize("verb, old, rest", [
+    ("train", "--cube", []),
+    ("forecast", "--cube", ["--ensemble", "{tmp}/e"]),
+    ("report", "--products", ["--cube", "{tmp}/nope.zarr", "--compare", "{tmp}"]),
+])
+def test_the_old_spelling_still_works_with_a_deprecation_warning(tmp_path, verb, old, rest):
+    rest = [a.format(tmp=tmp_path) for a in rest] + ["--out", str(tmp_path / "o")]
+    new = run(verb, tmp_path / "nope.zarr", *rest)
+    before = run(verb, old, tmp_path / "nope.zarr", *rest)
+    assert new.exit_code == before.exit_code == 2
+    error = new.stderr.strip()
+    assert error.startswith("insarcast: error: ") and "\n" not in error and "deprecated" not in error
+    warning, same = before.stderr.strip().splitlines()
+    assert same == error                                                  # the same run, the same refusal
+    upper = "PRODUCTS" if verb == "report" else "CUBE"
+    assert warning == (f"insarcast: warning: option {old} is deprecated and will be removed in the next release: "
+                       f"give {upper} as the first argument, `insarcast {verb} {upper} ...`")
+    assert "deprecated" in run(verb, old, tmp_path / "nope.zarr", *rest, "-q").stderr     # a warning: shown
+
+
+def test_the_old_export_spelling_reaches_the_same_refusal(tmp_path):
+    (tmp_path / "tune").mkdir()
+    new = run("export", tmp_path / "tune", "--out", tmp_path / "e")
+    before = run("export", "--tune-dir", tmp_path / "tune", "--out", tmp_path / "e")
+    assert new.exit_code == before.exit_code and new.exit_code in (1, 2)
+    assert before.stderr.strip().splitlines()[0] == (
+        "insarcast: warning: option --tune-dir is deprecated and will be removed in the next release: give TUNE_DIR "
+        "as the first argument, `insarcast export TUNE_DIR ...`")
+    assert before.stderr.strip().splitlines()[1:] == new.stderr.strip().splitlines()
+
+
+def test_a_main_input_missing_or_given_twice_is_a_one_line_usage_error(tmp_path):
+    missing = run("forecast", "--ensemble", tmp_path, "--out", tmp_path / "p.zarr")
+    assert missing.exit_code == 2 and missing.stderr == "insarcast: error: Missing argument 'CUBE'.\n"
+    twice = run("train", tmp_path / "a.zarr", "--cube", tmp_path / "b.zarr", "--out", tmp_path / "r")
+    assert twice.exit_code == 2 and twice.stderr.strip() == (
+        "insarcast: error: CUBE given twice: as the argument and as --cube (deprecated); give the argument only")

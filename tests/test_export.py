@@ -27,7 +27,9 @@ from insarcast.training.data import Windows  # noqa: E402
 from insarcast.training.models import ARCHS, ModelConfig, build_model, load_model, save_model  # noqa: E402
 from insarcast.training.params import TrainConfig  # noqa: E402
 from insarcast.training.trainer import train_run  # noqa: E402
-from insarcast.udf.ensemble import MANIFEST_SCHEMA, MEMBER_SCHEMA, ensemble_providers, load_ensemble  # noqa: E402
+from conftest import edit_manifest  # noqa: E402
+from insarcast.udf.ensemble import ensemble_providers, load_ensemble  # noqa: E402
+from insarcast.udf.manifest import read_manifest  # noqa: E402
 
 T, F, P = 8, 6, 16
 ARCH = "resnet-transformer"
@@ -95,13 +97,6 @@ def copy(ensemble, tmp_path):
     return target
 
 
-def edit_manifest(folder, change):
-    path = folder / "ensemble.json"
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
-
-
 # ---------------------------------------------------------------- selection
 
 def test_selection_orders_by_validation_loss_then_seed_and_respects_top(tune):
@@ -164,7 +159,11 @@ def test_an_existing_output_and_a_missing_cube_are_refused_before_any_export(tun
 def test_export_passes_parity_and_the_manifest_has_every_field(ensemble, tune, windows):
     assert sorted(p.name for p in ensemble.iterdir()) == ["ensemble.json", "member_00.onnx", "member_01.onnx"]
     manifest = json.loads((ensemble / "ensemble.json").read_text())
-    assert set(MANIFEST_SCHEMA) <= set(manifest)
+    assert list(manifest) == ["format", "format_version", "name", "architecture", "framework", "framework_version",
+                              "opset", "created", "versions", "history", "horizon", "patch", "channels", "inputs",
+                              "target", "channel_names", "normalisation", "grid", "epoch_days", "input", "output",
+                              "members"]
+    assert read_manifest(ensemble).to_dict() == manifest               # the typed model reads what it wrote
     assert manifest["format"] == "insarcast-ensemble" and manifest["format_version"] == 1
     assert manifest["name"] == "insarcast-resnet-transformer-top2"
     assert manifest["architecture"] == ARCH and manifest["framework"] == "onnx"
@@ -180,7 +179,8 @@ def test_export_passes_parity_and_the_manifest_has_every_field(ensemble, tune, w
     assert manifest["output"]["shape"] == [-1, F, P, P] and manifest["output"]["name"] == "forecast"
     assert "target_std" in manifest["output"]["units"]
     first, second = manifest["members"]
-    assert set(MEMBER_SCHEMA) | {"test", "source", "parameters"} <= set(first)
+    assert list(first) == ["file", "sha256", "bytes", "arch", "trial", "run_seed", "strategy", "val_loss", "test",
+                           "hyperparameters", "parameters", "exporter", "parity_max_abs", "source"]
     assert (first["trial"], first["run_seed"], second["trial"], second["run_seed"]) == (0, 0, 7, 1)
     assert first["val_loss"] < second["val_loss"]
     assert first["source"] == f"{ARCH}/seed_0/trial_000" and first["strategy"] == "tpe"

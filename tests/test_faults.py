@@ -174,23 +174,21 @@ def test_publish_refuses_a_catalog_file_symlinked_out_of_it(stac_inputs, tmp_pat
 
 
 def test_publish_refuses_what_forecast_refuses(stac_inputs, tmp_path):
+    from conftest import edit_manifest
+
     from insarcast.stac.publish import publish
 
     make_ensemble = stac_inputs["make_ensemble"]
     texty = make_ensemble(tmp_path / "texty")
     (texty / "member_01.onnx").write_text("just text\n")
-    manifest = json.loads((texty / "ensemble.json").read_text())
-    manifest["members"][1]["sha256"] = hashlib.sha256(b"just text\n").hexdigest()
-    manifest["members"][1]["bytes"] = len(b"just text\n")
-    (texty / "ensemble.json").write_text(json.dumps(manifest))
+    edit_manifest(texty, lambda m: m["members"][1].update(sha256=hashlib.sha256(b"just text\n").hexdigest(),
+                                                           bytes=len(b"just text\n")))
     with pytest.raises(InputError, match="onnxruntime cannot load") as info:
         publish(stac_inputs["p1"], texty, tmp_path / "c1")
     assert "member_01.onnx" in str(info.value)
 
     unsigned = make_ensemble(tmp_path / "unsigned")
-    manifest = json.loads((unsigned / "ensemble.json").read_text())
-    del manifest["members"][2]["sha256"]
-    (unsigned / "ensemble.json").write_text(json.dumps(manifest))
+    edit_manifest(unsigned, lambda m: m["members"][2].pop("sha256"))
     with pytest.raises(InputError) as info:
         publish(stac_inputs["p1"], unsigned, tmp_path / "c2")
     assert info.value.field == "members[2].sha256"
@@ -281,7 +279,7 @@ def test_forecast_refuses_a_member_symlinked_out_of_the_ensemble_without_reading
 @pytest.mark.parametrize("option, value", [("--workers", "-1"), ("--workers", "0"), ("--threads", "0"),
                                            ("--chunks", "0")])
 def test_forecast_refuses_nonsense_settings_at_once(tmp_path, option, value):
-    code, _, lines = cli("forecast", "--cube", tmp_path / "c.zarr", "--ensemble", tmp_path / "e", "--out",
+    code, _, lines = cli("forecast", tmp_path / "c.zarr", "--ensemble", tmp_path / "e", "--out",
                          tmp_path / "p.zarr", option, value, "-q")
     one_line_refusal(code, lines, f"option {option}")
     assert list(tmp_path.iterdir()) == []
@@ -411,7 +409,7 @@ def test_forecast_names_a_damaged_zarr_chunk(tiny_cube, tmp_path):
 
     bad, chunk = damaged_copy(tiny_cube, tmp_path)
     ensemble = write_linear_ensemble(tmp_path / "e")
-    code, _, lines = cli("forecast", "--cube", bad, "--ensemble", ensemble, "--out", tmp_path / "p.zarr",
+    code, _, lines = cli("forecast", bad, "--ensemble", ensemble, "--out", tmp_path / "p.zarr",
                          "--workers", 1, "-q")
     one_line_refusal(code, lines, str(chunk), "damaged")
     assert not (tmp_path / "p.zarr").exists()
@@ -422,7 +420,7 @@ def test_tune_on_a_bad_cube_is_refused_and_leaves_no_folder(tiny_cube, tmp_path,
     pytest.importorskip("optuna")
     bad, chunk = damaged_copy(tiny_cube, tmp_path) if case == "damaged" else (tmp_path / "nope.zarr", None)
     out = tmp_path / "tune"
-    code, _, lines = cli("tune", "--cube", bad, "--preset", "tiny", "--arch", "cnn-lstm", "--runs", 1,
+    code, _, lines = cli("tune", bad, "--preset", "tiny", "--arch", "cnn-lstm", "--runs", 1,
                          "--trials", 1, "--out", out, "-q")
     one_line_refusal(code, lines, str(chunk) if chunk else "no such cube")
     if chunk:
@@ -440,7 +438,7 @@ def test_export_names_a_truncated_model_file(tiny_cube, tmp_path):
     run = fabricate(tmp_path / "tune", windows, tiny_config(), seed=0, trial=0, val_loss=1.0)
     model = run / "model.pt"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
-    code, _, lines = cli("export", "--tune-dir", tmp_path / "tune", "--top", 1, "--out", tmp_path / "ens", "-q")
+    code, _, lines = cli("export", tmp_path / "tune", "--top", 1, "--out", tmp_path / "ens", "-q")
     one_line_refusal(code, lines, str(model), "damaged")
     assert not (tmp_path / "ens").exists()
 
@@ -536,7 +534,7 @@ def test_forecast_removes_a_killed_runs_scratch_and_temporaries_but_not_a_live_o
         (folder / "displacement" / "0.0.0").write_bytes(b"x" * 1000)
     mine = tmp_path / f".scratch-{live}-{HOST}-0123abcd-p.zarr"
     mine.mkdir()
-    code, _, lines = cli("forecast", "--cube", tiny_cube, "--ensemble", ensemble, "--out", tmp_path / "p.zarr",
+    code, _, lines = cli("forecast", tiny_cube, "--ensemble", ensemble, "--out", tmp_path / "p.zarr",
                          "--workers", 1, "-q")
     assert code == 0, lines
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["e", "p.zarr", mine.name])
@@ -554,7 +552,7 @@ def test_a_full_disk_in_forecast_is_one_line_and_leaves_nothing(tiny_cube, tmp_p
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         ensemble = write_linear_ensemble(tmp_path / "e")
-        code, _, lines = cli("forecast", "--cube", tiny_cube, "--ensemble", ensemble, "--out", disk / "p.zarr",
+        code, _, lines = cli("forecast", tiny_cube, "--ensemble", ensemble, "--out", disk / "p.zarr",
                              "--workers", 1, "-q")
         errors = [line for line in lines if line.startswith("insarcast: error: ")]
         assert code == 1 and len(errors) == 1 and "No space left on device" in errors[0], lines

@@ -375,8 +375,8 @@ def test_report_cli_refuses_a_missing_compare_folder(tiny_run, tmp_path):
 
     from insarcast.cli import main
 
-    result = CliRunner().invoke(main, ["report", "--cube", str(tiny_run["cube"]), "--products",
-                                       str(tiny_run["products"]), "--compare", str(tmp_path / "nope"),
+    result = CliRunner().invoke(main, ["report", str(tiny_run["products"]), "--cube", str(tiny_run["cube"]),
+                                       "--compare", str(tmp_path / "nope"),
                                        "--out", str(tmp_path / "r"), "-q"])
     assert result.exit_code == 2 and "compare" in result.output
     assert not (tmp_path / "r").exists()

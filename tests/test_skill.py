@@ -239,18 +239,17 @@ def test_an_ensemble_without_inputs_is_the_papers_and_unknown_inputs_are_refused
     from insarcast.udf.ensemble import load_ensemble
 
     pytest.importorskip("onnx")
+    from conftest import edit_manifest
     from test_udf_ensemble_forecast import write_linear_ensemble
 
-    folder = write_linear_ensemble(tmp_path / "old")
-    assert load_ensemble(folder).settings["inputs"] == "paper"          # written before the key existed
-    manifest = json.loads((folder / "ensemble.json").read_text())
-    manifest["inputs"] = "residual"                                     # the paper's 2 channels do not match
-    (folder / "ensemble.json").write_text(json.dumps(manifest))
+    folder = write_linear_ensemble(tmp_path / "old", inputs=None)      # written before the key existed
+    assert "inputs" not in json.loads((folder / "ensemble.json").read_text())
+    assert load_ensemble(folder).settings["inputs"] == "paper"
+    edit_manifest(folder, lambda m: m.update(inputs="residual"))      # the paper's 2 channels do not match
     with pytest.raises(InputError, match="channel_names") as err:
         load_ensemble(folder)
     assert err.value.field == "channel_names"
-    manifest["inputs"] = "future-inputs"
-    (folder / "ensemble.json").write_text(json.dumps(manifest))
+    edit_manifest(folder, lambda m: m.update(inputs="future-inputs"))
     with pytest.raises(InputError, match="newer insarcast") as err:
         load_ensemble(folder)
     assert err.value.field == "inputs"

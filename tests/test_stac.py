@@ -7,7 +7,6 @@ Validation uses the offline schemas of ``../shared/stac-schemas`` and never the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import pytest
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
+from conftest import linear_member, write_ensemble
 from insarcast.cube import GridSpec
 from insarcast.errors import InputError
 from insarcast.udf.forecast import forecast_products
@@ -63,54 +63,19 @@ def make_products(start="2020-01-05", nt=9, seed=0, ny=20, nx=17):
                              members=K)
 
 
-def onnx_member(c: float) -> bytes:
-    """A tiny real ONNX member (forecast = c * (f + 1) * the first epoch's channel 0), so that publish
-    checks it as forecast does: onnxruntime must load it with the manifest's inputs and outputs."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    x = helper.make_tensor_value_info("history", TensorProto.FLOAT, ["batch", T, 2, P, P])
-    y = helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", F, P, P])
-    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
-             (("starts", [0, 0]), ("ends", [1, 1]), ("axes", [1, 2]), ("shape", [-1, 1, P, P]))]
-    inits.append(numpy_helper.from_array((c * np.arange(1, F + 1, dtype=np.float32)).reshape(1, F, 1, 1), "scale"))
-    nodes = [helper.make_node("Slice", ["history", "starts", "ends", "axes"], ["first"]),
-             helper.make_node("Reshape", ["first", "shape"], ["frame"]),
-             helper.make_node("Mul", ["frame", "scale"], ["forecast"])]
-    model = helper.make_model(helper.make_graph(nodes, "linear", [x], [y], initializer=inits),
-                              opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
 def make_ensemble(folder: Path, members=K, name=NAME) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for k in range(members):
-        f = folder / f"member_{k:02d}.onnx"
-        f.write_bytes(onnx_member(1.0 + k))
-        entries.append({"file": f.name, "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
-                        "bytes": f.stat().st_size, "arch": "resnet_transformer", "trial": 7 + k, "run_seed": k,
-                        "strategy": "tpe", "val_loss": 0.2 + k / 100,
-                        "hyperparameters": {"lr": 0.001, "blocks": 2 + k, "heads": 4,
-                                            "model": {"history": T, "horizon": F, "patch": P, "channels": 2}},
-                        "exporter": "onnx.helper", "parity_max_abs": 0.0})
-    manifest = {
-        "format": "insarcast-ensemble", "format_version": 1, "name": name, "architecture": "ResNet+Transformer",
-        "framework": "onnx", "framework_version": "1.17.0", "opset": 18, "created": "2026-01-02T03:04:05Z",
-        "versions": {"torch": "2.13.0", "onnx": "1.17.0", "insarcast": "0.1.0"},
-        "history": T, "horizon": F, "patch": P, "channels": 2,
-        "channel_names": ["displacement_relative_to_last", "valid"], "normalisation": NORM,
-        "grid": {"spacing": 100.0, "crs": "EPSG:3035"}, "epoch_days": 6,
-        "input": {"name": "history", "dtype": "float32", "shape": [-1, T, 2, P, P],
-                  "dims": ["batch", "time", "channel", "y", "x"]},
-        "output": {"name": "forecast", "dtype": "float32", "shape": [-1, F, P, P],
-                   "dims": ["batch", "horizon", "y", "x"], "units": "normalised"},
-        "members": entries,
-    }
-    (folder / "ensemble.json").write_text(json.dumps(manifest, indent=2))
-    return folder
+    """Real tiny ONNX members (so that publish checks them as forecast does) and their manifest, from the
+    one factory (conftest.write_ensemble)."""
+    def member_fields(k):
+        return {"arch": "resnet_transformer", "trial": 7 + k, "run_seed": k, "val_loss": 0.2 + k / 100,
+                "hyperparameters": {"lr": 0.001, "blocks": 2 + k, "heads": 4,
+                                    "model": {"history": T, "horizon": F, "patch": P, "channels": 2}}}
+
+    onnx_members = [linear_member(1.0 + k, history=T, horizon=F, patch=P) for k in range(members)]
+    return write_ensemble(folder, onnx_members, history=T, horizon=F, patch=P, norm=NORM, name=name,
+                          architecture="ResNet+Transformer", created="2026-01-02T03:04:05Z",
+                          versions={"torch": "2.13.0", "onnx": "1.17.0", "insarcast": "0.1.0"},
+                          member_fields=member_fields)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -103,7 +103,7 @@ def _cli(*args, env=None):
 def test_two_process_gloo_ddp_run_completes_with_identical_weights(tiny_cube, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "insarcast", "train",
-                           "--cube", str(tiny_cube), "--arch", "gcn-lstm", "--out", str(tmp_path / "ddp"), "-q",
+                           str(tiny_cube), "--arch", "gcn-lstm", "--out", str(tmp_path / "ddp"), "-q",
                            "--device", "cpu", *CLI_SMALL], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
@@ -113,18 +113,18 @@ def test_two_process_gloo_ddp_run_completes_with_identical_weights(tiny_cube, tm
 
 
 def test_cli_trains_and_refuses_bad_parameters(tiny_cube, tmp_path):
-    proc = _cli("train", "--cube", str(tiny_cube), "--arch", "cnn-transformer", "--out", str(tmp_path / "r"), "-q",
+    proc = _cli("train", str(tiny_cube), "--arch", "cnn-transformer", "--out", str(tmp_path / "r"), "-q",
                 *CLI_SMALL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test RMSE" in proc.stdout and (tmp_path / "r" / "model.pt").exists()
-    again = _cli("train", "--cube", str(tiny_cube), "--out", str(tmp_path / "r"), "-q", *CLI_SMALL)
+    again = _cli("train", str(tiny_cube), "--out", str(tmp_path / "r"), "-q", *CLI_SMALL)
     assert again.returncode == 2 and "exists" in again.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nwidht = 3\n")
-    proc = _cli("train", "--cube", str(tiny_cube), "--params", str(bad), "--out", str(tmp_path / "b"))
+    proc = _cli("train", str(tiny_cube), "--params", str(bad), "--out", str(tmp_path / "b"))
     assert proc.returncode == 2 and "bad.toml" in proc.stderr and "widht" in proc.stderr
     assert not (tmp_path / "b").exists()
-    proc = _cli("train", "--cube", str(tiny_cube), "--out", str(tmp_path / "c"), "--set", "model.history=400")
+    proc = _cli("train", str(tiny_cube), "--out", str(tmp_path / "c"), "--set", "model.history=400")
     assert proc.returncode == 2 and "history 400" in proc.stderr
 
 

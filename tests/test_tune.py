@@ -155,7 +155,7 @@ def test_pruning_keeps_the_best_complete_trials_and_each_runs_best(tmp_path):
 
 def test_killed_tune_resumes_to_exactly_the_asked_number_of_trials(tiny_cube, tmp_path):
     out = tmp_path / "t"
-    args = [sys.executable, "-m", "insarcast", "tune", "--cube", str(tiny_cube), "--preset", "tiny",
+    args = [sys.executable, "-m", "insarcast", "tune", str(tiny_cube), "--preset", "tiny",
             "--arch", "cnn-lstm", "--runs", "1", "--trials", "5", "--no-manual", "--heartbeat", "1",
             "--out", str(out), "-q", "--set", "train.train_samples=32", "--set", "train.max_epochs=1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -192,7 +192,7 @@ def test_killed_tune_resumes_to_exactly_the_asked_number_of_trials(tiny_cube, tm
 def test_two_tune_processes_on_one_storage_share_the_study(tiny_cube, tmp_path):
     """Trial-parallel: two workers on one SQLite file fill one study, in parallel, without clashes."""
     out = tmp_path / "t"
-    args = [sys.executable, "-m", "insarcast", "tune", "--cube", str(tiny_cube), "--preset", "tiny",
+    args = [sys.executable, "-m", "insarcast", "tune", str(tiny_cube), "--preset", "tiny",
             "--arch", "cnn-lstm", "--runs", "1", "--trials", "6", "--no-manual", "--out", str(out), "-q",
             "--set", "train.train_samples=32", "--set", "train.max_epochs=2"]
     workers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -243,7 +243,7 @@ def test_tune_keeps_the_best_checkpoints_and_compare_reads_it(tiny_cube, tmp_pat
 def test_ddp_inside_trials_under_torchrun(tiny_cube, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "insarcast", "tune",
-                           "--cube", str(tiny_cube), "--preset", "tiny", "--arch", "gcn-transformer", "--runs", "1",
+                           str(tiny_cube), "--preset", "tiny", "--arch", "gcn-transformer", "--runs", "1",
                            "--trials", "2", "--no-manual", "--out", str(tmp_path / "t"), "-q", "--device", "cpu",
                            "--set", "train.train_samples=32"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -269,7 +269,7 @@ def test_the_paper_preset_prints_its_cost_before_it_starts(tiny_cube, tmp_path, 
     monkeypatch.setattr(tune_module.Tuner, "run", run)
     settings = ["--set", "train.max_epochs=3", "--set", "train.train_samples=64", "--set", "train.eval_samples=32",
                 "--set", "train.batch_size=16"]
-    result = CliRunner().invoke(main, ["tune", "--cube", str(tiny_cube), "--preset", "paper", "--arch", "cnn-lstm",
+    result = CliRunner().invoke(main, ["tune", str(tiny_cube), "--preset", "paper", "--arch", "cnn-lstm",
                                        "--out", str(tmp_path / "t"), "-q", *settings])
     assert result.exit_code == 0, result.output
     assert events == ["timed", "run"]                          # the estimate comes first
@@ -287,10 +287,10 @@ def test_the_paper_preset_prints_its_cost_before_it_starts(tiny_cube, tmp_path, 
     assert f"at most {seconds / 3600:.1f} h on this machine" in result.stderr
     # --estimate prints it and stops; the demo preset does not print it
     events.clear()
-    result = CliRunner().invoke(main, ["tune", "--cube", str(tiny_cube), "--preset", "paper", "--arch", "cnn-lstm",
+    result = CliRunner().invoke(main, ["tune", str(tiny_cube), "--preset", "paper", "--arch", "cnn-lstm",
                                        "--out", str(tmp_path / "t"), "-q", "--estimate", "--no-manual", *settings])
     assert result.exit_code == 0 and events == ["timed"] and "(50 trials)" in result.stderr
     events.clear()
-    result = CliRunner().invoke(main, ["tune", "--cube", str(tiny_cube), "--preset", "tiny", "--arch", "cnn-lstm",
+    result = CliRunner().invoke(main, ["tune", str(tiny_cube), "--preset", "tiny", "--arch", "cnn-lstm",
                                        "--out", str(tmp_path / "t"), "-q"])
     assert result.exit_code == 0 and events == ["run"] and "at most" not in result.stderr

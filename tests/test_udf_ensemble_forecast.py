@@ -1,6 +1,5 @@
 """The ensemble UDF end to end: hand-built ONNX members, Dask chunkings, LocalCluster, openEO, bad input."""
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -12,8 +11,7 @@ import xarray as xr
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
+from conftest import linear_member, write_ensemble  # noqa: E402
 from insarcast.cube import open_cube  # noqa: E402
 from insarcast.errors import InputError  # noqa: E402
 from insarcast.udf.ensemble import load_ensemble  # noqa: E402
@@ -24,49 +22,12 @@ NORM = {"input_mean": 0.5, "input_std": 4.0, "target_mean": -1.0, "target_std": 
 COEFFICIENTS = (0.2, -0.5, 0.9, 1.4, -1.1)
 
 
-def _linear_member(c: float) -> bytes:
-    """forecast[b, f] = c * (f + 1) * history[b, 0, 0]: the first epoch's relative displacement, scaled."""
-    x = helper.make_tensor_value_info("history", TensorProto.FLOAT, ["batch", T, C, P, P])
-    y = helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", F, P, P])
-    inits = [numpy_helper.from_array(np.array(v, np.int64), name) for name, v in
-             (("starts", [0, 0]), ("ends", [1, 1]), ("axes", [1, 2]), ("shape", [-1, 1, P, P]))]
-    inits.append(numpy_helper.from_array((c * np.arange(1, F + 1, dtype=np.float32)).reshape(1, F, 1, 1), "scale"))
-    nodes = [helper.make_node("Slice", ["history", "starts", "ends", "axes"], ["first"]),
-             helper.make_node("Reshape", ["first", "shape"], ["frame"]),
-             helper.make_node("Mul", ["frame", "scale"], ["forecast"])]
-    graph = helper.make_graph(nodes, "linear", [x], [y], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
-def write_linear_ensemble(folder, coefficients=COEFFICIENTS, *, spacing=100.0, crs="EPSG:3035", epoch_days=6.0):
-    folder.mkdir(parents=True, exist_ok=True)
-    members = []
-    for k, c in enumerate(coefficients):
-        data = _linear_member(c)
-        name = f"member_{k:02d}.onnx"
-        (folder / name).write_bytes(data)
-        members.append({"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                        "arch": "linear", "trial": k, "run_seed": 0, "strategy": "tpe", "val_loss": 1.0 + k,
-                        "hyperparameters": {"model": {"history": T, "horizon": F, "patch": P, "channels": C},
-                                            "train": {}},
-                        "exporter": "onnx.helper", "parity_max_abs": 0.0})
-    manifest = {
-        "format": "insarcast-ensemble", "format_version": 1, "name": "linear-test", "architecture": "linear",
-        "framework": "onnx", "framework_version": onnx.__version__, "opset": 18, "created": "2026-01-01T00:00:00Z",
-        "versions": {}, "history": T, "horizon": F, "patch": P, "channels": C,
-        "channel_names": ["displacement_relative_to_last", "valid"], "normalisation": NORM,
-        "grid": {"spacing": spacing, "crs": crs}, "epoch_days": epoch_days,
-        "input": {"name": "history", "dtype": "float32", "shape": [-1, T, C, P, P],
-                  "dims": ["batch", "time", "channel", "y", "x"]},
-        "output": {"name": "forecast", "dtype": "float32", "shape": [-1, F, P, P],
-                   "dims": ["batch", "horizon", "y", "x"], "units": "normalised"},
-        "members": members,
-    }
-    (folder / "ensemble.json").write_text(json.dumps(manifest, indent=1))
-    return folder
+def write_linear_ensemble(folder, coefficients=COEFFICIENTS, *, spacing=100.0, crs="EPSG:3035", epoch_days=6.0,
+                          **manifest_fields):
+    """Linear ONNX members (conftest.linear_member) with their manifest, from the one factory."""
+    members = [linear_member(c, history=T, horizon=F, patch=P, channels=C) for c in coefficients]
+    return write_ensemble(folder, members, history=T, horizon=F, patch=P, channels=C, norm=NORM, name="linear-test",
+                          spacing=spacing, crs=crs, epoch_days=epoch_days, **manifest_fields)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +104,7 @@ def test_numpy_dask_and_three_chunkings_agree(cube, ensemble_dir):
 
 
 def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube, ensemble_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(ensemble_dir), "--out", str(tmp_path / "p.zarr"), "--workers", "2", "--chunks", "20",
                            "-q"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -157,7 +118,7 @@ def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube,
 
 
 def _forecast_cli(tiny_cube, ensemble_dir, out, *extra):
-    return subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+    return subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(ensemble_dir), "--out", str(out), "--workers", "1", "-q", *extra],
                           capture_output=True, text=True, timeout=300)
 
@@ -336,7 +297,7 @@ def test_process_graph_is_built_offline():
 ])
 def test_forecast_refuses_a_cube_that_does_not_match_the_ensemble(tiny_cube, tmp_path, change, message):
     folder = write_linear_ensemble(tmp_path / "e", **change)
-    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(folder), "--out", str(tmp_path / "p.zarr"), "-q"], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr
     assert not (tmp_path / "p.zarr").exists()
@@ -345,7 +306,7 @@ def test_forecast_refuses_a_cube_that_does_not_match_the_ensemble(tiny_cube, tmp
 def test_forecast_refuses_a_damaged_ensemble_and_a_short_cube(tiny_cube, cube, tmp_path):
     folder = write_linear_ensemble(tmp_path / "e")
     (folder / "member_01.onnx").write_bytes(b"broken")
-    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(tiny_cube), "--ensemble",
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(folder), "--out", str(tmp_path / "p.zarr"), "-q"], capture_output=True, text=True)
     assert proc.returncode == 2 and "member_01.onnx" in proc.stderr and "checksum" in proc.stderr
     assert not (tmp_path / "p.zarr").exists()
@@ -381,7 +342,7 @@ def test_forecast_refuses_bad_cubes_before_any_work_and_writes_nothing(cube, ens
     else:
         ds = ds.assign_coords(y=ds["y"].values[0] - 50.0 * np.arange(ds.sizes["y"]))
     path = _cube_zarr(ds, tmp_path / "bad.zarr")
-    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", "--cube", str(path), "--ensemble",
+    proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(path), "--ensemble",
                            str(ensemble_dir), "--out", str(tmp_path / "p.zarr"), "-q"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cliutil import one_line_warnings, terminate_like_interrupt, usage_line
+from .cliutil import main_input, terminate_like_interrupt, usage_line
 from .contract import ARCHS, DEFAULT_ARCH
 from .errors import InputError
 
@@ -27,8 +27,10 @@ class _Group(click.Group):
             sys.exit(2)
 
     def invoke(self, ctx: click.Context):
+        from .log import capture_warnings
+
         terminate_like_interrupt(ctx)
-        one_line_warnings(ctx)
+        ctx.call_on_close(capture_warnings())        # insarcast's warnings through the logger, one line each
         try:
             return super().invoke(ctx)
         except InputError as exc:
@@ -83,7 +85,8 @@ def main() -> None:
     """Forecast InSAR ground deformation (EGMS L3) and map where the ground will move next.
 
     The default input is an embedded synthetic Rhineland scenario (`insarcast synth`); real EGMS
-    L3 vertical CSV tiles go straight to `insarcast grid`.
+    L3 vertical CSV tiles go straight to `insarcast grid`. Every verb reads
+    `insarcast VERB INPUT [--other-input ...] --out OUT`: the input it acts on is its argument.
     """
 
 
@@ -155,7 +158,7 @@ ARCH_NAMES = ARCHS
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube from `insarcast grid`.")
+@main_input("cube", old="--cube")
 @click.option("--arch", type=click.Choice(ARCH_NAMES), default=DEFAULT_ARCH, show_default=True,
               help="Spatial encoder and temporal model.")
 @click.option("--params", default="manual", show_default=True,
@@ -192,7 +195,7 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube from `insarcast grid`.")
+@main_input("cube", old="--cube")
 @click.option("--arch", "archs", type=click.Choice(ARCH_NAMES), multiple=True,
               help="Architecture(s) to search (repeatable). [default: all six]")
 @click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="paper", show_default=True,
@@ -271,8 +274,7 @@ def compare(tune_dir: Path, out: Path, alpha: float, overwrite: bool, quiet: boo
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--tune-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Folder of `insarcast tune`.")
+@main_input("tune_dir", old="--tune-dir", exists=True, file_okay=False)
 @click.option("--arch", type=click.Choice(ARCH_NAMES), default=DEFAULT_ARCH, show_default=True,
               help="Architecture whose best trials form the ensemble (the paper's choice by default).")
 @click.option("--top", type=int, default=10, show_default=True, help="Members: the best trials by validation loss.")
@@ -311,7 +313,7 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube from `insarcast grid`.")
+@main_input("cube", old="--cube")
 @click.option("--ensemble", type=click.Path(path_type=Path), required=True, help="Folder from `insarcast export`.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Zarr store of the products to write.")
 @click.option("--scheduler", help="dask.distributed scheduler address (default: a LocalCluster on this machine).")
@@ -402,8 +404,8 @@ def validate_stac(catalog: Path, schemas: Path, no_cogs: bool, quiet: bool) -> N
 
 
 @main.command(context_settings=CONTEXT)
+@main_input("products", old="--products")
 @click.option("--cube", type=click.Path(path_type=Path), required=True, help="Zarr cube the products came from.")
-@click.option("--products", type=click.Path(path_type=Path), required=True, help="Zarr store of `insarcast forecast`.")
 @click.option("--compare", "compare_dir", type=click.Path(path_type=Path), required=True,
               help="Folder of `insarcast compare`.")
 @click.option("--zones", type=click.Path(path_type=Path), help="GeoJSON of mine outlines and fault traces.")

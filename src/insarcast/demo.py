@@ -270,7 +270,9 @@ def _export(run: _Run) -> Outcome:
         for w in caught:
             if issubclass(w.category, ExportWarning):
                 run.warn(f"export: {w.message}")
-    members = len(json.loads(manifest.read_text(encoding="utf-8")).get("members", []))
+    from .udf.manifest import read_manifest
+
+    members = len(read_manifest(manifest).members)                  # a reused one is checked as forecast would
     return "reused" if reused else "done", manifest, f"{members} {ENSEMBLE_ARCH} member(s)"
 
 

@@ -4,13 +4,17 @@ The library only logs (:data:`LOGGER`, or ``logging.getLogger(__name__)`` below 
 the CLI calls :func:`configure` once per command, which gives the messages one format on stderr
 (``insarcast: warning: ...``; information lines as they are) and quietens third-party loggers
 (Optuna's per-trial INFO lines among them) to warnings. ``--quiet`` shows warnings and errors
-only, ``--verbose`` adds debug lines and the third-party information.
+only, ``--verbose`` adds debug lines and the third-party information. insarcast's own warnings
+(:class:`~insarcast.errors.InsarcastWarning`, raised with :func:`warnings.warn` where a caller may
+want to catch them) go out through the same logger while a command runs (:func:`capture_warnings`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
+from typing import Callable
 
 LOGGER = logging.getLogger("insarcast")
 #: Loggers of the libraries insarcast drives, quietened to WARNING unless ``--verbose``.
@@ -48,3 +52,24 @@ def configure(*, quiet: bool = False, verbose: bool = False) -> None:
     LOGGER.setLevel(level)
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def capture_warnings() -> Callable[[], None]:
+    """Show insarcast's own warnings (:class:`~insarcast.errors.InsarcastWarning`) as warnings of the
+    ``insarcast`` logger, ``insarcast: warning: ...``; other warnings as Python shows them. Returns the
+    function that puts the previous behaviour back (the CLI calls it when the command ends)."""
+    from .errors import InsarcastWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "insarcast", False):
+        return lambda: None
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InsarcastWarning):
+            LOGGER.warning(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.insarcast = True
+    warnings.showwarning = show
+    return lambda: setattr(warnings, "showwarning", shown)
