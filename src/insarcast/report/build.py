@@ -16,11 +16,13 @@ products' horizon.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
-import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Union
 
 import numpy as np
 import pandas as pd
@@ -46,6 +48,8 @@ COMPARE_CAPTIONS = {
 PAPER_ARCH = "resnet-transformer"
 SKILL_ORIGINS = 6            # forecast origins of the skill table: about one per horizon over the test period
 TEST_START = SPLIT[0] + SPLIT[1]                # the test period's first epoch, as a share of the epochs
+LOGGER = logging.getLogger(__name__)
+PathLike = Union[str, os.PathLike]
 
 
 def _open_products(path) -> xr.Dataset:
@@ -85,8 +89,99 @@ def _png(stage: Path, name: str, fig, store: dict[str, bytes]) -> None:
     store[name] = data
 
 
-def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None, ensemble=None, anchor=None,
-                 bands=DEFAULT_BANDS, browser_check: bool = False, progress: bool = True, truth=None,
+@dataclass
+class _Inputs:
+    """What the report reads, opened and checked: the cube, the products, the ensemble (loaded once),
+    the tables and figures of compare, the zones and the tune folder; ``notes`` collects what the page
+    says about them."""
+
+    ds: xr.Dataset
+    prod: xr.Dataset
+    ensemble: Any
+    ensemble_path: Path
+    compare_tables: dict[str, pd.DataFrame]
+    compare_figures: dict[str, Path]
+    zone_set: Any
+    tune_dir: Path | None
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class _Maps:
+    """The map grid and the area of one pixel."""
+
+    grid: figures.MapGrid
+    x: np.ndarray
+    y: np.ndarray
+    km2: float
+
+
+@dataclass(frozen=True)
+class _ProductLayers:
+    """The forecast products' layers and their tables."""
+
+    cls: np.ndarray
+    biv: np.ndarray
+    layers: dict[str, np.ndarray]
+    class_tab: pd.DataFrame
+    biv_tab: pd.DataFrame
+    tiers: np.ndarray
+    tier_tab: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class _Hindcast:
+    """The hindcast of the test period: its products, the observed change and the residuals at the horizon."""
+
+    hp: xr.Dataset
+    observed: np.ndarray
+    anchor: int
+    median: np.ndarray
+    members: np.ndarray
+    obs_h: np.ndarray
+    residual: np.ndarray
+    abs_res: np.ndarray
+    hstd: np.ndarray
+    hcls: np.ndarray
+    history: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class _Residuals:
+    """Residual diagnostics: skill per source, Q-Q fits, tails, the overlay, the models' residual maps."""
+
+    base: dict[str, np.ndarray]
+    skill_tab: pd.DataFrame
+    summary_tab: pd.DataFrame
+    qq: tuple
+    fits: pd.DataFrame
+    tails: pd.DataFrame
+    overlay_codes: np.ndarray
+    overlay_tab: pd.DataFrame
+    corr_tab: pd.DataFrame
+    model_tab: pd.DataFrame
+    panels: list
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """Reliability, Brier, coverage and PIT of the hindcast, without and with the observation noise."""
+
+    rel_tab: pd.DataFrame
+    brier_tab: pd.DataFrame
+    cov_tab: pd.DataFrame
+    cov_pixel: np.ndarray
+    sigma: np.ndarray
+    rel_noise_tab: pd.DataFrame
+    brier_noise_tab: pd.DataFrame
+    pit_tab: pd.DataFrame
+
+
+def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, out: PathLike,
+                 zones: PathLike | None = None, tune_dir: PathLike | None = None, ensemble: PathLike | None = None,
+                 anchor: int | str | None = None, bands: tuple[float, ...] = DEFAULT_BANDS,
+                 browser_check: bool = False, progress: bool = True, truth: PathLike | None = None,
                  origins: int = SKILL_ORIGINS) -> Path:
     """Write the report into ``out`` and return the path of its ``index.html``.
 
@@ -99,16 +194,61 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
     epoch (default: F epochs before the end). ``truth``: the noise-free cube of a synthetic scenario
     (``truth.zarr``), scored against beside the observations; ``origins``: forecast origins of the
     skill table (:mod:`insarcast.report.skill`). ``browser_check``: load the page in headless
-    Chromium, fail on a broken image or script error, and keep ``screenshot.png``.
+    Chromium, fail on a broken image or script error, and keep ``screenshot.png``. ``progress``:
+    log what it is doing and its notes (the ``insarcast`` logger, information lines).
     """
-    from insarcast.cube import open_cube
+    say = _say(progress)
+    inputs = _read_inputs(cube=cube, products=products, compare_dir=compare_dir, zones=zones, ensemble=ensemble,
+                          tune_dir=tune_dir)
+    maps = _maps(inputs.ds)
+    prod = inputs.prod
+    horizon = int(prod.attrs.get("horizon", prod.sizes["horizon"]))
+    layers = _product_layers(prod, maps.km2)
+    say("report: hindcast of the test period ...")
+    hind = _hindcast(inputs, anchor=anchor, horizon=horizon)
+    say(f"report: skill over {origins} forecast origins ...")
+    scores = _skill_scores(inputs.ds, inputs.ensemble, truth=truth, zones=inputs.zone_set, origins=origins,
+                           history=hind.history, horizon_steps=hind.steps)
+    res = _residuals(inputs, hind, horizon=horizon, maps=maps, say=say)
+    cal = _calibration(inputs.ds, hind, horizon=horizon)
+    zone_tab = _zone_table(inputs, hind, maps=maps, zones=zones, bands=bands)
+    key_tab = tables.key_numbers(_key_entries(prod, layers, hind, res, cal, horizon=horizon, km2=maps.km2)
+                                 + _skill_entries(scores))
+    all_tables = _all_tables(inputs, layers, hind, res, cal, scores=scores, zone_tab=zone_tab, key_tab=key_tab)
+    say("report: figures ...")
+    with atomic_path(Path(out)) as stage:
+        shown = _write_tables(stage, all_tables)
+        pngs = _write_figures(stage, inputs, maps, layers, hind, res, cal, all_tables=all_tables, zone_tab=zone_tab)
+        sections = _sections(shown, pngs, Numbers(key_tab), notes=inputs.notes, attrs=dict(prod.attrs),
+                             hattrs=dict(hind.hp.attrs), verdict=scores.verdict(),
+                             inputs={"cube": cube, "products": products, "compare": compare_dir, "zones": zones,
+                                     "ensemble": inputs.ensemble_path, "tune": inputs.tune_dir})
+        index = stage / "index.html"
+        index.write_text(page_html("insarcast report: where the ground will move next",
+                                   f"forecast from {prod.attrs.get('reference_time', '?')}, valid "
+                                   f"{prod.attrs.get('valid_time', '?')} (horizon {horizon} epochs), ensemble "
+                                   f"{prod.attrs.get('ensemble', '?')}", sections), encoding="utf-8")
+        if browser_check:
+            _check_in_browser(index, stage)
+    for note in inputs.notes:
+        say(f"report: note: {note}")
+    return Path(out) / "index.html"
 
-    out = Path(out)
-    notes: list[str] = []
 
-    def say(*args, **kwargs) -> None:               # progress and notes go to stderr, the result to stdout
+def _say(progress: bool) -> Callable[[str], None]:
+    """Progress and notes as information lines of the ``insarcast`` logger (stderr); nothing unless ``progress``."""
+    def say(message: str) -> None:
         if progress:
-            print(*args, file=sys.stderr, **kwargs)
+            LOGGER.info(message)
+    return say
+
+
+def _read_inputs(*, cube: PathLike, products: PathLike, compare_dir: PathLike, zones: PathLike | None,
+                 ensemble: PathLike | None, tune_dir: PathLike | None) -> _Inputs:
+    """Open and check every input, in the order a user fixes them; the ensemble is loaded (and its manifest
+    checked) once, for the hindcast and the skill table alike."""
+    from insarcast.cube import open_cube
+    from insarcast.udf.ensemble import load_ensemble
 
     ds = open_cube(cube)
     prod = _open_products(products)
@@ -118,137 +258,168 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         if not ensemble or not Path(ensemble).is_dir():
             raise InputError("the products do not name an existing ensemble folder: pass --ensemble",
                              path=products, field="ensemble_path")
-    compare_tables, compare_figures, compare_notes = tables.read_compare(compare_dir)
-    notes += compare_notes
+    compare_tables, compare_figures, notes = tables.read_compare(compare_dir)
     zone_set = None
     if zones is not None:
         zone_set = read_zones(zones, crs=ds.rio.crs.to_string())
         notes += list(zone_set.notes)
-    if tune_dir is None and "runs" in compare_tables and len(compare_tables["runs"]):
-        files = [Path(f) for f in compare_tables["runs"]["file"] if isinstance(f, str)]
-        common = Path(os.path.commonpath([str(f.parent) for f in files])) if files else None
-        tune_dir = common if common is not None and common.is_dir() else None
+    if tune_dir is None:
+        tune_dir = _tune_dir_of(compare_tables)
+    return _Inputs(ds=ds, prod=prod, ensemble=load_ensemble(ensemble), ensemble_path=Path(ensemble),
+                   compare_tables=compare_tables, compare_figures=compare_figures, zone_set=zone_set,
+                   tune_dir=None if tune_dir is None else Path(tune_dir), notes=notes)
 
+
+def _tune_dir_of(compare_tables: dict[str, pd.DataFrame]) -> Path | None:
+    """The folder the compare runs came from (their common parent), if it exists."""
+    if "runs" not in compare_tables or not len(compare_tables["runs"]):
+        return None
+    files = [Path(f) for f in compare_tables["runs"]["file"] if isinstance(f, str)]
+    common = Path(os.path.commonpath([str(f.parent) for f in files])) if files else None
+    return common if common is not None and common.is_dir() else None
+
+
+def _maps(ds: xr.Dataset) -> _Maps:
     x, y = ds["x"].values, ds["y"].values
-    grid = figures.MapGrid(x, y)
     dx = abs(float(x[1] - x[0])) if len(x) > 1 else 100.0
     dy = abs(float(y[1] - y[0])) if len(y) > 1 else dx
-    km2 = dx * dy / 1e6
-    horizon = int(prod.attrs.get("horizon", prod.sizes["horizon"]))
+    return _Maps(grid=figures.MapGrid(x, y), x=x, y=y, km2=dx * dy / 1e6)
 
-    # ---- the forecast products
+
+def _product_layers(prod: xr.Dataset, km2: float) -> _ProductLayers:
     cls = _layer(prod, "class").astype(np.uint8)
     biv = _layer(prod, "bivariate").astype(np.uint8)
     layers = {k: _float(prod, k) for k in ("confidence", "std", "rank_variance", "p85", "p95", "p99")}
-    class_tab = tables.class_table(cls, {k: layers[k] for k in ("confidence", "std", "rank_variance")}, km2)
-    biv_tab = tables.bivariate_table(biv, km2)
     tiers = tables.tier_codes(cls, biv)
-    tier_tab = tables.tier_table(tiers, km2)
+    return _ProductLayers(
+        cls=cls, biv=biv, layers=layers,
+        class_tab=tables.class_table(cls, {k: layers[k] for k in ("confidence", "std", "rank_variance")}, km2),
+        biv_tab=tables.bivariate_table(biv, km2), tiers=tiers, tier_tab=tables.tier_table(tiers, km2))
 
-    # ---- the hindcast on the test period
-    say("report: hindcast of the test period ...", flush=True)
-    hc = hindcast(ds, ensemble, anchor=anchor, horizon=horizon)
+
+def _hindcast(inputs: _Inputs, *, anchor: int | str | None, horizon: int) -> _Hindcast:
+    hc = hindcast(inputs.ds, inputs.ensemble, anchor=anchor, horizon=horizon)
     hp, observed = hc.products, np.asarray(hc.observed.values, np.float64)
     a = int(hp.attrs["anchor_index"])
     if not hp.attrs["in_test_period"]:
-        notes.append(f"the hindcast's target epochs start at epoch {a + 1}, before the test period (epoch "
-                     f"{hp.attrs['test_start_index']}): the residuals are not out-of-sample")
-    median_hc = np.asarray(hp["median"].transpose("horizon", "y", "x").values, np.float64)
-    members_hc = np.asarray(hp["forecast"].transpose("member", "horizon", "y", "x").values, np.float64)
+        inputs.notes.append(f"the hindcast's target epochs start at epoch {a + 1}, before the test period (epoch "
+                            f"{hp.attrs['test_start_index']}): the residuals are not out-of-sample")
+    median = np.asarray(hp["median"].transpose("horizon", "y", "x").values, np.float64)
     obs_h = observed[horizon - 1]
-    residual = median_hc[horizon - 1] - obs_h
-    abs_res = np.abs(residual)
-    hstd = _float(hp, "std")
-    hcls = _layer(hp, "class").astype(np.uint8)
-    thresholds_tab = tables.thresholds_table(dict(prod.attrs), dict(hp.attrs))
+    residual = median[horizon - 1] - obs_h
+    return _Hindcast(hp=hp, observed=observed, anchor=a, median=median,
+                     members=np.asarray(hp["forecast"].transpose("member", "horizon", "y", "x").values, np.float64),
+                     obs_h=obs_h, residual=residual, abs_res=np.abs(residual), hstd=_float(hp, "std"),
+                     hcls=_layer(hp, "class").astype(np.uint8), history=int(hp.attrs["history_epochs"]),
+                     steps=int(hp.attrs["horizon_steps"]))
 
-    history = int(hp.attrs["history_epochs"])
-    steps = int(hp.attrs["horizon_steps"])
 
-    # ---- skill over many origins: every baseline, observations and truth (the page leads with it)
-    say(f"report: skill over {origins} forecast origins ...", flush=True)
-    scores = _skill_scores(ds, ensemble, truth=truth, zones=zone_set, origins=origins, history=history,
-                           horizon_steps=steps)
-    sources = {"ensemble median": median_hc}
-    base = residuals.baseline_forecasts(ds["displacement"], ds["t"].values, a, steps, history=history)
-    sources.update(base)
+def _best_single_models(inputs: _Inputs, hind: _Hindcast, *, horizon: int,
+                        say: Callable[[str], None]) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The best manual and TPE models of the paper's architecture on the hindcast window (Figure 10):
+    their entries for the residual table, and their forecasts as skill sources where they span F steps."""
+    entries: list[dict] = []
+    sources: dict[str, np.ndarray] = {}
+    if inputs.tune_dir is None:
+        inputs.notes.append("no tune folder found: the manual-versus-TPE residual maps are missing")
+        return entries, sources
+    try:
+        best = best_models(inputs.tune_dir, archs=(PAPER_ARCH,))
+        for strategy in ("manual", "tpe"):
+            m = best.get((PAPER_ARCH, strategy))
+            if m is None:
+                inputs.notes.append(f"no {strategy} {PAPER_ARCH} model.pt below {inputs.tune_dir}: its residual map "
+                                    "is missing")
+                continue
+            say(f"report: {strategy} {PAPER_ARCH} model on the hindcast window ...")
+            fc, info = model_forecast(m.path, inputs.ds, anchor=hind.anchor)
+            if info["horizon"] < horizon:
+                inputs.notes.append(f"{m.path}: forecasts {info['horizon']} steps, fewer than the horizon {horizon}")
+                continue
+            entries.append({"label": f"{PAPER_ARCH} {strategy} (best, seed {m.seed})",
+                            "forecast": fc[horizon - 1].astype(np.float64), "arch": m.arch, "strategy": strategy,
+                            "seed": m.seed, "trial": m.trial, "val_loss": m.val_loss, "file": str(m.path)})
+            if info["horizon"] == hind.steps:
+                sources[f"{PAPER_ARCH} {strategy}"] = fc.astype(np.float64)
+    except MissingDependencyError as exc:
+        inputs.notes.append(f"manual-versus-TPE residual maps skipped: {exc}")
+    return entries, sources
 
-    # ---- best single models, manual and TPE (Figure 10)
-    model_entries = []
-    if tune_dir is not None:
-        try:
-            best = best_models(tune_dir, archs=(PAPER_ARCH,))
-            for strategy in ("manual", "tpe"):
-                m = best.get((PAPER_ARCH, strategy))
-                if m is None:
-                    notes.append(f"no {strategy} {PAPER_ARCH} model.pt below {tune_dir}: its residual map is missing")
-                    continue
-                say(f"report: {strategy} {PAPER_ARCH} model on the hindcast window ...", flush=True)
-                fc, info = model_forecast(m.path, ds, anchor=a)
-                if info["horizon"] < horizon:
-                    notes.append(f"{m.path}: forecasts {info['horizon']} steps, fewer than the horizon {horizon}")
-                    continue
-                label = f"{PAPER_ARCH} {strategy} (best, seed {m.seed})"
-                model_entries.append({"label": label, "forecast": fc[horizon - 1].astype(np.float64),
-                                      "arch": m.arch, "strategy": strategy, "seed": m.seed, "trial": m.trial,
-                                      "val_loss": m.val_loss, "file": str(m.path)})
-                if info["horizon"] == steps:
-                    sources[f"{PAPER_ARCH} {strategy}"] = fc.astype(np.float64)
-        except MissingDependencyError as exc:
-            notes.append(f"manual-versus-TPE residual maps skipped: {exc}")
-    else:
-        notes.append("no tune folder found: the manual-versus-TPE residual maps are missing")
-    model_entries.append({"label": "ensemble median", "forecast": median_hc[horizon - 1], "arch": PAPER_ARCH,
-                          "strategy": "ensemble", "val_loss": math.nan, "file": str(ensemble)})
-    model_tab, _, model_mask = residuals.model_residual_table(model_entries, obs_h)
-    panels = [(e["label"], np.where(model_mask, np.abs(e["forecast"] - obs_h), np.nan)) for e in model_entries]
 
-    skill_tab = residuals.skill_table(observed, sources)
-    summary_tab = residuals.residual_summary(residual)
-    p, z, q = residuals.qq_points(residual)
-    fits = residuals.qq_fits(residual)
-    tails = residuals.tail_quantiles(residual, fits)
-    std_high = float(hp.attrs["std_tercile_2"])
-    overlay_codes, res_high, overlay_tab = residuals.overlay(hstd, abs_res, std_high=std_high, pixel_area_km2=km2)
-    corr_tab = residuals.rank_correlations(abs_res, {"std": hstd, "rank_variance": _float(hp, "rank_variance"),
-                                                     "confidence": _float(hp, "confidence")})
+def _residuals(inputs: _Inputs, hind: _Hindcast, *, horizon: int, maps: _Maps,
+               say: Callable[[str], None]) -> _Residuals:
+    ds = inputs.ds
+    base = residuals.baseline_forecasts(ds["displacement"], ds["t"].values, hind.anchor, hind.steps,
+                                        history=hind.history)
+    sources = {"ensemble median": hind.median, **base}
+    model_entries, model_sources = _best_single_models(inputs, hind, horizon=horizon, say=say)
+    sources.update(model_sources)
+    model_entries.append({"label": "ensemble median", "forecast": hind.median[horizon - 1], "arch": PAPER_ARCH,
+                          "strategy": "ensemble", "val_loss": math.nan, "file": str(inputs.ensemble_path)})
+    model_tab, _, model_mask = residuals.model_residual_table(model_entries, hind.obs_h)
+    panels = [(e["label"], np.where(model_mask, np.abs(e["forecast"] - hind.obs_h), np.nan)) for e in model_entries]
+    fits = residuals.qq_fits(hind.residual)
+    overlay_codes, _, overlay_tab = residuals.overlay(hind.hstd, hind.abs_res, std_high=float(hind.hp.attrs[
+        "std_tercile_2"]), pixel_area_km2=maps.km2)
+    corr_tab = residuals.rank_correlations(hind.abs_res, {"std": hind.hstd,
+                                                          "rank_variance": _float(hind.hp, "rank_variance"),
+                                                          "confidence": _float(hind.hp, "confidence")})
+    return _Residuals(base=base, skill_tab=residuals.skill_table(hind.observed, sources),
+                      summary_tab=residuals.residual_summary(hind.residual), qq=residuals.qq_points(hind.residual),
+                      fits=fits, tails=residuals.tail_quantiles(hind.residual, fits), overlay_codes=overlay_codes,
+                      overlay_tab=overlay_tab, corr_tab=corr_tab, model_tab=model_tab, panels=panels)
 
-    # ---- calibration
+
+def _calibration(ds: xr.Dataset, hind: _Hindcast, *, horizon: int) -> _Calibration:
+    hp = hind.hp
     hthr = {tau: float(hp.attrs[f"q{tau}"]) for tau in calibration.LEVELS}
     probs = {tau: _float(hp, f"p{tau}") for tau in calibration.LEVELS}
-    rel_tab, brier_tab = calibration.reliability(probs, np.abs(obs_h), hthr, members=int(hp.sizes["member"]))
-    cov_tab, cov_pixel = calibration.coverage(members_hc, observed)
+    rel_tab, brier_tab = calibration.reliability(probs, np.abs(hind.obs_h), hthr, members=int(hp.sizes["member"]))
+    cov_tab, cov_pixel = calibration.coverage(hind.members, hind.observed)
     # the same against what an observation is: the signal plus the noise of two epochs
-    sigma = calibration.observation_sigma(ds["displacement"], a)
+    sigma = calibration.observation_sigma(ds["displacement"], hind.anchor)
     scale = math.sqrt(2.0) * sigma
-    members_h = members_hc[:, horizon - 1]
+    members_h = hind.members[:, horizon - 1]
     noisy = {tau: calibration.noisy_exceedance(members_h, scale, hthr[tau]) for tau in calibration.LEVELS}
-    rel_noise_tab, brier_noise_tab = calibration.reliability(noisy, np.abs(obs_h), hthr, members=None)
-    pit_tab = calibration.pit_table(calibration.pit(members_h, scale, obs_h))
+    rel_noise_tab, brier_noise_tab = calibration.reliability(noisy, np.abs(hind.obs_h), hthr, members=None)
+    return _Calibration(rel_tab=rel_tab, brier_tab=brier_tab, cov_tab=cov_tab, cov_pixel=cov_pixel, sigma=sigma,
+                        rel_noise_tab=rel_noise_tab, brier_noise_tab=brier_noise_tab,
+                        pit_tab=calibration.pit_table(calibration.pit(members_h, scale, hind.obs_h)))
 
-    # ---- zones
-    zone_tab = None
-    if zone_set is not None and zone_set.features:
-        distances = zone_distances(zone_set, x, y)
-        zlayers = {"residual": residual, "abs_residual": abs_res, "std": hstd,
-                   **{k: _float(hp, k) for k in ("rank_variance", "confidence", "p85", "p95", "p99")}}
-        zone_tab = tables.zone_table(distances, hcls != tables.NODATA, hcls, zlayers, km2, bands=bands)
-    elif zone_set is not None:
-        notes.append(f"{zones}: no mine or fault feature: no zone analysis")
 
-    # ---- the numbers quoted in the text
-    def skill_of(source, metric):
-        row = skill_tab[(skill_tab["source"] == source) & (skill_tab["horizon"] == str(horizon))]
-        return float(row[metric].iloc[0]) if len(row) else math.nan
+def _zone_table(inputs: _Inputs, hind: _Hindcast, *, maps: _Maps, zones: PathLike | None,
+                bands: tuple[float, ...]) -> pd.DataFrame | None:
+    zone_set = inputs.zone_set
+    if zone_set is None:
+        return None
+    if not zone_set.features:
+        inputs.notes.append(f"{zones}: no mine or fault feature: no zone analysis")
+        return None
+    distances = zone_distances(zone_set, maps.x, maps.y)
+    zlayers = {"residual": hind.residual, "abs_residual": hind.abs_res, "std": hind.hstd,
+               **{k: _float(hind.hp, k) for k in ("rank_variance", "confidence", "p85", "p95", "p99")}}
+    return tables.zone_table(distances, hind.hcls != tables.NODATA, hind.hcls, zlayers, maps.km2, bands=bands)
 
-    valid_px = int((cls != tables.NODATA).sum())
-    corr_std = corr_tab.loc[corr_tab["x"] == "std", "rho"]
-    brier95 = brier_tab.loc[brier_tab["threshold"] == "P95", "brier"]
-    brier95_noise = brier_noise_tab.loc[brier_noise_tab["threshold"] == "P95", "brier"]
-    valid_sigma = sigma[np.isfinite(obs_h) & np.isfinite(sigma)]
-    cov_all = cov_tab.loc[cov_tab["horizon"] == "all"]
-    high_plus = class_tab.loc[class_tab["code"] >= 2, "area_km2"].sum()
-    entries = [
+
+def _first(frame: pd.DataFrame, column: str, where: pd.Series) -> float:
+    """The first value of ``column`` where ``where`` holds, NaN if none."""
+    values = frame.loc[where, column]
+    return float(values.iloc[0]) if len(values) else math.nan
+
+
+def _key_entries(prod: xr.Dataset, layers: _ProductLayers, hind: _Hindcast, res: _Residuals, cal: _Calibration,
+                 *, horizon: int, km2: float) -> list[tuple]:
+    """The numbers quoted in the text: (key, value, unit, description)."""
+    skill_tab = res.skill_tab
+
+    def skill_of(source: str) -> float:
+        return _first(skill_tab, "rmse", (skill_tab["source"] == source) & (skill_tab["horizon"] == str(horizon)))
+
+    valid_px = int((layers.cls != tables.NODATA).sum())
+    valid_sigma = cal.sigma[np.isfinite(hind.obs_h) & np.isfinite(cal.sigma)]
+    cov_all = cal.cov_tab.loc[cal.cov_tab["horizon"] == "all"]
+    summary, corr, pit = res.summary_tab, res.corr_tab, cal.pit_tab
+    return [
         ("valid_pixels", valid_px, "pixels", "valid pixels of the products"),
         ("valid_area_km2", valid_px * km2, "km²", "area of the valid pixels"),
         ("members", int(prod.attrs.get("members", prod.sizes.get("member", 0))), "", "ensemble members"),
@@ -256,103 +427,103 @@ def build_report(*, cube, products, compare_dir, zones=None, out, tune_dir=None,
         ("q85_mm", float(prod.attrs["q85"]), "mm", "Q85 of |median| (products)"),
         ("q95_mm", float(prod.attrs["q95"]), "mm", "Q95 of |median| (products)"),
         ("q99_mm", float(prod.attrs["q99"]), "mm", "Q99 of |median| (products)"),
-        ("high_or_highest_km2", float(high_plus), "km²", "area in class High or Highest"),
-        ("intervention_km2", float(tier_tab.loc[0, "area_km2"]), "km²", "area of the intervention tier"),
-        ("monitoring_km2", float(tier_tab.loc[1, "area_km2"]), "km²", "area of the monitoring tier"),
-        ("hindcast_rmse_mm", skill_of("ensemble median", "rmse"), "mm",
-         "hindcast RMSE of the ensemble median at the horizon"),
-        ("persistence_rmse_mm", skill_of("persistence", "rmse"), "mm", "hindcast RMSE of persistence"),
-        ("lstsq_rmse_mm", skill_of("trend_annual", "rmse") if "trend_annual" in base else math.nan, "mm",
+        ("high_or_highest_km2", float(layers.class_tab.loc[layers.class_tab["code"] >= 2, "area_km2"].sum()), "km²",
+         "area in class High or Highest"),
+        ("intervention_km2", float(layers.tier_tab.loc[0, "area_km2"]), "km²", "area of the intervention tier"),
+        ("monitoring_km2", float(layers.tier_tab.loc[1, "area_km2"]), "km²", "area of the monitoring tier"),
+        ("hindcast_rmse_mm", skill_of("ensemble median"), "mm", "hindcast RMSE of the ensemble median at the horizon"),
+        ("persistence_rmse_mm", skill_of("persistence"), "mm", "hindcast RMSE of persistence"),
+        ("lstsq_rmse_mm", skill_of("trend_annual") if "trend_annual" in res.base else math.nan, "mm",
          "hindcast RMSE of the least-squares trend plus annual baseline"),
-        ("linear_rmse_mm", skill_of("linear", "rmse"), "mm", "hindcast RMSE of the window's line"),
-        ("adaptive_rmse_mm", skill_of("adaptive", "rmse"), "mm", "hindcast RMSE of the adaptive baseline"),
-        ("residual_bias_mm", float(summary_tab.loc[summary_tab["statistic"] == "mean", "value"].iloc[0]), "mm",
+        ("linear_rmse_mm", skill_of("linear"), "mm", "hindcast RMSE of the window's line"),
+        ("adaptive_rmse_mm", skill_of("adaptive"), "mm", "hindcast RMSE of the adaptive baseline"),
+        ("residual_bias_mm", float(summary.loc[summary["statistic"] == "mean", "value"].iloc[0]), "mm",
          "mean residual (forecast - observed)"),
-        ("rho_std_residual", float(corr_std.iloc[0]) if len(corr_std) else math.nan, "",
-         "Spearman correlation of std with |residual|"),
-        ("brier_p95", float(brier95.iloc[0]) if len(brier95) else math.nan, "", "Brier score of P95"),
+        ("rho_std_residual", _first(corr, "rho", corr["x"] == "std"), "", "Spearman correlation of std with |residual|"),
+        ("brier_p95", _first(cal.brier_tab, "brier", cal.brier_tab["threshold"] == "P95"), "", "Brier score of P95"),
         ("coverage_range", float(cov_all["within_range"].iloc[0]), "", "share of observations within the members' range"),
         ("coverage_nominal", float(cov_all["nominal_range"].iloc[0]), "", "nominal coverage (K-1)/(K+1)"),
         ("sigma_obs_mm", float(np.median(valid_sigma)) if valid_sigma.size else math.nan, "mm",
          "median noise of one epoch (MAD of second differences up to the anchor)"),
-        ("brier_p95_noise", float(brier95_noise.iloc[0]) if len(brier95_noise) else math.nan, "",
+        ("brier_p95_noise", _first(cal.brier_noise_tab, "brier", cal.brier_noise_tab["threshold"] == "P95"), "",
          "Brier score of P95 with the observation noise"),
-        ("pit_central_80", float(pit_tab.loc[pit_tab["bin"] == "central_80", "frequency"].iloc[0]), "",
+        ("pit_central_80", float(pit.loc[pit["bin"] == "central_80", "frequency"].iloc[0]), "",
          "share of observations in the central 80 % of the noisy ensemble (nominal 0.8)"),
     ]
-    entries += _skill_entries(scores)
-    key_tab = tables.key_numbers(entries)
-    num = Numbers(key_tab)
 
+
+def _all_tables(inputs: _Inputs, layers: _ProductLayers, hind: _Hindcast, res: _Residuals, cal: _Calibration, *,
+                scores, zone_tab: pd.DataFrame | None, key_tab: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every table of the page, by its CSV name."""
+    compare_tables = inputs.compare_tables
     all_tables = {
         "metrics": tables.metrics_table(compare_tables["summary"], compare_tables["baselines"]),
         "welch": tables.welch_view(compare_tables["welch"]),
-        "thresholds": thresholds_tab, "classes": class_tab, "bivariate": biv_tab, "tiers": tier_tab,
-        "hindcast_skill": skill_tab, "residual_summary": summary_tab, "qq_fits": fits, "tail_quantiles": tails,
-        "model_residuals": model_tab, "overlay": overlay_tab, "rank_correlations": corr_tab,
-        "reliability": rel_tab, "brier": brier_tab, "coverage": cov_tab, "reliability_noise": rel_noise_tab,
-        "brier_noise": brier_noise_tab, "pit": pit_tab, "key_numbers": key_tab,
+        "thresholds": tables.thresholds_table(dict(inputs.prod.attrs), dict(hind.hp.attrs)),
+        "classes": layers.class_tab, "bivariate": layers.biv_tab, "tiers": layers.tier_tab,
+        "hindcast_skill": res.skill_tab, "residual_summary": res.summary_tab, "qq_fits": res.fits,
+        "tail_quantiles": res.tails, "model_residuals": res.model_tab, "overlay": res.overlay_tab,
+        "rank_correlations": res.corr_tab, "reliability": cal.rel_tab, "brier": cal.brier_tab,
+        "coverage": cal.cov_tab, "reliability_noise": cal.rel_noise_tab, "brier_noise": cal.brier_noise_tab,
+        "pit": cal.pit_tab, "key_numbers": key_tab,
         "skill_origins": scores.table(), "skill_per_horizon": scores.horizon_tables(),
     }
     if scores.maps:
         all_tables["skill_maps"] = scores.map_table()
     if zone_tab is not None:
         all_tables["zones"] = zone_tab
+    return all_tables
 
-    say("report: figures ...", flush=True)
-    with atomic_path(out) as stage:
-        (stage / "figures").mkdir(parents=True)
-        (stage / "tables").mkdir()
-        for name, frame in all_tables.items():
-            tables.write_csv(frame, stage / "tables" / f"{name}.csv")
-        # the page shows each table as read back from its CSV, so page and file cannot differ
-        shown = {name: tables.read_csv(stage / "tables" / f"{name}.csv") for name in all_tables}
-        pngs: dict[str, bytes] = {}
-        for name, path in compare_figures.items():
-            shutil.copyfile(path, stage / "figures" / f"compare_{name}.png")
-            pngs[f"compare_{name}"] = path.read_bytes()
-        zs = zone_set
-        _png(stage, "susceptibility", figures.susceptibility_figure(grid, cls, layers["confidence"], layers["std"],
-                                                                    layers["rank_variance"], zones=zs), pngs)
-        _png(stage, "bivariate", figures.bivariate_figure(grid, biv, biv_tab, zones=zs), pngs)
-        _png(stage, "exceedance", figures.exceedance_figure(grid, layers["p85"], layers["p95"], layers["p99"],
-                                                            zones=zs), pngs)
-        _png(stage, "skill", figures.skill_figure(skill_tab), pngs)
-        _png(stage, "skill_horizon", figures.skill_horizon_figure(all_tables["skill_per_horizon"]), pngs)
-        _png(stage, "residual_map", figures.residual_map_figure(grid, residual, zones=zs), pngs)
-        _png(stage, "qq", figures.qq_figure(p, z, q, fits, tails), pngs)
-        _png(stage, "abs_residuals", figures.abs_residual_models_figure(grid, panels, zones=zs), pngs)
-        _png(stage, "overlay", figures.overlay_figure(grid, overlay_codes, hstd, abs_res, overlay_tab, corr_tab,
-                                                      zones=zs), pngs)
-        if zone_tab is not None:
-            _png(stage, "zones", figures.zones_figure(zone_tab), pngs)
-        _png(stage, "reliability", figures.reliability_figure(rel_tab, brier_tab), pngs)
-        _png(stage, "coverage", figures.coverage_figure(grid, cov_pixel, cov_tab, zones=zs), pngs)
-        _png(stage, "reliability_noise", figures.reliability_figure(
-            rel_noise_tab, brier_noise_tab, title="reliability with the observation noise"), pngs)
-        _png(stage, "pit", figures.pit_figure(pit_tab), pngs)
-        _png(stage, "tiers", figures.tiers_figure(grid, tiers, tier_tab, zones=zs), pngs)
 
-        sections = _sections(shown, pngs, num, notes=notes, attrs=dict(prod.attrs), hattrs=dict(hp.attrs),
-                             verdict=scores.verdict(),
-                             inputs={"cube": cube, "products": products, "compare": compare_dir, "zones": zones,
-                                     "ensemble": ensemble, "tune": tune_dir})
-        index = stage / "index.html"
-        index.write_text(page_html("insarcast report: where the ground will move next",
-                                   f"forecast from {prod.attrs.get('reference_time', '?')}, valid "
-                                   f"{prod.attrs.get('valid_time', '?')} (horizon {horizon} epochs), ensemble "
-                                   f"{prod.attrs.get('ensemble', '?')}", sections), encoding="utf-8")
-        if browser_check:
-            from .browser import check_page, screenshot
+def _write_tables(stage: Path, all_tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Write every table as CSV; returns them as read back, so that page and file cannot differ."""
+    (stage / "figures").mkdir(parents=True)
+    (stage / "tables").mkdir()
+    for name, frame in all_tables.items():
+        tables.write_csv(frame, stage / "tables" / f"{name}.csv")
+    return {name: tables.read_csv(stage / "tables" / f"{name}.csv") for name in all_tables}
 
-            check = check_page(index)
-            if not check.ok:
-                raise RuntimeError(f"the report does not render cleanly in Chromium: broken images "
-                                   f"{list(check.broken)}, errors {list(check.errors) + list(check.console)}")
-            screenshot(index, stage / "screenshot.png", height=check.height)
-    for note in notes:
-        say(f"report: note: {note}")
-    return out / "index.html"
+
+def _write_figures(stage: Path, inputs: _Inputs, maps: _Maps, layers: _ProductLayers, hind: _Hindcast,
+                   res: _Residuals, cal: _Calibration, *, all_tables: dict[str, pd.DataFrame],
+                   zone_tab: pd.DataFrame | None) -> dict[str, bytes]:
+    """Write every figure as PNG (compare's copied); returns their bytes by name."""
+    pngs: dict[str, bytes] = {}
+    for name, path in inputs.compare_figures.items():
+        shutil.copyfile(path, stage / "figures" / f"compare_{name}.png")
+        pngs[f"compare_{name}"] = path.read_bytes()
+    grid, zs, lay = maps.grid, inputs.zone_set, layers.layers
+    _png(stage, "susceptibility", figures.susceptibility_figure(grid, layers.cls, lay["confidence"], lay["std"],
+                                                                lay["rank_variance"], zones=zs), pngs)
+    _png(stage, "bivariate", figures.bivariate_figure(grid, layers.biv, layers.biv_tab, zones=zs), pngs)
+    _png(stage, "exceedance", figures.exceedance_figure(grid, lay["p85"], lay["p95"], lay["p99"], zones=zs), pngs)
+    _png(stage, "skill", figures.skill_figure(res.skill_tab), pngs)
+    _png(stage, "skill_horizon", figures.skill_horizon_figure(all_tables["skill_per_horizon"]), pngs)
+    _png(stage, "residual_map", figures.residual_map_figure(grid, hind.residual, zones=zs), pngs)
+    _png(stage, "qq", figures.qq_figure(*res.qq, res.fits, res.tails), pngs)
+    _png(stage, "abs_residuals", figures.abs_residual_models_figure(grid, res.panels, zones=zs), pngs)
+    _png(stage, "overlay", figures.overlay_figure(grid, res.overlay_codes, hind.hstd, hind.abs_res, res.overlay_tab,
+                                                  res.corr_tab, zones=zs), pngs)
+    if zone_tab is not None:
+        _png(stage, "zones", figures.zones_figure(zone_tab), pngs)
+    _png(stage, "reliability", figures.reliability_figure(cal.rel_tab, cal.brier_tab), pngs)
+    _png(stage, "coverage", figures.coverage_figure(grid, cal.cov_pixel, cal.cov_tab, zones=zs), pngs)
+    _png(stage, "reliability_noise", figures.reliability_figure(
+        cal.rel_noise_tab, cal.brier_noise_tab, title="reliability with the observation noise"), pngs)
+    _png(stage, "pit", figures.pit_figure(cal.pit_tab), pngs)
+    _png(stage, "tiers", figures.tiers_figure(grid, layers.tiers, layers.tier_tab, zones=zs), pngs)
+    return pngs
+
+
+def _check_in_browser(index: Path, stage: Path) -> None:
+    """Load the page in headless Chromium; refuse a broken image or script error; keep a screenshot."""
+    from .browser import check_page, screenshot
+
+    check = check_page(index)
+    if not check.ok:
+        raise RuntimeError(f"the report does not render cleanly in Chromium: broken images "
+                           f"{list(check.broken)}, errors {list(check.errors) + list(check.console)}")
+    screenshot(index, stage / "screenshot.png", height=check.height)
 
 
 def _skill_scores(ds: xr.Dataset, ensemble, *, truth, zones, origins: int, history: int, horizon_steps: int):
@@ -395,9 +566,17 @@ def _skill_entries(scores) -> list[tuple]:
 
 def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, *, notes, attrs, hattrs,
               inputs, verdict: list[str]) -> list[Section]:
-    def fig(name, caption):
+    """The page's sections, in order, from the tables as read back (``t``), the figures and the key numbers."""
+    def fig(name: str, caption: str) -> str:
         return figure_html(name, pngs[name], caption) if name in pngs else note_html(f"figure {name} is missing")
 
+    return [_worth_section(t, fig, verdict), _overview_section(t, num), _metrics_section(t, fig),
+            _susceptibility_section(t, fig, num, attrs), _bivariate_section(t, fig), _skill_section(t, fig, hattrs),
+            _residuals_section(t, fig, num), _zones_section(t, fig), _calibration_section(t, fig, num),
+            _tiers_section(t, fig), _provenance_section(inputs, notes)]
+
+
+def _worth_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], verdict: list[str]) -> Section:
     worth = Section("worth", "Is the forecast worth more than a trend fit?")
     worth.p("Every method is scored at the same forecast origins spread over the test period, on the same "
             "pixels: the ensemble median (model), persistence, the least-squares line of the history window "
@@ -417,7 +596,10 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
                              "share of the top-5 % true movers classed High or Highest; precision_top15: share of "
                              "High/Highest pixels among the top-15 % true movers; corr: forecast map against the "
                              "true change"))
+    return worth
 
+
+def _overview_section(t: dict[str, pd.DataFrame], num: Numbers) -> Section:
     overview = Section("overview", "Overview")
     overview.p(f"Of {num('valid_pixels')} ({num('valid_area_km2')}), {num('high_or_highest_km2')} "
                f"fall in the High or Highest susceptibility class of the {num('members')}-member ensemble at "
@@ -428,7 +610,10 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
                f"linear {num('linear_rmse_mm')}, trend plus annual {num('lstsq_rmse_mm')}, adaptive "
                f"{num('adaptive_rmse_mm')}); one window cannot rank methods: the section above scores many.")
     overview.add(table_html("key_numbers", t["key_numbers"], caption="Numbers quoted in this page"))
+    return overview
 
+
+def _metrics_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str]) -> Section:
     metrics = Section("metrics", "Architectures, manual against TPE, and baselines")
     metrics.p("Test-window RMSE and MAE (mm) and R² of every run, mean and standard deviation over the runs "
               "(seeds), and the baselines on the same windows and pixels.")
@@ -437,7 +622,10 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
                                                         "(diff > 0: TPE better)"))
     for name in ("violins", "forest", "histories"):
         metrics.add(fig(f"compare_{name}", COMPARE_CAPTIONS[name]))
+    return metrics
 
+
+def _susceptibility_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], num: Numbers, attrs: dict) -> Section:
     sus = Section("susceptibility", "Susceptibility, confidence and uncertainty")
     sus.p(f"Classes by the global quantiles of |median|: Q85 = {num('q85_mm')}, Q95 = {num('q95_mm')}, "
           f"Q99 = {num('q99_mm')} ({attrs.get('mode_description', '')}).")
@@ -446,11 +634,17 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
             table_html("classes", t["classes"], caption="Pixels, area and mean uncertainty per class"),
             table_html("thresholds", t["thresholds"], caption="Thresholds of the products and of the hindcast"),
             fig("exceedance", "Exceedance probabilities P85, P95, P99."))
+    return sus
 
+
+def _bivariate_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str]) -> Section:
     biv = Section("bivariate", "Susceptibility × uncertainty")
     biv.add(fig("bivariate", "Figure 8: bivariate susceptibility × uncertainty map with its 3 × 3 legend."),
             table_html("bivariate", t["bivariate"], caption="The nine cells"))
+    return biv
 
+
+def _skill_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], hattrs: dict) -> Section:
     skill = Section("skill", "Hindcast skill on the test period")
     skill.p(f"The ensemble was run on the cube cut at epoch {hattrs['anchor_index']} ({hattrs['anchor_time']}); "
             f"the next {hattrs['horizon_steps']} epochs are observed and lie "
@@ -458,7 +652,10 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
             f"{hattrs['test_start_index']} of {hattrs['epochs']}).")
     skill.add(fig("skill", "Hindcast RMSE and MAE per horizon step: ensemble, baselines, best single models."),
               table_html("hindcast_skill", t["hindcast_skill"], caption="Hindcast skill per source and step"))
+    return skill
 
+
+def _residuals_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], num: Numbers) -> Section:
     res = Section("residuals", "Residual diagnostics")
     res.add(fig("residual_map", "Figure 9a: signed residual, forecast − observed, at the horizon."),
             table_html("residual_summary", t["residual_summary"], caption="Residual statistics"),
@@ -472,14 +669,20 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
             table_html("overlay", t["overlay"], caption="Joint uncertainty and residual classes"),
             table_html("rank_correlations", t["rank_correlations"], caption="Rank correlations with |residual|"))
     res.p(f"Spearman's ρ between the ensemble std and |residual|: {num('rho_std_residual')}.")
+    return res
 
+
+def _zones_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str]) -> Section:
     zones = Section("zones", "Zones: faults and mines")
     if "zones" in t:
         zones.add(fig("zones", "Mean |residual|, mean std and class shares per zone and distance band."),
                   table_html("zones", t["zones"], caption="Zone analysis on the hindcast"))
     else:
         zones.add(note_html("No zones were given (--zones): no zone analysis."))
+    return zones
 
+
+def _calibration_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], num: Numbers) -> Section:
     cal = Section("calibration", "Calibration of the exceedance probabilities")
     cal.p(f"Brier score of P95: {num('brier_p95')}; observations within the members' range: "
           f"{num('coverage_range', percent=True)} (nominal {num('coverage_nominal', percent=True)}).")
@@ -499,14 +702,20 @@ def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, 
                        caption="Reliability table with the observation noise (tenths)"),
             fig("pit", "PIT histogram of the observed change under the noisy ensemble."),
             table_html("pit", t["pit"], caption="PIT histogram and central 80 % coverage"))
+    return cal
 
+
+def _tiers_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str]) -> Section:
     tiers = Section("tiers", "Decision tiers")
     tiers.add(fig("tiers", "Tiered decision strategy: susceptibility class and uncertainty tercile."),
               table_html("tiers", t["tiers"], caption="Area per tier"))
+    return tiers
 
+
+def _provenance_section(inputs: dict, notes: list[str]) -> Section:
     prov = Section("provenance", "Inputs and notes")
     prov.add("<ul>" + "".join(f"<li>{esc(k)}: <code>{esc(v)}</code></li>" for k, v in inputs.items()
                               if v is not None) + "</ul>")
     for note in notes:
         prov.add(note_html(note))
-    return [worth, overview, metrics, sus, biv, skill, res, zones, cal, tiers, prov]
+    return prov
