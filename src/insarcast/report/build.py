@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from insarcast.contract import PAPER_ARCH, TEST_START
 from insarcast.errors import InputError, MissingDependencyError
 from insarcast.fsutil import atomic_path
 
 from . import calibration, figures, residuals, tables
-from .hindcast import SPLIT, best_models, hindcast, model_forecast
+from .hindcast import best_models, hindcast, model_forecast
 from .html import Numbers, Section, esc, figure_html, note_html, page_html, table_html
 from .zones import DEFAULT_BANDS, read_zones, zone_distances
 
@@ -45,9 +46,7 @@ COMPARE_CAPTIONS = {
     "histories": "Figure 5: best-so-far validation loss per trial, each seed dashed, their mean solid "
                  "(from compare).",
 }
-PAPER_ARCH = "resnet-transformer"
 SKILL_ORIGINS = 6            # forecast origins of the skill table: about one per horizon over the test period
-TEST_START = SPLIT[0] + SPLIT[1]                # the test period's first epoch, as a share of the epochs
 LOGGER = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
