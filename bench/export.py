@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from insarcast.contract import PAPER_ARCH
 from common import demo_cube, median_seconds, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -84,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ensemble", type=Path)
     parser.add_argument("--tune-dir", type=Path)
-    parser.add_argument("--arch", default="resnet-transformer")
+    parser.add_argument("--arch", default=PAPER_ARCH)
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--cube", type=Path)
     parser.add_argument("--data", type=Path, default=HERE / "results" / "data")

@@ -142,10 +142,10 @@ def learning_curve(budgets: list[tuple[int, int]], *, data: Path) -> list[dict]:
     from insarcast.training.data import Windows
     from insarcast.training.params import configs, manual_params
     from insarcast.training.trainer import evaluate, fit
+    from insarcast.contract import PAPER_ARCH as arch
     from insarcast.training.tune import PRESETS
 
     cube = demo_cube(data)
-    arch = "resnet-transformer"
     model_cfg, cfg = configs(manual_params()[arch], arch=arch, overrides=dict(PRESETS["demo"].overrides))
     windows = Windows.from_cube(cube, history=model_cfg.history, horizon=model_cfg.horizon, patch=model_cfg.patch,
                                 stride=cfg.stride, min_valid=cfg.min_valid, inputs=model_cfg.inputs)

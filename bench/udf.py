@@ -55,8 +55,9 @@ from pathlib import Path
 import numpy as np
 from common import demo_cube, median_seconds, write_json
 
+from insarcast.contract import PAPER_ARCH as ARCH
+
 HERE = Path(__file__).resolve().parent
-ARCH = "resnet-transformer"
 RHINELAND = (1000, 2000)             # (ny, nx) cells
 RHINELAND_CHUNKS = 256               # forecast_cube's default
 MEMORY_GOAL = 1.25

@@ -22,14 +22,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from insarcast.contract import MANIFEST_FORMAT as FORMAT, MANIFEST_NAME, MANIFEST_VERSION as FORMAT_VERSION
-from insarcast.udf.inputs import INPUTS, TARGETS
-from insarcast.udf.manifest import INPUT_DIMS, OUTPUT_DIMS, Manifest, write_manifest
+from insarcast.contract import MANIFEST_FORMAT as FORMAT, MANIFEST_NAME, MANIFEST_VERSION as FORMAT_VERSION, \
+    MODEL_INPUT as INPUT_NAME, MODEL_INPUT_DIMS as INPUT_DIMS, MODEL_OUTPUT as OUTPUT_NAME, \
+    MODEL_OUTPUT_DIMS as OUTPUT_DIMS
+from insarcast.udf.inputs import INPUTS, NORM_KEYS, TARGETS
+from insarcast.udf.manifest import Manifest, write_manifest
 
 __all__ = ["build_manifest", "member_entry", "versions", "write_manifest", "INPUT_NAME", "OUTPUT_NAME"]
 
-INPUT_NAME = "history"
-OUTPUT_NAME = "forecast"
 OUTPUT_UNITS = "normalised: mm = value * target_std + target_mean"
 
 
@@ -100,7 +100,7 @@ def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: byte
         "inputs": inputs,
         "target": TARGETS[inputs],
         "channel_names": list(INPUTS[inputs]),
-        "normalisation": {k: float(norm[k]) for k in ("input_mean", "input_std", "target_mean", "target_std")},
+        "normalisation": {k: float(norm[k]) for k in NORM_KEYS},
         "grid": {"spacing": grid.get("spacing"), "crs": grid.get("crs")},
         "epoch_days": float(best.metrics["epoch_days"]),
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, t, c, p, p],

@@ -35,7 +35,7 @@ from insarcast.progress import bar
 from insarcast.training.models import ARCHS, Forecaster, ModelConfig, load_model
 from insarcast.training.params import TrainConfig
 from insarcast.training.windows import Normalisation
-from insarcast.udf.inputs import INPUTS
+from insarcast.udf.inputs import INPUTS, NORM_KEYS
 
 from .manifest import INPUT_NAME, OUTPUT_NAME, build_manifest, member_entry, write_manifest
 from .select import ExportWarning, Run, _same, select_runs
@@ -88,7 +88,7 @@ def _dynamo_proto(model: Forecaster, example: torch.Tensor, opset: int):
     batch = torch.export.Dim("batch")
     with _quiet():
         program = torch.onnx.export(model, (example,), None, dynamo=True, input_names=[INPUT_NAME],
-                                     output_names=[OUTPUT_NAME], dynamic_shapes={"history": {0: batch}},
+                                     output_names=[OUTPUT_NAME], dynamic_shapes={INPUT_NAME: {0: batch}},
                                      opset_version=opset, optimize=True, verbose=False, report=False)
     return program.model_proto
 
@@ -196,8 +196,7 @@ def parity_inputs(cube: str | Path, cfg: ModelConfig, train: dict[str, Any], nor
     windows = Windows.from_cube(cube, history=cfg.history, horizon=cfg.horizon, patch=cfg.patch,
                                 stride=int(train.get("stride", defaults.stride)),
                                 min_valid=float(train.get("min_valid", defaults.min_valid)), inputs=cfg.inputs)
-    windows.norm = Normalisation(**{k: float(norm[k]) for k in ("input_mean", "input_std", "target_mean",
-                                                                  "target_std")})
+    windows.norm = Normalisation(**{k: float(norm[k]) for k in NORM_KEYS})
     rows = windows.samples("val")
     if len(rows) > n:
         rows = rows[np.linspace(0, len(rows) - 1, n).round().astype(int)]

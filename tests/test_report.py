@@ -136,6 +136,45 @@ def test_zone_bands_count_the_right_pixels():
     assert pixels[("all", "every valid pixel")] == 250
 
 
+def _geojson(path, *features):
+    import json
+
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": props, "geometry": {"type": gtype, "coordinates": coords}}
+        for gtype, coords, props in features]}))
+    return path
+
+
+SQUARE = [[4000000.0, 3000000.0], [4000100.0, 3000000.0], [4000100.0, 3000100.0], [4000000.0, 3000000.0]]
+LINE = [[4000000.0, 3000000.0], [4000500.0, 3000500.0]]
+
+
+def test_zones_read_mines_and_faults_and_note_what_they_ignore(tmp_path):
+    from insarcast.report.zones import read_zones
+
+    path = _geojson(tmp_path / "z.geojson", ("Polygon", [SQUARE], {"name": "pit"}),
+                    ("MultiPolygon", [[SQUARE], [SQUARE]], {"name": "twin"}),
+                    ("MultiLineString", [LINE, LINE], {"name": "graben"}), ("Point", LINE[0], {"name": "well"}),
+                    ("LineString", LINE, {"name": "river", "kind": "river"}))
+    zones = read_zones(path)
+    assert [(f.kind, f.name, len(f.parts)) for f in zones.features] == [("mine", "pit", 1), ("mine", "twin", 2),
+                                                                          ("fault", "graben", 2)]
+    assert zones.notes == ("zones: features[3] (well) is a Point, neither a polygon nor a line: ignored",
+                           "zones: features[4] (river) has kind 'river', neither 'mine' nor 'fault': ignored")
+
+
+@pytest.mark.parametrize("feature, field, message", [
+    (("LineString", LINE, {"kind": "mine"}), "features[0].geometry.type", "a mine must be a polygon"),
+    (("Polygon", [[]], {}), "features[0].geometry.coordinates", "a geometry without coordinates"),
+])
+def test_a_bad_zone_is_refused_naming_the_feature(tmp_path, feature, field, message):
+    from insarcast.report.zones import read_zones
+
+    with pytest.raises(InputError, match=message) as err:
+        read_zones(_geojson(tmp_path / "z.geojson", feature))
+    assert err.value.field == field and err.value.path == str(tmp_path / "z.geojson")
+
+
 def test_a_perfectly_calibrated_forecast_gives_a_diagonal_reliability_curve():
     K = 5
     probabilities, observed = [], []

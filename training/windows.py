@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from insarcast.baselines import fits
+from insarcast.contract import SPLIT
 from insarcast.errors import InputError
 from insarcast.udf.inputs import CHANNELS, model_inputs  # noqa: F401  (CHANNELS: the paper's, re-exported)
 
@@ -38,7 +39,7 @@ class Split:
     test: tuple[int, int]
 
     @classmethod
-    def temporal(cls, n_epochs: int, *, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> "Split":
+    def temporal(cls, n_epochs: int, *, fractions: tuple[float, float, float] = SPLIT) -> "Split":
         if not np.isclose(sum(fractions), 1.0) or min(fractions) <= 0:
             raise InputError(f"split fractions must be positive and sum to 1, got {fractions}", field="split")
         a = int(round(n_epochs * fractions[0]))

@@ -36,13 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from insarcast.contract import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
+from insarcast.contract import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, MODEL_INPUT_DIMS as INPUT_DIMS, \
+    MODEL_OUTPUT_DIMS as OUTPUT_DIMS
 from insarcast.errors import InputError
 
 from .inputs import INPUTS, NORM_KEYS
-
-INPUT_DIMS = ("batch", "time", "channel", "y", "x")
-OUTPUT_DIMS = ("batch", "horizon", "y", "x")
 SHAPE_KEYS = ("history", "horizon", "patch", "channels")     # T, F, P, C
 
 _INT, _NUMBER, _STR, _DICT, _LIST = "int", "number", "str", "dict", "list"

@@ -66,6 +66,18 @@ def read_zones(path: str | os.PathLike, *, crs=None) -> Zones:
 
     Raises :class:`InputError` naming the file and the feature for anything unreadable."""
     path = Path(path)
+    doc = _read_collection(path)
+    notes: list[str] = []
+    features = [f for f in (_feature(i, feat, path=path, notes=notes) for i, feat in enumerate(doc["features"]))
+                if f is not None]
+    source = _file_crs(doc, features)
+    if crs is not None and source is not None:
+        features = _reproject(features, source, crs, path=path)
+    return Zones(features=tuple(features), path=str(path), crs=None if crs is None else str(crs), notes=tuple(notes))
+
+
+def _read_collection(path: Path) -> dict:
+    """The GeoJSON FeatureCollection in ``path``, with a ``features`` list."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -76,50 +88,48 @@ def read_zones(path: str | os.PathLike, *, crs=None) -> Zones:
         raise InputError(f"cannot read the zones file: {exc}", path=path) from None
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
         raise InputError("expected a GeoJSON FeatureCollection with a 'features' list", path=path, field="type")
-    notes: list[str] = []
-    features: list[Feature] = []
-    for i, feat in enumerate(doc["features"]):
-        where = f"features[{i}]"
-        if not isinstance(feat, dict) or not isinstance(feat.get("geometry"), dict):
-            raise InputError("expected a Feature with a geometry", path=path, field=where)
-        geom = feat["geometry"]
-        props = feat.get("properties") or {}
-        gtype = geom.get("type")
-        name = str(props.get("name", f"feature {i}"))
-        kind = props.get("kind")
-        coords = geom.get("coordinates")
-        if gtype == "Polygon":
-            parts = _coords(coords, path=path, where=f"{where}.geometry.coordinates", depth=2)
-            default = "mine"
-        elif gtype == "MultiPolygon":
-            parts = [ring for poly in _coords(coords, path=path, where=f"{where}.geometry.coordinates", depth=3)
-                     for ring in poly]
-            default = "mine"
-        elif gtype == "LineString":
-            parts = [_coords(coords, path=path, where=f"{where}.geometry.coordinates", depth=1)]
-            default = "fault"
-        elif gtype == "MultiLineString":
-            parts = _coords(coords, path=path, where=f"{where}.geometry.coordinates", depth=2)
-            default = "fault"
-        else:
-            notes.append(f"zones: {where} ({name}) is a {gtype}, neither a polygon nor a line: ignored")
-            continue
-        kind = default if kind is None else kind
-        if kind not in ZONE_KINDS:
-            notes.append(f"zones: {where} ({name}) has kind {kind!r}, neither 'mine' nor 'fault': ignored")
-            continue
-        if (kind == "mine") != (default == "mine"):
-            raise InputError(f"a {kind} must be a {'polygon' if kind == 'mine' else 'line'}, got {gtype}",
-                             path=path, field=f"{where}.geometry.type")
-        arrays = tuple(np.asarray(p, np.float64).reshape(-1, 2) for p in parts if len(p) >= 2)
-        if not arrays:
-            raise InputError("a geometry without coordinates", path=path, field=f"{where}.geometry.coordinates")
-        features.append(Feature(kind=kind, name=name, parts=arrays))
+    return doc
 
-    source = _file_crs(doc, features)
-    if crs is not None and source is not None:
-        features = _reproject(features, source, crs, path=path)
-    return Zones(features=tuple(features), path=str(path), crs=None if crs is None else str(crs), notes=tuple(notes))
+
+#: GeoJSON geometry type -> (nesting depth of its coordinates, the zone kind it draws by default)
+_GEOMETRIES = {"Polygon": (2, "mine"), "MultiPolygon": (3, "mine"), "LineString": (1, "fault"),
+               "MultiLineString": (2, "fault")}
+
+
+def _parts(gtype: str, coords, *, path: Path, where: str) -> list:
+    """The rings or lines of a geometry: a multi-polygon's rings flattened, a line string as one part."""
+    found = _coords(coords, path=path, where=where, depth=_GEOMETRIES[gtype][0])
+    if gtype == "MultiPolygon":
+        return [ring for poly in found for ring in poly]
+    return [found] if gtype == "LineString" else found
+
+
+def _feature(i: int, feat, *, path: Path, notes: list[str]) -> Feature | None:
+    """Feature ``i`` as a mine or fault zone; None (with a note) for a geometry or kind that is neither."""
+    where = f"features[{i}]"
+    if not isinstance(feat, dict) or not isinstance(feat.get("geometry"), dict):
+        raise InputError("expected a Feature with a geometry", path=path, field=where)
+    geom = feat["geometry"]
+    props = feat.get("properties") or {}
+    gtype = geom.get("type")
+    name = str(props.get("name", f"feature {i}"))
+    if gtype not in _GEOMETRIES:
+        notes.append(f"zones: {where} ({name}) is a {gtype}, neither a polygon nor a line: ignored")
+        return None
+    parts = _parts(gtype, geom.get("coordinates"), path=path, where=f"{where}.geometry.coordinates")
+    default = _GEOMETRIES[gtype][1]
+    kind = props.get("kind")
+    kind = default if kind is None else kind
+    if kind not in ZONE_KINDS:
+        notes.append(f"zones: {where} ({name}) has kind {kind!r}, neither 'mine' nor 'fault': ignored")
+        return None
+    if (kind == "mine") != (default == "mine"):
+        raise InputError(f"a {kind} must be a {'polygon' if kind == 'mine' else 'line'}, got {gtype}",
+                         path=path, field=f"{where}.geometry.type")
+    arrays = tuple(np.asarray(p, np.float64).reshape(-1, 2) for p in parts if len(p) >= 2)
+    if not arrays:
+        raise InputError("a geometry without coordinates", path=path, field=f"{where}.geometry.coordinates")
+    return Feature(kind=kind, name=name, parts=arrays)
 
 
 def _file_crs(doc: dict, features: list[Feature]) -> str | None:

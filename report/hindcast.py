@@ -28,7 +28,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 import xarray as xr
 
-from insarcast.contract import DEFAULT_ARCH, SPLIT     # SPLIT: training's temporal split (Split.temporal)
+from insarcast.contract import PAPER_ARCH, TEST_START     # TEST_START: training's split (Split.temporal)
 from insarcast.errors import InputError, MissingDependencyError
 
 
@@ -150,7 +150,7 @@ def hindcast(cube, ensemble, *, anchor=None, overlap: int | None = None, horizon
     products = forecast_products(truncated, overlap=overlap, horizon=horizon, mode="change", batch_size=batch_size,
                                  **settings)
     nt = len(times)
-    test_start = int(round(nt * (SPLIT[0] + SPLIT[1])))   # as Split.temporal
+    test_start = int(round(nt * TEST_START))   # as Split.temporal
     products.attrs.update(anchor_index=int(a), anchor_time=str(np.datetime_as_string(times[a], unit="s")),
                           test_start_index=int(test_start), epochs=int(nt),
                           in_test_period=int(a + 1 >= test_start))
@@ -202,7 +202,7 @@ def find_models(tune_dir: str | os.PathLike) -> list[RunModel]:
                                         str(m.path)))
 
 
-def best_models(tune_dir: str | os.PathLike, archs=(DEFAULT_ARCH,)) -> dict[tuple[str, str], RunModel]:
+def best_models(tune_dir: str | os.PathLike, archs=(PAPER_ARCH,)) -> dict[tuple[str, str], RunModel]:
     """The lowest-validation-loss model of each (arch, strategy) with strategy manual or tpe;
     ``archs`` None takes every architecture found."""
     best: dict[tuple[str, str], RunModel] = {}
