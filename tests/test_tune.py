@@ -21,13 +21,15 @@ def test_sampler_carries_the_papers_settings():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sampler = make_sampler(3)
+        tpe = sampler.sampler_for(0)
     # optuna >= 4.9 deprecates `gamma` with a FutureWarning, optuna 4.x calls multivariate experimental:
-    # make_sampler silences exactly those, nothing reaches the user
+    # the sampler silences exactly those, nothing reaches the user
     assert [str(w.message) for w in caught] == []
-    assert isinstance(sampler, optuna.samplers.TPESampler)
-    assert sampler._n_startup_trials == 20
-    assert sampler._gamma(40) == 10 and paper_gamma(40) == 10 and paper_gamma(41) == 11 and paper_gamma(1) == 1
-    assert sampler._multivariate is True and sampler._constant_liar is True
+    settings = sampler.tpe_kwargs
+    assert isinstance(tpe, optuna.samplers.TPESampler) and isinstance(sampler, optuna.samplers.BaseSampler)
+    assert settings["n_startup_trials"] == 20
+    assert settings["gamma"](40) == 10 and paper_gamma(40) == 10 and paper_gamma(41) == 11 and paper_gamma(1) == 1
+    assert settings["multivariate"] is True and settings["constant_liar"] is True
     paper = tune_module.PRESETS["paper"]
     assert (paper.trials, paper.startup, paper.runs) == (50, 20, 10)
     assert Tuner("x.zarr", "/tmp/none", preset="paper").startup == 20

@@ -78,18 +78,41 @@ def paper_gamma(n: int) -> int:
     return math.ceil(GAMMA * n)
 
 
-class PaperTPESampler(optuna.samplers.TPESampler):
-    """TPESampler whose random state is re-seeded from (seed, trial number) before every trial.
+class PaperTPESampler(optuna.samplers.BaseSampler):
+    """The paper's TPE with its own seed for every trial: a fresh ``TPESampler(seed=s)`` per trial, with
+    ``s`` drawn from (seed, trial number), to which every sampling call of that trial is delegated.
 
     A plain seeded TPESampler draws from one stream per process: a resumed study (a new process)
     would replay the start-up draws of trials 0, 1, ... and two workers on one study would draw the
     same points. Seeding per trial number keeps a sequential study exactly reproducible and makes
-    every trial's draws its own.
+    every trial's draws its own; TPE itself keeps no state between trials (it reads the study), so a
+    sampler per trial is the same algorithm. Only Optuna's public sampler API is used.
     """
 
-    def __init__(self, *, seed: int, **kwargs: Any):
-        super().__init__(seed=seed, **kwargs)
-        self._base_seed = int(seed)
+    def __init__(self, *, seed: int, **tpe_kwargs: Any):
+        self.seed = int(seed)
+        self.tpe_kwargs = dict(tpe_kwargs)
+        self._samplers: dict[int, optuna.samplers.TPESampler] = {}
+
+    def sampler_for(self, number: int) -> optuna.samplers.TPESampler:
+        """The TPE sampler of trial ``number`` (made once per trial and process)."""
+        if number not in self._samplers:
+            seed = int(np.random.SeedSequence([self.seed, int(number)]).generate_state(1)[0])
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*`gamma`", category=FutureWarning)
+                warnings.filterwarnings("ignore", message=r".*``(multivariate|constant_liar)``",
+                                        category=optuna.exceptions.ExperimentalWarning)
+                self._samplers[number] = optuna.samplers.TPESampler(seed=seed, **self.tpe_kwargs)
+        return self._samplers[number]
+
+    def infer_relative_search_space(self, study, trial):
+        return self.sampler_for(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.sampler_for(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.sampler_for(trial.number).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         # Optuna finds a stale trial by its last heartbeat, and records the first one only once the
@@ -98,13 +121,17 @@ class PaperTPESampler(optuna.samplers.TPESampler):
         storage = study._storage
         if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
             storage.record_heartbeat(trial._trial_id)
-        tpe, random = np.random.SeedSequence([self._base_seed, trial.number]).generate_state(2)
-        self._rng.rng.seed(int(tpe))
-        self._random_sampler._rng.rng.seed(int(random))
-        super().before_trial(study, trial)
+        self.sampler_for(trial.number).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.sampler_for(trial.number).after_trial(study, trial, state, values)
+        self._samplers.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:  # each trial is seeded from (seed, number): nothing to reseed
+        pass
 
 
-def make_sampler(seed: int, *, startup: int = STARTUP_TRIALS) -> optuna.samplers.TPESampler:
+def make_sampler(seed: int, *, startup: int = STARTUP_TRIALS) -> PaperTPESampler:
     """The paper's TPE: ``startup`` random trials, gamma(n) = ceil(0.25 n), multivariate, seeded.
 
     ``constant_liar`` is set (optuna 5's default, not 4's) so that the sampler is the same across the
