@@ -235,15 +235,29 @@ def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thres
     spacing = np.median(np.diff(t)) if len(t) > 1 else np.timedelta64(0, "ns")
     times = t[-1] + np.arange(1, steps + 1) * spacing
     reference = str(np.datetime_as_string(t[-1], unit="s"))
+    # CF 1.11: section 4.4 (time), the forecast_reference_time / forecast_period standard names for
+    # a forecast's issue time and lead time, section 5.6 (projection_x/y_coordinate with a grid mapping)
     coords = {
-        "member": ("member", np.arange(members)),
+        "member": ("member", np.arange(members), {"long_name": "ensemble member"}),
         "horizon": ("horizon", np.arange(1, steps + 1), {"long_name": "epochs after the last observed one"}),
-        "time": ("horizon", times.astype("datetime64[ns]"), {"long_name": "valid time of the forecast"}),
+        "time": ("horizon", times.astype("datetime64[ns]"), {"standard_name": "time",
+                                                             "long_name": "valid time of the forecast"}),
+        "forecast_period": ("horizon", (times - t[-1]).astype("timedelta64[ns]"),
+                            {"standard_name": "forecast_period", "long_name": "lead time after the last epoch"}),
+        "forecast_reference_time": ((), np.datetime64(t[-1], "ns"),
+                                    {"standard_name": "forecast_reference_time",
+                                     "long_name": "last observed epoch the forecast starts from"}),
         "y": displacement["y"],
         "x": displacement["x"],
     }
     if "spatial_ref" in displacement.coords:                      # the CRS travels with the cube
         coords["spatial_ref"] = displacement.coords["spatial_ref"].reset_coords(drop=True)
+        coords["spatial_ref"].attrs.setdefault("long_name", "coordinate reference system")
+        for axis in ("y", "x"):                                   # projected map coordinates (metres)
+            coord = displacement[axis].reset_coords(drop=True).copy()
+            coord.attrs = {**coord.attrs, "standard_name": f"projection_{axis}_coordinate",
+                           "long_name": f"{axis} coordinate of projection", "units": coord.attrs.get("units", "m")}
+            coords[axis] = coord
     grid_mapping = displacement.attrs.get("grid_mapping", displacement.encoding.get("grid_mapping"))
     base_attrs = {"grid_mapping": grid_mapping} if grid_mapping else {}
     if "spatial_ref" in coords and not base_attrs:
@@ -266,11 +280,16 @@ def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thres
         if name in CLASS_PRODUCTS:
             layer = layer.astype(np.uint8)
             meanings = CLASS_NAMES if name == "class" else BIVARIATE_NAMES
+            # CF 2.5.1: "values outside the valid range are missing", so 255 is nodata for CF readers
+            # while xarray keeps the codes uint8 (a _FillValue would make them float with NaN)
             attrs.update(flag_values=np.arange(len(meanings), dtype=np.uint8),
-                         flag_meanings=" ".join(meanings), nodata=NODATA_CLASS)
+                         flag_meanings=" ".join(meanings), nodata=NODATA_CLASS,
+                         valid_range=np.array([0, len(meanings) - 1], np.uint8))
         data_vars[name] = (("y", "x"), layer, attrs)
 
     attrs = {
+        "Conventions": "CF-1.11",
+        "title": "insarcast ensemble forecast of ground deformation and its susceptibility products",
         **thresholds.to_dict(),
         "thresholds_units": "mm",
         "thresholds_source": "given" if given else "quantiles of this region's valid pixels",

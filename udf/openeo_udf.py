@@ -158,7 +158,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
         if value.dtype == np.uint8:                                    # class codes: NaN where nodata
             value = value.astype(np.float32).where(value != 255)
         layers.append(value if name != "median" else products["median"].sel(horizon=products.attrs["horizon"]))
-    out = xarray.concat([layer.drop_vars(["horizon", "time"], errors="ignore").astype(np.float32)
+    out = xarray.concat([layer.drop_vars(["horizon", "time", "forecast_period"], errors="ignore").astype(np.float32)
                          for layer in layers], dim="bands")
     out = out.assign_coords(bands=names).transpose("bands", "y", "x")
     return out.drop_vars([c for c in out.coords if c not in ("bands", "y", "x")])

@@ -144,12 +144,16 @@ def check_settings(*, workers: int | None = None, threads: int | None = None, ch
             raise InputError(f"must be at least {least}, got {value}", field=option)
 
 
+FORMATS = ("zarr", "netcdf")
+
+
 def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str | os.PathLike, *,
                   scheduler: str | None = None, workers: int | None = None, chunks: int = 256,
                   overlap: int | None = None, horizon: int | None = None, mode: str = "change",
                   thresholds: Mapping[str, float] | None = None, threads: int = 1, batch_size: int = 64,
-                  progress: bool = False) -> Path:
-    """Forecast with ``ensemble`` over ``cube`` and write the products to the Zarr store ``out``.
+                  progress: bool = False, fmt: str = "zarr") -> Path:
+    """Forecast with ``ensemble`` over ``cube`` and write the products to ``out``: a Zarr store, or with
+    ``fmt="netcdf"`` one CF 1.11 NetCDF-4 file (:mod:`insarcast.udf.netcdf`).
 
     ``scheduler``: a dask.distributed address; default a LocalCluster of ``workers`` processes
     (default: the CPU count) with one thread each. ``chunks``: cells per side of a task's block.
@@ -161,6 +165,10 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     from insarcast.udf.forecast import forecast_products
 
     check_settings(workers=workers, threads=threads, chunks=chunks, overlap=overlap, horizon=horizon)
+    if fmt not in FORMATS:
+        raise InputError(f"expected one of {', '.join(FORMATS)}, got {fmt!r}", field="format")
+    if fmt == "netcdf":
+        from insarcast.udf.netcdf import to_netcdf
     clean_stale(out)                                      # temporaries of a killed run on this target
     members = load_ensemble(ensemble)                     # checks the whole ensemble before any work
     ds = open_cube(cube)
@@ -203,7 +211,10 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
             for variable in products.variables.values():
                 variable.encoding.pop("chunks", None)
             with atomic_path(Path(out)) as tmp:
-                run(products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2))
+                if fmt == "netcdf":
+                    run(to_netcdf(products, tmp, compute=False))
+                else:
+                    run(products.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=2))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         client.close()

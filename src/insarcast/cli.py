@@ -327,15 +327,18 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
               help="Class thresholds (mm) to use instead of this region's quantiles: a JSON file with q85, q95, "
                    "q99, std_tercile_1, std_tercile_2, or an earlier products store (its attributes).")
 @click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime threads per worker.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "netcdf"]), default="zarr", show_default=True,
+              help="zarr: a Zarr store (what publish and report read); netcdf: one CF 1.11 NetCDF-4 file.")
 @_overwrite
 @_quiet
 def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, workers: int | None, chunks: int,
              overlap: int | None, horizon: int | None, mode: str, thresholds_from: Path | None, threads: int,
-             overwrite: bool, quiet: bool) -> None:
+             fmt: str, overwrite: bool, quiet: bool) -> None:
     """Ensemble forecast, susceptibility and uncertainty products over a cube (ONNX Runtime on Dask).
 
     \b
-    Reads CUBE and the ENSEMBLE (ensemble.json, member_XX.onnx; no torch needed). Writes OUT (Zarr):
+    Reads CUBE and the ENSEMBLE (ensemble.json, member_XX.onnx; no torch needed). Writes OUT (Zarr, or
+    with --format netcdf one CF NetCDF-4 file):
       forecast(member, horizon, y, x), median(horizon, y, x)   change since the last epoch, mm
       std, class, p85, p95, p99, mass_low..mass_highest, confidence, rank_variance, bivariate (y, x)
       at the chosen horizon; thresholds q85/q95/q99 and std terciles in the attributes
@@ -347,7 +350,8 @@ def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, worke
     _refuse_existing([out], overwrite)
     thresholds = read_thresholds(thresholds_from) if thresholds_from is not None else None
     path = forecast_cube(cube, ensemble, out, scheduler=scheduler, workers=workers, chunks=chunks, overlap=overlap,
-                         horizon=horizon, mode=mode, thresholds=thresholds, threads=threads, progress=not quiet)
+                         horizon=horizon, mode=mode, thresholds=thresholds, threads=threads, progress=not quiet,
+                         fmt=fmt)
     click.echo(str(path))
 
 

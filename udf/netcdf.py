@@ -1,0 +1,56 @@
+"""The products as one NetCDF-4 file that CF 1.11 readers understand (``insarcast forecast --format netcdf``).
+
+:func:`insarcast.udf.forecast.forecast_products` already names everything the CF way (standard names of
+the time, forecast reference time and forecast period coordinates and of the projected map
+coordinates, the grid mapping, units, flag values and meanings of the classes, ``Conventions``).
+What only a file needs is set here, at writing:
+
+- no ``_FillValue`` on coordinate variables (CF 2.5.1: "must not be used on coordinate variables";
+  xarray gives float coordinates a NaN fill by default);
+- ``units_metadata = "leap_seconds: none"`` on the time coordinates (CF 1.11, 4.4.2: recommended for
+  the default ``proleptic_gregorian`` calendar; numpy's datetimes have no leap seconds);
+- a ``history`` line (CF 2.6.2).
+
+NetCDF-4 is needed for the classes' ``ubyte`` type; the ``netCDF4`` package writes it (an optional
+dependency, the ``[netcdf]`` extra).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import xarray as xr
+
+from insarcast.errors import MissingDependencyError
+
+TIME_COORDS = ("time", "forecast_reference_time")
+
+
+def netcdf_ready(products: xr.Dataset, *, command: str = "insarcast forecast") -> xr.Dataset:
+    """A shallow copy of ``products`` with the encodings and attributes a CF NetCDF file needs."""
+    out = products.copy()
+    for name in out.coords:
+        if out[name].ndim == 1 and name in out.dims or name in TIME_COORDS or name == "forecast_period":
+            out[name].encoding["_FillValue"] = None
+    for name in TIME_COORDS:
+        if name in out.coords:
+            out[name].attrs["units_metadata"] = "leap_seconds: none"
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.attrs["history"] = f"{stamp} {command}"
+    for variable in out.variables.values():
+        variable.encoding.pop("chunks", None)
+        variable.encoding.pop("preferred_chunks", None)
+    return out
+
+
+def to_netcdf(products: xr.Dataset, path, *, compute: bool = True, command: str = "insarcast forecast") -> Any:
+    """Write ``products`` to ``path`` as NetCDF-4 (see the module docstring); ``compute=False`` returns
+    the Dask delayed write, as :meth:`xarray.Dataset.to_netcdf` does."""
+    try:
+        import netCDF4  # noqa: F401
+    except ImportError as err:
+        raise MissingDependencyError("--format netcdf needs the netCDF4 package: pip install "
+                                     "'insarcast[netcdf]'") from err
+    return netcdf_ready(products, command=command).to_netcdf(path, engine="netcdf4", format="NETCDF4",
+                                                              compute=compute)
