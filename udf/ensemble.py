@@ -21,7 +21,9 @@ callable of :func:`insarcast.udf.forecast.forecast_products`, whose other settin
 providers, threads): loading the same ensemble again re-checks every checksum but builds no session.
 By default the sessions ask for CUDA first when onnxruntime offers it (onnxruntime-gpu on a machine
 with a GPU, :func:`ensemble_providers`), with the CPU as fallback; a session that could not start
-CUDA is a :class:`RuntimeWarning`.
+CUDA is a :class:`RuntimeWarning`. CUDA asked for explicitly (``providers=``) and not obtained is an
+:class:`~insarcast.errors.InputError`. :attr:`Ensemble.active_providers` is what the sessions really
+run on (``session.get_providers()``); the products record it.
 
 Only numpy and onnxruntime are imported; never torch.
 """
@@ -39,6 +41,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from insarcast.cpus import allow_spinning
 from insarcast.errors import InputError, MissingDependencyError
 
 from .inputs import INPUTS, NORM_KEYS
@@ -209,7 +212,26 @@ def _ort():
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise MissingDependencyError("the ONNX ensemble needs onnxruntime: pip install 'insarcast[udf]' "
                                      "(or 'insarcast[gpu]' for onnxruntime-gpu)") from err
+    _refuse_both_builds()
     return onnxruntime
+
+
+def _refuse_both_builds() -> None:
+    """onnxruntime and onnxruntime-gpu install the same module over each other: which build runs is
+    whichever was written last, file by file. Refuse, with the fix, when both are installed."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if len(versions) == 2:
+        raise MissingDependencyError(
+            f"onnxruntime {versions['onnxruntime']} and onnxruntime-gpu {versions['onnxruntime-gpu']} are both "
+            "installed and overwrite each other's files; keep one: pip uninstall -y onnxruntime onnxruntime-gpu "
+            f"&& pip install onnxruntime-gpu=={versions['onnxruntime-gpu']} (GPU; or onnxruntime for the CPU)")
 
 
 def ensemble_providers() -> list[str]:
@@ -242,6 +264,8 @@ def _session(data: bytes, key: tuple, *, providers: Sequence[str], threads: int 
     if threads is not None:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not allow_spinning():            # a busy machine: waiting threads sleep (insarcast.cpus)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types
@@ -465,6 +489,7 @@ def load_ensemble(path: str | Path, *, providers: Sequence[str] | None = None,
     if intra_op_threads is not None and int(intra_op_threads) < 1:
         raise InputError(f"intra_op_threads must be at least 1, got {intra_op_threads}", field="intra_op_threads")
     ort = _ort()
+    explicit_cuda = providers is not None and "CUDAExecutionProvider" in providers
     providers = list(providers) if providers is not None else ensemble_providers()
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
@@ -477,6 +502,10 @@ def load_ensemble(path: str | Path, *, providers: Sequence[str] | None = None,
         key = (str(file.resolve()), digest, tuple(providers), intra_op_threads)
         session = _session(data, key, providers=providers, threads=intra_op_threads, cache=cache, path=file,
                            member=name)
+        if explicit_cuda and "CUDAExecutionProvider" not in session.get_providers():
+            raise InputError(f"member {name}: CUDAExecutionProvider was asked for but onnxruntime could not start "
+                             f"it (a visible GPU, CUDA and cuDNN libraries missing?); the session runs on "
+                             f"{session.get_providers()}", path=file, field="providers")
         _check_io(session, manifest, member=name, index=i, path=file)
         members.append(Member(i, name, file, digest, entry, session))
     return Ensemble(folder, manifest, members, providers, batch_size=batch_size)
