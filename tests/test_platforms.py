@@ -171,3 +171,19 @@ def test_openmp_settings_are_set_before_torch_and_keep_the_users(monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
                          text=True, check=True).stdout
     assert out.split() == ["ACTIVE", "2"]
+
+
+def test_the_products_record_the_providers_and_thread_settings(tiny_cube, ensemble_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("distributed")
+    import xarray as xr
+
+    from insarcast.udf.run import forecast_cube
+
+    out = forecast_cube(tiny_cube, ensemble_dir, tmp_path / "p.zarr", workers=1, device="cpu")
+    attrs = xr.open_zarr(out).attrs
+    assert attrs["onnxruntime_providers"] == "CPUExecutionProvider"
+    assert attrs["onnxruntime_intra_op_threads"] == 1 and attrs["dask_workers"] == 1
+    assert attrs["usable_cpus"] >= 1 and attrs["wait_policy"].split()[0] in ("active", "passive")
+    with pytest.raises(InputError, match="expected one of auto, cpu, cuda"):
+        forecast_cube(tiny_cube, ensemble_dir, tmp_path / "q.zarr", device="gpu")
