@@ -65,7 +65,8 @@ def _require_stack() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise MissingDependencyError(f"export needs {', '.join(missing)}: pip install 'insarcast[train]'")
+        raise MissingDependencyError(f"export needs {', '.join(missing)}: pip install 'insarcast[train,udf]' "
+                                     "(or 'insarcast[train,gpu]' for onnxruntime-gpu)")
 
 
 @contextlib.contextmanager

@@ -54,6 +54,7 @@ import torch
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled  # no public name (optuna 5.1)
 from optuna.trial import TrialState
 
+from insarcast.cpus import thread_settings
 from insarcast.cube import open_cube, reading
 from insarcast.errors import InputError
 from insarcast.fsutil import clean_stale_tree
@@ -292,6 +293,10 @@ class Tuner:
         self.storage_url = storage or f"sqlite:///{(self.out / 'optuna.db').resolve()}"
         self.heartbeat = heartbeat
         self.device = device
+        # Threads from the CPUs this process may use; the wait policy for a busy machine (insarcast.cpus;
+        # OMP_WAIT_POLICY itself must be set before torch is imported: the CLI does). Recorded in every
+        # run's metrics.json ("threads").
+        self.sharing = thread_settings()
         self._windows: dict[tuple, Windows] = {}
         # Optuna's per-trial INFO lines would flood the terminal between the progress bars: shown
         # only when the insarcast logger asks for debug lines (``--verbose``).
@@ -349,7 +354,7 @@ class Tuner:
             return
         model_cfg, cfg = self.base(arch)
         train_run(self.windows(model_cfg, cfg), model_cfg, cfg, seed=seed, out=folder, strategy="manual",
-                  ctx=ctx, extra={"kind": "run"})
+                  ctx=ctx, extra={"kind": "run", "threads": self.sharing.to_dict()})
 
     def run_study(self, arch: str, seed: int, ctx: Context) -> optuna.Study | None:
         """Optimise until the study has ``trials`` COMPLETE trials; rank > 0 only follows rank 0."""
@@ -364,7 +369,7 @@ class Tuner:
             metrics = train_run(windows, model_cfg, cfg, seed=seed, out=folder / f"trial_{number:03d}",
                                 strategy="tpe", ctx=ctx,
                                 extra={"kind": "trial", "trial": number, "study": f"{arch}-seed{seed}",
-                                       "params": params})
+                                       "params": params, "threads": self.sharing.to_dict()})
             return metrics["val_loss"]
 
         if not ctx.is_main:                          # follow rank 0's trials until it says stop
@@ -423,6 +428,7 @@ class Tuner:
         open_cube(self.cube)                           # a bad cube is refused before the folder exists
         created = not self.out.exists()
         ctx = setup(device=self.device)
+        torch.set_num_threads(self.sharing.threads)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             if ctx.is_main:

@@ -15,7 +15,9 @@ callable of :func:`insarcast.udf.forecast.forecast_products`, whose other settin
 providers, threads): loading the same ensemble again re-checks every checksum but builds no session.
 By default the sessions ask for CUDA first when onnxruntime offers it (onnxruntime-gpu on a machine
 with a GPU, :func:`ensemble_providers`), with the CPU as fallback; a session that could not start
-CUDA is a :class:`RuntimeWarning`.
+CUDA is a :class:`RuntimeWarning`. CUDA asked for explicitly (``providers=``) and not obtained is an
+:class:`~insarcast.errors.InputError`. :attr:`Ensemble.active_providers` is what the sessions really
+run on (``session.get_providers()``); the products record it.
 
 Only numpy and onnxruntime are imported; never torch.
 """
@@ -32,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from insarcast.contract import MANIFEST_NAME
+from insarcast.cpus import allow_spinning
 from insarcast.errors import InputError, MissingDependencyError
 
 from .manifest import INPUT_DIMS, OUTPUT_DIMS, SHAPE_KEYS, Manifest, MemberEntry, TensorSpec, member_files, \
@@ -60,7 +63,26 @@ def _ort():
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise MissingDependencyError("the ONNX ensemble needs onnxruntime: pip install 'insarcast[udf]' "
                                      "(or 'insarcast[gpu]' for onnxruntime-gpu)") from err
+    _refuse_both_builds()
     return onnxruntime
+
+
+def _refuse_both_builds() -> None:
+    """onnxruntime and onnxruntime-gpu install the same module over each other: which build runs is
+    whichever was written last, file by file. Refuse, with the fix, when both are installed."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if len(versions) == 2:
+        raise MissingDependencyError(
+            f"onnxruntime {versions['onnxruntime']} and onnxruntime-gpu {versions['onnxruntime-gpu']} are both "
+            "installed and overwrite each other's files; keep one: pip uninstall -y onnxruntime onnxruntime-gpu "
+            f"&& pip install onnxruntime-gpu=={versions['onnxruntime-gpu']} (GPU; or onnxruntime for the CPU)")
 
 
 def ensemble_providers() -> list[str]:
@@ -93,6 +115,8 @@ def _session(data: bytes, key: tuple, *, providers: Sequence[str], threads: int 
     if threads is not None:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not allow_spinning():            # a busy machine: waiting threads sleep (insarcast.cpus)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types
@@ -272,6 +296,7 @@ def load_ensemble(path: str | os.PathLike | Manifest, *, providers: Sequence[str
     Raises :class:`InputError` naming the member and the field at the first mismatch.
     """
     manifest = path if isinstance(path, Manifest) else read_manifest(path)
+    explicit_cuda = providers is not None and "CUDAExecutionProvider" in providers   # asked for, not defaulted
     providers = _check_options(providers, intra_op_threads, batch_size)
     members = []
     for f in member_files(manifest):
@@ -279,6 +304,10 @@ def load_ensemble(path: str | os.PathLike | Manifest, *, providers: Sequence[str
         key = (str(f.path.resolve()), f.sha256, tuple(providers), intra_op_threads)
         session = _session(f.data, key, providers=providers, threads=intra_op_threads, cache=cache, path=f.path,
                            member=name)
+        if explicit_cuda and "CUDAExecutionProvider" not in session.get_providers():
+            raise InputError(f"member {name}: CUDAExecutionProvider was asked for but onnxruntime could not start "
+                             f"it (a visible GPU, CUDA and cuDNN libraries missing?); the session runs on "
+                             f"{session.get_providers()}", path=f.path, field="providers")
         _check_io(session, manifest, member=name, index=i, path=f.path)
         members.append(Member(i, name, f.path, f.sha256, f.entry, session))
     return Ensemble(manifest.folder, manifest, members, providers, batch_size=batch_size)

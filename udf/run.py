@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from insarcast.cpus import usable_cpus
 from insarcast.errors import InputError
 
 _ENSEMBLES: dict[tuple, Any] = {}
@@ -27,15 +28,17 @@ _ENSEMBLES: dict[tuple, Any] = {}
 class EnsemblePredictor:
     """A picklable predictor: each process opens the ensemble once and keeps its sessions."""
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, batch_size: int | None = None):
-        self.path, self.threads, self.batch_size = str(path), threads, batch_size
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, batch_size: int | None = None,
+                 providers: list[str] | None = None):
+        self.path, self.threads, self.batch_size, self.providers = str(path), threads, batch_size, providers
 
     def ensemble(self):
         from insarcast.udf.ensemble import load_ensemble
 
-        key = (self.path, self.threads, self.batch_size)
+        key = (self.path, self.threads, self.batch_size, tuple(self.providers or ()))
         if key not in _ENSEMBLES:
-            _ENSEMBLES[key] = load_ensemble(self.path, intra_op_threads=self.threads, batch_size=self.batch_size)
+            _ENSEMBLES[key] = load_ensemble(self.path, intra_op_threads=self.threads, batch_size=self.batch_size,
+                                            providers=self.providers)
         return _ENSEMBLES[key]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -146,18 +149,24 @@ def check_settings(*, workers: int | None = None, threads: int | None = None, ch
 
 FORMATS = ("zarr", "netcdf")
 
+#: ``--device``: the ONNX Runtime providers asked for; ``cuda`` fails unless the sessions really run on CUDA.
+DEVICES: dict[str, list[str] | None] = {"auto": None, "cpu": ["CPUExecutionProvider"],
+                                        "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
 
 def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str | os.PathLike, *,
                   scheduler: str | None = None, workers: int | None = None, chunks: int = 256,
                   overlap: int | None = None, horizon: int | None = None, mode: str = "change",
                   thresholds: Mapping[str, float] | None = None, threads: int = 1, batch_size: int = 64,
-                  progress: bool = False, fmt: str = "zarr") -> Path:
+                  progress: bool = False, fmt: str = "zarr", device: str = "auto") -> Path:
     """Forecast with ``ensemble`` over ``cube`` and write the products to ``out``: a Zarr store, or with
     ``fmt="netcdf"`` one CF 1.11 NetCDF-4 file (:mod:`insarcast.udf.netcdf`).
 
     ``scheduler``: a dask.distributed address; default a LocalCluster of ``workers`` processes
-    (default: the CPU count) with one thread each. ``chunks``: cells per side of a task's block.
-    ``overlap``: cells shared by neighbouring tiles (default P / 4).
+    (default: the CPUs this process may use, :func:`insarcast.cpus.usable_cpus`) with one thread each.
+    ``chunks``: cells per side of a task's block. ``overlap``: cells shared by neighbouring tiles
+    (default P / 4). ``device``: a key of :data:`DEVICES`. The products' attributes record the
+    providers the sessions run on and the thread settings.
     """
     from insarcast.cube import open_cube, reading
     from insarcast.fsutil import atomic_path, clean_stale, hidden_path
@@ -170,15 +179,22 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
     if fmt == "netcdf":
         from insarcast.udf.netcdf import to_netcdf
     clean_stale(out)                                      # temporaries of a killed run on this target
-    members = load_ensemble(ensemble)                     # checks the whole ensemble before any work
+    if device not in DEVICES:
+        raise InputError(f"expected one of {', '.join(DEVICES)}, got {device!r}", field="--device")
+    providers = DEVICES[device]
+    members = load_ensemble(ensemble, providers=providers)   # checks the whole ensemble before any work
     ds = open_cube(cube)
     check_compatible(ds, members.manifest, path=cube)
     names = ["displacement"] + (["valid"] if "valid" in ds else [])
     data = ds[names].chunk({"t": -1, "y": chunks, "x": chunks})
     with reading(cube):
         _check_before_work(data, members, path=cube)
-    predictor = EnsemblePredictor(ensemble, threads=threads)
+    predictor = EnsemblePredictor(ensemble, threads=threads, providers=providers)
     settings = {**members.settings, "predict": predictor}
+    from insarcast.cpus import thread_settings
+
+    workers = workers or usable_cpus()
+    sharing = thread_settings(processes=workers if scheduler is None else 1)
     client, cluster = _client(scheduler, workers)
     scratch = hidden_path("scratch", out)
 
@@ -206,7 +222,12 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
                                          horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
                                          materialise=materialise if thresholds is None else None, **settings)
             products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
-                                  cube=str(Path(cube).resolve()))
+                                  cube=str(Path(cube).resolve()),
+                                  onnxruntime_providers=",".join(members.active_providers),
+                                  onnxruntime_intra_op_threads=int(threads),
+                                  dask_workers=int(workers) if scheduler is None else "scheduler",
+                                  usable_cpus=sharing.usable_cpus,
+                                  wait_policy=f"{sharing.wait_policy} ({sharing.reason})")
             products = products.chunk({"y": chunks, "x": chunks})          # Zarr wants regular chunks
             for variable in products.variables.values():
                 variable.encoding.pop("chunks", None)
@@ -234,6 +255,6 @@ def _client(scheduler: str | None, workers: int | None):
         return Client(scheduler), None
     # Workers log a failed task's traceback themselves; the client re-raises it as one error, which
     # the CLI prints in one line (a full disk is one line, not a worker log).
-    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+    cluster = LocalCluster(n_workers=workers or usable_cpus(), threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster

@@ -229,6 +229,9 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
       ARCH/tpe/seed_S/trial_NNN/     each trial's metrics; model.pt for the --keep best
     Data-parallel trials: torchrun --nproc_per_node N -m insarcast tune ...
     """
+    from .cpus import apply_openmp, thread_settings
+
+    apply_openmp(thread_settings())                  # before torch is imported: OpenMP reads it at start
     from .training.params import parse_override
     from .training.tune import Tuner
 
@@ -317,7 +320,7 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
 @click.option("--ensemble", type=click.Path(path_type=Path), required=True, help="Folder from `insarcast export`.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Zarr store of the products to write.")
 @click.option("--scheduler", help="dask.distributed scheduler address (default: a LocalCluster on this machine).")
-@click.option("--workers", type=int, help="LocalCluster worker processes (default: the CPU count).")
+@click.option("--workers", type=int, help="LocalCluster worker processes (default: the CPUs this process may use).")
 @click.option("--chunks", type=int, default=256, show_default=True, help="Cells per side of one Dask task.")
 @click.option("--overlap", type=int, help="Cells shared by neighbouring tiles (default: P / 4).")
 @click.option("--horizon", type=int, help="Horizon step the products describe (default: the last, F).")
@@ -329,11 +332,13 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
 @click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime threads per worker.")
 @click.option("--format", "fmt", type=click.Choice(["zarr", "netcdf"]), default="zarr", show_default=True,
               help="zarr: a Zarr store (what publish and report read); netcdf: one CF 1.11 NetCDF-4 file.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when onnxruntime offers it, else the CPU; cuda: fail unless the sessions run on CUDA.")
 @_overwrite
 @_quiet
 def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, workers: int | None, chunks: int,
              overlap: int | None, horizon: int | None, mode: str, thresholds_from: Path | None, threads: int,
-             fmt: str, overwrite: bool, quiet: bool) -> None:
+             fmt: str, device: str, overwrite: bool, quiet: bool) -> None:
     """Ensemble forecast, susceptibility and uncertainty products over a cube (ONNX Runtime on Dask).
 
     \b
@@ -351,7 +356,7 @@ def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, worke
     thresholds = read_thresholds(thresholds_from) if thresholds_from is not None else None
     path = forecast_cube(cube, ensemble, out, scheduler=scheduler, workers=workers, chunks=chunks, overlap=overlap,
                          horizon=horizon, mode=mode, thresholds=thresholds, threads=threads, progress=not quiet,
-                         fmt=fmt)
+                         fmt=fmt, device=device)
     click.echo(str(path))
 
 
@@ -478,6 +483,9 @@ def demo(out: Path, preset: str, egms: tuple[Path, ...], seed: int, overwrite: b
       report/         index.html
     One line per stage with its wall time. Run again without --overwrite, it reuses what is there.
     """
+    from .cpus import apply_openmp, thread_settings
+
+    apply_openmp(thread_settings())                  # before torch is imported: OpenMP reads it at start
     from .demo import run_demo
 
     run_demo(out, preset=preset, egms=list(egms) or None, seed=seed, overwrite=overwrite, progress=not quiet,

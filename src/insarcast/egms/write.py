@@ -139,8 +139,10 @@ class EgmsCsvWriter:
         if tuple(qual) != self.quality:
             raise ValueError(f"quality columns {tuple(qual)} differ from those named at opening {self.quality}")
         quoting = "needed" if n and pc.any(pc.match_substring_regex(pids, r'[",\r\n]')).as_py() else "none"
+        # Lines end in "\n", Arrow's only line end before pyarrow 26 and its default since (no ``eol=``:
+        # pyarrow >= 14 is allowed).
         options = pacsv.WriteOptions(
-            include_header=False, batch_size=_WRITE_BATCH_ROWS, quoting_style=quoting, delimiter=",", eol="\n"
+            include_header=False, batch_size=_WRITE_BATCH_ROWS, quoting_style=quoting, delimiter=","
         )
         decimals = self.decimals
         quality_decimals = None if decimals is None else max(int(decimals), 2)

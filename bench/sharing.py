@@ -1,0 +1,91 @@
+"""A short tune alone and beside one busy process: how much slower does sharing the CPUs make it?
+
+    python bench/sharing.py [--data DIR] [--trials 3] [--out bench/results/sharing.json]
+
+The tune is the tiny preset on the tiny scenario (one architecture, one run, ``--trials`` trials,
+no manual run), through the CLI as a user runs it. It is timed
+- alone;
+- beside a busy process (torch matrix products on as many threads as this process may use CPUs),
+  with the wait policy insarcast chooses (passive, since the machine is then busy: insarcast.cpus);
+- the same with the spinning wait forced (INSARCAST_WAIT=active, what OpenMP and ONNX Runtime did
+  before), for comparison.
+Each setting runs once, in that order; the ratios to the time alone are the figures. The goal
+(issue 18): beside one equally busy process, no worse than 2.5x the time alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import write_json  # noqa: E402
+
+BUSY = ("import torch, sys\n"
+        "torch.set_num_threads(int(sys.argv[1]))\n"
+        "a = torch.randn(512, 512)\n"
+        "while True:\n"
+        "    a = torch.tanh(a @ a)\n")
+
+
+def tiny_cube(data: Path) -> Path:
+    from insarcast.egms import read_egms
+    from insarcast.grid import grid_points
+    from insarcast.synth import preset, write_scenario
+
+    cube = data / "tiny-cube.zarr"
+    if not cube.exists():
+        outputs = write_scenario(preset("tiny", seed=0), data / "tiny", progress=False)
+        grid_points(read_egms(outputs.csv), cube)
+    return cube
+
+
+def time_tune(cube: Path, out: Path, trials: int, env: dict[str, str]) -> float:
+    args = [sys.executable, "-m", "insarcast", "tune", "--cube", str(cube), "--preset", "tiny", "--arch", "cnn-lstm",
+            "--runs", "1", "--trials", str(trials), "--no-manual", "--out", str(out), "-q"]
+    tick = time.perf_counter()
+    subprocess.run(args, check=True, env=env, capture_output=True)
+    return time.perf_counter() - tick
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "sharing.json")
+    args = parser.parse_args()
+    from insarcast.cpus import thread_settings, usable_cpus
+
+    cube = tiny_cube(args.data)
+    cpus = usable_cpus()
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "INSARCAST_WAIT")}
+    runs = args.data / "sharing-runs"
+    seconds = {"alone": time_tune(cube, runs / "alone", args.trials, base)}
+    busy = subprocess.Popen([sys.executable, "-c", BUSY, str(cpus)])
+    try:
+        time.sleep(5)                                      # let the load average see it
+        seconds["busy_auto"] = time_tune(cube, runs / "busy_auto", args.trials, base)
+        seconds["busy_spinning"] = time_tune(cube, runs / "busy_spinning", args.trials,
+                                             {**base, "INSARCAST_WAIT": "active"})
+        settings = thread_settings().to_dict()
+    finally:
+        busy.kill()
+        busy.wait()
+    record = {"usable_cpus": cpus, "trials": args.trials, "seconds": seconds,
+              "ratio": {k: v / seconds["alone"] for k, v in seconds.items()}, "settings_while_busy": settings,
+              "load_at_end": os.getloadavg()}
+    write_json(args.out, record)
+    print(json.dumps(record, indent=1))
+    for name, value in seconds.items():
+        print(f"{name:14s} {value:7.1f} s  {value / seconds['alone']:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
