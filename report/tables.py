@@ -151,7 +151,7 @@ def metrics_table(summary: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFram
 def welch_view(welch: pd.DataFrame) -> pd.DataFrame:
     """The Welch/BH table of compare, the columns the page shows."""
     columns = [c for c in ("arch", "metric", "n_manual", "n_tpe", "mean_manual", "mean_tpe", "diff", "ci_low",
-                           "ci_high", "lb95", "p", "p_adj", "significant") if c in welch.columns]
+                           "ci_high", "lb95", "lb95_relative", "p", "p_adj", "significant") if c in welch.columns]
     return welch[columns].reset_index(drop=True)
 
 

@@ -183,7 +183,8 @@ def test_compare_writes_tables_with_hand_computed_differences(run_dir, tmp_path)
 
     welch_df = pd.read_csv(out / "welch.csv")
     assert list(welch_df.columns) == ["arch", "metric", "n_manual", "n_tpe", "mean_manual", "mean_tpe", "diff",
-                                      "ci_low", "ci_high", "lb95", "t", "df", "p", "p_adj", "significant"]
+                                      "ci_low", "ci_high", "lb95", "lb95_relative", "t", "df", "p", "p_adj",
+                                      "significant"]
     assert len(welch_df) == 6
     for _, r in welch_df.iterrows():
         manual, tpe = VALUES[r.arch]["manual"][r.metric], VALUES[r.arch]["tpe"][r.metric]
@@ -192,6 +193,7 @@ def test_compare_writes_tables_with_hand_computed_differences(run_dir, tmp_path)
         assert r["diff"] > 0                                   # TPE is better everywhere here
         assert (r.n_manual, r.n_tpe) == (3, 3)
         assert r.ci_low < r.lb95 < r["diff"] < r.ci_high
+        assert r.lb95_relative == pytest.approx(r.lb95 / abs(_mean(manual)), rel=1e-12)   # share of manual
     np.testing.assert_allclose(welch_df["p_adj"], benjamini_hochberg(welch_df["p"].to_numpy()), rtol=1e-12)
     assert (welch_df["significant"] == (welch_df["p_adj"] <= 0.05)).all()
     # each row is the Welch test of its two samples, in the "TPE better" orientation
@@ -236,7 +238,8 @@ def test_forest_rows_are_the_welch_numbers(run_dir, tmp_path):
         assert (merged[column] == merged[f"{column}_table"]).all(), column
     for metric in ("rmse", "mae", "r2"):
         assert list(rows.loc[rows.metric == metric, "label"]) == ["CL", "RT"]
-    assert all(f"p_adj={p:.2g}" in t and f"LB={lb:.3g}" in t for p, lb, t in zip(rows.p_adj, rows.lb95, rows.text))
+    assert all(f"p_adj={p:.2g}" in t and f"LB={lb:.3g} ({100 * rel:.2g} %)" in t
+               for p, lb, rel, t in zip(rows.p_adj, rows.lb95, rows.lb95_relative, rows.text))
 
 
 def test_compare_writes_the_figures_and_draws_the_forest_numbers(run_dir, tmp_path):

@@ -13,7 +13,7 @@ Writes into the output directory, all together or none (:func:`insarcast.fsutil.
 runs.csv          arch, strategy, seed, rmse, mae, r2, val_loss, n, file
 summary.csv       arch, strategy, metric, mean, std, n          (std with ddof = 1)
 welch.csv         arch, metric, n_manual, n_tpe, mean_manual, mean_tpe, diff, ci_low, ci_high,
-                  lb95, t, df, p, p_adj, significant
+                  lb95, lb95_relative, t, df, p, p_adj, significant
 baselines.csv     baseline, metric, mean, std, min, max, n_runs, consistent
 histories.csv     arch, seed, trial, state, value, best_so_far
 readouts.csv      arch, readout, trials, best_val_loss, median_val_loss, studies_won: which decoder
@@ -58,8 +58,8 @@ TABLES = ("runs", "summary", "welch", "baselines", "histories", "readouts")
 FIGURES = ("violins", "forest", "histories")
 
 WELCH_COLUMNS = ["arch", "metric", "n_manual", "n_tpe", "mean_manual", "mean_tpe", "diff", "ci_low",
-                 "ci_high", "lb95", "t", "df", "p", "p_adj", "significant"]
-FOREST_COLUMNS = ["metric", "arch", "label", "y", "diff", "ci_low", "ci_high", "lb95", "p_adj",
+                 "ci_high", "lb95", "lb95_relative", "t", "df", "p", "p_adj", "significant"]
+FOREST_COLUMNS = ["metric", "arch", "label", "y", "diff", "ci_low", "ci_high", "lb95", "lb95_relative", "p_adj",
                   "significant", "text"]
 HISTORY_COLUMNS = ["arch", "seed", "trial", "state", "value", "best_so_far"]
 READOUT_COLUMNS = ["arch", "readout", "trials", "best_val_loss", "median_val_loss", "studies_won"]
@@ -266,8 +266,10 @@ def welch_table(runs: pd.DataFrame, *, alpha: float = 0.05) -> tuple[pd.DataFram
     """One Welch test per (arch, metric), TPE better when ``diff`` > 0, then BH over all rows.
 
     ``diff = mean_manual − mean_tpe`` (RMSE, MAE) or ``mean_tpe − mean_manual`` (R²);
-    ``ci_low``/``ci_high`` the two-sided 95 % CI of diff, ``lb95`` its one-sided 95 % lower bound,
-    ``p`` two-sided, ``p_adj`` Benjamini–Hochberg over the table, ``significant = p_adj ≤ alpha``.
+    ``ci_low``/``ci_high`` the two-sided 95 % CI of diff, ``lb95`` its one-sided 95 % lower bound (in
+    the metric's units) and ``lb95_relative`` that bound as a share of the manual mean,
+    ``lb95 / |mean_manual|`` (the paper's section 5.2 reads LB as "a conservative lower bound for
+    relative improvement"; the manual mean is taken as known), ``p`` two-sided, ``p_adj`` Benjamini–Hochberg over the table, ``significant = p_adj ≤ alpha``.
     Architectures with fewer than 2 runs in a strategy are skipped; the notes say which."""
     rows, notes = [], []
     for arch in _archs(runs["arch"]):
@@ -287,11 +289,16 @@ def welch_table(runs: pd.DataFrame, *, alpha: float = 0.05) -> tuple[pd.DataFram
             rows.append({"arch": arch, "metric": metric, "n_manual": manual.size, "n_tpe": tpe.size,
                          "mean_manual": manual.mean(), "mean_tpe": tpe.mean(), "diff": w.diff,
                          "ci_low": w.ci_low, "ci_high": w.ci_high, "lb95": w.lower_bound,
+                         "lb95_relative": _relative(w.lower_bound, manual.mean()),
                          "t": w.t, "df": w.df, "p": w.p})
     table = pd.DataFrame(rows, columns=WELCH_COLUMNS)
     table["p_adj"] = benjamini_hochberg(table["p"].to_numpy(float)) if rows else []
     table["significant"] = (table["p_adj"] <= alpha).astype(bool)
     return table, notes
+
+
+def _relative(value: float, reference: float) -> float:
+    return value / abs(reference) if reference != 0 else float("nan")
 
 
 def baseline_table(base: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -344,8 +351,10 @@ def forest_rows(welch_df: pd.DataFrame) -> pd.DataFrame:
             r = part[part["arch"] == arch].iloc[0]
             rows.append({"metric": metric, "arch": arch, "label": ABBREVIATIONS.get(arch, arch), "y": y,
                          "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "lb95": r["lb95"],
+                         "lb95_relative": r["lb95_relative"],
                          "p_adj": r["p_adj"], "significant": bool(r["significant"]),
-                         "text": f"p_adj={r['p_adj']:.2g}{' *' if r['significant'] else ''}  LB={r['lb95']:.3g}"})
+                         "text": f"p_adj={r['p_adj']:.2g}{' *' if r['significant'] else ''}  LB={r['lb95']:.3g}"
+                                 f" ({100 * r['lb95_relative']:.2g} %)"})
     return pd.DataFrame(rows, columns=FOREST_COLUMNS)
 
 
