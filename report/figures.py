@@ -246,8 +246,13 @@ def qq_figure(p, z, q, fits: pd.DataFrame, tails: pd.DataFrame):
 def abs_residual_models_figure(grid: MapGrid, panels: list[tuple[str, np.ndarray]], zones=None):
     """Figure 10: absolute residual maps side by side (one colour scale: the pooled 99th percentile)."""
     n = max(1, len(panels))
-    fig = matplotlib_figure()(figsize=(5.6 * n, 5.0))
-    axes = np.atleast_1d(fig.subplots(1, n))
+    ncols = min(n, 4)                                  # the six architectures' 12 maps: 4 per row
+    nrows = -(-n // ncols)
+    fig = matplotlib_figure()(figsize=(5.2 * ncols, 4.6 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    axes = axes[: max(1, len(panels))]
     pooled = np.concatenate([a[np.isfinite(a)] for _, a in panels]) if panels else np.zeros(0)
     vmax = float(np.quantile(pooled, 0.99)) if pooled.size else 1.0
     im = None

@@ -283,10 +283,13 @@ def test_the_histories_figure_has_the_papers_panels_and_draws_the_table(run_dir,
         np.testing.assert_array_equal(lines[f"mean:{arch}"].get_xdata(), mean.index)
         np.testing.assert_allclose(lines[f"mean:{arch}"].get_ydata(), mean.to_numpy())
         assert lines[f"mean:{arch}"].get_linestyle() == "-"
+        dots = {c.get_gid(): c for c in ax.collections}
         for seed in range(3):
             run = lines[f"run:{arch}:{seed}"]
             assert run.get_linestyle() == "--"
             np.testing.assert_allclose(run.get_ydata(), part[part.seed == seed]["best_so_far"])
+            study = part[(part.seed == seed) & part["value"].notna()]
+            np.testing.assert_allclose(dots[f"trials:{arch}:{seed}"].get_offsets()[:, 1], study["value"])
     six = pd.concat([histories.assign(arch=a) for a in compare_mod.ARCHS])
     titles = [ax.get_title() for ax in compare_mod.histories_figure(six).axes if ax.get_title()]
     assert titles == ["(a) LSTM: CL, GL, RL", "(b) Transformer: CT, GT, RT", "(c) CNN: CL, CT", "(d) GCN: GL, GT",
@@ -399,3 +402,18 @@ def test_no_histories_is_a_warning_not_an_error(run_dir, tmp_path, caplog):
     assert any("no trials.csv" in r.getMessage() for r in caplog.records)
     assert pd.read_csv(tmp_path / "out" / "histories.csv").empty
     assert pd.read_csv(tmp_path / "out" / "readouts.csv").empty
+
+
+def test_the_improvement_panel_draws_the_relative_gain_of_tpe_by_hand(run_dir):
+    """Figure 3d: 100 (manual - tpe) / manual for RMSE and MAE, 100 (tpe - manual) / |manual| for R²."""
+    pytest.importorskip("matplotlib")
+    runs, _ = compare_mod.load_runs(run_dir)
+    rows = compare_mod.improvement_rows(runs)
+    for _, r in rows.iterrows():
+        manual, tpe = VALUES[r.arch]["manual"][r.metric], VALUES[r.arch]["tpe"][r.metric]
+        gain = _mean(tpe) - _mean(manual) if r.metric == "r2" else _mean(manual) - _mean(tpe)
+        assert r.improvement_percent == pytest.approx(100 * gain / abs(_mean(manual)), rel=1e-12)
+    fig = compare_mod.violins_figure(runs)
+    bars = {p.get_gid(): p.get_height() for ax in fig.axes for p in ax.patches if p.get_gid()}
+    for _, r in rows.iterrows():
+        assert bars[f"improvement:{r.arch}:{r.metric}"] == pytest.approx(r.improvement_percent)

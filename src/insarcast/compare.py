@@ -380,11 +380,27 @@ def _matplotlib():
 _COLOURS = {"manual": "#7f8c9a", "tpe": "#c0392b"}
 
 
+def improvement_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3d's numbers: per architecture and metric the mean improvement of TPE over manual in
+    percent of the manual mean, ``100 (manual - tpe) / |manual|`` for RMSE and MAE and
+    ``100 (tpe - manual) / |manual|`` for R² (positive: TPE better)."""
+    rows = []
+    for arch in _archs(runs["arch"]):
+        for metric in METRICS:
+            means = {s: runs.loc[(runs["arch"] == arch) & (runs["strategy"] == s), metric].mean() for s in STRATEGIES}
+            diff = means["tpe"] - means["manual"] if HIGHER_IS_BETTER[metric] else means["manual"] - means["tpe"]
+            rows.append({"arch": arch, "metric": metric, "improvement_percent": 100 * _relative(diff, means["manual"])})
+    return pd.DataFrame(rows, columns=["arch", "metric", "improvement_percent"])
+
+
 def violins_figure(runs: pd.DataFrame):
-    """Figure 3: per metric a panel; per architecture the manual (grey) and TPE (red) violins."""
-    fig = _matplotlib()(figsize=(13, 4.2))
-    axes = fig.subplots(1, len(METRICS))
+    """Figure 3: (a-c) per metric a panel; per architecture the manual (grey) and TPE (red) violins;
+    (d) the improvement of TPE over manual in percent (:func:`improvement_rows`), one bar per
+    architecture and metric (gid ``improvement:ARCH:METRIC``)."""
+    fig = _matplotlib()(figsize=(17, 4.2))
+    axes = fig.subplots(1, len(METRICS) + 1)
     archs = _archs(runs["arch"])
+    _improvement_panel(axes[-1], improvement_rows(runs), archs)
     for ax, metric in zip(axes, METRICS):
         for i, arch in enumerate(archs):
             for offset, strategy in ((-0.2, "manual"), (0.2, "tpe")):
@@ -407,6 +423,22 @@ def violins_figure(runs: pd.DataFrame):
                for s, label in (("manual", "Manual"), ("tpe", "TPE"))]
     fig.legend(handles=handles, loc="outside upper center", ncols=2)
     return fig
+
+
+def _improvement_panel(ax, rows: pd.DataFrame, archs: list[str]) -> None:
+    width = 0.8 / len(METRICS)
+    for j, metric in enumerate(METRICS):
+        part = rows[rows["metric"] == metric].set_index("arch")
+        for i, arch in enumerate(archs):
+            value = float(part.loc[arch, "improvement_percent"]) if arch in part.index else float("nan")
+            ax.bar(i + (j - (len(METRICS) - 1) / 2) * width, value, width=width, color=f"C{j}",
+                   gid=f"improvement:{arch}:{metric}", label=METRIC_LABELS[metric] if i == 0 else None)
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_xticks(range(len(archs)), [ABBREVIATIONS.get(a, a) for a in archs])
+    ax.set_ylabel("improvement of TPE over manual (%)")
+    ax.set_title("(d) improvement")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def forest_figure(rows: pd.DataFrame):
@@ -453,8 +485,8 @@ _ARCH_COLOURS = dict(zip(ARCHS, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9
 
 
 def histories_figure(histories: pd.DataFrame):
-    """Figure 5: the best-so-far validation loss per trial of every run (dashed, gid ``run:ARCH:SEED``)
-    and their mean (solid, gid ``mean:ARCH``: at each trial, over the seeds that have a value), one
+    """Figure 5: the best-so-far validation loss per trial of every run (dashed, gid ``run:ARCH:SEED``),
+    each trial's own loss as a dot (gid ``trials:ARCH:SEED``; the paper's curves show them), and their mean (solid, gid ``mean:ARCH``: at each trial, over the seeds that have a value), one
     colour per architecture, in the paper's panels (:func:`history_panels`)."""
     panels = history_panels(histories["arch"])
     ncols = min(3, max(1, len(panels)))
@@ -471,6 +503,8 @@ def histories_figure(histories: pd.DataFrame):
             for seed, study in part.groupby("seed"):
                 ax.plot(study["trial"], study["best_so_far"], linestyle="--", linewidth=0.8, alpha=0.5,
                         color=colour, gid=f"run:{arch}:{seed}")
+                done = study[np.isfinite(study["value"].to_numpy(float))]     # each trial's own loss
+                ax.scatter(done["trial"], done["value"], s=6, alpha=0.35, color=colour, gid=f"trials:{arch}:{seed}")
             mean = part.groupby("trial")["best_so_far"].mean()
             ax.plot(mean.index, mean.to_numpy(), linewidth=2, color=colour, gid=f"mean:{arch}",
                     label=ABBREVIATIONS.get(arch, arch))
