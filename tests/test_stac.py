@@ -2,7 +2,8 @@
 
 The products come from ``forecast_products`` on a small synthetic cube with a fake deterministic
 predictor; the ensemble folder is fabricated (dummy member files and a matching manifest).
-Validation uses the offline schemas of ``../shared/stac-schemas`` and never the network.
+Validation uses the offline schemas shipped in the package (``stac/schemas``, a copy of
+``../shared/stac-schemas``) and never the network.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from insarcast.cube import GridSpec
 from insarcast.errors import InputError
 from insarcast.udf.forecast import forecast_products
 
-# The shared folder beside the checkout, or wherever INSARCAST_STAC_SCHEMAS says (a clone elsewhere).
+# The schemas shipped in the package (stac/schemas), or wherever INSARCAST_STAC_SCHEMAS says.
 SCHEMAS = Path(os.environ.get("INSARCAST_STAC_SCHEMAS")
-               or Path(__file__).resolve().parents[2] / "shared" / "stac-schemas")
+               or Path(__file__).resolve().parents[1] / "stac" / "schemas")
 T, F, P, K = 4, 3, 8, 4
 NORM = {"input_mean": 0.25, "input_std": 2.0, "target_mean": -0.5, "target_std": 3.0}
 SPACING = np.timedelta64(6, "D")
@@ -444,3 +445,22 @@ def test_bad_inputs_are_input_errors(inputs, tmp_path):
     with pytest.raises(InputError, match="not a catalog"):
         publish(inputs["products"], inputs["ensemble"], not_a_catalog)
     assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+
+
+def test_the_shipped_schemas_are_the_default_and_the_wheel_holds_them(catalog):
+    """No --schemas: validate-stac uses the copy shipped in the package, offline, on any clone."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+    from insarcast.stac.validate import SCHEMAS as SHIPPED
+    from insarcast.stac.validate import validate_catalog
+
+    assert (SHIPPED / "schemas.stacspec.org" / "v1.1.0" / "item-spec" / "json-schema" / "item.json").is_file()
+    assert (SHIPPED / "README.md").is_file() and (SHIPPED / "LICENSE-Apache-2.0.txt").is_file()
+    assert validate_catalog(catalog) == []
+    done = CliRunner().invoke(main, ["validate-stac", str(catalog)])
+    assert done.exit_code == 0 and "valid" in done.output, done.output
+    import tomllib
+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "schemas/**/*.json" in data["tool"]["setuptools"]["package-data"]["insarcast.stac"]

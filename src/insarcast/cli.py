@@ -386,15 +386,16 @@ def publish(products: Path, ensemble: Path, out: Path, run_id: str | None, colle
 
 @main.command("validate-stac", context_settings=CONTEXT)
 @click.argument("catalog", type=click.Path(path_type=Path))
-@click.option("--schemas", type=click.Path(path_type=Path), required=True,
-              help="Folder of STAC / GeoJSON JSON schemas laid out like the shared stac-schemas (offline).")
+@click.option("--schemas", type=click.Path(path_type=Path),
+              help="Folder of STAC / GeoJSON JSON schemas laid out like the shared stac-schemas (offline; "
+                   "default: the copy shipped with insarcast).")
 @click.option("--no-cogs", is_flag=True, help="Skip rio-cogeo's validation of the GeoTIFFs.")
 @_quiet
-def validate_stac(catalog: Path, schemas: Path, no_cogs: bool, quiet: bool) -> None:
+def validate_stac(catalog: Path, schemas: Path | None, no_cogs: bool, quiet: bool) -> None:
     """Validate every JSON of a catalog offline, every asset's checksum, and the COGs.
 
     \b
-    Reads CATALOG and the SCHEMAS folder (never the network). Writes nothing.
+    Reads CATALOG and the schemas (shipped, or --schemas; never the network). Writes nothing.
     Prints one line per problem (file, field: message) and exits 2 if there is any.
     """
     from .stac.validate import validate_catalog
