@@ -464,3 +464,29 @@ def test_the_shipped_schemas_are_the_default_and_the_wheel_holds_them(catalog):
 
     data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert "schemas/**/*.json" in data["tool"]["setuptools"]["package-data"]["insarcast.stac"]
+
+
+def test_the_collection_carries_the_inputs_licence_with_a_license_link(inputs, tiny_cube, tmp_path):
+    """Synthetic input: MIT with its licence link; EGMS input: Copernicus (other + the data policy link)."""
+    import pystac
+
+    from insarcast.stac.collection import input_licence, new_forecast_collection, set_licence
+    from insarcast.stac.publish import publish
+
+    assert input_licence(["EGMS_L3_E40N30_100km_U_synthetic.csv"]) == "synthetic"
+    assert input_licence(["EGMS_L3_E40N30_100km_U_2018_2022_1.csv", "EGMS_L3_E40N31_100km_U_synthetic.csv"]) \
+        == "copernicus"
+    assert input_licence([]) is None and input_licence(["points.csv"]) is None
+    collection = new_forecast_collection("c")
+    set_licence(collection, "copernicus")
+    set_licence(collection, "copernicus")                              # one link, not two
+    links = [link for link in collection.links if link.rel == "license"]
+    assert collection.license == "other" and len(links) == 1 and "copernicus" in links[0].href
+
+    ds = inputs["ds"].copy()
+    ds.attrs["cube"] = str(tiny_cube)                                    # gridded from the synthetic tiles
+    out = publish(ds, inputs["ensemble"], tmp_path / "catalog")
+    doc = json.loads((out / "insarcast-forecasts" / "collection.json").read_text())
+    assert doc["license"] == "MIT"
+    assert [link["href"] for link in doc["links"] if link["rel"] == "license"] == ["https://spdx.org/licenses/MIT.html"]
+    assert pystac.Collection.from_dict(doc).license == "MIT"
