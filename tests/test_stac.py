@@ -490,3 +490,17 @@ def test_the_collection_carries_the_inputs_licence_with_a_license_link(inputs, t
     assert doc["license"] == "MIT"
     assert [link["href"] for link in doc["links"] if link["rel"] == "license"] == ["https://spdx.org/licenses/MIT.html"]
     assert pystac.Collection.from_dict(doc).license == "MIT"
+
+
+def test_pystac_validates_the_catalog_offline_as_a_second_validator(catalog, tmp_path, no_network):
+    from insarcast.stac.pystac_check import pystac_problems
+
+    assert pystac_problems(catalog) == []
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    item = sorted((broken / "insarcast-forecasts").glob("*-h1/*-h1.json"))[0]
+    doc = json.loads(item.read_text())
+    doc["properties"]["proj:code"] = 3035                              # a number, not "EPSG:3035"
+    item.write_text(json.dumps(doc))
+    problems = pystac_problems(broken)
+    assert len(problems) == 1 and item.name in problems[0], problems

@@ -396,14 +396,19 @@ def validate_stac(catalog: Path, schemas: Path | None, no_cogs: bool, quiet: boo
 
     \b
     Reads CATALOG and the schemas (shipped, or --schemas; never the network). Writes nothing.
-    Prints one line per problem (file, field: message) and exits 2 if there is any.
+    Prints one line per problem (file, field: message) and exits 2 if there is any; then pystac's
+    own validator checks every STAC JSON against the same schemas (lines "invalid (pystac)").
     """
+    from .stac.pystac_check import pystac_problems
     from .stac.validate import validate_catalog
 
     problems = validate_catalog(catalog, schemas=schemas, check_cogs=not no_cogs)
     for problem in problems:
         click.echo(f"insarcast: invalid: {problem}", err=True)
-    if problems:
+    second = pystac_problems(catalog, schemas=schemas)      # pystac's own validator, same schemas
+    for problem in second:
+        click.echo(f"insarcast: invalid (pystac): {problem}", err=True)
+    if problems or second:
         sys.exit(2)
     click.echo(f"{catalog}: valid")
 
