@@ -15,7 +15,7 @@ which must be reachable) is checked for the profile insarcast publishes:
 - an Item that declares the projection extension has a CRS (``proj:code``, or ``proj:wkt2`` /
   ``proj:projjson``), ``proj:shape`` and ``proj:transform`` for its rasters (the schema alone
   accepts an Item without them);
-- with the raster extension, each GeoTIFF asset has ``raster:bands``; with the file extension,
+- with the raster extension, each GeoTIFF asset has STAC 1.1 ``bands``; with the file extension,
   every asset has ``file:checksum``, and ``file:checksum`` / ``file:size`` match the file;
 - fields of a known extension are only used when the extension is declared;
 - GeoTIFF assets pass rio-cogeo's COG validation.
@@ -235,8 +235,8 @@ def _profile_problems(doc: dict, path: str) -> list[Problem]:
                 problems.append(Problem(path, f"properties.{key}", "missing: needed to place the rasters"))
     if _ext_used(doc, "raster"):
         for key, asset in rasters.items():
-            if not asset.get("raster:bands"):
-                problems.append(Problem(path, f"assets.{key}.raster:bands", "missing for a GeoTIFF asset"))
+            if not asset.get("bands"):
+                problems.append(Problem(path, f"assets.{key}.bands", "missing for a GeoTIFF asset"))
     if _ext_used(doc, "file"):
         for key, asset in assets.items():
             if isinstance(asset, dict) and "file:checksum" not in asset:

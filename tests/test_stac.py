@@ -171,8 +171,8 @@ def test_catalog_layout_items_and_model(catalog, inputs):
     assert {"median", "std", "class", "bivariate", "p85", "p95", "p99", "confidence", "rank_variance",
             "mass_low", "mass_medium", "mass_high", "mass_highest", "members"} == set(last["assets"])
     median = last["assets"]["median"]
-    assert median["raster:bands"][0]["unit"] == "mm" and median["raster:bands"][0]["nodata"] == "nan"
-    stats = median["raster:bands"][0]["statistics"]
+    assert median["bands"][0]["unit"] == "mm" and median["bands"][0]["nodata"] == "nan"
+    stats = median["bands"][0]["statistics"]
     values = ds["median"].sel(horizon=3).values
     assert stats["maximum"] == pytest.approx(float(np.nanmax(values)))
     assert stats["valid_percent"] == pytest.approx(100 * np.isfinite(values).mean())
@@ -183,7 +183,7 @@ def test_catalog_layout_items_and_model(catalog, inputs):
     folder = catalog / "insarcast-forecasts" / last["id"]
     for asset in last["assets"].values():
         assert asset["file:checksum"] == multihash(folder / asset["href"])
-    assert len(last["assets"]["members"]["raster:bands"]) == K
+    assert len(last["assets"]["members"]["bands"]) == K
 
     model_link = next(link for link in last["links"] if link["rel"] == "derived_from")
     model = json.loads((folder / model_link["href"]).read_text())
