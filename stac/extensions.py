@@ -7,7 +7,7 @@ validator (:mod:`insarcast.stac.validate`) maps each URI to a file of an offline
 from __future__ import annotations
 
 PROJECTION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+RASTER = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"   # STAC 1.1: bands in the core
 FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 CLASSIFICATION = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"

@@ -12,7 +12,7 @@ products' grid (projection fields in the Item properties). Their assets, one sin
   classes);
 - with ``members=True``, every Item also gets ``members``: a K-band COG of the member forecasts.
 
-Every asset carries ``file:checksum`` (sha2-256 multihash) and ``file:size``, and ``raster:bands``
+Every asset carries ``file:checksum`` (sha2-256 multihash) and ``file:size``, and STAC 1.1 ``bands``
 with data type, nodata, unit and statistics. The Item links (``derived_from``) to the model Item of
 the ensemble that made it. Properties: the forecast extension's ``forecast:reference_datetime``
 (last observed epoch) and ``forecast:horizon`` (ISO 8601 duration), processing lineage, level and
@@ -123,8 +123,8 @@ def _band(values: np.ndarray, *, unit: str | None, grid: ProductGrid, name: str 
     band["nodata"] = CLASS_NODATA if is_class else "nan"
     if unit is not None:
         band["unit"] = unit
-    band["sampling"] = "area"
-    band["spatial_resolution"] = grid.spacing
+    band["raster:sampling"] = "area"
+    band["raster:spatial_resolution"] = grid.spacing
     stats = band_statistics(values, CLASS_NODATA if is_class else None)
     if stats is not None:
         band["statistics"] = stats
@@ -139,7 +139,7 @@ def _asset(path: Path, *, title: str, description: str, bands: list[dict], extra
         "description": description,
         "roles": ["data"],
         **file_fields(path),
-        "raster:bands": bands,
+        "bands": bands,                # STAC 1.1 core bands (raster 2.0: raster:* fields inside)
         **(extra or {}),
     }
 
@@ -247,16 +247,16 @@ def forecast_items(products: Products, grid: ProductGrid, ensemble: Ensemble, *,
 def item_assets() -> dict:
     """The Collection's ``item_assets``: what each asset key of a forecast Item holds."""
     out = {"median": {"type": ext.COG_MEDIA_TYPE, "roles": ["data"], "title": TITLES["median"],
-                      "raster:bands": [{"data_type": "float32", "nodata": "nan", "unit": "mm"}]}}
+                      "raster:sampling": "area", "bands": [{"data_type": "float32", "nodata": "nan", "unit": "mm"}]}}
     for name in FLOAT_ASSETS:
         out[name] = {"type": ext.COG_MEDIA_TYPE, "roles": ["data"], "title": TITLES[name],
-                     "raster:bands": [{"data_type": "float32", "nodata": "nan", "unit": UNITS.get(name, "1")}]}
+                     "raster:sampling": "area", "bands": [{"data_type": "float32", "nodata": "nan", "unit": UNITS.get(name, "1")}]}
     for name in CLASS_ASSETS:
         out[name] = {"type": ext.COG_MEDIA_TYPE, "roles": ["data"], "title": TITLES[name],
-                     "raster:bands": [{"data_type": "uint8", "nodata": CLASS_NODATA}],
+                     "raster:sampling": "area", "bands": [{"data_type": "uint8", "nodata": CLASS_NODATA}],
                      "classification:classes": [
                          *({"value": i, "name": n} for i, n in enumerate(CLASS_MEANINGS[name])),
                          {"value": CLASS_NODATA, "name": "nodata", "nodata": True}]}
     out["members"] = {"type": ext.COG_MEDIA_TYPE, "roles": ["data"], "title": TITLES["members"],
-                      "raster:bands": [{"data_type": "float32", "nodata": "nan", "unit": "mm"}]}
+                      "raster:sampling": "area", "bands": [{"data_type": "float32", "nodata": "nan", "unit": "mm"}]}
     return out

@@ -32,7 +32,8 @@ import xarray as xr
 from insarcast.errors import InputError
 from insarcast.fsutil import clean_stale, inside, staged
 
-from .collection import new_forecast_collection, new_models_collection, refresh_forecasts, refresh_models
+from .collection import (input_licence, new_forecast_collection, new_models_collection, refresh_forecasts,
+                         refresh_models, set_licence)
 from .ensemble import Ensemble, check_matches, read_ensemble
 from .files import multihash
 from .grid import ProductGrid
@@ -160,6 +161,23 @@ def _child_collection(root, child_id: str, make, out: Path):
     return child
 
 
+def _cube_sources(attrs) -> list[str]:
+    """The files the products' cube was gridded from (its ``source`` attribute); [] when unknown."""
+    cube = attrs.get("cube")
+    if not cube or not Path(cube).is_dir():
+        return []
+    try:
+        source = xr.open_zarr(cube).attrs.get("source") or []
+    except Exception:                                  # noqa: BLE001 - an unreadable cube: licence unknown
+        return []
+    if isinstance(source, str):                        # the cube keeps lists as JSON text
+        try:
+            source = json.loads(source)
+        except ValueError:
+            source = [source]
+    return [source] if isinstance(source, str) else list(source)
+
+
 def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLike, out: str | os.PathLike, *,
             run_id: str | None = None, collection_id: str = DEFAULT_COLLECTION, overwrite: bool = False,
             members: bool = False, progress: bool = False) -> Path:
@@ -201,6 +219,7 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
             root.set_self_href(str(tmp / ROOT_FILE))
         root.catalog_type = pystac.CatalogType.SELF_CONTAINED
         forecasts = _child_collection(root, collection_id, new_forecast_collection, out)
+        set_licence(forecasts, input_licence(_cube_sources(prods.ds.attrs)))
         models = _child_collection(root, MODELS_COLLECTION, new_models_collection, out)
 
         # the model Item: kept when this ensemble is already there, else written

@@ -1,6 +1,7 @@
 """Validate a published catalog offline: JSON Schemas from a local folder, assets, checksums, COGs.
 
-``schemas`` is a folder laid out like ``../shared/stac-schemas``: the schema published at
+``schemas`` is a folder laid out like ``../shared/stac-schemas`` (default: the copy shipped in the
+package, :data:`SCHEMAS`): the schema published at
 ``https://<host>/<path>`` lies at ``<schemas>/<host>/<path>``. The core schema of each STAC JSON
 (by its ``type`` and ``stac_version``), each schema in its ``stac_extensions`` (and a ``$schema``,
 if any) and every ``$ref`` they make are read from there; only the JSON Schema meta-schemas come
@@ -14,7 +15,7 @@ which must be reachable) is checked for the profile insarcast publishes:
 - an Item that declares the projection extension has a CRS (``proj:code``, or ``proj:wkt2`` /
   ``proj:projjson``), ``proj:shape`` and ``proj:transform`` for its rasters (the schema alone
   accepts an Item without them);
-- with the raster extension, each GeoTIFF asset has ``raster:bands``; with the file extension,
+- with the raster extension, each GeoTIFF asset has STAC 1.1 ``bands``; with the file extension,
   every asset has ``file:checksum``, and ``file:checksum`` / ``file:size`` match the file;
 - fields of a known extension are only used when the extension is declared;
 - GeoTIFF assets pass rio-cogeo's COG validation.
@@ -234,8 +235,8 @@ def _profile_problems(doc: dict, path: str) -> list[Problem]:
                 problems.append(Problem(path, f"properties.{key}", "missing: needed to place the rasters"))
     if _ext_used(doc, "raster"):
         for key, asset in rasters.items():
-            if not asset.get("raster:bands"):
-                problems.append(Problem(path, f"assets.{key}.raster:bands", "missing for a GeoTIFF asset"))
+            if not asset.get("bands"):
+                problems.append(Problem(path, f"assets.{key}.bands", "missing for a GeoTIFF asset"))
     if _ext_used(doc, "file"):
         for key, asset in assets.items():
             if isinstance(asset, dict) and "file:checksum" not in asset:
@@ -311,11 +312,16 @@ def _schema_uris(doc: dict) -> tuple[list[str], list[Problem]]:
     return uris, problems
 
 
-def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLike, check_cogs: bool = True,
-                     strict: bool = False) -> list[Problem]:
+#: The schemas shipped with insarcast (package data, stac/schemas/README.md): the default of ``schemas``.
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLike | None = None,
+                     check_cogs: bool = True, strict: bool = False) -> list[Problem]:
     """Every problem of the catalog at ``catalog_dir`` (its folder or its catalog.json), offline.
 
-    ``schemas`` is the local schema folder. Returns the problems, empty when the catalog is valid;
+    ``schemas`` is the local schema folder (default :data:`SCHEMAS`, the shipped copy). Returns the
+    problems, empty when the catalog is valid;
     with ``strict`` the first problem is raised as an :class:`InputError` naming file and field.
     """
     _require()
@@ -324,7 +330,7 @@ def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLi
     if not root_file.is_file():
         raise InputError(f"no {ROOT_FILE}: not a STAC catalog folder", path=root)
     folder = root_file.parent
-    store = SchemaStore(schemas)
+    store = SchemaStore(SCHEMAS if schemas is None else schemas)
 
     problems: list[Problem] = []
     queue, seen = [root_file.resolve()], set()

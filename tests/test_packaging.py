@@ -23,6 +23,10 @@ def test_wheel_installs_into_a_fresh_venv_and_imports_every_subpackage(tmp_path)
         assert package.replace(".", "/") + "/__init__.py" in names, package
     assert not any(n.startswith(("udf/", "stac/", "training/", "export/")) for n in names), \
         "top-level folders must install under insarcast/"
+    # validate-stac's default schemas travel in the wheel, with their licences
+    for shipped in ("schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json", "README.md",
+                    "LICENSE-Apache-2.0.txt", "stac-extensions.github.io/mlm/v1.5.2/schema.json"):
+        assert f"insarcast/stac/schemas/{shipped}" in names, shipped
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -2,7 +2,8 @@
 
 The products come from ``forecast_products`` on a small synthetic cube with a fake deterministic
 predictor; the ensemble folder is fabricated (dummy member files and a matching manifest).
-Validation uses the offline schemas of ``../shared/stac-schemas`` and never the network.
+Validation uses the offline schemas shipped in the package (``stac/schemas``, a copy of
+``../shared/stac-schemas``) and never the network.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from insarcast.cube import GridSpec
 from insarcast.errors import InputError
 from insarcast.udf.forecast import forecast_products
 
-# The shared folder beside the checkout, or wherever INSARCAST_STAC_SCHEMAS says (a clone elsewhere).
+# The schemas shipped in the package (stac/schemas), or wherever INSARCAST_STAC_SCHEMAS says.
 SCHEMAS = Path(os.environ.get("INSARCAST_STAC_SCHEMAS")
-               or Path(__file__).resolve().parents[2] / "shared" / "stac-schemas")
+               or Path(__file__).resolve().parents[1] / "stac" / "schemas")
 T, F, P, K = 4, 3, 8, 4
 NORM = {"input_mean": 0.25, "input_std": 2.0, "target_mean": -0.5, "target_std": 3.0}
 SPACING = np.timedelta64(6, "D")
@@ -135,8 +136,8 @@ def test_catalog_layout_items_and_model(catalog, inputs):
     assert {"median", "std", "class", "bivariate", "p85", "p95", "p99", "confidence", "rank_variance",
             "mass_low", "mass_medium", "mass_high", "mass_highest", "members"} == set(last["assets"])
     median = last["assets"]["median"]
-    assert median["raster:bands"][0]["unit"] == "mm" and median["raster:bands"][0]["nodata"] == "nan"
-    stats = median["raster:bands"][0]["statistics"]
+    assert median["bands"][0]["unit"] == "mm" and median["bands"][0]["nodata"] == "nan"
+    stats = median["bands"][0]["statistics"]
     values = ds["median"].sel(horizon=3).values
     assert stats["maximum"] == pytest.approx(float(np.nanmax(values)))
     assert stats["valid_percent"] == pytest.approx(100 * np.isfinite(values).mean())
@@ -147,7 +148,7 @@ def test_catalog_layout_items_and_model(catalog, inputs):
     folder = catalog / "insarcast-forecasts" / last["id"]
     for asset in last["assets"].values():
         assert asset["file:checksum"] == multihash(folder / asset["href"])
-    assert len(last["assets"]["members"]["raster:bands"]) == K
+    assert len(last["assets"]["members"]["bands"]) == K
 
     model_link = next(link for link in last["links"] if link["rel"] == "derived_from")
     model = json.loads((folder / model_link["href"]).read_text())
@@ -409,3 +410,62 @@ def test_bad_inputs_are_input_errors(inputs, tmp_path):
     with pytest.raises(InputError, match="not a catalog"):
         publish(inputs["products"], inputs["ensemble"], not_a_catalog)
     assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+
+
+def test_the_shipped_schemas_are_the_default_and_the_wheel_holds_them(catalog):
+    """No --schemas: validate-stac uses the copy shipped in the package, offline, on any clone."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+    from insarcast.stac.validate import SCHEMAS as SHIPPED
+    from insarcast.stac.validate import validate_catalog
+
+    assert (SHIPPED / "schemas.stacspec.org" / "v1.1.0" / "item-spec" / "json-schema" / "item.json").is_file()
+    assert (SHIPPED / "README.md").is_file() and (SHIPPED / "LICENSE-Apache-2.0.txt").is_file()
+    assert validate_catalog(catalog) == []
+    done = CliRunner().invoke(main, ["validate-stac", str(catalog)])
+    assert done.exit_code == 0 and "valid" in done.output, done.output
+    import tomllib
+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "schemas/**/*.json" in data["tool"]["setuptools"]["package-data"]["insarcast.stac"]
+
+
+def test_the_collection_carries_the_inputs_licence_with_a_license_link(inputs, tiny_cube, tmp_path):
+    """Synthetic input: MIT with its licence link; EGMS input: Copernicus (other + the data policy link)."""
+    import pystac
+
+    from insarcast.stac.collection import input_licence, new_forecast_collection, set_licence
+    from insarcast.stac.publish import publish
+
+    assert input_licence(["EGMS_L3_E40N30_100km_U_synthetic.csv"]) == "synthetic"
+    assert input_licence(["EGMS_L3_E40N30_100km_U_2018_2022_1.csv", "EGMS_L3_E40N31_100km_U_synthetic.csv"]) \
+        == "copernicus"
+    assert input_licence([]) is None and input_licence(["points.csv"]) is None
+    collection = new_forecast_collection("c")
+    set_licence(collection, "copernicus")
+    set_licence(collection, "copernicus")                              # one link, not two
+    links = [link for link in collection.links if link.rel == "license"]
+    assert collection.license == "other" and len(links) == 1 and "copernicus" in links[0].href
+
+    ds = inputs["ds"].copy()
+    ds.attrs["cube"] = str(tiny_cube)                                    # gridded from the synthetic tiles
+    out = publish(ds, inputs["ensemble"], tmp_path / "catalog")
+    doc = json.loads((out / "insarcast-forecasts" / "collection.json").read_text())
+    assert doc["license"] == "MIT"
+    assert [link["href"] for link in doc["links"] if link["rel"] == "license"] == ["https://spdx.org/licenses/MIT.html"]
+    assert pystac.Collection.from_dict(doc).license == "MIT"
+
+
+def test_pystac_validates_the_catalog_offline_as_a_second_validator(catalog, tmp_path, no_network):
+    from insarcast.stac.pystac_check import pystac_problems
+
+    assert pystac_problems(catalog) == []
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    item = sorted((broken / "insarcast-forecasts").glob("*-h1/*-h1.json"))[0]
+    doc = json.loads(item.read_text())
+    doc["properties"]["proj:code"] = 3035                              # a number, not "EPSG:3035"
+    item.write_text(json.dumps(doc))
+    problems = pystac_problems(broken)
+    assert len(problems) == 1 and item.name in problems[0], problems

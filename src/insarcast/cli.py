@@ -391,23 +391,29 @@ def publish(products: Path, ensemble: Path, out: Path, run_id: str | None, colle
 
 @main.command("validate-stac", context_settings=CONTEXT)
 @click.argument("catalog", type=click.Path(path_type=Path))
-@click.option("--schemas", type=click.Path(path_type=Path), required=True,
-              help="Folder of STAC / GeoJSON JSON schemas laid out like the shared stac-schemas (offline).")
+@click.option("--schemas", type=click.Path(path_type=Path),
+              help="Folder of STAC / GeoJSON JSON schemas laid out like the shared stac-schemas (offline; "
+                   "default: the copy shipped with insarcast).")
 @click.option("--no-cogs", is_flag=True, help="Skip rio-cogeo's validation of the GeoTIFFs.")
 @_quiet
-def validate_stac(catalog: Path, schemas: Path, no_cogs: bool, quiet: bool) -> None:
+def validate_stac(catalog: Path, schemas: Path | None, no_cogs: bool, quiet: bool) -> None:
     """Validate every JSON of a catalog offline, every asset's checksum, and the COGs.
 
     \b
-    Reads CATALOG and the SCHEMAS folder (never the network). Writes nothing.
-    Prints one line per problem (file, field: message) and exits 2 if there is any.
+    Reads CATALOG and the schemas (shipped, or --schemas; never the network). Writes nothing.
+    Prints one line per problem (file, field: message) and exits 2 if there is any; then pystac's
+    own validator checks every STAC JSON against the same schemas (lines "invalid (pystac)").
     """
+    from .stac.pystac_check import pystac_problems
     from .stac.validate import validate_catalog
 
     problems = validate_catalog(catalog, schemas=schemas, check_cogs=not no_cogs)
     for problem in problems:
         click.echo(f"insarcast: invalid: {problem}", err=True)
-    if problems:
+    second = pystac_problems(catalog, schemas=schemas)      # pystac's own validator, same schemas
+    for problem in second:
+        click.echo(f"insarcast: invalid (pystac): {problem}", err=True)
+    if problems or second:
         sys.exit(2)
     click.echo(f"{catalog}: valid")
 

@@ -1,0 +1,70 @@
+"""A second validator: pystac's own JSON Schema validation of every STAC JSON of a catalog, offline.
+
+:mod:`insarcast.stac.validate` is the project's own code; this runs pystac's
+``JsonSchemaSTACValidator`` (``pystac.validation.validate_dict``) over the same files, against the
+same schema folder: pystac reads every schema through ``StacIO``, which is swapped, for the call only,
+for one that maps ``https://host/path`` to ``<schemas>/host/path`` and refuses anything else, so
+nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from insarcast.errors import InputError
+
+
+def _offline_io(folder: Path):
+    import pystac
+
+    class OfflineStacIO(pystac.stac_io.DefaultStacIO):
+        """Schema URLs from the local folder; local files as usual; never the network."""
+
+        def read_text_from_href(self, href: str) -> str:
+            parts = urlsplit(href)
+            if parts.scheme in ("http", "https"):
+                path = folder / parts.netloc / parts.path.lstrip("/")
+                if not path.is_file():
+                    raise FileNotFoundError(f"no schema for {href} in {folder} (offline)")
+                return path.read_text(encoding="utf-8")
+            return super().read_text_from_href(href)
+
+    return OfflineStacIO
+
+
+def pystac_problems(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLike | None = None) -> list[str]:
+    """``"file: message"`` for every STAC JSON below ``catalog_dir`` that pystac finds invalid; [] if none."""
+    import pystac
+    from pystac.validation import validate_dict
+    from pystac.validation.stac_validator import JsonSchemaSTACValidator
+
+    from .validate import SCHEMAS
+
+    folder = Path(SCHEMAS if schemas is None else schemas).resolve()
+    if not folder.is_dir():
+        raise InputError("no such schema folder", path=folder, field="--schemas")
+    root = Path(catalog_dir)
+    root = root.parent if root.is_file() else root
+    previous = pystac.StacIO._default_io
+    pystac.StacIO.set_default(_offline_io(folder))
+    problems = []
+    try:
+        validator = JsonSchemaSTACValidator()
+        for path in sorted(root.rglob("*.json")):
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                problems.append(f"{path}: not readable JSON: {err}")
+                continue
+            if not isinstance(doc, dict) or "stac_version" not in doc:
+                continue                               # ensemble.json and other assets
+            try:
+                validate_dict(doc, href=str(path), validator=validator)
+            except (pystac.STACValidationError, pystac.validation.GetSchemaError) as err:
+                problems.append(f"{path}: {str(err).splitlines()[0]}")
+    finally:
+        pystac.StacIO._default_io = previous
+    return problems
