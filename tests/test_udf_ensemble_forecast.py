@@ -309,24 +309,22 @@ def test_openeo_udf_refuses_unnamed_dims_and_missing_thresholds(cube, ensemble_d
             "q85": 1.0, "q95": 2.0, "q99": 3.0, "std_tercile_1": 0.1, "std_tercile_2": 0.2}})
 
 
-def test_process_graph_is_built_offline():
-    pytest.importorskip("openeo")
-    from insarcast.udf.openeo_graph import process_graph
-
-    graph = process_graph(collection="EGMS_L3_U", bbox=(4058000, 3082000, 4083600, 3101200),
-                          ensemble="/data/ensemble", thresholds={"q85": 1.0}, patch=32)["process_graph"]
-    neighbourhood = next(n for n in graph.values() if n["process_id"] == "apply_neighborhood")
-    assert [o["value"] for o in neighbourhood["arguments"]["overlap"]] == [32, 32]        # halo P >= P - 1
-    assert [s["value"] for s in neighbourhood["arguments"]["size"]] == [256, 256, None]  # time whole
-    udf = next(iter(neighbourhood["arguments"]["process"]["process_graph"].values()))
-    assert udf["process_id"] == "run_udf" and udf["arguments"]["runtime"] == "Python"
-    assert "def apply_datacube(cube: xarray.DataArray" in udf["arguments"]["udf"]
-    assert "def apply_metadata(" in udf["arguments"]["udf"]
-    assert udf["arguments"]["context"]["ensemble"] == "/data/ensemble"
-    assert udf["arguments"]["context"]["thresholds"] == {"q85": 1.0}
-    load = next(n for n in graph.values() if n["process_id"] == "load_collection")
-    assert load["arguments"]["id"] == "EGMS_L3_U" and load["arguments"]["spatial_extent"]["crs"] == 3035
-    assert any(n["process_id"] == "save_result" and n.get("result") for n in graph.values())
+def test_openeo_udf_in_the_graphs_form_keeps_its_dims_and_gives_the_same_products(cube, ensemble_dir):
+    """The graph sends (bands, y, x), one band per epoch labelled by its date (apply_dimension t -> bands,
+    rename_labels); the UDF returns the same dims, only the band labels changed, and the same products."""
+    reference = forecast_products(cube, **load_ensemble(ensemble_dir).settings)
+    thresholds = {k: reference.attrs[k] for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
+    context = {"ensemble": str(ensemble_dir), "thresholds": thresholds}
+    array = _openeo_cube(cube)
+    with_t = _run_openeo(array, context)
+    dates = [str(t)[:10] for t in array["t"].values.astype("datetime64[D]")]
+    banded = array.isel(bands=0, drop=True).rename(t="bands").assign_coords(bands=dates)
+    out = _run_openeo(banded.transpose("bands", "y", "x"), context)
+    assert out.dims == ("bands", "y", "x") and out.dtype == np.float32
+    xr.testing.assert_equal(out, with_t)
+    with pytest.raises(InputError, match="epochs' dates as band labels"):
+        from insarcast.udf.openeo_udf import apply_datacube
+        apply_datacube(banded.assign_coords(bands=[f"b{i}" for i in range(len(dates))]), context)
 
 
 @pytest.mark.parametrize("change,message", [

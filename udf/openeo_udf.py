@@ -1,16 +1,17 @@
 """insarcast as an openEO UDF: the ensemble forecast and its products for ``apply_neighborhood``.
 
-Use it with the time dimension whole and spatial tiles with a halo (``overlap``) of at least P - 1
-cells, P the ensemble's patch size (:func:`insarcast.udf.openeo_graph.process_graph` uses P): the
-tiles lie on the grid's global tiling (derived from the x / y coordinates), so every cell of a
-tile's core then gets exactly the values ``insarcast forecast`` computes over the whole region. For
-example ``size=[{dimension: x, value: 256, unit: px}, {y ...}, {t: null}]`` and
-``overlap=[{x: 32 px}, {y: 32 px}]`` for P = 32. The backend passes float32 with NaN nodata and
-dims (t, bands, y, x), y descending; the UDF returns (bands, y, x) float32 with one named band per
-product (:func:`band_names`): ``fc_h1`` .. ``fc_hF`` (ensemble median of the change after h epochs,
-mm), ``median``, ``std``, ``class``, ``p85``, ``p95``, ``p99``, ``mass_low`` .. ``mass_highest``,
-``confidence``, ``rank_variance``, ``bivariate`` (classes as numbers, NaN where not valid). A tile
-without any valid pixel gives NaN everywhere.
+Use it with spatial tiles with a halo (``overlap``) of at least P - 1 cells, P the ensemble's patch
+size (:func:`insarcast.udf.openeo_graph.process_graph` uses P): the tiles lie on the grid's global
+tiling (derived from the x / y coordinates), so every cell of a tile's core then gets exactly the
+values ``insarcast forecast`` computes over the whole region. The graph sends (bands, y, x), one band
+per epoch labelled by its date (``apply_dimension(dimension="t", target_dimension="bands")`` then
+``rename_labels``), and the UDF returns (bands, y, x): the dims it received, as ``apply_neighborhood``
+requires, with one named band per product (:func:`band_names`, declared in :func:`apply_metadata`):
+``fc_h1`` .. ``fc_hF`` (ensemble median of the change after h epochs, mm), ``median``, ``std``,
+``class``, ``p85``, ``p95``, ``p99``, ``mass_low`` .. ``mass_highest``, ``confidence``,
+``rank_variance``, ``bivariate`` (classes as numbers, NaN where not valid). It also takes (t, bands,
+y, x) (``band`` picks the displacement), for callers of ``run_udf_code``, and then returns (bands, y,
+x). Float32 with NaN nodata, y descending. A tile without any valid pixel gives NaN everywhere.
 
 ``context``:
     ensemble     path of the ensemble folder on the backend (required; relative paths are relative
@@ -121,13 +122,31 @@ def apply_metadata(metadata, context: dict):
     return metadata.rename_labels(dimension="bands", target=band_names(_ensemble(context).horizon))
 
 
+def _epochs_from_bands(cube: xarray.DataArray, InputError) -> xarray.DataArray:
+    """(bands, y, x) whose band labels are the epochs' dates (what ``apply_dimension(dimension="t",
+    target_dimension="bands")`` then ``rename_labels`` make of the history) -> (t, y, x)."""
+    labels = [str(label) for label in cube["bands"].values] if "bands" in cube.coords else []
+    try:
+        times = np.asarray(labels, "datetime64[ns]")
+    except ValueError:
+        times = None
+    if times is None or len(times) != cube.sizes["bands"]:
+        raise InputError(f"a cube without a time dim must carry the epochs' dates as band labels, got "
+                         f"{labels[:3]}{' ...' if len(labels) > 3 else ''}", field="bands")
+    return cube.rename(bands="t").assign_coords(t=times)
+
+
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
-    """(t, bands, y, x) displacement in mm -> (bands, y, x) products, float32."""
+    """(t, bands, y, x) displacement in mm -> (bands, y, x) products, float32; or, the form the graph
+    sends, (bands, y, x) with one band per epoch labelled by its date -> (bands, y, x) products (the
+    same dims: ``apply_neighborhood`` keeps the dimensions, only the band labels change)."""
     context = context or {}
     InputError, forecast, run = _insarcast(context)
     if any(str(d).startswith("dim_") for d in cube.dims):
         raise InputError(f"the cube's dims are unnamed {tuple(cube.dims)}: expected (t, bands, y, x)", field="dims")
-    if "bands" in cube.dims:
+    if "t" not in cube.dims and "bands" in cube.dims:
+        cube = _epochs_from_bands(cube, InputError)
+    if "bands" in cube.dims and "t" in cube.dims:
         band = context.get("band")
         if band is not None and band not in cube["bands"].values:
             raise InputError(f"no band {band!r} in the cube, which has {list(cube['bands'].values)}", field="band")
