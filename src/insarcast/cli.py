@@ -378,6 +378,27 @@ def publish(products: Path, ensemble: Path, out: Path, run_id: str | None, colle
     click.echo(str(path))
 
 
+@main.command("publish-cube", context_settings=CONTEXT)
+@click.argument("cube", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Catalog folder to write (whole, or not at all).")
+@_overwrite
+@_quiet
+def publish_cube(cube: Path, out: Path, overwrite: bool, quiet: bool) -> None:
+    """Publish the displacement cube as a STAC Collection for openEO's load_stac and odc-stac.
+
+    \b
+    Reads CUBE (Zarr from `insarcast grid`). Writes OUT:
+      catalog.json, insarcast-cube/collection.json  (cube:dimensions x, y, t, bands)
+      insarcast-cube/ID-YYYYMMDD/                   one Item per epoch with its COG (float32 mm, NaN nodata)
+    Prints the Collection's path: serve OUT over HTTPS and pass its URL to load_stac.
+    """
+    from .stac.cube_collection import publish_cube as run_publish_cube
+
+    _refuse_existing([out], overwrite)
+    click.echo(str(run_publish_cube(cube, out)))
+
+
 @main.command("validate-stac", context_settings=CONTEXT)
 @click.argument("catalog", type=click.Path(path_type=Path))
 @click.option("--schemas", type=click.Path(path_type=Path), required=True,
