@@ -487,3 +487,92 @@ print("OK", out.dims, out.shape)
     out = xr.open_dataarray(tmp_path / "out.nc").load()
     direct = _run_openeo(array, {k: v for k, v in context.items() if k != "python_path"})
     np.testing.assert_array_equal(out.values, direct.values)
+
+
+_SHIPPED_UDF = """
+import importlib.abc, json, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not installed here (blocked by the test)")
+
+sys.meta_path[:] = [NoTorch()] + [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+sys.path[:] = [p for p in sys.path if "/src" not in p and not p.endswith("wt17") and p != ""]
+try:
+    import insarcast
+except ImportError:
+    pass
+else:
+    raise SystemExit("insarcast is still importable from " + str(insarcast.__file__))
+
+import xarray
+from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+udf, tile, context = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+array = xarray.open_dataarray(tile).load()
+result = run_udf_code(udf, UdfData(datacube_list=[XarrayDataCube(array)], user_context=context))
+out = result.get_datacube_list()[0].get_array()
+import insarcast
+assert insarcast.__file__.startswith(context["python_path"][0]), insarcast.__file__
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+out.to_netcdf(sys.argv[4])
+print("OK", out.dims, out.shape)
+"""
+
+
+def test_openeo_build_writes_an_archive_whose_udf_gives_the_local_products(tiny_cube, ensemble_dir, tmp_path):
+    """publish-cube, forecast (thresholds), openeo build; the archive unpacked where a backend would, the
+    UDF run by openeo's run_udf_code from the graph, with insarcast not installed and torch blocked."""
+    import zipfile
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    small = open_cube(tiny_cube)[["displacement", "valid"]].isel(t=slice(-8, None), y=slice(0, 20),
+                                                                 x=slice(0, 24)).load()
+    for variable in small.variables.values():
+        variable.encoding = {}
+    small.to_zarr(tmp_path / "cube.zarr")
+    runner = CliRunner()
+    done = runner.invoke(main, ["publish-cube", str(tmp_path / "cube.zarr"), "--out", str(tmp_path / "cat"), "-q"])
+    assert done.exit_code == 0, done.output
+    reference = forecast_products(small, **load_ensemble(ensemble_dir).settings)
+    thresholds = {k: float(reference.attrs[k]) for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds))
+    collection = done.stdout.strip()
+    done = runner.invoke(main, ["openeo", "build", "--cube-stac", collection, "--ensemble", str(ensemble_dir),
+                                "--bbox", "4058000", "3082000", "4083600", "3101200", "--thresholds-from",
+                                str(tmp_path / "thresholds.json"), "--archive-url", "https://example.org/u.zip",
+                                "--out", str(tmp_path / "job"), "-q"])
+    assert done.exit_code == 0, done.output
+    job = tmp_path / "job"
+    options = json.loads((job / "job_options.json").read_text())
+    assert options["udf-dependency-archives"] == ["https://example.org/u.zip#insarcast-udf"]
+    assert options["python-memory"].endswith("m") and int(options["python-memory"][:-1]) >= 1.5 * 900
+    graph = json.loads((job / "process_graph.json").read_text())
+    labels = graph["process_graph"]["renamelabels1"]["arguments"]["target"]
+    assert labels == [str(t)[:10] for t in small["t"].values.astype("datetime64[D]")]
+    assert graph["process_graph"]["loadstac1"]["arguments"]["url"] == collection
+    names = zipfile.ZipFile(job / "insarcast-udf.zip").namelist()
+    assert "insarcast/udf/forecast.py" in names and "ensemble/ensemble.json" in names
+    assert not [n for n in names if n.startswith(("insarcast/training", "insarcast/stac", "insarcast/report"))]
+    workdir = tmp_path / "backend"
+    zipfile.ZipFile(job / "insarcast-udf.zip").extractall(workdir / "insarcast-udf")
+    run_udf = graph["process_graph"]["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"]
+    context = dict(run_udf["arguments"]["context"])
+    context["python_path"] = [str(workdir / p) for p in context["python_path"]]
+    banded = _openeo_cube(small).isel(bands=0, drop=True).rename(t="bands").assign_coords(bands=labels)
+    banded.transpose("bands", "y", "x").to_netcdf(tmp_path / "tile.nc")
+    done = subprocess.run([sys.executable, "-c", _SHIPPED_UDF, run_udf["arguments"]["udf"], str(tmp_path / "tile.nc"),
+                           json.dumps(context), str(tmp_path / "out.nc")], capture_output=True, text=True,
+                          timeout=120, cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = xr.open_dataarray(tmp_path / "out.nc").load()
+    assert out.dims == ("bands", "y", "x")
+    np.testing.assert_allclose(out.sel(bands="fc_h1").values, reference["median"].sel(horizon=1).values, atol=1e-6)
+    cls = reference["class"].values
+    np.testing.assert_array_equal(out.sel(bands="class").values, np.where(cls == 255, np.nan, cls))
+    np.testing.assert_allclose(out.sel(bands="p95").values, reference["p95"].values, atol=1e-6)

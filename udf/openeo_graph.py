@@ -50,7 +50,7 @@ def udf_code() -> str:
 
 def _iso_dates(epochs: Sequence[Any]) -> list[str]:
     try:
-        times = np.asarray([str(e) for e in epochs], "datetime64[D]")
+        times = np.asarray([str(e).removesuffix("Z") for e in epochs], "datetime64[D]")
     except ValueError as err:
         raise InputError(f"epochs must be dates (ISO 8601): {err}", field="epochs") from err
     if len(times) < 1 or (len(times) > 1 and not (np.diff(times) > np.timedelta64(0)).all()):
