@@ -43,7 +43,7 @@ def test_run_creates_starts_waits_and_downloads_with_the_exact_graph_and_options
     post = dummy.get_batch_post_data()
     assert post["process"]["process_graph"] == GRAPH["process_graph"]
     assert post["job_options"] == {"udf-dependency-archives": ["https://x/u.zip#insarcast-udf"],
-                                   "executor-memory": "2G", "python-memory": "1536m", "executor-cores": 1}
+                                   "executor-memory": "2G", "python-memory": "768m", "executor-cores": 1}
     assert post["title"] == "insarcast forecast"
     assert sleeps and set(sleeps) == {5}
     assert (out / "result.data").read_bytes() == b"GeoTIFF bytes"

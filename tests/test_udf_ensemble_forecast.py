@@ -551,7 +551,9 @@ def test_openeo_build_writes_an_archive_whose_udf_gives_the_local_products(tiny_
     job = tmp_path / "job"
     options = json.loads((job / "job_options.json").read_text())
     assert options["udf-dependency-archives"] == ["https://example.org/u.zip#insarcast-udf"]
-    assert options["python-memory"].endswith("m") and int(options["python-memory"][:-1]) >= 1.5 * 900
+    from insarcast.udf.openeo_job import UDF_PEAK_MIB
+
+    assert options["python-memory"].endswith("m") and int(options["python-memory"][:-1]) >= 1.5 * UDF_PEAK_MIB
     graph = json.loads((job / "process_graph.json").read_text())
     labels = graph["process_graph"]["renamelabels1"]["arguments"]["target"]
     assert labels == [str(t)[:10] for t in small["t"].values.astype("datetime64[D]")]
