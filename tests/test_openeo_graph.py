@@ -101,3 +101,14 @@ def test_the_readmes_snippet_runs_and_prints_the_graph_the_readme_shows():
     context = shown["process_graph"]["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"][
         "arguments"]["context"]
     assert context["overlap"] == 16                                    # the docs' overlap is the builder's
+
+
+@needs_definitions
+def test_the_statistics_graph_needs_no_thresholds_and_is_valid():
+    graph = _graph(stage="statistics", thresholds=None)
+    validate_graph(graph, definitions=DEFINITIONS)
+    context = graph["process_graph"]["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"][
+        "arguments"]["context"]
+    assert context["stage"] == "statistics" and "thresholds" not in context
+    with pytest.raises(InputError, match="needs thresholds"):
+        _graph(thresholds=None)

@@ -578,3 +578,36 @@ def test_openeo_build_writes_an_archive_whose_udf_gives_the_local_products(tiny_
     cls = reference["class"].values
     np.testing.assert_array_equal(out.sel(bands="class").values, np.where(cls == 255, np.nan, cls))
     np.testing.assert_allclose(out.sel(bands="p95").values, reference["p95"].values, atol=1e-6)
+
+
+def test_the_backend_only_statistics_job_gives_the_exact_thresholds_of_forecast(cube, ensemble_dir):
+    """Job 1 (stage "statistics") tile by tile with a halo of P - 1, as apply_neighborhood would; the
+    thresholds from its m_abs and std equal `insarcast forecast`'s over the whole region, exactly; job 2
+    (the products) with them gives forecast's products."""
+    from insarcast.udf.openeo_thresholds import thresholds_from_statistics
+    from insarcast.udf.openeo_udf import apply_metadata
+
+    settings = load_ensemble(ensemble_dir).settings
+    reference = forecast_products(cube, **settings)
+    array = _openeo_cube(cube)
+    dates = [str(t)[:10] for t in array["t"].values.astype("datetime64[D]")]
+    banded = array.isel(bands=0, drop=True).rename(t="bands").assign_coords(bands=dates).transpose("bands", "y", "x")
+    context = {"ensemble": str(ensemble_dir), "stage": "statistics"}
+    ny, nx, halo = banded.sizes["y"], banded.sizes["x"], P - 1
+    cores = []
+    for y0, y1 in ((0, 21), (21, ny)):
+        for x0, x1 in ((0, 13), (13, 35), (35, nx)):
+            tile = banded.isel(y=slice(max(0, y0 - halo), y1 + halo), x=slice(max(0, x0 - halo), x1 + halo))
+            out = _run_openeo(tile, context)
+            assert out.dims == ("bands", "y", "x") and list(out["bands"].values) == ["m_abs", "std"]
+            core = out.sel(y=banded["y"].values[y0:y1], x=banded["x"].values[x0:x1])
+            cores.append((core.sel(bands="m_abs").values, core.sel(bands="std").values))
+    thresholds = thresholds_from_statistics(cores).to_dict()
+    assert thresholds == {k: reference.attrs[k] for k in thresholds}                      # exactly
+    products = _run_openeo(banded, {"ensemble": str(ensemble_dir), "thresholds": thresholds})
+    cls = reference["class"].values
+    np.testing.assert_array_equal(products.sel(bands="class").values, np.where(cls == 255, np.nan, cls))
+    from openeo.metadata import Band, BandDimension, CubeMetadata
+
+    metadata = CubeMetadata([BandDimension("bands", [Band(d) for d in dates])])
+    assert apply_metadata(metadata, context).band_names == ["m_abs", "std"]

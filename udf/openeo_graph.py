@@ -58,11 +58,18 @@ def _iso_dates(epochs: Sequence[Any]) -> list[str]:
     return [str(t) for t in times]
 
 
-def udf_context(*, ensemble: str, thresholds: Mapping[str, float], band: str = "displacement",
+def udf_context(*, ensemble: str, thresholds: Mapping[str, float] | None, band: str = "displacement",
                 mode: str = "change", horizon: int | None = None, overlap: int | None = None,
-                python_path: Sequence[str] = ()) -> dict[str, Any]:
-    """The UDF's context, checked as the UDF would check it."""
-    context: dict[str, Any] = {"ensemble": ensemble, "thresholds": dict(thresholds), "band": band, "mode": mode}
+                python_path: Sequence[str] = (), stage: str = "products") -> dict[str, Any]:
+    """The UDF's context, checked as the UDF would check it; the statistics stage takes no thresholds."""
+    context: dict[str, Any] = {"ensemble": ensemble, "band": band, "mode": mode}
+    if stage == "statistics":
+        context["stage"] = stage
+    elif thresholds is None:
+        raise InputError("the products stage needs thresholds (q85, q95, q99, std_tercile_1, std_tercile_2)",
+                         field="thresholds")
+    else:
+        context["thresholds"] = dict(thresholds)
     if horizon is not None:
         context["horizon"] = horizon
     if overlap is not None:
@@ -75,7 +82,7 @@ def udf_context(*, ensemble: str, thresholds: Mapping[str, float], band: str = "
 
 
 def process_graph(*, stac_url: str, bbox: tuple[float, float, float, float], epochs: Sequence[Any],
-                  ensemble: str, thresholds: Mapping[str, float], patch: int, band: str = "displacement",
+                  ensemble: str, thresholds: Mapping[str, float] | None, patch: int, stage: str = "products", band: str = "displacement",
                   crs: int = 3035, tile: int = 256, halo: int | None = None, overlap: int | None = None,
                   horizon: int | None = None, mode: str = "change", python_path: Sequence[str] = (),
                   out_format: str = "GTiff") -> dict[str, Any]:
@@ -86,14 +93,16 @@ def process_graph(*, stac_url: str, bbox: tuple[float, float, float, float], epo
     unpacked insarcast (both relative to the job's working directory when shipped with the
     ``udf-dependency-archives`` job option). ``tile``: cells per side of one UDF call, ``halo``: cells of
     context around it (default P; at least P - 1 for results independent of the tiling); ``overlap``:
-    the UDF's model-tile overlap (default: the UDF's, P / 4).
+    the UDF's model-tile overlap (default: the UDF's, P / 4). ``stage="statistics"``: the first job of the
+    backend-only path, whose bands are every pixel's ``m_abs`` and ``std`` (no thresholds needed), from
+    which :func:`insarcast.udf.openeo_thresholds.thresholds_from_statistics` gives the exact thresholds.
     """
     halo = int(patch) if halo is None else int(halo)
     if halo < 0 or tile < 1:
         raise InputError(f"expected tile >= 1 and halo >= 0 cells, got tile {tile} and halo {halo}", field="halo")
     dates = _iso_dates(epochs)
     context = udf_context(ensemble=ensemble, thresholds=thresholds, band=band, mode=mode, horizon=horizon,
-                          overlap=overlap, python_path=python_path)
+                          overlap=overlap, python_path=python_path, stage=stage)
     west, south, east, north = bbox
     identity = {"process_graph": {"arrayconcat1": {"process_id": "array_concat", "result": True, "arguments": {
         "array1": {"from_parameter": "data"}, "array2": []}}}}
