@@ -555,6 +555,9 @@ def test_openeo_build_writes_an_archive_whose_udf_gives_the_local_products(tiny_
 
     assert options["python-memory"].endswith("m") and int(options["python-memory"][:-1]) >= 1.5 * UDF_PEAK_MIB
     graph = json.loads((job / "process_graph.json").read_text())
+    statistics = json.loads((job / "statistics_graph.json").read_text())["process_graph"]
+    assert statistics["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"]["arguments"][
+        "context"]["stage"] == "statistics"
     labels = graph["process_graph"]["renamelabels1"]["arguments"]["target"]
     assert labels == [str(t)[:10] for t in small["t"].values.astype("datetime64[D]")]
     assert graph["process_graph"]["loadstac1"]["arguments"]["url"] == collection

@@ -5,7 +5,10 @@
     insarcast-udf.zip      the ``udf-dependency-archives`` archive: ``insarcast/`` (the torch-free part: the
                            foundation modules and ``insarcast.udf``) and ``ensemble/`` (members + manifest,
                            sha256-checked here before packing and again by the UDF on the backend)
-    process_graph.json     the products graph (:func:`insarcast.udf.openeo_graph.process_graph`), whose UDF
+    statistics_graph.json  the first job of the backend-only path: every pixel's |m| and std, from which
+                           ``openeo run`` takes the exact thresholds (:mod:`insarcast.udf.openeo_thresholds`)
+    job.json               what the products graph is built from, once the thresholds are known
+    process_graph.json     (when thresholds are given) the products graph (:func:`insarcast.udf.openeo_graph.process_graph`), whose UDF
                            context names ``insarcast-udf/ensemble`` and ``python_path: ["insarcast-udf"]``
     job_options.json       ``udf-dependency-archives`` (``<archive URL>#insarcast-udf``) and the memory
                            options sized from the measured peak of one UDF call (:func:`job_options`)
@@ -101,9 +104,19 @@ def write_archive(path: Path, ensemble: Path, manifest: Mapping[str, Any]) -> in
     return sum(m.stat().st_size for m in members)
 
 
-def build_job(*, cube_stac: str, ensemble: str | os.PathLike, bbox: Sequence[float], thresholds: Mapping[str, float],
+def products_graph(spec: Mapping[str, Any], thresholds: Mapping[str, float] | None) -> dict[str, Any]:
+    """The products graph of a job folder's ``job.json`` (the statistics graph when ``thresholds`` is None)."""
+    return process_graph(stac_url=spec["stac_url"], bbox=tuple(spec["bbox"]), epochs=spec["epochs"],
+                         patch=spec["patch"], ensemble=spec["ensemble"], python_path=spec["python_path"],
+                         tile=spec["tile"], overlap=spec["overlap"], crs=spec["crs"], thresholds=thresholds,
+                         stage="products" if thresholds is not None else "statistics")
+
+
+def build_job(*, cube_stac: str, ensemble: str | os.PathLike, bbox: Sequence[float],
+              thresholds: Mapping[str, float] | None,
               archive_url: str, out: str | os.PathLike, tile: int = 256, overlap: int | None = None) -> Path:
-    """Write the job folder ``out`` (see the module's docstring); return it."""
+    """Write the job folder ``out`` (see the module's docstring); return it. Without ``thresholds`` the
+    products graph is left to ``openeo run``, which takes them from the statistics job first."""
     from .ensemble import load_ensemble
 
     ensemble = Path(ensemble)
@@ -113,16 +126,19 @@ def build_job(*, cube_stac: str, ensemble: str | os.PathLike, bbox: Sequence[flo
     if len(bbox) != 4:
         raise InputError(f"bbox is west, south, east, north: 4 numbers, got {len(bbox)}", field="bbox")
     reference = collection["cube:dimensions"]["x"].get("reference_system", 3035)
-    graph = process_graph(stac_url=cube_stac, bbox=tuple(bbox), epochs=epochs, patch=checked.manifest["patch"],
-                          ensemble=f"{ARCHIVE_FOLDER}/ensemble", python_path=[ARCHIVE_FOLDER],
-                          thresholds=thresholds, tile=tile, overlap=overlap,
-                          crs=reference if isinstance(reference, int) else 3035)
+    spec = {"stac_url": cube_stac, "bbox": list(bbox), "epochs": epochs, "patch": checked.manifest["patch"],
+            "ensemble": f"{ARCHIVE_FOLDER}/ensemble", "python_path": [ARCHIVE_FOLDER], "tile": tile,
+            "overlap": overlap, "crs": reference if isinstance(reference, int) else 3035}
+    graphs = {"statistics_graph.json": products_graph(spec, None)}
+    if thresholds is not None:
+        graphs["process_graph.json"] = products_graph(spec, thresholds)
     out = Path(out)
     with staged() as stage:
         folder = stage.path(out)
         folder.mkdir(parents=True)
         size = write_archive(folder / ARCHIVE, ensemble, checked.manifest)
-        (folder / "process_graph.json").write_text(json.dumps(graph, indent=2) + "\n", encoding="utf-8")
+        for name, graph in {**graphs, "job.json": spec}.items():
+            (folder / name).write_text(json.dumps(graph, indent=2) + "\n", encoding="utf-8")
         options = job_options(archive_url=archive_url, ensemble_mib=size / 2**20)
         (folder / "job_options.json").write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
     return out

@@ -20,22 +20,14 @@ from insarcast.log import LOGGER as log
 DONE = ("finished", "error", "canceled")
 
 
-def read_job(folder: str | os.PathLike) -> tuple[dict, dict]:
-    """(process graph, job options) of a job folder."""
-    folder = Path(folder)
+def _read(path: Path) -> Any:
     try:
-        graph = json.loads((folder / "process_graph.json").read_text(encoding="utf-8"))
-        options = json.loads((folder / "job_options.json").read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise InputError(f"not a job folder from `insarcast openeo build` ({err})", path=folder) from err
-    return graph, options
+        raise InputError(f"not a job folder from `insarcast openeo build` ({err})", path=path.parent) from err
 
 
-def run_job(*, backend: str, job: str | os.PathLike, out: str | os.PathLike, title: str = "insarcast forecast",
-            auth: str | None = "oidc", poll_s: float = 20.0, connect: Callable[[str], Any] | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> Path:
-    """Run the job folder ``job`` on ``backend``; its results go to ``out``. Returns ``out``."""
-    graph, options = read_job(job)
+def _connect(backend: str, auth: str | None, connect: Callable[[str], Any] | None):
     if connect is None:
         try:
             import openeo
@@ -45,11 +37,17 @@ def run_job(*, backend: str, job: str | os.PathLike, out: str | os.PathLike, tit
         connect = openeo.connect
     connection = connect(backend)
     if auth == "oidc":
-        connection = connection.authenticate_oidc()
-    elif auth is not None:
+        return connection.authenticate_oidc()
+    if auth is not None:
         raise InputError(f"auth must be 'oidc' or None, got {auth!r}", field="auth")
+    return connection
+
+
+def run_one(connection, graph: dict, options: dict, out: Path, *, title: str, poll_s: float,
+            sleep: Callable[[float], None]) -> Path:
+    """Create, start and wait for one batch job; download its results into ``out``."""
     batch = connection.create_job(graph, title=title, job_options=options)
-    log.info("created job %s on %s", batch.job_id, backend)
+    log.info("created job %s (%s)", batch.job_id, title)
     batch.start()
     status = batch.status()
     while status not in DONE:
@@ -58,10 +56,36 @@ def run_job(*, backend: str, job: str | os.PathLike, out: str | os.PathLike, tit
         status = batch.status()
     if status != "finished":
         raise InputError(f"job {batch.job_id} ended {status}: see `batch.logs()` on the backend", field="status")
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = batch.get_results()
     results.download_files(out)
     (out / "job-results.json").write_text(json.dumps(results.get_metadata(), indent=2) + "\n", encoding="utf-8")
     log.info("job %s finished: results in %s", batch.job_id, out)
     return out
+
+
+def run_job(*, backend: str, job: str | os.PathLike, out: str | os.PathLike, title: str = "insarcast forecast",
+            auth: str | None = "oidc", poll_s: float = 20.0, connect: Callable[[str], Any] | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> Path:
+    """Run the job folder ``job`` on ``backend``; the products go to ``out/products``. Without a products
+    graph in the folder, the statistics job runs first (``out/statistics``), its exact thresholds are
+    written to ``out/thresholds.json`` and the products graph (``out/process_graph.json``) is built with
+    them. Returns ``out/products``."""
+    job, out = Path(job), Path(out)
+    options = _read(job / "job_options.json")
+    connection = _connect(backend, auth, connect)
+    if (job / "process_graph.json").exists():
+        graph = _read(job / "process_graph.json")
+    else:
+        from .openeo_job import products_graph
+        from .openeo_thresholds import read_statistics, thresholds_from_statistics
+
+        spec = _read(job / "job.json")
+        stats = run_one(connection, _read(job / "statistics_graph.json"), options, out / "statistics",
+                        title=f"{title}: statistics", poll_s=poll_s, sleep=sleep)
+        thresholds = thresholds_from_statistics(read_statistics(stats)).to_dict()
+        (out / "thresholds.json").write_text(json.dumps(thresholds, indent=2) + "\n", encoding="utf-8")
+        log.info("thresholds from the statistics job: %s", thresholds)
+        graph = products_graph(spec, thresholds)
+        (out / "process_graph.json").write_text(json.dumps(graph, indent=2) + "\n", encoding="utf-8")
+    return run_one(connection, graph, options, out / "products", title=title, poll_s=poll_s, sleep=sleep)

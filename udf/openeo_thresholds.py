@@ -29,10 +29,10 @@ def thresholds_from_statistics(layers: Iterable[tuple[np.ndarray, np.ndarray]]) 
 
 
 def read_statistics(folder: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(m_abs, std) of every GeoTIFF in the statistics job's result folder (bands 1 and 2)."""
+    """(m_abs, std) of every raster file (GeoTIFF) of the statistics job's result folder: bands 1 and 2."""
     import rasterio
 
-    files = sorted(Path(folder).glob("*.tif")) + sorted(Path(folder).glob("*.tiff"))
+    files = [f for f in sorted(Path(folder).iterdir()) if f.is_file() and f.suffix.lower() != ".json"]
     if not files:
         raise InputError("no GeoTIFF in the statistics job's result", path=folder)
     layers = []

@@ -408,22 +408,25 @@ def openeo() -> None:
 @click.option("--cube-stac", required=True, help="URL (or path) of the cube Collection from `publish-cube`.")
 @click.option("--ensemble", type=click.Path(path_type=Path), required=True, help="Folder from `insarcast export`.")
 @click.option("--bbox", nargs=4, type=float, required=True, help="west south east north, in the cube's CRS.")
-@click.option("--thresholds-from", type=click.Path(path_type=Path), required=True,
-              help="Products Zarr (or JSON) of `insarcast forecast` over the whole region: the class thresholds.")
+@click.option("--thresholds-from", type=click.Path(path_type=Path),
+              help="Products Zarr (or JSON) of `insarcast forecast` over the region: the class thresholds "
+                   "(default: `openeo run` takes them from a first, statistics job on the backend).")
 @click.option("--archive-url", required=True, help="Where insarcast-udf.zip will be served (HTTPS).")
 @click.option("--tile", type=int, default=256, show_default=True, help="Cells per side of one UDF call.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Job folder to write.")
 @_overwrite
 @_quiet
-def openeo_build(cube_stac: str, ensemble: Path, bbox: tuple, thresholds_from: Path, archive_url: str, tile: int,
+def openeo_build(cube_stac: str, ensemble: Path, bbox: tuple, thresholds_from: Path | None, archive_url: str, tile: int,
                  out: Path, overwrite: bool, quiet: bool) -> None:
-    """Write the job folder: insarcast-udf.zip, process_graph.json, job_options.json."""
+    """Write the job folder: insarcast-udf.zip, statistics_graph.json, job.json, job_options.json, and
+    process_graph.json when --thresholds-from is given."""
     from .udf.openeo_job import build_job
     from .udf.run import read_thresholds
 
     _refuse_existing([out], overwrite)
     click.echo(str(build_job(cube_stac=cube_stac, ensemble=ensemble, bbox=bbox, archive_url=archive_url,
-                             thresholds=read_thresholds(thresholds_from), tile=tile, out=out)))
+                             thresholds=None if thresholds_from is None else read_thresholds(thresholds_from),
+                             tile=tile, out=out)))
 
 
 @openeo.command("run", context_settings=CONTEXT)
@@ -434,7 +437,8 @@ def openeo_build(cube_stac: str, ensemble: Path, bbox: tuple, thresholds_from: P
 @click.option("--poll", type=float, default=20.0, show_default=True, help="Seconds between status checks.")
 @_quiet
 def openeo_run(backend: str, job: Path, out: Path, poll: float, quiet: bool) -> None:
-    """Authenticate (OIDC), create and start the job, wait, download the results into OUT."""
+    """Authenticate (OIDC); run the statistics job first when the folder has no products graph (exact
+    thresholds into OUT/thresholds.json); run the products job; download into OUT/products."""
     from .udf.openeo_submit import run_job
 
     click.echo(str(run_job(backend=backend, job=job, out=out, poll_s=poll)))
