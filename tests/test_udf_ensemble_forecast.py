@@ -556,6 +556,12 @@ def test_openeo_build_writes_an_archive_whose_udf_gives_the_local_products(tiny_
     assert options["python-memory"].endswith("m") and int(options["python-memory"][:-1]) >= 1.5 * UDF_PEAK_MIB
     graph = json.loads((job / "process_graph.json").read_text())
     statistics = json.loads((job / "statistics_graph.json").read_text())["process_graph"]
+    definitions = Path(__file__).resolve().parents[2] / "shared" / "openeo-processes"
+    if definitions.is_dir():                               # the graphs the command wrote, checked offline
+        from insarcast.udf.openeo_processes import validate_graph
+
+        validate_graph(graph, definitions=definitions)
+        validate_graph({"process_graph": statistics}, definitions=definitions)
     assert statistics["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"]["arguments"][
         "context"]["stage"] == "statistics"
     labels = graph["process_graph"]["renamelabels1"]["arguments"]["target"]
