@@ -620,3 +620,71 @@ def test_the_backend_only_statistics_job_gives_the_exact_thresholds_of_forecast(
 
     metadata = CubeMetadata([BandDimension("bands", [Band(d) for d in dates])])
     assert apply_metadata(metadata, context).band_names == ["m_abs", "std"]
+
+
+_CLEAN_UDF = """
+import json, sys
+import numpy as np, xarray
+from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+spec = json.load(open(sys.argv[1]))
+tile = xarray.DataArray(np.load(sys.argv[2]), dims=("bands", "y", "x"),
+                        coords={"bands": spec["bands"], "y": spec["y"], "x": spec["x"]})
+result = run_udf_code(spec["udf"], UdfData(datacube_list=[XarrayDataCube(tile)], user_context=spec["context"]))
+out = result.get_datacube_list()[0].get_array()
+import insarcast
+assert insarcast.__file__.startswith(spec["context"]["python_path"][0]), insarcast.__file__
+assert "torch" not in sys.modules
+np.save(sys.argv[3], out.transpose("bands", "y", "x").values)
+print(json.dumps(list(map(str, out["bands"].values))))
+"""
+
+
+@pytest.mark.slow
+def test_the_archive_runs_in_a_clean_venv_with_only_numpy_xarray_onnxruntime_and_openeo(
+        tiny_cube, ensemble_dir, tmp_path):
+    """A fresh virtual environment (pip install numpy xarray onnxruntime openeo: no insarcast, no torch),
+    the archive of `openeo build` unpacked as a backend would, the UDF run by run_udf_code from the
+    graph's context: the products equal the local ones. Skipped when pip cannot install the four."""
+    import venv
+    import zipfile
+
+    from insarcast.udf.openeo_job import build_job
+
+    env = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env)
+    python = env / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy", "xarray", "onnxruntime", "openeo"],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        pytest.skip(f"pip could not install numpy, xarray, onnxruntime, openeo here: {done.stderr[-300:]}")
+    small = open_cube(tiny_cube)[["displacement", "valid"]].isel(t=slice(-8, None), y=slice(0, 20),
+                                                                 x=slice(0, 24)).load()
+    reference = forecast_products(small, **load_ensemble(ensemble_dir).settings)
+    thresholds = {k: float(reference.attrs[k]) for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
+    dates = [str(t)[:10] for t in small["t"].values.astype("datetime64[D]")]
+    collection = tmp_path / "collection.json"
+    collection.write_text(json.dumps({"type": "Collection", "cube:dimensions": {
+        "t": {"type": "temporal", "values": dates}, "x": {"type": "spatial", "reference_system": 3035}}}))
+    job = build_job(cube_stac=str(collection), ensemble=ensemble_dir, bbox=(0, 0, 1, 1), thresholds=thresholds,
+                    archive_url="https://example.org/u.zip", out=tmp_path / "job")
+    backend = tmp_path / "backend"
+    zipfile.ZipFile(job / "insarcast-udf.zip").extractall(backend / "insarcast-udf")
+    graph = json.loads((job / "process_graph.json").read_text())["process_graph"]
+    run_udf = graph["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"]["arguments"]
+    context = {**run_udf["context"], "python_path": [str(backend / "insarcast-udf")]}
+    banded = _openeo_cube(small).isel(bands=0, drop=True).transpose("t", "y", "x")
+    np.save(tmp_path / "tile.npy", banded.values)
+    (tmp_path / "spec.json").write_text(json.dumps({
+        "udf": run_udf["udf"], "context": context, "bands": dates,
+        "y": banded["y"].values.tolist(), "x": banded["x"].values.tolist()}))
+    done = subprocess.run([str(python), "-c", _CLEAN_UDF, str(tmp_path / "spec.json"), str(tmp_path / "tile.npy"),
+                           str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=300, cwd=backend)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from insarcast.udf.openeo_udf import band_names
+
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == band_names(F)
+    out = np.load(tmp_path / "out.npy")
+    local = _run_openeo(_openeo_cube(small), {"ensemble": str(ensemble_dir), "thresholds": thresholds})
+    np.testing.assert_array_equal(out, local.values)
+    cls = reference["class"].values
+    np.testing.assert_array_equal(out[band_names(F).index("class")], np.where(cls == 255, np.nan, cls))
