@@ -104,3 +104,14 @@ def test_without_thresholds_the_statistics_job_runs_first_and_its_exact_threshol
     assert posted[1]["process"]["process_graph"] == products_graph(spec, expected)["process_graph"]
     assert all(p["job_options"] == options for p in posted)
     assert out == tmp_path / "r" / "products" and (out / "result.data").exists()
+
+
+def test_the_cli_refuses_a_folder_that_is_no_job_with_one_line_and_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    result = CliRunner().invoke(main, ["openeo", "run", "--backend", URL, "--job", str(tmp_path / "none"),
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "not a job folder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
