@@ -20,7 +20,10 @@ The nodes, and the sentence of the process definitions (``../shared/openeo-proce
                      remain unchanged") except the band labels, which become the products' names. That one
                      change is what the spec's wording left in conflict (Open-EO/openeo-processes#385) and
                      what the GeoPySpark driver accepts when the UDF declares it in ``apply_metadata``
-                     (openeo-geopyspark-driver PR 1158); a dropped or added dimension it does not accept.
+                     (openeo-geopyspark-driver PR 1158, merged; its issue 1182 / PR 1264: "apply_metadata
+                     should not remove bands dimension"); a dropped or added dimension it does not accept.
+                     Not checked here: that GeoPySpark runs this apply_dimension t -> bands with an
+                     array_concat process (no backend was reachable).
 ``add_dimension``    ``name="t", type="temporal", label=<the last epoch>``: the products get their real
                      reference time back ("Adds a new named dimension ... The dimension label ... is set to
                      the specified label"); the valid time of ``fc_hN`` is the reference time plus N epochs.

@@ -400,7 +400,8 @@ def publish_cube(cube: Path, out: Path, overwrite: bool, quiet: bool) -> None:
 
 
 @main.group(context_settings=CONTEXT)
-def openeo() -> None:
+@_quiet
+def openeo(quiet: bool) -> None:
     """Build and run the openEO batch job (the UDF on a backend)."""
 
 
