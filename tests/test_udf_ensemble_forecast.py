@@ -270,24 +270,22 @@ def test_openeo_udf_refuses_unnamed_dims_and_missing_thresholds(cube, ensemble_d
             "q85": 1.0, "q95": 2.0, "q99": 3.0, "std_tercile_1": 0.1, "std_tercile_2": 0.2}})
 
 
-def test_process_graph_is_built_offline():
-    pytest.importorskip("openeo")
-    from insarcast.udf.openeo_graph import process_graph
-
-    graph = process_graph(collection="EGMS_L3_U", bbox=(4058000, 3082000, 4083600, 3101200),
-                          ensemble="/data/ensemble", thresholds={"q85": 1.0}, patch=32)["process_graph"]
-    neighbourhood = next(n for n in graph.values() if n["process_id"] == "apply_neighborhood")
-    assert [o["value"] for o in neighbourhood["arguments"]["overlap"]] == [32, 32]        # halo P >= P - 1
-    assert [s["value"] for s in neighbourhood["arguments"]["size"]] == [256, 256, None]  # time whole
-    udf = next(iter(neighbourhood["arguments"]["process"]["process_graph"].values()))
-    assert udf["process_id"] == "run_udf" and udf["arguments"]["runtime"] == "Python"
-    assert "def apply_datacube(cube: xarray.DataArray" in udf["arguments"]["udf"]
-    assert "def apply_metadata(" in udf["arguments"]["udf"]
-    assert udf["arguments"]["context"]["ensemble"] == "/data/ensemble"
-    assert udf["arguments"]["context"]["thresholds"] == {"q85": 1.0}
-    load = next(n for n in graph.values() if n["process_id"] == "load_collection")
-    assert load["arguments"]["id"] == "EGMS_L3_U" and load["arguments"]["spatial_extent"]["crs"] == 3035
-    assert any(n["process_id"] == "save_result" and n.get("result") for n in graph.values())
+def test_openeo_udf_in_the_graphs_form_keeps_its_dims_and_gives_the_same_products(cube, ensemble_dir):
+    """The graph sends (bands, y, x), one band per epoch labelled by its date (apply_dimension t -> bands,
+    rename_labels); the UDF returns the same dims, only the band labels changed, and the same products."""
+    reference = forecast_products(cube, **load_ensemble(ensemble_dir).settings)
+    thresholds = {k: reference.attrs[k] for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
+    context = {"ensemble": str(ensemble_dir), "thresholds": thresholds}
+    array = _openeo_cube(cube)
+    with_t = _run_openeo(array, context)
+    dates = [str(t)[:10] for t in array["t"].values.astype("datetime64[D]")]
+    banded = array.isel(bands=0, drop=True).rename(t="bands").assign_coords(bands=dates)
+    out = _run_openeo(banded.transpose("bands", "y", "x"), context)
+    assert out.dims == ("bands", "y", "x") and out.dtype == np.float32
+    xr.testing.assert_equal(out, with_t)
+    with pytest.raises(InputError, match="epochs' dates as band labels"):
+        from insarcast.udf.openeo_udf import apply_datacube
+        apply_datacube(banded.assign_coords(bands=[f"b{i}" for i in range(len(dates))]), context)
 
 
 @pytest.mark.parametrize("change,message", [
@@ -450,3 +448,204 @@ print("OK", out.dims, out.shape)
     out = xr.open_dataarray(tmp_path / "out.nc").load()
     direct = _run_openeo(array, {k: v for k, v in context.items() if k != "python_path"})
     np.testing.assert_array_equal(out.values, direct.values)
+
+
+_SHIPPED_UDF = """
+import importlib.abc, json, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not installed here (blocked by the test)")
+
+sys.meta_path[:] = [NoTorch()] + [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+sys.path[:] = [p for p in sys.path if "/src" not in p and not p.endswith("wt17") and p != ""]
+try:
+    import insarcast
+except ImportError:
+    pass
+else:
+    raise SystemExit("insarcast is still importable from " + str(insarcast.__file__))
+
+import xarray
+from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+udf, tile, context = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+array = xarray.open_dataarray(tile).load()
+result = run_udf_code(udf, UdfData(datacube_list=[XarrayDataCube(array)], user_context=context))
+out = result.get_datacube_list()[0].get_array()
+import insarcast
+assert insarcast.__file__.startswith(context["python_path"][0]), insarcast.__file__
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+out.to_netcdf(sys.argv[4])
+print("OK", out.dims, out.shape)
+"""
+
+
+def test_openeo_build_writes_an_archive_whose_udf_gives_the_local_products(tiny_cube, ensemble_dir, tmp_path):
+    """publish-cube, forecast (thresholds), openeo build; the archive unpacked where a backend would, the
+    UDF run by openeo's run_udf_code from the graph, with insarcast not installed and torch blocked."""
+    import zipfile
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    small = open_cube(tiny_cube)[["displacement", "valid"]].isel(t=slice(-8, None), y=slice(0, 20),
+                                                                 x=slice(0, 24)).load()
+    for variable in small.variables.values():
+        variable.encoding = {}
+    small.to_zarr(tmp_path / "cube.zarr")
+    runner = CliRunner()
+    done = runner.invoke(main, ["publish-cube", str(tmp_path / "cube.zarr"), "--out", str(tmp_path / "cat"), "-q"])
+    assert done.exit_code == 0, done.output
+    reference = forecast_products(small, **load_ensemble(ensemble_dir).settings)
+    thresholds = {k: float(reference.attrs[k]) for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds))
+    collection = done.stdout.strip()
+    done = runner.invoke(main, ["openeo", "build", "--cube-stac", collection, "--ensemble", str(ensemble_dir),
+                                "--bbox", "4058000", "3082000", "4083600", "3101200", "--thresholds-from",
+                                str(tmp_path / "thresholds.json"), "--archive-url", "https://example.org/u.zip",
+                                "--out", str(tmp_path / "job"), "-q"])
+    assert done.exit_code == 0, done.output
+    job = tmp_path / "job"
+    options = json.loads((job / "job_options.json").read_text())
+    assert options["udf-dependency-archives"] == ["https://example.org/u.zip#insarcast-udf"]
+    from insarcast.udf.openeo_job import UDF_PEAK_MIB
+
+    assert options["python-memory"].endswith("m") and int(options["python-memory"][:-1]) >= 1.5 * UDF_PEAK_MIB
+    graph = json.loads((job / "process_graph.json").read_text())
+    statistics = json.loads((job / "statistics_graph.json").read_text())["process_graph"]
+    definitions = Path(__file__).resolve().parents[2] / "shared" / "openeo-processes"
+    if definitions.is_dir():                               # the graphs the command wrote, checked offline
+        from insarcast.udf.openeo_processes import validate_graph
+
+        validate_graph(graph, definitions=definitions)
+        validate_graph({"process_graph": statistics}, definitions=definitions)
+    assert statistics["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"]["arguments"][
+        "context"]["stage"] == "statistics"
+    labels = graph["process_graph"]["renamelabels1"]["arguments"]["target"]
+    assert labels == [str(t)[:10] for t in small["t"].values.astype("datetime64[D]")]
+    assert graph["process_graph"]["loadstac1"]["arguments"]["url"] == collection
+    names = zipfile.ZipFile(job / "insarcast-udf.zip").namelist()
+    assert "insarcast/udf/forecast.py" in names and "ensemble/ensemble.json" in names
+    assert not [n for n in names if n.startswith(("insarcast/training", "insarcast/stac", "insarcast/report"))]
+    workdir = tmp_path / "backend"
+    zipfile.ZipFile(job / "insarcast-udf.zip").extractall(workdir / "insarcast-udf")
+    run_udf = graph["process_graph"]["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"]
+    context = dict(run_udf["arguments"]["context"])
+    context["python_path"] = [str(workdir / p) for p in context["python_path"]]
+    banded = _openeo_cube(small).isel(bands=0, drop=True).rename(t="bands").assign_coords(bands=labels)
+    banded.transpose("bands", "y", "x").to_netcdf(tmp_path / "tile.nc")
+    done = subprocess.run([sys.executable, "-c", _SHIPPED_UDF, run_udf["arguments"]["udf"], str(tmp_path / "tile.nc"),
+                           json.dumps(context), str(tmp_path / "out.nc")], capture_output=True, text=True,
+                          timeout=120, cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = xr.open_dataarray(tmp_path / "out.nc").load()
+    assert out.dims == ("bands", "y", "x")
+    np.testing.assert_allclose(out.sel(bands="fc_h1").values, reference["median"].sel(horizon=1).values, atol=1e-6)
+    cls = reference["class"].values
+    np.testing.assert_array_equal(out.sel(bands="class").values, np.where(cls == 255, np.nan, cls))
+    np.testing.assert_allclose(out.sel(bands="p95").values, reference["p95"].values, atol=1e-6)
+
+
+def test_the_backend_only_statistics_job_gives_the_exact_thresholds_of_forecast(cube, ensemble_dir):
+    """Job 1 (stage "statistics") tile by tile with a halo of P - 1, as apply_neighborhood would; the
+    thresholds from its m_abs and std equal `insarcast forecast`'s over the whole region, exactly; job 2
+    (the products) with them gives forecast's products."""
+    from insarcast.udf.openeo_thresholds import thresholds_from_statistics
+    from insarcast.udf.openeo_udf import apply_metadata
+
+    settings = load_ensemble(ensemble_dir).settings
+    reference = forecast_products(cube, **settings)
+    array = _openeo_cube(cube)
+    dates = [str(t)[:10] for t in array["t"].values.astype("datetime64[D]")]
+    banded = array.isel(bands=0, drop=True).rename(t="bands").assign_coords(bands=dates).transpose("bands", "y", "x")
+    context = {"ensemble": str(ensemble_dir), "stage": "statistics"}
+    ny, nx, halo = banded.sizes["y"], banded.sizes["x"], P - 1
+    cores = []
+    for y0, y1 in ((0, 21), (21, ny)):
+        for x0, x1 in ((0, 13), (13, 35), (35, nx)):
+            tile = banded.isel(y=slice(max(0, y0 - halo), y1 + halo), x=slice(max(0, x0 - halo), x1 + halo))
+            out = _run_openeo(tile, context)
+            assert out.dims == ("bands", "y", "x") and list(out["bands"].values) == ["m_abs", "std"]
+            core = out.sel(y=banded["y"].values[y0:y1], x=banded["x"].values[x0:x1])
+            cores.append((core.sel(bands="m_abs").values, core.sel(bands="std").values))
+    thresholds = thresholds_from_statistics(cores).to_dict()
+    assert thresholds == {k: reference.attrs[k] for k in thresholds}                      # exactly
+    products = _run_openeo(banded, {"ensemble": str(ensemble_dir), "thresholds": thresholds})
+    cls = reference["class"].values
+    np.testing.assert_array_equal(products.sel(bands="class").values, np.where(cls == 255, np.nan, cls))
+    from openeo.metadata import Band, BandDimension, CubeMetadata
+
+    metadata = CubeMetadata([BandDimension("bands", [Band(d) for d in dates])])
+    assert apply_metadata(metadata, context).band_names == ["m_abs", "std"]
+
+
+_CLEAN_UDF = """
+import json, sys
+import numpy as np, xarray
+from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+spec = json.load(open(sys.argv[1]))
+tile = xarray.DataArray(np.load(sys.argv[2]), dims=("bands", "y", "x"),
+                        coords={"bands": spec["bands"], "y": spec["y"], "x": spec["x"]})
+result = run_udf_code(spec["udf"], UdfData(datacube_list=[XarrayDataCube(tile)], user_context=spec["context"]))
+out = result.get_datacube_list()[0].get_array()
+import insarcast
+assert insarcast.__file__.startswith(spec["context"]["python_path"][0]), insarcast.__file__
+assert "torch" not in sys.modules
+np.save(sys.argv[3], out.transpose("bands", "y", "x").values)
+print(json.dumps(list(map(str, out["bands"].values))))
+"""
+
+
+@pytest.mark.slow
+def test_the_archive_runs_in_a_clean_venv_with_only_numpy_xarray_onnxruntime_and_openeo(
+        tiny_cube, ensemble_dir, tmp_path):
+    """A fresh virtual environment (pip install numpy xarray onnxruntime openeo: no insarcast, no torch),
+    the archive of `openeo build` unpacked as a backend would, the UDF run by run_udf_code from the
+    graph's context: the products equal the local ones. Skipped when pip cannot install the four."""
+    import venv
+    import zipfile
+
+    from insarcast.udf.openeo_job import build_job
+
+    env = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env)
+    python = env / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy", "xarray", "onnxruntime", "openeo"],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        pytest.skip(f"pip could not install numpy, xarray, onnxruntime, openeo here: {done.stderr[-300:]}")
+    small = open_cube(tiny_cube)[["displacement", "valid"]].isel(t=slice(-8, None), y=slice(0, 20),
+                                                                 x=slice(0, 24)).load()
+    reference = forecast_products(small, **load_ensemble(ensemble_dir).settings)
+    thresholds = {k: float(reference.attrs[k]) for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
+    dates = [str(t)[:10] for t in small["t"].values.astype("datetime64[D]")]
+    collection = tmp_path / "collection.json"
+    collection.write_text(json.dumps({"type": "Collection", "cube:dimensions": {
+        "t": {"type": "temporal", "values": dates}, "x": {"type": "spatial", "reference_system": 3035}}}))
+    job = build_job(cube_stac=str(collection), ensemble=ensemble_dir, bbox=(0, 0, 1, 1), thresholds=thresholds,
+                    archive_url="https://example.org/u.zip", out=tmp_path / "job")
+    backend = tmp_path / "backend"
+    zipfile.ZipFile(job / "insarcast-udf.zip").extractall(backend / "insarcast-udf")
+    graph = json.loads((job / "process_graph.json").read_text())["process_graph"]
+    run_udf = graph["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"]["arguments"]
+    context = {**run_udf["context"], "python_path": [str(backend / "insarcast-udf")]}
+    banded = _openeo_cube(small).isel(bands=0, drop=True).transpose("t", "y", "x")
+    np.save(tmp_path / "tile.npy", banded.values)
+    (tmp_path / "spec.json").write_text(json.dumps({
+        "udf": run_udf["udf"], "context": context, "bands": dates,
+        "y": banded["y"].values.tolist(), "x": banded["x"].values.tolist()}))
+    done = subprocess.run([str(python), "-c", _CLEAN_UDF, str(tmp_path / "spec.json"), str(tmp_path / "tile.npy"),
+                           str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=300, cwd=backend)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from insarcast.udf.openeo_udf import band_names
+
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == band_names(F)
+    out = np.load(tmp_path / "out.npy")
+    local = _run_openeo(_openeo_cube(small), {"ensemble": str(ensemble_dir), "thresholds": thresholds})
+    np.testing.assert_array_equal(out, local.values)
+    cls = reference["class"].values
+    np.testing.assert_array_equal(out[band_names(F).index("class")], np.where(cls == 255, np.nan, cls))

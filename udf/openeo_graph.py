@@ -1,23 +1,47 @@
-"""The openEO process graph that runs insarcast's UDF, built offline with the openeo client.
+"""The openEO process graph that runs insarcast's UDF, written as JSON offline (no client, no network).
 
     from insarcast.udf.openeo_graph import process_graph
-    graph = process_graph(collection="EGMS_L3_U", bbox=(4058000, 3082000, 4083600, 3101200),
-                          ensemble="/data/ensemble", thresholds={...}, patch=32)
+    graph = process_graph(stac_url="https://example.org/cube/collection.json",
+                          bbox=(4058000, 3082000, 4083600, 3101200), epochs=[...], ensemble="ensemble",
+                          thresholds={...}, patch=32)
 
-``load_collection -> apply_neighborhood(run_udf(openeo_udf.py), time whole, tiles of ``tile`` cells
-with a halo of ``halo`` cells, default P) -> save_result(GTiff)``. A halo of at least P - 1 makes every
-tile's core equal to what ``insarcast forecast`` computes over the whole region. Send it with
-``connection.create_job(graph, job_options=...)`` once connected (README, "openEO": the job options
-that ship the ensemble and the insarcast package).
+The nodes, and the sentence of the process definitions (``../shared/openeo-processes``) each relies on:
+
+``load_stac``        the displacement cube published by ``insarcast publish-cube``: (t, bands, y, x).
+``apply_dimension``  ``dimension="t", target_dimension="bands"``, process ``array_concat(data, [])`` (the
+                     time series unchanged): "By specifying a target dimension, the source dimension is
+                     removed" and "the dimension labels will be incrementing integers starting from zero,
+                     which can be changed using rename_labels() afterwards". Gives (bands, y, x), one band
+                     per epoch, so that the next step may keep every dimension as it is.
+``rename_labels``    the band labels become the epochs' dates (ISO 8601), from which the UDF rebuilds t.
+``apply_neighborhood`` purely spatial tiles (``size`` x, y only; ``overlap`` the halo) and ``run_udf``:
+                     the UDF returns (bands, y, x), the dims it received, as apply_neighborhood asks ("the
+                     dimension properties (name, type, labels, reference system and resolution) must
+                     remain unchanged") except the band labels, which become the products' names. That one
+                     change is what the spec's wording left in conflict (Open-EO/openeo-processes#385) and
+                     what the GeoPySpark driver accepts when the UDF declares it in ``apply_metadata``
+                     (openeo-geopyspark-driver PR 1158, merged; its issue 1182 / PR 1264: "apply_metadata
+                     should not remove bands dimension"); a dropped or added dimension it does not accept.
+                     Not checked here: that GeoPySpark runs this apply_dimension t -> bands with an
+                     array_concat process (no backend was reachable).
+``add_dimension``    ``name="t", type="temporal", label=<the last epoch>``: the products get their real
+                     reference time back ("Adds a new named dimension ... The dimension label ... is set to
+                     the specified label"); the valid time of ``fc_hN`` is the reference time plus N epochs.
+``save_result``      GTiff.
+
+A halo of at least P - 1 cells makes every tile's core equal to what ``insarcast forecast`` computes over
+the whole region. ``overlap`` is something else: the cells shared by neighbouring *model* tiles inside
+one UDF call (the UDF's context key, default P / 4), as in ``insarcast forecast --overlap``.
 """
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from typing import Any, Mapping, Sequence
 
-from insarcast.errors import InputError, MissingDependencyError
+import numpy as np
+
+from insarcast.errors import InputError
 
 UDF_FILE = "openeo_udf.py"
 
@@ -27,44 +51,89 @@ def udf_code() -> str:
     return resources.files("insarcast.udf").joinpath(UDF_FILE).read_text(encoding="utf-8")
 
 
-def process_graph(*, collection: str, bbox: tuple[float, float, float, float], ensemble: str,
-                  thresholds: Mapping[str, float], patch: int, band: str = "displacement", crs: int = 3035,
-                  temporal_extent: tuple[str, str] | None = None, tile: int = 256, halo: int | None = None,
-                  horizon: int | None = None, mode: str = "change", python_path: Sequence[str] = (),
-                  out_format: str = "GTiff") -> dict[str, Any]:
-    """The process graph (a dict) of the forecast over ``bbox`` (west, south, east, north in ``crs``).
-
-    ``ensemble``: the ensemble folder as the backend sees it; ``python_path``: folders where the
-    backend unpacked insarcast (both relative to the job's working directory when shipped with the
-    ``udf-dependency-archives`` job option). ``tile``: cells per side of one UDF call, ``halo``: cells
-    of context around it (default P; at least P - 1 for results independent of the tiling).
-    """
+def _iso_dates(epochs: Sequence[Any]) -> list[str]:
     try:
-        import openeo
-        from openeo.rest.datacube import DataCube
-    except ImportError as err:
-        raise MissingDependencyError("building the process graph needs the openeo client: "
-                                     "pip install 'insarcast[openeo]'") from err
-    west, south, east, north = bbox
-    cube = DataCube.load_collection(collection, connection=None, bands=[band], temporal_extent=temporal_extent,
-                                    spatial_extent={"west": west, "south": south, "east": east, "north": north,
-                                                    "crs": crs})
-    halo = int(patch) if halo is None else int(halo)
-    if halo < 0 or tile < 1:
-        raise InputError(f"expected tile >= 1 and halo >= 0 cells, got tile {tile} and halo {halo}", field="halo")
-    context = {"ensemble": ensemble, "thresholds": dict(thresholds), "band": band, "mode": mode}
+        times = np.asarray([str(e).removesuffix("Z") for e in epochs], "datetime64[D]")
+    except ValueError as err:
+        raise InputError(f"epochs must be dates (ISO 8601): {err}", field="epochs") from err
+    if len(times) < 1 or (len(times) > 1 and not (np.diff(times) > np.timedelta64(0)).all()):
+        raise InputError("epochs must be one or more strictly increasing dates", field="epochs")
+    return [str(t) for t in times]
+
+
+def udf_context(*, ensemble: str, thresholds: Mapping[str, float] | None, band: str = "displacement",
+                mode: str = "change", horizon: int | None = None, overlap: int | None = None,
+                python_path: Sequence[str] = (), stage: str = "products") -> dict[str, Any]:
+    """The UDF's context, checked as the UDF would check it; the statistics stage takes no thresholds."""
+    context: dict[str, Any] = {"ensemble": ensemble, "band": band, "mode": mode}
+    if stage == "statistics":
+        context["stage"] = stage
+    elif thresholds is None:
+        raise InputError("the products stage needs thresholds (q85, q95, q99, std_tercile_1, std_tercile_2)",
+                         field="thresholds")
+    else:
+        context["thresholds"] = dict(thresholds)
     if horizon is not None:
         context["horizon"] = horizon
+    if overlap is not None:
+        context["overlap"] = overlap
     if python_path:
         context["python_path"] = [str(p) for p in python_path]
     from .openeo_udf import check_context
 
-    check_context(context, InputError)                     # what the UDF would refuse, refused here
-    udf = openeo.UDF(udf_code(), runtime="Python", context=context)
-    result = cube.apply_neighborhood(
-        process=udf,
-        size=[{"dimension": "x", "value": tile, "unit": "px"}, {"dimension": "y", "value": tile, "unit": "px"},
-              {"dimension": "t", "value": None}],
-        overlap=[{"dimension": "x", "value": halo, "unit": "px"}, {"dimension": "y", "value": halo, "unit": "px"}],
-    ).save_result(format=out_format)
-    return json.loads(result.to_json())
+    return check_context(context, InputError)                     # what the UDF would refuse, refused here
+
+
+def process_graph(*, stac_url: str, bbox: tuple[float, float, float, float], epochs: Sequence[Any],
+                  ensemble: str, thresholds: Mapping[str, float] | None, patch: int, stage: str = "products", band: str = "displacement",
+                  crs: int = 3035, tile: int = 256, halo: int | None = None, overlap: int | None = None,
+                  horizon: int | None = None, mode: str = "change", python_path: Sequence[str] = (),
+                  out_format: str = "GTiff") -> dict[str, Any]:
+    """The process graph (a dict ``{"process_graph": ...}``) of the forecast over ``bbox`` (west, south,
+    east, north in ``crs``) of the cube at ``stac_url``, whose epochs are ``epochs`` (dates).
+
+    ``ensemble``: the ensemble folder as the backend sees it; ``python_path``: folders where the backend
+    unpacked insarcast (both relative to the job's working directory when shipped with the
+    ``udf-dependency-archives`` job option). ``tile``: cells per side of one UDF call, ``halo``: cells of
+    context around it (default P; at least P - 1 for results independent of the tiling); ``overlap``:
+    the UDF's model-tile overlap (default: the UDF's, P / 4). ``stage="statistics"``: the first job of the
+    backend-only path, whose bands are every pixel's ``m_abs`` and ``std`` (no thresholds needed), from
+    which :func:`insarcast.udf.openeo_thresholds.thresholds_from_statistics` gives the exact thresholds.
+    """
+    halo = int(patch) if halo is None else int(halo)
+    if halo < 0 or tile < 1:
+        raise InputError(f"expected tile >= 1 and halo >= 0 cells, got tile {tile} and halo {halo}", field="halo")
+    dates = _iso_dates(epochs)
+    context = udf_context(ensemble=ensemble, thresholds=thresholds, band=band, mode=mode, horizon=horizon,
+                          overlap=overlap, python_path=python_path, stage=stage)
+    west, south, east, north = bbox
+    identity = {"process_graph": {"arrayconcat1": {"process_id": "array_concat", "result": True, "arguments": {
+        "array1": {"from_parameter": "data"}, "array2": []}}}}
+    udf = {"process_graph": {"runudf1": {"process_id": "run_udf", "result": True, "arguments": {
+        "data": {"from_parameter": "data"}, "udf": udf_code(), "runtime": "Python", "context": context}}}}
+    nodes = {
+        "loadstac1": {"process_id": "load_stac", "arguments": {
+            "url": stac_url, "bands": [band], "temporal_extent": [dates[0], _day_after(dates[-1])],
+            "spatial_extent": {"west": west, "south": south, "east": east, "north": north, "crs": crs}}},
+        "applydimension1": {"process_id": "apply_dimension", "arguments": {
+            "data": {"from_node": "loadstac1"}, "process": identity, "dimension": "t",
+            "target_dimension": "bands"}},
+        "renamelabels1": {"process_id": "rename_labels", "arguments": {
+            "data": {"from_node": "applydimension1"}, "dimension": "bands", "target": dates}},
+        "applyneighborhood1": {"process_id": "apply_neighborhood", "arguments": {
+            "data": {"from_node": "renamelabels1"}, "process": udf,
+            "size": [{"dimension": "x", "value": tile, "unit": "px"}, {"dimension": "y", "value": tile, "unit": "px"}],
+            "overlap": [{"dimension": "x", "value": halo, "unit": "px"},
+                        {"dimension": "y", "value": halo, "unit": "px"}]}},
+        "adddimension1": {"process_id": "add_dimension", "arguments": {
+            "data": {"from_node": "applyneighborhood1"}, "name": "t", "label": dates[-1], "type": "temporal"}},
+        "saveresult1": {"process_id": "save_result", "result": True, "arguments": {
+            "data": {"from_node": "adddimension1"}, "format": out_format, "options": {}}},
+    }
+    return {"process_graph": nodes}
+
+
+def _day_after(date: str) -> str:
+    """load_stac's temporal_extent: "The second element is the end ... The specified instance in time is
+    **excluded** from the interval": the day after the last epoch keeps it."""
+    return str(np.datetime64(date, "D") + np.timedelta64(1, "D"))

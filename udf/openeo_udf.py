@@ -1,16 +1,17 @@
 """insarcast as an openEO UDF: the ensemble forecast and its products for ``apply_neighborhood``.
 
-Use it with the time dimension whole and spatial tiles with a halo (``overlap``) of at least P - 1
-cells, P the ensemble's patch size (:func:`insarcast.udf.openeo_graph.process_graph` uses P): the
-tiles lie on the grid's global tiling (derived from the x / y coordinates), so every cell of a
-tile's core then gets exactly the values ``insarcast forecast`` computes over the whole region. For
-example ``size=[{dimension: x, value: 256, unit: px}, {y ...}, {t: null}]`` and
-``overlap=[{x: 32 px}, {y: 32 px}]`` for P = 32. The backend passes float32 with NaN nodata and
-dims (t, bands, y, x), y descending; the UDF returns (bands, y, x) float32 with one named band per
-product (:func:`band_names`): ``fc_h1`` .. ``fc_hF`` (ensemble median of the change after h epochs,
-mm), ``median``, ``std``, ``class``, ``p85``, ``p95``, ``p99``, ``mass_low`` .. ``mass_highest``,
-``confidence``, ``rank_variance``, ``bivariate`` (classes as numbers, NaN where not valid). A tile
-without any valid pixel gives NaN everywhere.
+Use it with spatial tiles with a halo (``overlap``) of at least P - 1 cells, P the ensemble's patch
+size (:func:`insarcast.udf.openeo_graph.process_graph` uses P): the tiles lie on the grid's global
+tiling (derived from the x / y coordinates), so every cell of a tile's core then gets exactly the
+values ``insarcast forecast`` computes over the whole region. The graph sends (bands, y, x), one band
+per epoch labelled by its date (``apply_dimension(dimension="t", target_dimension="bands")`` then
+``rename_labels``), and the UDF returns (bands, y, x): the dims it received, as ``apply_neighborhood``
+requires, with one named band per product (:func:`band_names`, declared in :func:`apply_metadata`):
+``fc_h1`` .. ``fc_hF`` (ensemble median of the change after h epochs, mm), ``median``, ``std``,
+``class``, ``p85``, ``p95``, ``p99``, ``mass_low`` .. ``mass_highest``, ``confidence``,
+``rank_variance``, ``bivariate`` (classes as numbers, NaN where not valid). It also takes (t, bands,
+y, x) (``band`` picks the displacement), for callers of ``run_udf_code``, and then returns (bands, y,
+x). Float32 with NaN nodata, y descending. A tile without any valid pixel gives NaN everywhere.
 
 ``context``:
     ensemble     path of the ensemble folder on the backend (required; relative paths are relative
@@ -53,7 +54,11 @@ CONTEXT_KEYS = {
     "overlap": ((int,), "an integer >= 0"),
     "threads": ((int,), "an integer >= 1"),
     "python_path": ((list, tuple), "a list of folder paths (strings)"),
+    "stage": ((str,), "'products' or 'statistics'"),
 }
+STATISTICS_BANDS = ("m_abs", "std")
+# any valid thresholds: |m| and std, all the statistics stage returns, do not depend on them
+_UNUSED_THRESHOLDS = {"q85": 0.0, "q95": 0.0, "q99": 0.0, "std_tercile_1": 0.0, "std_tercile_2": 0.0}
 
 
 def check_context(context, error=ValueError) -> dict:
@@ -83,6 +88,8 @@ def check_context(context, error=ValueError) -> dict:
     for key, least in (("horizon", 1), ("overlap", 0), ("threads", 1)):
         if context.get(key) is not None and context[key] < least:
             refuse(key, f"must be at least {least}, got {context[key]}")
+    if context.get("stage") is not None and context["stage"] not in ("products", "statistics"):
+        refuse("stage", f"must be 'products' or 'statistics', got {context['stage']!r}")
     if context.get("mode") is not None and context["mode"] not in ("change", "cumulative"):
         refuse("mode", f"must be 'change' or 'cumulative', got {context['mode']!r}")
     return context
@@ -118,22 +125,50 @@ def _ensemble(context: dict):
 
 def apply_metadata(metadata, context: dict):
     """Rename the bands to the products (openEO calls this to learn the output's bands)."""
+    if (context or {}).get("stage") == "statistics":
+        _insarcast(context)
+        return metadata.rename_labels(dimension="bands", target=list(STATISTICS_BANDS))
     return metadata.rename_labels(dimension="bands", target=band_names(_ensemble(context).horizon))
 
 
-def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
-    """(t, bands, y, x) displacement in mm -> (bands, y, x) products, float32."""
-    context = context or {}
-    InputError, forecast, run = _insarcast(context)
+def _epochs_from_bands(cube: xarray.DataArray, InputError) -> xarray.DataArray:
+    """(bands, y, x) whose band labels are the epochs' dates (what ``apply_dimension(dimension="t",
+    target_dimension="bands")`` then ``rename_labels`` make of the history) -> (t, y, x)."""
+    labels = [str(label) for label in cube["bands"].values] if "bands" in cube.coords else []
+    try:
+        times = np.asarray(labels, "datetime64[ns]")
+    except ValueError:
+        times = None
+    if times is None or len(times) != cube.sizes["bands"]:
+        raise InputError(f"a cube without a time dim must carry the epochs' dates as band labels, got "
+                         f"{labels[:3]}{' ...' if len(labels) > 3 else ''}", field="bands")
+    return cube.rename(bands="t").assign_coords(t=times)
+
+
+def _displacement(cube: xarray.DataArray, context: dict, InputError) -> xarray.DataArray:
+    """The displacement (t, y, x) of either input form."""
     if any(str(d).startswith("dim_") for d in cube.dims):
         raise InputError(f"the cube's dims are unnamed {tuple(cube.dims)}: expected (t, bands, y, x)", field="dims")
-    if "bands" in cube.dims:
+    if "t" not in cube.dims and "bands" in cube.dims:
+        cube = _epochs_from_bands(cube, InputError)
+    if "bands" in cube.dims and "t" in cube.dims:
         band = context.get("band")
         if band is not None and band not in cube["bands"].values:
             raise InputError(f"no band {band!r} in the cube, which has {list(cube['bands'].values)}", field="band")
         cube = cube.sel(bands=band) if band is not None else cube.isel(bands=0)
         cube = cube.drop_vars("bands", errors="ignore")
-    if "thresholds" not in context:
+    return cube
+
+
+def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    """(t, bands, y, x) displacement in mm -> (bands, y, x) products, float32; or, the form the graph
+    sends, (bands, y, x) with one band per epoch labelled by its date -> (bands, y, x) products (the
+    same dims: ``apply_neighborhood`` keeps the dimensions, only the band labels change)."""
+    context = context or {}
+    InputError, forecast, run = _insarcast(context)
+    cube = _displacement(cube, context, InputError)
+    statistics = context.get("stage") == "statistics"
+    if not statistics and "thresholds" not in context:
         raise InputError("the UDF context needs 'thresholds' (q85, q95, q99, std_tercile_1, std_tercile_2) "
                          "computed over the whole region", field="thresholds")
     ensemble = _ensemble(context)
@@ -142,7 +177,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     cube = cube.astype(np.float32)
     displacement, _ = forecast.split_cube(cube)                 # dims by name, a datetime64 t
     run.check_compatible(displacement, ensemble.manifest)
-    names = band_names(ensemble.horizon)
+    names = list(STATISTICS_BANDS) if statistics else band_names(ensemble.horizon)
     nt = displacement.sizes["t"]
     if nt >= ensemble.history and not np.isfinite(displacement.isel(t=slice(nt - ensemble.history, None)).values
                                                   ).all(axis=0).any():
@@ -151,7 +186,14 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
                                 coords={"bands": names, "y": displacement["y"], "x": displacement["x"]})
     products = forecast.forecast_products(displacement, overlap=context.get("overlap"),
                                           horizon=context.get("horizon"), mode=context.get("mode", "change"),
-                                          thresholds=context["thresholds"], **ensemble.settings)
+                                          thresholds=_UNUSED_THRESHOLDS if statistics else context["thresholds"],
+                                          **ensemble.settings)
+    if statistics:                                   # exact thresholds need every pixel's |m| and std
+        layers = [abs(products["median"].sel(horizon=products.attrs["horizon"])), products["std"]]
+        out = xarray.concat([layer.drop_vars(["horizon", "time"], errors="ignore").astype(np.float32)
+                             for layer in layers], dim="bands")
+        out = out.assign_coords(bands=names).transpose("bands", "y", "x")
+        return out.drop_vars([c for c in out.coords if c not in ("bands", "y", "x")])
     layers = [products["median"].sel(horizon=h) for h in products["horizon"].values]
     for name in PRODUCT_BANDS:
         value = products[name]

@@ -389,6 +389,73 @@ def publish(products: Path, ensemble: Path, out: Path, run_id: str | None, colle
     click.echo(str(path))
 
 
+@main.command("publish-cube", context_settings=CONTEXT)
+@click.argument("cube", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Catalog folder to write (whole, or not at all).")
+@_overwrite
+@_quiet
+def publish_cube(cube: Path, out: Path, overwrite: bool, quiet: bool) -> None:
+    """Publish the displacement cube as a STAC Collection for openEO's load_stac and odc-stac.
+
+    \b
+    Reads CUBE (Zarr from `insarcast grid`). Writes OUT:
+      catalog.json, insarcast-cube/collection.json  (cube:dimensions x, y, t, bands)
+      insarcast-cube/ID-YYYYMMDD/                   one Item per epoch with its COG (float32 mm, NaN nodata)
+    Prints the Collection's path: serve OUT over HTTPS and pass its URL to load_stac.
+    """
+    from .stac.cube_collection import publish_cube as run_publish_cube
+
+    _refuse_existing([out], overwrite)
+    click.echo(str(run_publish_cube(cube, out)))
+
+
+@main.group(context_settings=CONTEXT)
+@_quiet
+def openeo(quiet: bool) -> None:
+    """Build and run the openEO batch job (the UDF on a backend)."""
+
+
+@openeo.command("build", context_settings=CONTEXT)
+@click.option("--cube-stac", required=True, help="URL (or path) of the cube Collection from `publish-cube`.")
+@click.option("--ensemble", type=click.Path(path_type=Path), required=True, help="Folder from `insarcast export`.")
+@click.option("--bbox", nargs=4, type=float, required=True, help="west south east north, in the cube's CRS.")
+@click.option("--thresholds-from", type=click.Path(path_type=Path),
+              help="Products Zarr (or JSON) of `insarcast forecast` over the region: the class thresholds "
+                   "(default: `openeo run` takes them from a first, statistics job on the backend).")
+@click.option("--archive-url", required=True, help="Where insarcast-udf.zip will be served (HTTPS).")
+@click.option("--tile", type=int, default=256, show_default=True, help="Cells per side of one UDF call.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Job folder to write.")
+@_overwrite
+@_quiet
+def openeo_build(cube_stac: str, ensemble: Path, bbox: tuple, thresholds_from: Path | None, archive_url: str, tile: int,
+                 out: Path, overwrite: bool, quiet: bool) -> None:
+    """Write the job folder: insarcast-udf.zip, statistics_graph.json, job.json, job_options.json, and
+    process_graph.json when --thresholds-from is given."""
+    from .udf.openeo_job import build_job
+    from .udf.run import read_thresholds
+
+    _refuse_existing([out], overwrite)
+    click.echo(str(build_job(cube_stac=cube_stac, ensemble=ensemble, bbox=bbox, archive_url=archive_url,
+                             thresholds=None if thresholds_from is None else read_thresholds(thresholds_from),
+                             tile=tile, out=out)))
+
+
+@openeo.command("run", context_settings=CONTEXT)
+@click.option("--backend", required=True, help="openEO backend URL, e.g. openeo.dataspace.copernicus.eu.")
+@click.option("--job", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder from `insarcast openeo build`.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Results folder.")
+@click.option("--poll", type=float, default=20.0, show_default=True, help="Seconds between status checks.")
+@_quiet
+def openeo_run(backend: str, job: Path, out: Path, poll: float, quiet: bool) -> None:
+    """Authenticate (OIDC); run the statistics job first when the folder has no products graph (exact
+    thresholds into OUT/thresholds.json); run the products job; download into OUT/products."""
+    from .udf.openeo_submit import run_job
+
+    click.echo(str(run_job(backend=backend, job=job, out=out, poll_s=poll)))
+
+
 @main.command("validate-stac", context_settings=CONTEXT)
 @click.argument("catalog", type=click.Path(path_type=Path))
 @click.option("--schemas", type=click.Path(path_type=Path),

@@ -1,0 +1,117 @@
+"""`insarcast openeo run` against openeo's own testing backend (DummyBackend): no network."""
+
+import json
+import logging
+
+import pytest
+
+pytest.importorskip("requests_mock")
+from openeo.rest._testing import DummyBackend  # noqa: E402
+
+from insarcast.errors import InputError  # noqa: E402
+from insarcast.udf.openeo_job import job_options  # noqa: E402
+from insarcast.udf.openeo_submit import run_job  # noqa: E402
+
+URL = "https://oeo.test/"
+GRAPH = {"process_graph": {"loadstac1": {"process_id": "load_stac", "arguments": {"url": "https://x/c.json"}},
+                           "saveresult1": {"process_id": "save_result", "result": True, "arguments": {
+                               "data": {"from_node": "loadstac1"}, "format": "GTiff"}}}}
+
+
+@pytest.fixture
+def job(tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "process_graph.json").write_text(json.dumps(GRAPH))
+    (folder / "job_options.json").write_text(json.dumps(job_options(archive_url="https://x/u.zip", ensemble_mib=10)))
+    return folder
+
+
+@pytest.fixture
+def dummy(requests_mock):
+    return DummyBackend.at_url(URL, requests_mock=requests_mock)
+
+
+def test_run_creates_starts_waits_and_downloads_with_the_exact_graph_and_options(dummy, job, tmp_path, caplog):
+    statuses = iter(["queued", "running", "running", "finished"])
+    dummy.job_status_updater = lambda job_id, current_status: next(statuses, "finished")
+    dummy.next_result = b"GeoTIFF bytes"
+    sleeps = []
+    with caplog.at_level(logging.INFO, logger="insarcast"):
+        out = run_job(backend=URL, job=job, out=tmp_path / "results", auth=None, connect=lambda url: dummy.connection,
+                      sleep=sleeps.append, poll_s=5)
+    post = dummy.get_batch_post_data()
+    assert post["process"]["process_graph"] == GRAPH["process_graph"]
+    assert post["job_options"] == {"udf-dependency-archives": ["https://x/u.zip#insarcast-udf"],
+                                   "executor-memory": "2G", "python-memory": "768m", "executor-cores": 1}
+    assert post["title"] == "insarcast forecast"
+    assert sleeps and set(sleeps) == {5}
+    assert out == tmp_path / "results" / "products"
+    assert (out / "result.data").read_bytes() == b"GeoTIFF bytes"
+    assert json.loads((out / "job-results.json").read_text())["id"] == "job-000"
+    assert "job job-000: running" in caplog.text and "finished" in caplog.text
+
+
+def test_a_failed_job_is_an_error_naming_it(dummy, job, tmp_path):
+    dummy.job_status_updater = lambda job_id, current_status: "error"
+    with pytest.raises(InputError, match="job job-000 ended error"):
+        run_job(backend=URL, job=job, out=tmp_path / "r", auth=None, connect=lambda url: dummy.connection,
+                sleep=lambda s: None)
+    with pytest.raises(InputError, match="not a job folder"):
+        run_job(backend=URL, job=tmp_path / "none", out=tmp_path / "r", auth=None,
+                connect=lambda url: dummy.connection)
+
+
+def _two_band_tiff(m_abs, std) -> bytes:
+    import numpy as np
+    from rasterio.io import MemoryFile
+    from rasterio.transform import from_origin
+
+    with MemoryFile() as memory:
+        with memory.open(driver="GTiff", width=m_abs.shape[1], height=m_abs.shape[0], count=2, dtype="float32",
+                         crs="EPSG:3035", transform=from_origin(4058000, 3101200, 100, 100), nodata=np.nan) as dst:
+            dst.write(np.stack([m_abs, std]).astype(np.float32))
+        return memory.read()
+
+
+def test_without_thresholds_the_statistics_job_runs_first_and_its_exact_thresholds_make_the_products_graph(
+        dummy, tmp_path):
+    import numpy as np
+
+    from insarcast.udf.openeo_job import products_graph
+    from insarcast.udf.products import thresholds as compute_thresholds
+
+    spec = {"stac_url": "https://x/cube/collection.json", "bbox": [4058000, 3082000, 4083600, 3101200],
+            "epochs": ["2021-11-22", "2021-11-28"], "patch": 8, "ensemble": "insarcast-udf/ensemble",
+            "python_path": ["insarcast-udf"], "tile": 256, "overlap": None, "crs": 3035}
+    job = tmp_path / "job"
+    job.mkdir()
+    options = job_options(archive_url="https://x/u.zip")
+    for name, doc in (("job.json", spec), ("statistics_graph.json", products_graph(spec, None)),
+                      ("job_options.json", options)):
+        (job / name).write_text(json.dumps(doc))
+    rng = np.random.default_rng(0)
+    m_abs, std = rng.gamma(2.0, 3.0, (6, 7)).astype(np.float32), rng.gamma(2.0, 1.0, (6, 7)).astype(np.float32)
+    m_abs[0, 0] = std[1, 1] = np.nan
+    dummy.next_result = _two_band_tiff(m_abs, std)
+    out = run_job(backend=URL, job=job, out=tmp_path / "r", auth=None, connect=lambda url: dummy.connection,
+                  sleep=lambda s: None)
+    expected = compute_thresholds(m_abs, std).to_dict()
+    assert json.loads((tmp_path / "r" / "thresholds.json").read_text()) == expected
+    posted = [dummy.batch_jobs_full[j] for j in sorted(dummy.batch_jobs_full)]
+    assert [p["title"] for p in posted] == ["insarcast forecast: statistics", "insarcast forecast"]
+    assert posted[0]["process"]["process_graph"] == products_graph(spec, None)["process_graph"]
+    assert posted[1]["process"]["process_graph"] == products_graph(spec, expected)["process_graph"]
+    assert all(p["job_options"] == options for p in posted)
+    assert out == tmp_path / "r" / "products" and (out / "result.data").exists()
+
+
+def test_the_cli_refuses_a_folder_that_is_no_job_with_one_line_and_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    result = CliRunner().invoke(main, ["openeo", "run", "--backend", URL, "--job", str(tmp_path / "none"),
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "not a job folder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
