@@ -9,7 +9,7 @@ Layout of ``out`` (every href relative, so the folder can be served as is)::
     insarcast-cube/<id>-<YYYYMMDD>/displacement.tif  ... and its COG: float32 mm, NaN nodata
 
 The published values are ``displacement`` where ``valid`` (NaN elsewhere), what the UDF receives.
-Each Item has the projection fields (code, shape, transform, bbox), ``raster:bands`` (float32, nodata
+Each Item has the projection fields (code, shape, transform, bbox), STAC 1.1 ``bands`` (float32, nodata
 NaN, unit mm, statistics) and ``file:checksum`` / ``file:size`` on its asset. The folder is written
 whole (staged beside ``out``) or not at all.
 """
@@ -64,12 +64,14 @@ def _item(values: np.ndarray, when: str, *, grid: ProductGrid, folder: Path, ite
           geometry: dict, bbox: list) -> dict:
     cog = write_cog(values, folder / f"{BAND}.tif", crs=grid.crs_wkt, transform=grid.transform,
                     band_names=[BAND])
-    band = {"name": BAND, "data_type": "float32", "nodata": "nan", "unit": "mm"}
+    # STAC 1.1 core bands with the raster 2.0 fields inside (as the forecast items, stac/items.py)
+    band = {"name": BAND, "data_type": "float32", "nodata": "nan", "unit": "mm", "raster:sampling": "area",
+            "raster:spatial_resolution": grid.spacing}
     stats = band_statistics(values, float("nan"))
     if stats is not None:
         band["statistics"] = stats
     asset = {"href": f"./{BAND}.tif", "type": ext.COG_MEDIA_TYPE, "title": "displacement (mm)",
-             "roles": ["data"], "raster:bands": [band], **file_fields(cog)}
+             "roles": ["data"], "bands": [band], **file_fields(cog)}
     return {
         "type": "Feature", "stac_version": STAC_VERSION, "stac_extensions": [ext.PROJECTION, ext.RASTER, ext.FILE],
         "id": item_id, "geometry": geometry, "bbox": bbox,

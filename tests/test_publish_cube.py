@@ -55,7 +55,7 @@ def test_the_collection_describes_the_cube(small_cube, published):
         asset = item["assets"]["displacement"]
         tif = collection_path.parent / item["id"] / "displacement.tif"
         assert check_multihash(tif, asset["file:checksum"]) is None and asset["file:size"] == tif.stat().st_size
-        assert asset["raster:bands"][0]["nodata"] == "nan" and asset["raster:bands"][0]["unit"] == "mm"
+        assert asset["bands"][0]["nodata"] == "nan" and asset["bands"][0]["unit"] == "mm"
         assert item["properties"]["proj:code"] == "EPSG:3035"
 
 
