@@ -393,7 +393,7 @@ def main() -> None:
     parser.add_argument("--region", type=int, default=None, help="cells a side of part 1's region (default 128)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats of part 1 (median)")
     parser.add_argument("--batch", type=int, default=64, help="tiles per predictor call")
-    parser.add_argument("--inputs", choices=("paper", "residual"), default="paper",
+    parser.add_argument("--inputs", choices=("paper", "residual", "residual-hindcast"), default="paper",
                         help="the members' input formulation (insarcast.udf.inputs; residual: the demo preset's)")
     parser.add_argument("--rhine-budget", type=float, default=600.0,
                         help="measure the whole Rhineland region when predicted to take at most this many seconds")

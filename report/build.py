@@ -381,7 +381,8 @@ def _calibration(ds: xr.Dataset, hind: _Hindcast, *, horizon: int) -> _Calibrati
     sigma = calibration.observation_sigma(ds["displacement"], hind.anchor)
     centre, scale = calibration.observation_predictive(
         hind.members[:, horizon - 1], sigma, inputs=str(hp.attrs.get("inputs", "paper")),
-        level=_anchor_level(ds, hind.anchor, steps=hind.steps, history=hind.history),
+        level=_anchor_level(ds, hind.anchor, steps=hind.steps, history=hind.history,
+                            inputs=str(hp.attrs.get("inputs", "paper"))),
         forecast_scale=hp["forecast_scale"].sel(horizon=horizon).values if "forecast_scale" in hp else None)
     noisy = {tau: calibration.noisy_exceedance(centre, scale, hthr[tau]) for tau in calibration.LEVELS}
     rel_noise_tab, brier_noise_tab = calibration.reliability(noisy, np.abs(hind.obs_h), hthr, members=None)
@@ -390,12 +391,15 @@ def _calibration(ds: xr.Dataset, hind: _Hindcast, *, horizon: int) -> _Calibrati
                         pit_tab=calibration.pit_table(calibration.pit(centre, scale, hind.obs_h)))
 
 
-def _anchor_level(ds: xr.Dataset, anchor: int, *, steps: int, history: int) -> np.ndarray:
-    """``R(a) - d(a)``: the adaptive curve's level at the anchor less the observation (the residual
-    inputs' reference level, :mod:`insarcast.udf.inputs`)."""
+def _anchor_level(ds: xr.Dataset, anchor: int, *, steps: int, history: int, inputs: str) -> np.ndarray:
+    """``R(a) - d(a)``: the reference curve's level at the anchor less the observation (the residual
+    inputs' reference level of formulation ``inputs``, :mod:`insarcast.udf.inputs`)."""
+    from insarcast.udf.inputs import hindcast_origins, reference_curve
+
     d = np.asarray(ds["displacement"].transpose("t", "y", "x").values[: anchor + 1], np.float64)
-    fitted = bl.fits(d, bl.decimal_years(ds["t"].values), anchor, steps, history=history)
-    return fitted.adaptive()[history - 1] - d[anchor]
+    fitted = bl.fits(d, bl.decimal_years(ds["t"].values), anchor, steps, history=history,
+                     hindcast=hindcast_origins(inputs))
+    return reference_curve(fitted, inputs)[history - 1] - d[anchor]
 
 
 def _zone_table(inputs: _Inputs, hind: _Hindcast, *, maps: _Maps, zones: PathLike | None,

@@ -275,6 +275,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
     """Hindcast ``ensemble`` (an :class:`insarcast.udf.ensemble.Ensemble` or anything with its
     ``settings``) at every anchor and score it beside the baselines (see the module docstring)."""
     from insarcast.udf.forecast import forecast_products
+    from insarcast.udf.inputs import reference_curve
 
     settings = dict(ensemble.settings)
     history, horizon = int(settings["history"]), int(settings["horizon_steps"])
@@ -290,13 +291,13 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         a = int(a)
         products = forecast_products(cube.isel(t=slice(0, a + 1)), overlap=overlap, **settings)
         median = np.asarray(products["median"].values, np.float32)
-        fitted = bl.fits(d_all, years, a, horizon, history=history)
+        fitted = bl.fits(d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS)
         forecasts = {"model": median, **{name: bl.change(bl.FITTED[name](fitted), history) if name in bl.FITTED
                                          else bl.forecast(name, d_all, years, a, horizon, history=history)
                                          for name in METHODS_BASE}}
         observed = d_all[a + 1: a + horizon + 1] - d_all[a]
         scores.anchors.append(a)
-        level = fitted.adaptive()[history - 1] - d_all[a]
+        level = reference_curve(fitted, inputs)[history - 1] - d_all[a]
         scores.calibration.append({"anchor": a, **calibration_scores(
             products, cube["displacement"], a, observed[-1], valid, inputs=inputs, level=level)})
         scores.add("observed", "overall", forecasts, observed, valid)
@@ -315,7 +316,8 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         row = {"anchor": a, **map_scores(median[-1], classes, true_change[-1], valid, zones)}
         # the same for the adaptive baseline, and for it fitted to the noise-free truth: what perfect
         # observations would let the method find (the ceiling of its ranking)
-        truth_fit = bl.change(bl.fits(t_true, years, a, horizon, history=history).adaptive(), history)[-1]
+        truth_fit = bl.change(bl.fits(t_true, years, a, horizon, history=history,
+                                      hindcast=bl.HINDCAST_ORIGINS).adaptive(), history)[-1]
         for label, layer in (("adaptive", forecasts["adaptive"][-1]), ("truth_fit", truth_fit)):
             own = map_scores(layer, quantile_classes(layer, valid), true_change[-1], valid, zones)
             row.update({f"{k}_{label}": own[k] for k in ("recall_top5", "precision_top15") if k in own})

@@ -50,3 +50,42 @@ def test_seasonal_naive_needs_a_year_of_history():
     d = series()
     assert np.isnan(forecast("seasonal_naive", d, YEARS, 30, F, history=T)).all()
     assert np.isfinite(forecast("seasonal_naive", d, YEARS, 61, F, history=T)).all()   # 366 days back
+
+
+def test_hindcast_errors_are_out_of_sample_line_fits_worked_by_polyfit():
+    """The window line's hindcast error, recomputed with numpy.polyfit at each past origin b = a-F-j:
+    fit the T epochs up to b, forecast b+1..b+F, mean squared error against the observations."""
+    from insarcast.baselines import hindcast_errors
+
+    rng = np.random.default_rng(3)
+    d = series() + rng.normal(0, 2.0, (len(YEARS), 2, 3))
+    errors = hindcast_errors(d, YEARS, ANCHOR, F, history=T, origins=4)
+    by_hand = 0.0
+    for b in range(ANCHOR - F, ANCHOR - F - 4, -1):
+        coef = np.polyfit(YEARS[b - T + 1: b + 1], d[b - T + 1: b + 1, 1, 2], 1)
+        by_hand += np.mean((np.polyval(coef, YEARS[b + 1: b + F + 1]) - d[b + 1: b + F + 1, 1, 2]) ** 2) / 4
+    assert errors.shape == (3, 2, 3)
+    assert errors[0, 1, 2] == pytest.approx(by_hand, rel=1e-9)
+    spoiled = d.copy()
+    spoiled[ANCHOR + 1:] = 1e9                                   # nothing after the anchor is read
+    np.testing.assert_array_equal(hindcast_errors(spoiled, YEARS, ANCHOR, F, history=T, origins=4), errors)
+    assert np.isnan(hindcast_errors(d, YEARS, T + F - 2, F, history=T)).all()   # no origin with T epochs
+
+
+def test_the_adaptive_curve_is_the_one_that_forecast_the_recent_past():
+    """Pixel 0 keeps its trend + annual habit: the long fit is exact, so it is kept. Pixel 1's rate
+    jumped from -5 to -60 mm/yr 40 epochs (240 days) before the anchor: the long fit, dragged by 150
+    epochs of the old rate, forecast the recent past worst, and the adaptive forecast is the exact
+    continuation of the new rate that the window's line (and the local line) give."""
+    from insarcast.baselines import HINDCAST_MARGIN, fits
+
+    d = series(trend=-5.0, amplitude=3.0)[:, :1, :2].copy()
+    jump = ANCHOR - 40
+    d[jump:, 0, 1] = d[jump, 0, 1] - 60.0 * (YEARS[jump:] - YEARS[jump])
+    f = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6)
+    assert f.hindcast[2, 0, 0] == pytest.approx(0.0, abs=1e-12)
+    assert f.hindcast[2, 0, 1] > HINDCAST_MARGIN * f.hindcast[:2, 0, 1].min()
+    adaptive = forecast("adaptive", d, YEARS, ANCHOR, F, history=T)
+    np.testing.assert_allclose(adaptive[:, 0, 0], truth(d)[:, 0, 0], atol=1e-6)
+    assert adaptive[-1, 0, 1] == pytest.approx(-60.0 * 36 / 365.25, abs=0.05)   # the new rate, 36 days
+    assert forecast("trend_annual", d, YEARS, ANCHOR, F, history=T)[-1, 0, 1] > -2.0   # the old habit

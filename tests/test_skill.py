@@ -58,12 +58,13 @@ def _cube(n=80, size=20, seed=0):
     return d, valid, times, trough
 
 
-def test_training_inputs_are_the_udf_inputs_byte_for_byte():
+@pytest.mark.parametrize("inputs", ["residual", "residual-hindcast"])
+def test_training_inputs_are_the_udf_inputs_byte_for_byte(inputs):
     from insarcast.training.data import Windows
     from insarcast.udf.tiling import forecast_block
 
     d, valid, times, _ = _cube()
-    w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs="residual")
+    w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs=inputs)
     a = int(w.anchors("test")[0])
     seen = []
 
@@ -72,33 +73,37 @@ def test_training_inputs_are_the_udf_inputs_byte_for_byte():
         return np.zeros((1, len(x), F, P, P), np.float32)
 
     forecast_block(d[: a + 1], valid, predict=record, history=T, horizon_steps=F, members=1, patch=P,
-                   overlap=P // 4, norm=w.norm.to_dict(), batch_size=1, inputs="residual", years=w.years[: a + 1])
+                   overlap=P // 4, norm=w.norm.to_dict(), batch_size=1, inputs=inputs, years=w.years[: a + 1])
     stride = P - P // 4
     tiles = [(r, c) for r in range(-stride, 20, stride) for c in range(-stride, 20, stride)
              if r + P > 0 and c + P > 0]                     # global row-major order; all hold valid pixels
     r, c = 0, 0
     x_udf = seen[tiles.index((r, c))][0]
     x_train = w.sample(a, (r, c)).x
-    assert x_train.shape == (T, len(INPUTS["residual"]), P, P)
+    assert x_train.shape == (T, len(INPUTS[inputs]), P, P)
     assert x_udf.tobytes() == x_train.tobytes()
 
 
-def test_an_untrained_residual_model_is_exactly_its_reference():
+@pytest.mark.parametrize("inputs", ["residual", "residual-hindcast"])
+def test_an_untrained_residual_model_is_exactly_its_reference(inputs):
     import torch
 
     from insarcast.training.models import ModelConfig, build_model
 
-    cfg = ModelConfig(arch="resnet-transformer", history=T, horizon=F, patch=P, inputs="residual",
+    cfg = ModelConfig(arch="resnet-transformer", history=T, horizon=F, patch=P, inputs=inputs,
                       readout="skip", width=8, d_model=16)
-    assert cfg.channels == len(INPUTS["residual"])
+    assert cfg.channels == len(INPUTS[inputs])
     x = torch.randn(3, T, cfg.channels, P, P)
     assert torch.count_nonzero(build_model(cfg)(x)) == 0
     d, valid, times, _ = _cube()
     years = (times - times[0]).astype("timedelta64[s]").astype(float) / (365.25 * 86400)
     norm = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}
-    built = model_inputs(d[None, :60, :P, :P], None, history=T, horizon=F, norm=norm, inputs="residual",
+    built = model_inputs(d[None, :60, :P, :P], None, history=T, horizon=F, norm=norm, inputs=inputs,
                          years=years[:60])
-    np.testing.assert_allclose(built.reference[0], bl.adaptive(d[:60, :P, :P], years, 59, F, history=T), atol=1e-5)
+    # residual-hindcast corrects the adaptive baseline itself; residual keeps the window-misfit rule
+    reference = (bl.adaptive(d[:60, :P, :P], years, 59, F, history=T) if inputs == "residual-hindcast"
+                 else bl.change(bl.fits(d[:60, :P, :P], years, 59, F, history=T).adaptive(), T))
+    np.testing.assert_allclose(built.reference[0], reference, atol=1e-5)
 
 
 def test_diebold_mariano_with_the_small_sample_correction_by_hand():
@@ -303,7 +308,7 @@ def test_scores_over_origins_hold_the_maps_and_calibration_of_a_model_that_is_it
 
     class Zero:
         settings = {"predict": lambda x: np.zeros((2, x.shape[0], F, P, P), np.float32), "history": T,
-                    "horizon_steps": F, "patch": P, "members": 2, "inputs": "residual",
+                    "horizon_steps": F, "patch": P, "members": 2, "inputs": "residual-hindcast",
                     "norm": {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}}
 
     anchors = origins(120, history=T, horizon=F, start=100, count=3)
@@ -333,7 +338,7 @@ def test_the_reference_error_scale_matches_the_spread_of_its_forecasts():
     future = t[a] + STEP * np.arange(1, h + 1)
     true_change = (-20.0 * (future - t[a]) + 4.0 * (np.sin(2 * np.pi * future) - np.sin(2 * np.pi * t[a])))
     forecast = bl.adaptive(d, t, a, h, history=T)
-    scale = reference_scale(d, t, history=T, horizon=h)
+    scale = reference_scale(d, t, history=T, horizon=h, inputs="residual-hindcast")
     z = (true_change[:, None] - forecast) / scale
     assert 0.8 <= z[-1].std() <= 1.25
     assert 0.76 <= np.mean(np.abs(z[-1]) <= 1.2816) <= 0.84

@@ -64,7 +64,7 @@ class Windows:
         norm = training_statistics(displacement, mask, split, history=history, horizon=horizon)
         if inputs != "paper":
             norm = residual_statistics(displacement, mask, split, decimal_years(times), norm, history=history,
-                                       horizon=horizon)
+                                       horizon=horizon, inputs=inputs)
         origins = patch_origins(mask, size=patch, stride=stride, min_valid=min_valid)
         if len(origins) == 0:
             raise InputError(f"no {patch} x {patch} patch has {min_valid:.0%} valid pixels",

@@ -168,16 +168,16 @@ PRESETS = {
     "paper": Preset(trials=50, startup=20, runs=10),
     # The demo: the same procedure, cut to run on 2 CPU cores in about ten minutes (126 models);
     # its test metrics score 512 evenly spaced test windows instead of all of them.
-    # The demo and tiny presets correct the adaptive baseline (model.inputs = residual, see
+    # The demo and tiny presets correct the adaptive baseline (model.inputs = residual-hindcast, see
     # insarcast.udf.inputs) with the skip readout that keeps each pixel's own information; the paper
     # preset keeps the paper's inputs, target and readouts.
     "demo": Preset(trials=6, startup=3, runs=3, small_space=True, overrides=(
-        ("model.inputs", "residual"), ("model.readout", "skip"), ("model.history", 12), ("model.horizon", 6), ("model.patch", 16), ("train.stride", 16),
+        ("model.inputs", "residual-hindcast"), ("model.readout", "skip"), ("model.history", 12), ("model.horizon", 6), ("model.patch", 16), ("train.stride", 16),
         ("train.max_epochs", 4), ("train.patience", 2), ("train.train_samples", 256),
         ("train.eval_samples", 256), ("train.test_samples", 512))),
     # Tests and CI: seconds per study.
     "tiny": Preset(trials=3, startup=2, runs=2, small_space=True, overrides=(
-        ("model.inputs", "residual"), ("model.readout", "skip"), ("model.history", 8), ("model.horizon", 6), ("model.patch", 16), ("train.stride", 8),
+        ("model.inputs", "residual-hindcast"), ("model.readout", "skip"), ("model.history", 8), ("model.horizon", 6), ("model.patch", 16), ("train.stride", 8),
         ("train.max_epochs", 2), ("train.patience", 1), ("train.train_samples", 64),
         ("train.eval_samples", 64), ("train.test_samples", 128))),
 }

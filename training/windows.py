@@ -25,7 +25,7 @@ import numpy as np
 from insarcast.baselines import fits
 from insarcast.contract import SPLIT
 from insarcast.errors import InputError
-from insarcast.udf.inputs import CHANNELS, model_inputs  # noqa: F401  (CHANNELS: the paper's, re-exported)
+from insarcast.udf.inputs import CHANNELS, hindcast_origins, model_inputs, reference_curve  # noqa: F401  (CHANNELS: the paper's, re-exported)
 
 RESIDUAL_ANCHORS = 16
 
@@ -158,9 +158,9 @@ def make_sample(displacement: np.ndarray, mask: np.ndarray, norm: Normalisation,
 
 
 def residual_statistics(displacement: np.ndarray, mask: np.ndarray, split: Split, years: np.ndarray,
-                        norm: Normalisation, *, history: int, horizon: int) -> Normalisation:
+                        norm: Normalisation, *, history: int, horizon: int, inputs: str = "residual") -> Normalisation:
     """``norm`` with the target statistics of the residual inputs: mean 0 and the root mean square of
-    ``d(a+k) - R(a+k)`` (R the adaptive baseline's curve) over up to :data:`RESIDUAL_ANCHORS` evenly
+    ``d(a+k) - R(a+k)`` (R the reference curve of formulation ``inputs``) over up to :data:`RESIDUAL_ANCHORS` evenly
     spaced training anchors and every masked pixel. Reads only the training epochs.
 
     The mean stays 0 so that an untrained network forecasts the baseline itself: the training
@@ -173,7 +173,8 @@ def residual_statistics(displacement: np.ndarray, mask: np.ndarray, split: Split
     count, squares = 0, 0.0
     for a in anchors:
         d = displacement[: a + horizon + 1][:, mask]
-        curve = fits(d, years, int(a), horizon, history=history).adaptive()
+        curve = reference_curve(fits(d, years, int(a), horizon, history=history,
+                                     hindcast=hindcast_origins(inputs)), inputs)
         residual = d[a + 1:].astype(np.float64) - curve[history:]
         residual = residual[np.isfinite(residual)]
         count, squares = count + residual.size, squares + float((residual ** 2).sum())

@@ -178,10 +178,11 @@ def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizo
     d = fc[:, horizon - 1] if offset is None else fc[:, horizon - 1] + da.asarray(offset).rechunk(fc.chunks[2:])
     median = da.map_blocks(_median, fc, drop_axis=0, dtype=np.float32)
     scale = None
-    if settings["inputs"] == "residual":
+    if settings["inputs"] != "paper":
         steps, series = settings["horizon_steps"], da.asarray(last).rechunk({0: -1})
         scale = da.map_blocks(reference_scale, series, settings["years"], history=settings["history"],
-                              horizon=steps, dtype=np.float32, chunks=((steps,),) + series.chunks[1:])
+                              horizon=steps, inputs=settings["inputs"], dtype=np.float32,
+                              chunks=((steps,),) + series.chunks[1:])
         scale = da.where(da.isfinite(median), scale.rechunk(median.chunks), np.nan).astype(np.float32)
     at_h = None if scale is None else scale[horizon - 1]
     if thresholds is None:
@@ -209,8 +210,9 @@ def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horiz
     d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))
     median = _median(fc)
     scale = None
-    if settings["inputs"] == "residual":
-        scale = reference_scale(last, settings["years"], history=history, horizon=settings["horizon_steps"])
+    if settings["inputs"] != "paper":
+        scale = reference_scale(last, settings["years"], history=history, horizon=settings["horizon_steps"],
+                                inputs=settings["inputs"])
         scale = np.where(np.isfinite(median), scale, np.nan).astype(np.float32)
     at_h = None if scale is None else scale[horizon - 1]
     if thresholds is None:

@@ -13,9 +13,10 @@ Two input formulations (the manifest's ``inputs``, a model config's ``inputs``):
     ``valid``. The target is the change ``d(a+k) - d(a)``; the reference is 0.
 ``residual``
     The network corrects a strong closed-form forecast instead of starting from nothing. The
-    reference is the ``adaptive`` baseline of :mod:`insarcast.baselines` (per pixel the long
-    trend + annual fit, else the line of the last 2T epochs, else the window's line: the smoothest
-    that still fits the window), and the target is
+    reference is the adaptive curve of :mod:`insarcast.baselines` chosen by the window-misfit rule
+    (per pixel the long trend + annual fit, else the line of the last 2T epochs, else the window's
+    line: the smoothest that still fits the window; :meth:`~insarcast.baselines.Fits.choice` without
+    hindcast errors), and the target is
     the departure of the future observations from the reference curve, ``d(a+k) - R(a+k)``: a
     network that has learned nothing (its last layer starts at zero) forecasts the reference
     exactly, ``R(a+k) - R(a)``, the change from the current fitted level. Besides the paper's two
@@ -24,6 +25,12 @@ Two input formulations (the manifest's ``inputs``, a model config's ``inputs``):
     change at F, the reference's, the three fits' RMS misfits over the window (noise and departure
     scales) and the day of year of the anchor (sine, cosine). Every mm value is divided by
     ``input_std``.
+``residual-hindcast``
+    As ``residual``, but the reference is the ``adaptive`` baseline itself: the curve chosen by the
+    forecast competition over the pixel's recent past (:func:`insarcast.baselines.hindcast_errors`,
+    which lowered the baseline's RMSE against the truth on every benchmark scenario's deforming
+    zones), and the network also sees the three curves' RMS hindcast errors. The demo and tiny
+    presets train this one; ``residual`` ensembles keep their own reference.
 
 A pixel is valid when its ``valid`` flag is set and its displacement is finite at all T history
 epochs; the residual formulation reads every epoch up to the anchor (the long fit), and a pixel with
@@ -36,7 +43,7 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from insarcast.baselines import change, fits
+from insarcast.baselines import HINDCAST_ORIGINS, Fits, change, fits
 from insarcast.contract import PAPER_CHANNELS
 from insarcast.errors import InputError
 
@@ -46,7 +53,10 @@ INPUTS: dict[str, tuple[str, ...]] = {
                                   "trend_annual_forecast", "reference_forecast", "window_misfit", "local_misfit",
                                   "long_fit_misfit", "anchor_doy_sin", "anchor_doy_cos"),
 }
-TARGETS = {"paper": "change d(a+k) - d(a)", "residual": "residual d(a+k) - R(a+k) to the adaptive baseline"}
+INPUTS["residual-hindcast"] = INPUTS["residual"] + ("linear_hindcast_rms", "local_hindcast_rms", "long_fit_hindcast_rms")
+TARGETS = {"paper": "change d(a+k) - d(a)",
+           "residual": "residual d(a+k) - R(a+k) to the adaptive curve chosen by window misfit",
+           "residual-hindcast": "residual d(a+k) - R(a+k) to the adaptive baseline (curve chosen by hindcast)"}
 CHANNELS = PAPER_CHANNELS            # the paper's contract (ensembles without an ``inputs`` key)
 NORM_KEYS = ("input_mean", "input_std", "target_mean", "target_std")
 
@@ -60,6 +70,18 @@ class ModelInputs(NamedTuple):
     x: np.ndarray
     reference: np.ndarray
     level: np.ndarray
+
+
+def hindcast_origins(inputs: str) -> int:
+    """How many past origins choose the reference curve of formulation ``inputs`` (0: the misfit rule)."""
+    return HINDCAST_ORIGINS if inputs == "residual-hindcast" else 0
+
+
+def reference_curve(fitted: Fits, inputs: str) -> np.ndarray:
+    """The reference curve ``R`` (T + F, ...) of formulation ``inputs`` from :func:`insarcast.baselines.fits`
+    computed with hindcast errors or without: ``residual`` ensembles keep the misfit rule they were
+    trained with."""
+    return (fitted if hindcast_origins(inputs) else fitted._replace(hindcast=None)).adaptive()
 
 
 def check_inputs(name: Any) -> str:
@@ -131,8 +153,9 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     if years is None or len(years) != d.shape[1]:
         raise InputError(f"the residual inputs need the times of all {d.shape[1]} epochs", field="t")
     anchor = d.shape[1] - 1
-    f = fits(np.moveaxis(d, 1, 0), np.asarray(years, np.float64), anchor, horizon, history=history)
-    curve = f.adaptive()                                                  # (T + F, N, P, P)
+    f = fits(np.moveaxis(d, 1, 0), np.asarray(years, np.float64), anchor, horizon, history=history,
+             hindcast=hindcast_origins(inputs))
+    curve = reference_curve(f, inputs)                                    # (T + F, N, P, P)
     scale = stats["input_std"]
     last = window[:, -1].astype(np.float64)
     angle = 2 * np.pi * (float(years[anchor]) % 1.0)
@@ -147,7 +170,8 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
         f.long_misfit / scale,
         np.full((n, p, q), np.sin(angle)),
         np.full((n, p, q), np.cos(angle)),
-    ], axis=1)                                                           # (N, 9, P, P)
+        *([] if f.hindcast is None else np.sqrt(f.hindcast) / scale),
+    ], axis=1)                                                           # (N, 9 or 12, P, P)
     keep = m[:, None] & np.isfinite(static)
     x[:, :, 3:] = np.where(keep, static, 0.0)[:, None]
     with np.errstate(invalid="ignore"):
@@ -160,12 +184,15 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     return ModelInputs(x, reference.astype(np.float32), level.astype(np.float32))
 
 
-def reference_scale(displacement: np.ndarray, years: np.ndarray, *, history: int, horizon: int) -> np.ndarray:
-    """The residual reference's error scale ``(F, y, x)`` float32 mm from ``displacement (t, y, x)``
-    (anchor: the last epoch): :meth:`insarcast.baselines.Fits.adaptive_scale`, per pixel, NaN where
-    the series is not finite. The products take it as the spread of each member's forecast."""
+def reference_scale(displacement: np.ndarray, years: np.ndarray, *, history: int, horizon: int,
+                    inputs: str = "residual") -> np.ndarray:
+    """The reference's error scale ``(F, y, x)`` float32 mm of formulation ``inputs`` from
+    ``displacement (t, y, x)`` (anchor: the last epoch): :meth:`insarcast.baselines.Fits.adaptive_scale`,
+    per pixel, NaN where the series is not finite. The products take it as the spread of each
+    member's forecast."""
     d = np.asarray(displacement)
-    f = fits(d, np.asarray(years, np.float64), d.shape[0] - 1, horizon, history=history)
+    f = fits(d, np.asarray(years, np.float64), d.shape[0] - 1, horizon, history=history,
+             hindcast=hindcast_origins(inputs))
     return np.where(np.isfinite(d).all(axis=0), f.adaptive_scale(), np.nan).astype(np.float32)
 
 
