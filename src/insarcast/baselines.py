@@ -75,8 +75,8 @@ class Fits(NamedTuple):
         """Where :meth:`adaptive` takes the long fit, and where (not long) the local line: two bool (...).
 
         With :attr:`hindcast` errors: the smoothest curve whose error is at most
-        :data:`HINDCAST_MARGIN` times the smallest (a pixel without a finite error takes the window's
-        line). Without them (or where no origin was available), the misfit rule: a curve "fits" where
+        :data:`HINDCAST_MARGIN` times the smallest (a curve without a finite error, e.g. the long fit
+        of a pixel with a gap before the window, is not taken; the window's line is the last resort). Without them (or where no origin was available), the misfit rule: a curve "fits" where
         its RMS misfit over the window is at most :data:`ADAPTIVE_RATIO` times the line's own, the
         line's floored at what the noise alone gives it (``noise * sqrt((T - 2) / T)``), so that a
         window that happens to lie close to its line does not reject the smoother curves."""
@@ -88,7 +88,7 @@ class Fits(NamedTuple):
             local = ~long_ & (self.local_misfit <= limit)
             if self.hindcast is None:
                 return long_, local
-            best = HINDCAST_MARGIN * np.min(self.hindcast, axis=0)
+            best = HINDCAST_MARGIN * np.fmin.reduce(self.hindcast, axis=0)      # NaN only where all are
             scored = np.isfinite(self.hindcast).any(axis=0)
             h_long = self.hindcast[2] <= best
             h_local = ~h_long & (self.hindcast[1] <= best)
