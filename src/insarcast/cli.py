@@ -536,7 +536,7 @@ def report(cube: Path, products: Path, compare_dir: Path, zones: Path | None, en
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Demo folder (created if missing; a demo folder is resumed).")
 @click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="demo", show_default=True,
-              help="tiny: tests (1 minute on 2 idle cores, 6.5 on 2 busy ones); demo: ~25 km scenario (about 12 minutes on 2 idle cores); paper: the paper's "
+              help="tiny: tests (1 minute on 2 idle cores, 6.5 on 2 busy ones); demo: ~25 km scenario (about 7 minutes on 2 cores); paper: the paper's "
                    "protocol on the 200 x 100 km Rhineland scenario (hours; the estimate is printed first).")
 @click.option("--egms", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="EGMS L3 vertical tile (.csv, .csv.gz, .zip) or folder of them, gridded instead of the "

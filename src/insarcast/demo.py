@@ -322,7 +322,7 @@ def run_demo(out: str | os.PathLike, *, preset: str = "demo", egms: Sequence[str
              echo: Echo = _print) -> DemoResult:
     """Run the pipeline into the folder ``out`` and return what it made.
 
-    ``preset``: tiny (tests; 1 minute on 2 idle cores, 6.5 on 2 busy ones), demo (about 12 minutes on 2 idle cores)
+    ``preset``: tiny (tests; 1 minute on 2 idle cores, 6.5 on 2 busy ones), demo (about 7 minutes on 2 cores)
     or paper (the paper's protocol on the full Rhineland scenario; its tune cost estimate is
     reported first). ``egms``:
     EGMS L3 tiles or folders to grid instead of the synthetic scenario. ``seed``: the scenario's and
