@@ -606,7 +606,9 @@ def _worth_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], v
     worth.p("Every method is scored at the same forecast origins spread over the test period, on the same "
             "pixels: the ensemble median (model), persistence, the least-squares line of the history window "
             "(linear), least-squares trend plus annual cycle over the whole history (trend_annual) and the "
-            "adaptive baseline the networks correct (the smoothest of those fits that still fits the window). "
+            "adaptive baseline the networks correct (per pixel, the smoothest of the window's line, a local line "
+            f"and the long fit whose errors at {bl.HINDCAST_ORIGINS} past origins are within "
+            f"{bl.HINDCAST_MARGIN:g} x the best). "
             "Against the observations the noise of two epochs dominates every score; against the noise-free "
             "truth (synthetic scenarios) the score is the ground's own motion. dm_p: Diebold-Mariano test of "
             "the model against that method (Harvey-Leybourne-Newbold correction).")
