@@ -64,7 +64,7 @@ def test_hindcast_errors_are_out_of_sample_line_fits_worked_by_polyfit():
     for b in range(ANCHOR - F, ANCHOR - F - 4, -1):
         coef = np.polyfit(YEARS[b - T + 1: b + 1], d[b - T + 1: b + 1, 1, 2], 1)
         by_hand += np.mean((np.polyval(coef, YEARS[b + 1: b + F + 1]) - d[b + 1: b + F + 1, 1, 2]) ** 2) / 4
-    assert errors.shape == (3, 2, 3)
+    assert errors.shape == (4, 2, 3)                            # linear, local, long, quadratic
     assert errors[0, 1, 2] == pytest.approx(by_hand, rel=1e-9)
     spoiled = d.copy()
     spoiled[ANCHOR + 1:] = 1e9                                   # nothing after the anchor is read
@@ -89,3 +89,26 @@ def test_the_adaptive_curve_is_the_one_that_forecast_the_recent_past():
     np.testing.assert_allclose(adaptive[:, 0, 0], truth(d)[:, 0, 0], atol=1e-6)
     assert adaptive[-1, 0, 1] == pytest.approx(-60.0 * 36 / 365.25, abs=0.05)   # the new rate, 36 days
     assert forecast("trend_annual", d, YEARS, ANCHOR, F, history=T)[-1, 0, 1] > -2.0   # the old habit
+
+
+def test_a_trough_that_accelerates_under_a_pixel_is_forecast_by_the_parabola():
+    """Pixel 1 subsides as -150 mm/yr^2 (t - t_s)^2 since 60 epochs before the anchor (a mine face
+    arriving): every line lags it (the window's line forecasts -26.5 mm over 36 days where the truth
+    is -30.6), the parabola through the last 2.5T epochs follows it, so its hindcast error is less than
+    half of every other curve's and it is taken; its forecast is off only by the annual cycle the long
+    fit wrongly reads into the parabola (2 mm). Pixel 0 (trend + annual) keeps the long fit."""
+    from insarcast.baselines import QUADRATIC_MARGIN, fits
+
+    d = series(trend=-5.0, amplitude=3.0)[:, :1, :2].copy()
+    start = ANCHOR - 60
+    d[:, 0, 1] = np.where(YEARS > YEARS[start], -150.0 * (YEARS - YEARS[start]) ** 2, 0.0)
+    f = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6)
+    long_, local, quad = f.choice()
+    assert long_[0, 0] and not quad[0, 0]
+    assert quad[0, 1] and QUADRATIC_MARGIN * f.hindcast[3, 0, 1] < f.hindcast[:3, 0, 1].min()
+    expected = truth(d)[-1, 0, 1]
+    assert expected == pytest.approx(-150.0 * ((YEARS[ANCHOR + F] - YEARS[start]) ** 2
+                                               - (YEARS[ANCHOR] - YEARS[start]) ** 2), rel=1e-9)
+    line_error = abs(forecast("linear", d, YEARS, ANCHOR, F, history=T)[-1, 0, 1] - expected)
+    adaptive_error = abs(forecast("adaptive", d, YEARS, ANCHOR, F, history=T)[-1, 0, 1] - expected)
+    assert line_error > 4.0 and adaptive_error < 0.6 * line_error

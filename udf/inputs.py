@@ -29,7 +29,9 @@ Two input formulations (the manifest's ``inputs``, a model config's ``inputs``):
     As ``residual``, but the reference is the ``adaptive`` baseline itself: the curve chosen by the
     forecast competition over the pixel's recent past (:func:`insarcast.baselines.hindcast_errors`,
     which lowered the baseline's RMSE against the truth on every benchmark scenario's deforming
-    zones), and the network also sees the three curves' RMS hindcast errors. The demo and tiny
+    zones; the quadratic curve joined the competition after, so a 15-channel ensemble of the
+    three-curve version is refused by its channel names), and the network also sees the four
+    curves' RMS hindcast errors. The demo and tiny
     presets train this one; ``residual`` ensembles keep their own reference.
 
 A pixel is valid when its ``valid`` flag is set and its displacement is finite at all T history
@@ -53,7 +55,8 @@ INPUTS: dict[str, tuple[str, ...]] = {
                                   "trend_annual_forecast", "reference_forecast", "window_misfit", "local_misfit",
                                   "long_fit_misfit", "anchor_doy_sin", "anchor_doy_cos"),
 }
-INPUTS["residual-hindcast"] = INPUTS["residual"] + ("linear_hindcast_rms", "local_hindcast_rms", "long_fit_hindcast_rms")
+INPUTS["residual-hindcast"] = INPUTS["residual"] + ("linear_hindcast_rms", "local_hindcast_rms", "long_fit_hindcast_rms",
+                                                   "quadratic_hindcast_rms")
 TARGETS = {"paper": "change d(a+k) - d(a)",
            "residual": "residual d(a+k) - R(a+k) to the adaptive curve chosen by window misfit",
            "residual-hindcast": "residual d(a+k) - R(a+k) to the adaptive baseline (curve chosen by hindcast)"}
@@ -171,7 +174,7 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
         np.full((n, p, q), np.sin(angle)),
         np.full((n, p, q), np.cos(angle)),
         *([] if f.hindcast is None else np.sqrt(f.hindcast) / scale),
-    ], axis=1)                                                           # (N, 9 or 12, P, P)
+    ], axis=1)                                                           # (N, 9 or 13, P, P)
     keep = m[:, None] & np.isfinite(static)
     x[:, :, 3:] = np.where(keep, static, 0.0)[:, None]
     with np.errstate(invalid="ignore"):
