@@ -8,6 +8,7 @@ scipy quadrature), so that a wrong sign, scale or convention in the package fail
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 from pathlib import Path
@@ -373,13 +374,30 @@ def test_same_seed_same_bytes_other_seed_differs(tiny_run, tmp_path, capfd):
     assert other["zones.geojson"] == first["zones.geojson"]  # the geometry does not depend on the seed
 
 
-def test_point_blocks_do_not_change_the_bytes(tiny_run, tmp_path, monkeypatch):
-    """Points are simulated and streamed into their tile in blocks: the block size must not
-    show in the output (same noise draws, same text as a single write)."""
+def test_point_blocks_do_not_change_the_output(tiny_run, tmp_path, monkeypatch):
+    """Points are simulated and streamed into their tile in blocks: the block size must not show in
+    the output (same noise draws, same rows, same text up to the last rounding unit). Not byte for
+    byte: numpy's SIMD float32 exp/sin may differ by one ulp between a vector lane and the scalar
+    tail of an array (seen with numpy 2.4), so a value that lies at a rounding tie of the 0.1 mm
+    text can round either way; a different noise draw would change nearly every value."""
     out, _ = tiny_run
     monkeypatch.setattr(scenario_module, "POINT_BLOCK", 437)
     write_scenario(TINY, tmp_path / "blocks", progress=False)
-    assert file_bytes(tmp_path / "blocks") == file_bytes(out)
+    blocks, single = file_bytes(tmp_path / "blocks"), file_bytes(out)
+    assert blocks.keys() == single.keys()
+    for name in blocks:
+        if not name.endswith(".csv"):
+            assert blocks[name] == single[name], name
+            continue
+        a = pd.read_csv(io.BytesIO(blocks[name]))
+        b = pd.read_csv(io.BytesIO(single[name]))
+        assert list(a.columns) == list(b.columns)
+        for column in ("pid", "easting", "northing", "height"):
+            assert (a[column] == b[column]).all(), column
+        values = [c for c in a.columns if c[:1].isdigit()]
+        diff = np.abs(a[values].to_numpy() - b[values].to_numpy())
+        assert diff.max() <= 0.1 + 1e-6                               # one unit of the last decimal
+        assert (diff > 0).sum() <= max(2, diff.size // 10_000)        # only rounding ties
 
 
 def test_failure_leaves_nothing_behind(tiny_run, tmp_path, monkeypatch):
