@@ -190,8 +190,6 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
     adds each Item a K-band COG of the member forecasts. Returns ``out``.
     """
     _require()
-    import pystac
-
     prods = open_products(products)
     ens = read_ensemble(ensemble)
     check_matches(ens, prods.ds.attrs, products_path=prods.path)
@@ -207,57 +205,16 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
     io = _stac_io()
 
     with staged() as stage:
-        tmp = stage.path(out)
-        if out.exists():
-            _check_links(out, shown=given)
-            _replicate(out, tmp)
-            root = pystac.Catalog.from_file(str(tmp / ROOT_FILE), stac_io=io)
-        else:
-            tmp.mkdir(parents=True)
-            root = pystac.Catalog(id=ROOT_ID, title="insarcast",
-                                  description="Ground deformation forecasts (COG, STAC) and the models that made them.")
-            root.set_self_href(str(tmp / ROOT_FILE))
-        root.catalog_type = pystac.CatalogType.SELF_CONTAINED
+        root = _open_root(out, stage.path(out), given=given, io=io)
         forecasts = _child_collection(root, collection_id, new_forecast_collection, out)
         set_licence(forecasts, input_licence(_cube_sources(prods.ds.attrs)))
         models = _child_collection(root, MODELS_COLLECTION, new_models_collection, out)
 
-        # the model Item: kept when this ensemble is already there, else written
         mid = model_id(ens)
         model_dir = Path(models.get_self_href()).parent / mid
-        old_model = models.get_item(mid)
-        new_model = None
-        if old_model is not None:
-            same = old_model.assets.get("manifest") is not None and \
-                old_model.assets["manifest"].extra_fields.get("file:checksum") == multihash(ens.manifest_path)
-            if not same:
-                if not overwrite:
-                    raise InputError(f"the catalog already holds a different ensemble named {ens.name!r}; "
-                                     "rename the ensemble or publish with overwrite", path=ens.manifest_path,
-                                     field="name")
-                models.remove_item(mid)
-                shutil.rmtree(inside(model_dir, Path(models.get_self_href()).parent), ignore_errors=True)
-                old_model = None
-        if old_model is None:
-            new_model = model_item(ens, folder=model_dir, fallback_datetime=to_datetime(prods.reference_time))
-            models.add_item(new_model)
-
-        # the run's Items: an existing run is replaced only with overwrite
-        own_id = re.compile(rf"{re.escape(run_id)}-h\d+")
-        existing = [i for i in forecasts.get_items()
-                    if i.properties.get("insarcast:run_id") == run_id or own_id.fullmatch(i.id)]
-        if existing and not overwrite:
-            raise InputError(f"run {run_id!r} is already in the catalog; give another run id or overwrite",
-                             path=given / ROOT_FILE, field="run_id")
+        new_model = _model_entry(models, ens, model_dir, prods=prods, overwrite=overwrite)
+        _remove_run(forecasts, run_id, overwrite=overwrite, given=given)
         collection_dir = Path(forecasts.get_self_href()).parent
-        for item in existing:                          # only an item's own folder below the collection
-            folder = inside(Path(item.get_self_href()).parent, collection_dir, source=given / ROOT_FILE,
-                            field="links", what="item folder")
-            if folder == collection_dir.resolve():
-                raise InputError(f"item {item.id!r} lies in the collection's folder, not a folder of its own; "
-                                 "refusing to delete it", path=given / ROOT_FILE, field="links")
-            forecasts.remove_item(item.id)
-            shutil.rmtree(folder, ignore_errors=True)
         items = forecast_items(prods, grid, ens, run_id=run_id, item_dir=lambda i: collection_dir / i,
                                model_json=model_dir / f"{mid}.json", software=_software(), members=members,
                                progress=progress)
@@ -270,3 +227,62 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
             _canonical_links(obj)
             obj.save_object(include_self_link=False, stac_io=io)
     return given
+
+
+def _open_root(out: Path, tmp: Path, *, given: Path, io):
+    """The root Catalog in the staging folder ``tmp``: a replica of the existing ``out`` (its links
+    checked first), or a new one."""
+    import pystac
+
+    if out.exists():
+        _check_links(out, shown=given)
+        _replicate(out, tmp)
+        root = pystac.Catalog.from_file(str(tmp / ROOT_FILE), stac_io=io)
+    else:
+        tmp.mkdir(parents=True)
+        root = pystac.Catalog(id=ROOT_ID, title="insarcast",
+                              description="Ground deformation forecasts (COG, STAC) and the models that made them.")
+        root.set_self_href(str(tmp / ROOT_FILE))
+    root.catalog_type = pystac.CatalogType.SELF_CONTAINED
+    return root
+
+
+def _model_entry(models, ens, model_dir: Path, *, prods, overwrite: bool):
+    """The model Item: kept when this ensemble is already there (same manifest checksum), replaced
+    with ``overwrite`` when another ensemble has its name, else written. Returns the new Item or None."""
+    mid = model_dir.name
+    old_model = models.get_item(mid)
+    if old_model is not None:
+        same = old_model.assets.get("manifest") is not None and \
+            old_model.assets["manifest"].extra_fields.get("file:checksum") == multihash(ens.manifest_path)
+        if same:
+            return None
+        if not overwrite:
+            raise InputError(f"the catalog already holds a different ensemble named {ens.name!r}; "
+                             "rename the ensemble or publish with overwrite", path=ens.manifest_path,
+                             field="name")
+        models.remove_item(mid)
+        shutil.rmtree(inside(model_dir, Path(models.get_self_href()).parent), ignore_errors=True)
+    new_model = model_item(ens, folder=model_dir, fallback_datetime=to_datetime(prods.reference_time))
+    models.add_item(new_model)
+    return new_model
+
+
+def _remove_run(forecasts, run_id: str, *, overwrite: bool, given: Path) -> None:
+    """Remove the Items (and their folders) of run ``run_id``; an existing run is replaced only with
+    ``overwrite``, and only an Item's own folder below the Collection is deleted."""
+    own_id = re.compile(rf"{re.escape(run_id)}-h\d+")
+    existing = [i for i in forecasts.get_items()
+                if i.properties.get("insarcast:run_id") == run_id or own_id.fullmatch(i.id)]
+    if existing and not overwrite:
+        raise InputError(f"run {run_id!r} is already in the catalog; give another run id or overwrite",
+                         path=given / ROOT_FILE, field="run_id")
+    collection_dir = Path(forecasts.get_self_href()).parent
+    for item in existing:
+        folder = inside(Path(item.get_self_href()).parent, collection_dir, source=given / ROOT_FILE,
+                        field="links", what="item folder")
+        if folder == collection_dir.resolve():
+            raise InputError(f"item {item.id!r} lies in the collection's folder, not a folder of its own; "
+                             "refusing to delete it", path=given / ROOT_FILE, field="links")
+        forecasts.remove_item(item.id)
+        shutil.rmtree(folder, ignore_errors=True)

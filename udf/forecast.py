@@ -236,7 +236,45 @@ def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thres
     steps = fc.shape[1]
     spacing = np.median(np.diff(t)) if len(t) > 1 else np.timedelta64(0, "ns")
     times = t[-1] + np.arange(1, steps + 1) * spacing
-    reference = str(np.datetime_as_string(t[-1], unit="s"))
+    coords = _coords(displacement, times, members=members)
+    base_attrs = _grid_mapping(displacement, coords)
+    data_vars = {
+        "forecast": (("member", "horizon", "y", "x"), fc,
+                     {**base_attrs, "units": "mm", "long_name": "ensemble member forecast: change since the "
+                                                               "last observed epoch"}),
+        "median": (("horizon", "y", "x"), median,
+                   {**base_attrs, "units": "mm", "long_name": "median over members of the change since the "
+                                                               "last observed epoch"}),
+        **_product_vars(stack, base_attrs),
+    }
+    attrs = {
+        "Conventions": "CF-1.11",
+        "title": "insarcast ensemble forecast of ground deformation and its susceptibility products",
+        **thresholds.to_dict(),
+        "thresholds_units": "mm",
+        "thresholds_source": "given" if given else "quantiles of this region's valid pixels",
+        "horizon": int(horizon),
+        "valid_time": str(np.datetime_as_string(times[horizon - 1], unit="s")),
+        "mode": mode,
+        "mode_description": ("change since the last observed epoch" if mode == "change" else
+                             "displacement since the first epoch of the cube"),
+        "reference_time": str(np.datetime_as_string(t[-1], unit="s")),
+        "history_epochs": int(history),
+        "horizon_steps": int(steps),
+        "patch": int(patch),
+        "overlap": int(overlap),
+        "members": int(members),
+    }
+    if "crs" in displacement.attrs:
+        attrs["crs"] = displacement.attrs["crs"]
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _coords(displacement: xr.DataArray, times: np.ndarray, *, members: int) -> dict[str, Any]:
+    """The products' coordinates: members, horizon steps with their valid times and lead times, the
+    forecast's reference time, and the cube's map coordinates and CRS."""
+    last = displacement["t"].values[-1]
+    steps = len(times)
     # CF 1.11: section 4.4 (time), the forecast_reference_time / forecast_period standard names for
     # a forecast's issue time and lead time, section 5.6 (projection_x/y_coordinate with a grid mapping)
     coords = {
@@ -244,9 +282,9 @@ def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thres
         "horizon": ("horizon", np.arange(1, steps + 1), {"long_name": "epochs after the last observed one"}),
         "time": ("horizon", times.astype("datetime64[ns]"), {"standard_name": "time",
                                                              "long_name": "valid time of the forecast"}),
-        "forecast_period": ("horizon", (times - t[-1]).astype("timedelta64[ns]"),
+        "forecast_period": ("horizon", (times - last).astype("timedelta64[ns]"),
                             {"standard_name": "forecast_period", "long_name": "lead time after the last epoch"}),
-        "forecast_reference_time": ((), np.datetime64(t[-1], "ns"),
+        "forecast_reference_time": ((), np.datetime64(last, "ns"),
                                     {"standard_name": "forecast_reference_time",
                                      "long_name": "last observed epoch the forecast starts from"}),
         "y": displacement["y"],
@@ -260,19 +298,21 @@ def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thres
             coord.attrs = {**coord.attrs, "standard_name": f"projection_{axis}_coordinate",
                            "long_name": f"{axis} coordinate of projection", "units": coord.attrs.get("units", "m")}
             coords[axis] = coord
-    grid_mapping = displacement.attrs.get("grid_mapping", displacement.encoding.get("grid_mapping"))
-    base_attrs = {"grid_mapping": grid_mapping} if grid_mapping else {}
-    if "spatial_ref" in coords and not base_attrs:
-        base_attrs = {"grid_mapping": "spatial_ref"}
+    return coords
 
-    data_vars = {
-        "forecast": (("member", "horizon", "y", "x"), fc,
-                     {**base_attrs, "units": "mm", "long_name": "ensemble member forecast: change since the "
-                                                               "last observed epoch"}),
-        "median": (("horizon", "y", "x"), median,
-                   {**base_attrs, "units": "mm", "long_name": "median over members of the change since the "
-                                                               "last observed epoch"}),
-    }
+
+def _grid_mapping(displacement: xr.DataArray, coords: dict[str, Any]) -> dict[str, str]:
+    """The ``grid_mapping`` attribute every map variable carries (CF 5.6), empty without a CRS."""
+    grid_mapping = displacement.attrs.get("grid_mapping", displacement.encoding.get("grid_mapping"))
+    if grid_mapping:
+        return {"grid_mapping": grid_mapping}
+    return {"grid_mapping": "spatial_ref"} if "spatial_ref" in coords else {}
+
+
+def _product_vars(stack, base_attrs: dict[str, str]) -> dict[str, tuple]:
+    """The (y, x) products of :data:`PRODUCTS` from their stacked layers, with units, names and, for
+    the class codes, CF flags."""
+    out = {}
     for i, name in enumerate(PRODUCTS):
         long_name, units = _DESCRIPTIONS[name]
         attrs = {**base_attrs, "long_name": long_name}
@@ -287,26 +327,5 @@ def _dataset(displacement: xr.DataArray, fc, median, stack, *, thresholds: Thres
             attrs.update(flag_values=np.arange(len(meanings), dtype=np.uint8),
                          flag_meanings=" ".join(meanings), nodata=NODATA_CLASS,
                          valid_range=np.array([0, len(meanings) - 1], np.uint8))
-        data_vars[name] = (("y", "x"), layer, attrs)
-
-    attrs = {
-        "Conventions": "CF-1.11",
-        "title": "insarcast ensemble forecast of ground deformation and its susceptibility products",
-        **thresholds.to_dict(),
-        "thresholds_units": "mm",
-        "thresholds_source": "given" if given else "quantiles of this region's valid pixels",
-        "horizon": int(horizon),
-        "valid_time": str(np.datetime_as_string(times[horizon - 1], unit="s")),
-        "mode": mode,
-        "mode_description": ("change since the last observed epoch" if mode == "change" else
-                             "displacement since the first epoch of the cube"),
-        "reference_time": reference,
-        "history_epochs": int(history),
-        "horizon_steps": int(steps),
-        "patch": int(patch),
-        "overlap": int(overlap),
-        "members": int(members),
-    }
-    if "crs" in displacement.attrs:
-        attrs["crs"] = displacement.attrs["crs"]
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+        out[name] = (("y", "x"), layer, attrs)
+    return out
