@@ -24,8 +24,9 @@ FORECASTS_DESCRIPTION = (
     "quantiles Q85/Q95/Q99 of the ensemble median, exceedance probabilities, class confidence, rank "
     "variance, bivariate susceptibility x uncertainty class). One Item per forecast run and horizon step, "
     "dated at the valid time; the Item of the products' horizon holds the products.")
-MODELS_DESCRIPTION = ("The ONNX ensembles that made the forecasts, described with the Machine Learning Model "
-                      "extension: members, manifest, inputs, outputs and shared hyperparameters.")
+MODELS_DESCRIPTION = ("The ONNX ensembles that made the forecasts: one Collection per ensemble (its manifest "
+                      "and MLM summaries) holding one Machine Learning Model Item per member (its ONNX file, "
+                      "inputs with their value scaling, outputs, hyperparameters, parameter count).")
 KEYWORDS = ["InSAR", "EGMS", "ground deformation", "subsidence", "forecast", "susceptibility", "uncertainty"]
 PROVIDERS = [{"name": "insarcast", "roles": ["processor"], "description": "insarcast forecast and publish"}]
 LICENSE = "other"
@@ -147,5 +148,5 @@ def refresh_forecasts(collection, items: list) -> None:
 
 
 def refresh_models(collection, items: list) -> None:
-    """Set the models Collection's extent from its Items."""
+    """Set a models Collection's extent from its (member) Items."""
     collection.extent = _extent(items)

@@ -22,5 +22,6 @@ CORE_SCHEMAS = {
 }
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-ONNX_MEDIA_TYPE = "application/octet-stream; application=onnx"
+#: "application/octet-stream; framework=pytorch" is the MLM README's (Model Artifact Media-Type) form
+ONNX_MEDIA_TYPE = "application/octet-stream; framework=onnx"
 JSON_MEDIA_TYPE = "application/json"

@@ -165,11 +165,12 @@ def _step_seconds(products: Products, k: int) -> float:
 
 
 def forecast_items(products: Products, grid: ProductGrid, ensemble: Ensemble, *, run_id: str,
-                   item_dir: Callable[[str], Path], model_json: Path | None, software: dict,
+                   item_dir: Callable[[str], Path], model_links: list[dict] | None, software: dict,
                    members: bool = False, progress: bool = False) -> list:
     """Write the COGs of one run into ``item_dir(item_id)`` and return its Items (pystac), one per step.
 
-    ``model_json`` is where the model Item's JSON will be, to link to it relatively (None: no link).
+    ``model_links`` are the ``derived_from`` links to the models (:func:`insarcast.stac.model_item.model_links`:
+    ``path`` of the JSON, ``title``, optional ``mlm:name``), made relative (None: no link).
     """
     import pystac
 
@@ -237,9 +238,10 @@ def forecast_items(products: Products, grid: ProductGrid, ensemble: Ensemble, *,
         item.set_self_href(str(folder / f"{item_id}.json"))
         for key, asset in assets.items():
             item.add_asset(key, pystac.Asset.from_dict(asset))
-        if model_json is not None:
-            item.add_link(pystac.Link("derived_from", os.path.relpath(model_json, folder),
-                                      media_type=ext.JSON_MEDIA_TYPE, title=f"Model: ensemble {ensemble.name}"))
+        for link in model_links or []:
+            extra = {k: v for k, v in link.items() if k not in ("path", "title")}
+            item.add_link(pystac.Link("derived_from", os.path.relpath(link["path"], folder),
+                                      media_type=ext.JSON_MEDIA_TYPE, title=link["title"], extra_fields=extra))
         items.append(item)
     return items
 

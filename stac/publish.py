@@ -7,11 +7,12 @@ Layout of ``out`` (every link and asset href relative, so the folder can be move
     insarcast-forecasts/<run_id>-h<k>/<run_id>-h<k>.json    one Item per run and horizon step k
     insarcast-forecasts/<run_id>-h<k>/median.tif            ... and its COGs (std.tif, class.tif ...
                                                             in the Item of the products' horizon)
-    insarcast-models/collection.json               models Collection
-    insarcast-models/<ensemble>/<ensemble>.json    model Item (MLM extension)
+    insarcast-models/collection.json               models Collection (one child Collection per ensemble)
+    insarcast-models/<ensemble>/collection.json    ensemble Collection (MLM summaries, manifest asset)
+    insarcast-models/<ensemble>/<id>/<id>.json     one MLM Item per member, id <ensemble>-member_XX (model_item)
     insarcast-models/<ensemble>/member_XX.onnx, ensemble.json   copies of the ensemble's files
 
-Publishing into an existing catalog adds the run's Items, the model Item if that ensemble is new,
+Publishing into an existing catalog adds the run's Items, the ensemble's Collection if it is new,
 and rewrites only the Collections and the root Catalog: every other file keeps its bytes. The
 whole catalog is staged beside ``out`` (existing JSON copied, other files hard-linked, never
 written through) and swapped in at the end, so a failure leaves the old catalog (or nothing) as
@@ -38,7 +39,7 @@ from .ensemble import Ensemble, check_matches, read_ensemble
 from .files import multihash
 from .grid import ProductGrid
 from .items import forecast_items, to_datetime
-from .model_item import model_id, model_item
+from .model_item import ensemble_collection, model_id, model_links
 from .products import Products, open_products
 
 ROOT_ID = "insarcast"
@@ -210,20 +211,20 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
         set_licence(forecasts, input_licence(_cube_sources(prods.ds.attrs)))
         models = _child_collection(root, MODELS_COLLECTION, new_models_collection, out)
 
-        mid = model_id(ens)
-        model_dir = Path(models.get_self_href()).parent / mid
+        model_dir = Path(models.get_self_href()).parent / model_id(ens)
         new_model = _model_entry(models, ens, model_dir, prods=prods, overwrite=overwrite)
         _remove_run(forecasts, run_id, overwrite=overwrite, given=given)
         collection_dir = Path(forecasts.get_self_href()).parent
         items = forecast_items(prods, grid, ens, run_id=run_id, item_dir=lambda i: collection_dir / i,
-                               model_json=model_dir / f"{mid}.json", software=_software(), members=members,
+                               model_links=model_links(ens, model_dir), software=_software(), members=members,
                                progress=progress)
         for item in items:
             forecasts.add_item(item)
 
         refresh_forecasts(forecasts, list(forecasts.get_items()))
-        refresh_models(models, list(models.get_items()))
-        for obj in [*items, *([new_model] if new_model is not None else []), forecasts, models, root]:
+        refresh_models(models, list(models.get_items(recursive=True)))
+        new_models = [] if new_model is None else [*new_model.get_items(), new_model]
+        for obj in [*items, *new_models, forecasts, models, root]:
             _canonical_links(obj)
             obj.save_object(include_self_link=False, stac_io=io)
     return given
@@ -248,23 +249,26 @@ def _open_root(out: Path, tmp: Path, *, given: Path, io):
 
 
 def _model_entry(models, ens, model_dir: Path, *, prods, overwrite: bool):
-    """The model Item: kept when this ensemble is already there (same manifest checksum), replaced
-    with ``overwrite`` when another ensemble has its name, else written. Returns the new Item or None."""
+    """The ensemble Collection (with its member Items): kept when this ensemble is already there (same
+    manifest checksum), replaced with ``overwrite`` when another ensemble has its name, else written.
+    Returns the new Collection or None."""
+    import pystac
+
     mid = model_dir.name
-    old_model = models.get_item(mid)
+    old_model = models.get_child(mid)
     if old_model is not None:
-        same = old_model.assets.get("manifest") is not None and \
-            old_model.assets["manifest"].extra_fields.get("file:checksum") == multihash(ens.manifest_path)
-        if same:
+        manifest = old_model.assets.get("manifest") if isinstance(old_model, pystac.Collection) else None
+        if manifest is not None and manifest.extra_fields.get("file:checksum") == multihash(ens.manifest_path):
             return None
         if not overwrite:
             raise InputError(f"the catalog already holds a different ensemble named {ens.name!r}; "
                              "rename the ensemble or publish with overwrite", path=ens.manifest_path,
                              field="name")
-        models.remove_item(mid)
+        models.remove_child(mid)
         shutil.rmtree(inside(model_dir, Path(models.get_self_href()).parent), ignore_errors=True)
-    new_model = model_item(ens, folder=model_dir, fallback_datetime=to_datetime(prods.reference_time))
-    models.add_item(new_model)
+    new_model = ensemble_collection(ens, folder=model_dir, fallback_datetime=to_datetime(prods.reference_time),
+                                    license=models.license)
+    models.add_child(new_model)
     return new_model
 
 

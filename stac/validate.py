@@ -152,7 +152,9 @@ def _message(error) -> str:
     text = error.message
     full = repr(error.instance)
     if len(full) > 80 and text.startswith(full):
-        short = reprlib.Repr(maxstring=40, maxother=40, maxdict=3, maxlist=3, maxlevel=2).repr(error.instance)
+        r = reprlib.Repr()                             # keyword arguments only from Python 3.12
+        r.maxstring, r.maxother, r.maxdict, r.maxlist, r.maxlevel = 40, 40, 3, 3, 2
+        short = r.repr(error.instance)
         text = short + text[len(full):]
     return text if len(text) <= 400 else text[:397] + "..."
 

@@ -64,6 +64,29 @@ CHANNELS = PAPER_CHANNELS            # the paper's contract (ensembles without a
 NORM_KEYS = ("input_mean", "input_std", "target_mean", "target_std")
 
 
+#: How :func:`model_inputs` scales each channel, by name: ``z-score`` (``(v - input_mean) / input_std``),
+#: ``scale`` (``v / input_std``: the mm values besides the displacement) or None (used as built: the
+#: validity flag and the anchor's day of year). :func:`channel_scaling` gives the statistics; the STAC
+#: model Items publish them as MLM ``value_scaling`` (insarcast.stac.model_item).
+SCALING: dict[str, str | None] = {
+    "displacement_relative_to_last": "z-score", "valid": None, "anchor_doy_sin": None, "anchor_doy_cos": None,
+    **{name: "scale" for name in INPUTS["residual-hindcast"][2:] if not name.startswith("anchor_doy")},
+}
+
+
+def channel_scaling(inputs: str, norm: Mapping[str, Any]) -> list[tuple[str, str | None, dict[str, float]]]:
+    """``(channel, kind, statistics)`` per channel of formulation ``inputs``, in channel order: kind
+    ``z-score`` with ``mean``/``stddev``, ``scale`` with ``value`` (the divisor), None with no statistics."""
+    stats = norm_values(norm)
+    out = []
+    for name in INPUTS[check_inputs(inputs)]:
+        kind = SCALING[name]
+        params = ({"mean": stats["input_mean"], "stddev": stats["input_std"]} if kind == "z-score" else
+                  {"value": stats["input_std"]} if kind == "scale" else {})
+        out.append((name, kind, params))
+    return out
+
+
 class ModelInputs(NamedTuple):
     """``x (N, T, C, P, P)`` float32 normalised; ``reference (N, F, P, P)`` float32 mm, the reference
     forecast of the change (0 for ``paper``); ``level (N, P, P)`` float32 mm, ``R(a) - d(a)`` (0 for
