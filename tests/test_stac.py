@@ -69,6 +69,7 @@ def make_ensemble(folder: Path, members=K, name=NAME) -> Path:
     one factory (conftest.write_ensemble)."""
     def member_fields(k):
         return {"arch": "resnet_transformer", "trial": 7 + k, "run_seed": k, "val_loss": 0.2 + k / 100,
+                "parameters": 1000 + 10 * k,        # each member's own count (export: sum of numel)
                 "hyperparameters": {"lr": 0.001, "blocks": 2 + k, "heads": 4,
                                     "model": {"history": T, "horizon": F, "patch": P, "channels": 2}}}
 
@@ -150,20 +151,46 @@ def test_catalog_layout_items_and_model(catalog, inputs):
         assert asset["file:checksum"] == multihash(folder / asset["href"])
     assert len(last["assets"]["members"]["bands"]) == K
 
-    model_link = next(link for link in last["links"] if link["rel"] == "derived_from")
-    model = json.loads((folder / model_link["href"]).read_text())
-    props = model["properties"]
-    assert model["id"] == NAME and props["mlm:name"] == NAME and props["mlm:framework"] == "ONNX"
-    assert props["mlm:architecture"] == "ResNet+Transformer" and props["mlm:tasks"] == ["regression"]
-    assert props["mlm:input"][0]["input"]["shape"] == [-1, T, 2, P, P]
-    assert props["mlm:output"][0]["result"]["shape"] == [-1, F, P, P]
-    assert props["mlm:hyperparameters"]["history"] == T and props["mlm:hyperparameters"]["target_std"] == 3.0
+    # derived from the ensemble Collection and from every member Item, named by its mlm:name
+    models = [link for link in last["links"] if link["rel"] == "derived_from"]
+    assert len(models) == 1 + K
+    ensemble = json.loads((folder / models[0]["href"]).read_text())
+    assert ensemble["type"] == "Collection" and ensemble["id"] == NAME
     manifest = json.loads((inputs["ensemble"] / "ensemble.json").read_text())
-    for i, entry in enumerate(manifest["members"]):
-        asset = model["assets"][f"member_{i:02d}"]
-        assert "mlm:model" in asset["roles"] and asset["file:checksum"] == "1220" + entry["sha256"]
-        assert asset["insarcast:trial"] == entry["trial"] and asset["insarcast:val_loss"] == entry["val_loss"]
-    assert model["assets"]["manifest"]["href"] == "./ensemble.json"
+    ensemble_dir = (folder / models[0]["href"]).parent
+    assert ensemble["assets"]["manifest"]["roles"] == ["metadata"]
+    assert ensemble["assets"]["manifest"]["file:checksum"] == multihash(inputs["ensemble"] / "ensemble.json")
+    assert not any("mlm:model" in a.get("roles", []) for a in ensemble["assets"].values())
+    assert ensemble["summaries"]["mlm:total_parameters"] == {"minimum": 1000, "maximum": 1000 + 10 * (K - 1)}
+    member_links = sorted(link["href"] for link in ensemble["links"] if link["rel"] == "item")
+    assert len(member_links) == K
+    assert sorted(os.path.normpath(ensemble_dir / h) for h in member_links) == \
+        sorted(os.path.normpath(folder / link["href"]) for link in models[1:])
+    for i, (entry, link) in enumerate(zip(manifest["members"], models[1:])):
+        model = json.loads((folder / link["href"]).read_text())
+        props = model["properties"]
+        assert link["mlm:name"] == props["mlm:name"] == f"{NAME} member_{i:02d}"
+        assert model["collection"] == NAME and props["mlm:framework"] == "ONNX"
+        # one model per Item: exactly one mlm:model asset, this member's file
+        roles = {key: a["roles"] for key, a in model["assets"].items() if "mlm:model" in a["roles"]}
+        assert list(roles) == ["mlm:model"]
+        asset = model["assets"]["mlm:model"]
+        assert asset["file:checksum"] == "1220" + entry["sha256"] and asset["mlm:artifact_type"] == "onnx"
+        assert asset["type"] == "application/octet-stream; framework=onnx"
+        assert (folder / link["href"]).parent.joinpath(asset["href"]).resolve() == \
+            (ensemble_dir / entry["file"]).resolve()
+        # its own parameter count (not the ensemble's sum), architecture and hyperparameters
+        assert props["mlm:total_parameters"] == entry["parameters"] == 1000 + 10 * i
+        assert props["mlm:architecture"] == entry["arch"] and props["mlm:tasks"] == ["regression"]
+        assert props["mlm:hyperparameters"]["blocks"] == 2 + i and props["mlm:hyperparameters"]["history"] == T
+        assert props["insarcast:trial"] == entry["trial"] and props["insarcast:val_loss"] == entry["val_loss"]
+        inp = props["mlm:input"][0]
+        assert inp["input"]["shape"] == [-1, T, 2, P, P] and inp["input"]["dim_order"][2] == "bands"
+        assert inp["bands"] == manifest["channel_names"] == ["displacement_relative_to_last", "valid"]
+        # z-scored with the manifest's statistics; the validity flag is used as built (divided by 1)
+        assert inp["value_scaling"] == [{"type": "z-score", "mean": NORM["input_mean"], "stddev": NORM["input_std"]},
+                                        {"type": "scale", "value": 1}]
+        assert props["mlm:output"][0]["result"]["shape"] == [-1, F, P, P]
 
     collection = json.loads((catalog / "insarcast-forecasts" / "collection.json").read_text())
     assert collection["extent"]["temporal"]["interval"] == [["2020-02-28T00:00:00Z", "2020-03-11T00:00:00Z"]]
@@ -184,7 +211,8 @@ def test_every_json_validates_offline(catalog, no_network):
 
     problems = validate_catalog(catalog, schemas=SCHEMAS)
     assert problems == [], "\n".join(map(str, problems))
-    assert len(list(catalog.rglob("*.json"))) == 1 + 2 + F + 1 + 1     # + the manifest copy
+    # catalog, 2 Collections, F forecast Items, the ensemble Collection, K member Items, the manifest copy
+    assert len(list(catalog.rglob("*.json"))) == 1 + 2 + F + 1 + K + 1
 
 
 @needs_schemas
@@ -200,7 +228,7 @@ def test_broken_item_fails_naming_the_field(catalog, tmp_path, no_network, break
     broken = tmp_path / "catalog"
     shutil.copytree(catalog, broken)
     if breakage == "model without mlm:input":
-        path = broken / "insarcast-models" / NAME / f"{NAME}.json"
+        path = broken / "insarcast-models" / NAME / f"{NAME}-member_01" / f"{NAME}-member_01.json"
     else:
         path = sorted((broken / "insarcast-forecasts").glob("*-h3/*-h3.json"))[0]
     doc = json.loads(path.read_text())
@@ -469,3 +497,49 @@ def test_pystac_validates_the_catalog_offline_as_a_second_validator(catalog, tmp
     item.write_text(json.dumps(doc))
     problems = pystac_problems(broken)
     assert len(problems) == 1 and item.name in problems[0], problems
+
+
+@pytest.mark.parametrize("inputs_name", ["paper", "residual", "residual-hindcast"])
+def test_value_scaling_is_what_model_inputs_applies(inputs_name, tmp_path):
+    """The published value_scaling, applied to the unscaled channels, gives the model's inputs: the
+    channels built with mean 0 and std 1 are the unscaled values; with the manifest's statistics each
+    channel must be that value scaled as channel_scaling (hence every member Item) says."""
+    from insarcast.stac.model_item import _value_scaling
+    from insarcast.udf.inputs import INPUTS, model_inputs
+    from insarcast.udf.manifest import Manifest
+
+    rng = np.random.default_rng(3)
+    nt = 3 * T + 8
+    d = np.cumsum(rng.normal(-1.0, 2.0, (2, nt, P, P)), axis=1).astype(np.float32)
+    years = 2020 + np.arange(nt) * 6 / 365.25
+    valid = np.ones((2, P, P), bool)
+    valid[0, 1, 2] = False
+    kw = dict(history=T, horizon=F, inputs=inputs_name, years=years)
+    raw = model_inputs(d, valid, norm={**NORM, "input_mean": 0.0, "input_std": 1.0}, **kw).x
+    scaled = model_inputs(d, valid, norm=NORM, **kw).x
+    folder = make_ensemble_manifest_only(inputs_name, tmp_path)
+    scaling = _value_scaling(Manifest.from_dict(json.loads((folder / "ensemble.json").read_text()),
+                                                path=folder / "ensemble.json"))
+    assert len(scaling) == len(INPUTS[inputs_name])
+    mask = np.broadcast_to(valid[:, None, :, :], raw[:, :, 0].shape)
+    for c, s in enumerate(scaling):
+        if s["type"] == "z-score":
+            expected = (raw[:, :, c] - s["mean"]) / s["stddev"]
+        else:
+            assert s["type"] == "scale"
+            expected = raw[:, :, c] / s["value"]
+        np.testing.assert_allclose(scaled[:, :, c][mask], expected[mask], rtol=1e-5, atol=1e-5,
+                                   err_msg=INPUTS[inputs_name][c])
+    assert scaling[0] == {"type": "z-score", "mean": NORM["input_mean"], "stddev": NORM["input_std"]}
+
+
+def make_ensemble_manifest_only(inputs_name: str, folder: Path) -> Path:
+    """A manifest (no ONNX check) of formulation ``inputs_name`` with the test's statistics, in ``folder``."""
+    from conftest import ensemble_manifest
+    from insarcast.udf.inputs import INPUTS
+
+    names = list(INPUTS[inputs_name])
+    manifest = ensemble_manifest([("member_00.onnx", b"x")], history=T, horizon=F, patch=P, norm=NORM,
+                                 channels=len(names), inputs=inputs_name, channel_names=names)
+    (folder / "ensemble.json").write_text(json.dumps(manifest))
+    return folder
