@@ -543,3 +543,27 @@ def make_ensemble_manifest_only(inputs_name: str, folder: Path) -> Path:
                                  channels=len(names), inputs=inputs_name, channel_names=names)
     (folder / "ensemble.json").write_text(json.dumps(manifest))
     return folder
+
+
+@needs_schemas
+def test_another_ensemble_of_the_same_name_is_refused_then_replaced_with_overwrite(catalog, inputs, tmp_path):
+    from insarcast.stac.publish import publish
+    from insarcast.stac.validate import validate_catalog
+
+    out = tmp_path / "catalog"
+    shutil.copytree(catalog, out)
+    other = make_ensemble(tmp_path / "other")                   # same name and members, another manifest
+    edit = json.loads((other / "ensemble.json").read_text())
+    edit["created"] = "2026-02-03T04:05:06Z"
+    (other / "ensemble.json").write_text(json.dumps(edit))
+    with pytest.raises(InputError) as info:
+        publish(inputs["products"], other, out, run_id="second")
+    assert info.value.field == "name"
+    publish(inputs["products"], other, out, run_id="second", overwrite=True)
+    ensemble = json.loads((out / "insarcast-models" / NAME / "collection.json").read_text())
+    assert ensemble["extent"]["temporal"]["interval"] == [["2026-02-03T04:05:06Z", "2026-02-03T04:05:06Z"]]
+    members = sorted((out / "insarcast-models" / NAME).glob("*/*.json"))
+    assert len(members) == K
+    assert all(json.loads(p.read_text())["properties"]["datetime"] == "2026-02-03T04:05:06Z" for p in members)
+    problems = validate_catalog(out, schemas=SCHEMAS)
+    assert problems == [], "\n".join(map(str, problems))
