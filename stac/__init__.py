@@ -5,8 +5,8 @@
 - :func:`insarcast.stac.validate.validate_catalog`: offline JSON Schema validation against a local
   schema folder, asset existence, checksums and COG validity.
 
-Modules: ``cog`` (COG writing and checks), ``items`` (forecast Items), ``model_item`` (MLM model
-Item), ``collection`` (Collections, extents, summaries), ``grid`` (projection fields, footprint),
+Modules: ``cog`` (COG writing and checks), ``items`` (forecast Items), ``model_item`` (the ensemble
+Collection and its MLM member Items), ``collection`` (Collections, extents, summaries), ``grid`` (projection fields, footprint),
 ``products`` / ``ensemble`` (reading the inputs), ``files`` (multihash checksums), ``extensions``
 (schema URIs).
 """

@@ -1,4 +1,4 @@
-"""STAC publishing: COGs, forecast Items, Collections and the model Item, validated offline.
+"""STAC publishing: COGs, forecast Items, Collections and the MLM member Items, validated offline.
 
 The products come from ``forecast_products`` on a small synthetic cube with a fake deterministic
 predictor; the ensemble folder is fabricated (dummy member files and a matching manifest).
