@@ -378,7 +378,7 @@ def publish(products: Path, ensemble: Path, out: Path, run_id: str | None, colle
     Reads PRODUCTS (Zarr from `insarcast forecast`) and the ENSEMBLE. Writes or extends OUT:
       catalog.json, insarcast-forecasts/collection.json
       insarcast-forecasts/RUN-hK/      one Item per horizon step (datetime = valid time) with COGs
-      insarcast-models/NAME/           the model Item (STAC MLM) with the ONNX members and manifest
+      insarcast-models/NAME/           the ensemble Collection: one STAC MLM Item per ONNX member, the manifest
     A new run adds its items and widens the extents; other files keep their bytes.
     --overwrite replaces a run of the same id.
     """
