@@ -155,7 +155,24 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     fc, median, stack, thresholds, scale = path(last, valid_data, offset, settings, horizon=horizon, mode=mode,
                                                 thresholds=thresholds, materialise=materialise)
 
-    out = _dataset(displacement, fc, median, stack, thresholds=thresholds, given=given, horizon=horizon,
+    return assemble_products(displacement, fc, median, stack, scale, thresholds=thresholds, given=given,
+                             horizon=horizon, mode=mode, history=history, patch=patch, overlap=overlap,
+                             members=members, inputs=inputs)
+
+
+def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, thresholds: Thresholds,
+                      given: bool, horizon: int, mode: str, history: int, patch: int, overlap: int, members: int,
+                      inputs: str) -> xr.Dataset:
+    """The products Dataset :func:`forecast_products` returns, from its arrays (numpy or Dask):
+    ``fc (K, F, y, x)``, ``median (F, y, x)``, ``stack`` (the :data:`PRODUCTS` layers, ``(len(PRODUCTS), y,
+    x)`` float, class codes as numbers with 255 nodata) and ``scale (F, y, x)`` or None (``paper`` inputs).
+
+    ``template``: the cube's displacement ``(t, y, x)``, of which only the coordinates (``t``: the epochs,
+    from which the reference and valid times follow; ``y``, ``x``, ``spatial_ref``) and attributes are
+    read. One function for both callers: ``insarcast forecast`` and ``insarcast openeo run``, which
+    assembles what the UDF returned (:mod:`insarcast.udf.openeo_result`)."""
+    offset_y, offset_x = grid_offsets(*(template[d].values if d in template.coords else None for d in ("y", "x")))
+    out = _dataset(template, fc, median, stack, thresholds=thresholds, given=given, horizon=horizon,
                    mode=mode, history=history, patch=patch, overlap=overlap, members=members)
     if scale is not None:
         out["forecast_scale"] = (("horizon", "y", "x"), scale, {

@@ -63,8 +63,11 @@ def _iso_dates(epochs: Sequence[Any]) -> list[str]:
 
 def udf_context(*, ensemble: str, thresholds: Mapping[str, float] | None, band: str = "displacement",
                 mode: str = "change", horizon: int | None = None, overlap: int | None = None,
-                python_path: Sequence[str] = (), stage: str = "products") -> dict[str, Any]:
-    """The UDF's context, checked as the UDF would check it; the statistics stage takes no thresholds."""
+                python_path: Sequence[str] = (), stage: str = "products", member_bands: bool = False
+                ) -> dict[str, Any]:
+    """The UDF's context, checked as the UDF would check it; the statistics stage takes no thresholds.
+    ``member_bands``: the products stage also returns the members and the forecast error scale (what
+    ``insarcast openeo run`` needs to write the products of ``insarcast forecast``)."""
     context: dict[str, Any] = {"ensemble": ensemble, "band": band, "mode": mode}
     if stage == "statistics":
         context["stage"] = stage
@@ -79,6 +82,8 @@ def udf_context(*, ensemble: str, thresholds: Mapping[str, float] | None, band: 
         context["overlap"] = overlap
     if python_path:
         context["python_path"] = [str(p) for p in python_path]
+    if member_bands and stage != "statistics":
+        context["member_bands"] = True
     from .openeo_udf import check_context
 
     return check_context(context, InputError)                     # what the UDF would refuse, refused here
@@ -88,7 +93,7 @@ def process_graph(*, stac_url: str, bbox: tuple[float, float, float, float], epo
                   ensemble: str, thresholds: Mapping[str, float] | None, patch: int, stage: str = "products", band: str = "displacement",
                   crs: int = 3035, tile: int = 256, halo: int | None = None, overlap: int | None = None,
                   horizon: int | None = None, mode: str = "change", python_path: Sequence[str] = (),
-                  out_format: str = "GTiff") -> dict[str, Any]:
+                  out_format: str = "GTiff", member_bands: bool = False) -> dict[str, Any]:
     """The process graph (a dict ``{"process_graph": ...}``) of the forecast over ``bbox`` (west, south,
     east, north in ``crs``) of the cube at ``stac_url``, whose epochs are ``epochs`` (dates).
 
@@ -99,13 +104,14 @@ def process_graph(*, stac_url: str, bbox: tuple[float, float, float, float], epo
     the UDF's model-tile overlap (default: the UDF's, P / 4). ``stage="statistics"``: the first job of the
     backend-only path, whose bands are every pixel's ``m_abs`` and ``std`` (no thresholds needed), from
     which :func:`insarcast.udf.openeo_thresholds.thresholds_from_statistics` gives the exact thresholds.
+    ``member_bands``: the UDF's context key of that name (the products stage only).
     """
     halo = int(patch) if halo is None else int(halo)
     if halo < 0 or tile < 1:
         raise InputError(f"expected tile >= 1 and halo >= 0 cells, got tile {tile} and halo {halo}", field="halo")
     dates = _iso_dates(epochs)
     context = udf_context(ensemble=ensemble, thresholds=thresholds, band=band, mode=mode, horizon=horizon,
-                          overlap=overlap, python_path=python_path, stage=stage)
+                          overlap=overlap, python_path=python_path, stage=stage, member_bands=member_bands)
     west, south, east, north = bbox
     identity = {"process_graph": {"arrayconcat1": {"process_id": "array_concat", "result": True, "arguments": {
         "array1": {"from_parameter": "data"}, "array2": []}}}}

@@ -105,11 +105,14 @@ def write_archive(path: Path, ensemble: Path, manifest: Mapping[str, Any]) -> in
 
 
 def products_graph(spec: Mapping[str, Any], thresholds: Mapping[str, float] | None) -> dict[str, Any]:
-    """The products graph of a job folder's ``job.json`` (the statistics graph when ``thresholds`` is None)."""
+    """The products graph of a job folder's ``job.json`` (the statistics graph when ``thresholds`` is None).
+    Its UDF also returns the members and the forecast error scale (``member_bands``), from which ``insarcast
+    openeo run`` writes the very products Dataset ``insarcast forecast`` writes."""
     return process_graph(stac_url=spec["stac_url"], bbox=tuple(spec["bbox"]), epochs=spec["epochs"],
                          patch=spec["patch"], ensemble=spec["ensemble"], python_path=spec["python_path"],
                          tile=spec["tile"], overlap=spec["overlap"], crs=spec["crs"], thresholds=thresholds,
-                         stage="products" if thresholds is not None else "statistics")
+                         stage="products" if thresholds is not None else "statistics",
+                         member_bands=thresholds is not None)
 
 
 def build_job(*, cube_stac: str, ensemble: str | os.PathLike, bbox: Sequence[float],

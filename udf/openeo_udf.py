@@ -9,7 +9,10 @@ per epoch labelled by its date (``apply_dimension(dimension="t", target_dimensio
 requires, with one named band per product (:func:`band_names`, declared in :func:`apply_metadata`):
 ``fc_h1`` .. ``fc_hF`` (ensemble median of the change after h epochs, mm), ``median``, ``std``,
 ``class``, ``p85``, ``p95``, ``p99``, ``mass_low`` .. ``mass_highest``, ``confidence``,
-``rank_variance``, ``bivariate`` (classes as numbers, NaN where not valid). It also takes (t, bands,
+``rank_variance``, ``bivariate`` (classes as numbers, NaN where not valid); with ``member_bands`` also
+``member00_h1`` .. (every member's change at every horizon step, member-major) and, for an ensemble
+whose inputs are not ``paper``, ``scale_h1`` .. ``scale_hF`` (the forecast error scale): all that
+``insarcast openeo run`` needs to write products equal to ``insarcast forecast``'s. It also takes (t, bands,
 y, x) (``band`` picks the displacement), for callers of ``run_udf_code``, and then returns (bands, y,
 x). Float32 with NaN nodata, y descending. A tile without any valid pixel gives NaN everywhere.
 
@@ -24,6 +27,7 @@ x). Float32 with NaN nodata, y descending. A tile without any valid pixel gives 
                  neighbouring model tiles (default P / 4); threads: ONNX Runtime threads per session
     python_path  folders appended to ``sys.path`` before insarcast is imported: where the backend
                  unpacked an archive holding the insarcast package (and onnxruntime, if it lacks it)
+    member_bands true: also return the members' forecasts and the forecast error scale (default false)
 
 The tile's grid spacing and epoch spacing must be the ensemble's. The entry points need numpy,
 xarray, onnxruntime and the ``insarcast`` package (whose UDF part imports nothing else, torch least
@@ -39,9 +43,20 @@ PRODUCT_BANDS = ("median", "std", "class", "p85", "p95", "p99", "mass_low", "mas
                  "mass_highest", "confidence", "rank_variance", "bivariate")
 
 
-def band_names(horizon_steps: int) -> list:
-    """The output bands for an ensemble of horizon F."""
-    return [f"fc_h{h}" for h in range(1, horizon_steps + 1)] + list(PRODUCT_BANDS)
+def band_names(horizon_steps: int, members: int = 0, scale: bool = False) -> list:
+    """The output bands for an ensemble of horizon F; with ``members`` K > 0 (context ``member_bands``)
+    also each member's change at each step, and with ``scale`` the forecast error scale per step."""
+    steps = range(1, horizon_steps + 1)
+    names = [f"fc_h{h}" for h in steps] + list(PRODUCT_BANDS)
+    names += [f"member{k:02d}_h{h}" for k in range(members) for h in steps]
+    return names + ([f"scale_h{h}" for h in steps] if scale else [])
+
+
+def _output_names(ensemble, context: dict) -> list:
+    """The products stage's bands for this ensemble and context."""
+    if not context.get("member_bands"):
+        return band_names(ensemble.horizon)
+    return band_names(ensemble.horizon, len(ensemble.members), ensemble.inputs != "paper")
 
 
 # key -> (accepted types, what to say); every key of the context must be one of these.
@@ -55,6 +70,7 @@ CONTEXT_KEYS = {
     "threads": ((int,), "an integer >= 1"),
     "python_path": ((list, tuple), "a list of folder paths (strings)"),
     "stage": ((str,), "'products' or 'statistics'"),
+    "member_bands": ((bool,), "true or false"),
 }
 STATISTICS_BANDS = ("m_abs", "std")
 # any valid thresholds: |m| and std, all the statistics stage returns, do not depend on them
@@ -80,7 +96,7 @@ def check_context(context, error=ValueError) -> dict:
         if value is None and key not in ("ensemble", "thresholds"):
             continue
         kinds, what = CONTEXT_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, kinds):
+        if isinstance(value, bool) is not (bool in kinds) or not isinstance(value, kinds):
             refuse(key, f"must be {what}, got {type(value).__name__} {value!r}")
     for folder in context.get("python_path") or []:
         if not isinstance(folder, str):
@@ -128,7 +144,7 @@ def apply_metadata(metadata, context: dict):
     if (context or {}).get("stage") == "statistics":
         _insarcast(context)
         return metadata.rename_labels(dimension="bands", target=list(STATISTICS_BANDS))
-    return metadata.rename_labels(dimension="bands", target=band_names(_ensemble(context).horizon))
+    return metadata.rename_labels(dimension="bands", target=_output_names(_ensemble(context), context))
 
 
 def _epochs_from_bands(cube: xarray.DataArray, InputError) -> xarray.DataArray:
@@ -177,7 +193,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     cube = cube.astype(np.float32)
     displacement, _ = forecast.split_cube(cube)                 # dims by name, a datetime64 t
     run.check_compatible(displacement, ensemble.manifest)
-    names = list(STATISTICS_BANDS) if statistics else band_names(ensemble.horizon)
+    names = list(STATISTICS_BANDS) if statistics else _output_names(ensemble, context)
     nt = displacement.sizes["t"]
     if nt >= ensemble.history and not np.isfinite(displacement.isel(t=slice(nt - ensemble.history, None)).values
                                                   ).all(axis=0).any():
@@ -200,7 +216,12 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
         if value.dtype == np.uint8:                                    # class codes: NaN where nodata
             value = value.astype(np.float32).where(value != 255)
         layers.append(value if name != "median" else products["median"].sel(horizon=products.attrs["horizon"]))
-    out = xarray.concat([layer.drop_vars(["horizon", "time", "forecast_period"], errors="ignore").astype(np.float32)
-                         for layer in layers], dim="bands")
+    if context.get("member_bands"):                  # member-major, as band_names lists them
+        layers += [products["forecast"].isel(member=k).sel(horizon=h) for k in products["member"].values
+                   for h in products["horizon"].values]
+        if "forecast_scale" in products:
+            layers += [products["forecast_scale"].sel(horizon=h) for h in products["horizon"].values]
+    drop = ["member", "horizon", "time", "forecast_period"]
+    out = xarray.concat([layer.drop_vars(drop, errors="ignore").astype(np.float32) for layer in layers], dim="bands")
     out = out.assign_coords(bands=names).transpose("bands", "y", "x")
     return out.drop_vars([c for c in out.coords if c not in ("bands", "y", "x")])

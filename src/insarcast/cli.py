@@ -445,15 +445,32 @@ def openeo_build(cube_stac: str, ensemble: Path, bbox: tuple, thresholds_from: P
 @click.option("--backend", required=True, help="openEO backend URL, e.g. openeo.dataspace.copernicus.eu.")
 @click.option("--job", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder from `insarcast openeo build`.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Results folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Results folder to write (whole, or not at all).")
+@click.option("--auth", type=click.Choice(["oidc", "none"]), default="oidc", show_default=True,
+              help="oidc: log in with the backend's OpenID Connect provider; none: a backend without login.")
 @click.option("--poll", type=float, default=20.0, show_default=True, help="Seconds between status checks.")
+@_overwrite
 @_quiet
-def openeo_run(backend: str, job: Path, out: Path, poll: float, quiet: bool) -> None:
-    """Authenticate (OIDC); run the statistics job first when the folder has no products graph (exact
-    thresholds into OUT/thresholds.json); run the products job; download into OUT/products."""
+def openeo_run(backend: str, job: Path, out: Path, auth: str, poll: float, overwrite: bool, quiet: bool) -> None:
+    """Run the job on BACKEND; write the products and their STAC catalog.
+
+    \b
+    Runs the statistics job first when JOB has no products graph (exact thresholds), then the products job;
+    writes OUT:
+      products.zarr    the products of `insarcast forecast` on the same cube (variables, thresholds, times)
+      catalog/         products.zarr published as by `insarcast publish` (COGs, STAC, the ensemble's Items)
+      result/          the products job's files as downloaded, job-results.json
+      statistics/, thresholds.json, process_graph.json   when the statistics job ran
+    """
+    from functools import partial
+
+    from .stac.publish import publish
     from .udf.openeo_submit import run_job
 
-    click.echo(str(run_job(backend=backend, job=job, out=out, poll_s=poll)))
+    _refuse_existing([out], overwrite)
+    click.echo(str(run_job(backend=backend, job=job, out=out, poll_s=poll, auth=None if auth == "none" else auth,
+                           overwrite=overwrite, publish=partial(publish, progress=not quiet))))
 
 
 @main.command("validate-stac", context_settings=CONTEXT)
