@@ -190,3 +190,25 @@ def test_openeo_run_refuses_an_existing_out_without_overwrite(setup, ran):
                                        str(out), "--auth", "none"])
     assert result.exit_code == 2 and "output exists (pass --overwrite" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_the_bands_the_udf_declares_to_the_backend_are_the_bands_it_returned(setup, ran, monkeypatch):
+    """A backend labels the result's bands from apply_metadata: with member_bands those must be the bands
+    the UDF returns (the medians, the products, then K x F member bands), in the same order."""
+    import rasterio
+    from openeo.metadata import Band, BandDimension, CubeMetadata, SpatialDimension
+
+    from insarcast.udf.openeo_udf import PRODUCT_BANDS, apply_metadata
+
+    out, _, posted = ran
+    context = posted[1]["process"]["process_graph"]["applyneighborhood1"]["arguments"]["process"][
+        "process_graph"]["runudf1"]["arguments"]["context"]
+    monkeypatch.chdir(setup["workdir"])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    metadata = CubeMetadata([SpatialDimension("x", [0, 1]), SpatialDimension("y", [0, 1]),
+                             BandDimension("bands", [Band(str(t)[:10]) for t in setup["cube"]["t"].values])])
+    declared = apply_metadata(metadata, context).band_names
+    with rasterio.open(out / "result" / "result.data") as src:
+        assert list(src.descriptions) == declared
+    assert declared[:F + len(PRODUCT_BANDS)] == [f"fc_h{h}" for h in range(1, F + 1)] + list(PRODUCT_BANDS)
+    assert declared[F + len(PRODUCT_BANDS):] == [f"member{k:02d}_h{h}" for k in range(K) for h in range(1, F + 1)]
