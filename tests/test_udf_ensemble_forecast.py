@@ -643,9 +643,14 @@ def test_the_archive_runs_in_a_clean_venv_with_only_numpy_xarray_onnxruntime_and
     assert done.returncode == 0, done.stderr[-3000:]
     from insarcast.udf.openeo_udf import band_names
 
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == band_names(F)
+    ens = load_ensemble(ensemble_dir)
+    # the products graph asks for the members (and, for residual inputs, the error scale) too
+    assert context.get("member_bands") is True
+    expected = band_names(F, len(ens.members), ens.inputs != "paper")
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
     out = np.load(tmp_path / "out.npy")
-    local = _run_openeo(_openeo_cube(small), {"ensemble": str(ensemble_dir), "thresholds": thresholds})
+    local = _run_openeo(_openeo_cube(small), {"ensemble": str(ensemble_dir), "thresholds": thresholds,
+                                              "member_bands": True})
     np.testing.assert_array_equal(out, local.values)
     cls = reference["class"].values
     np.testing.assert_array_equal(out[band_names(F).index("class")], np.where(cls == 255, np.nan, cls))
