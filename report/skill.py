@@ -12,14 +12,16 @@ larger than the 36-day signal of most pixels), so the hindcast is repeated at se
   :data:`MINE_BUFFER` of a mine outline or :data:`FAULT_BUFFER` of a fault trace) and, with a
   truth, where the ground truly **moves** faster than :data:`MOVING_RATE` over the horizon.
 
-Methods are the ensemble median (``model``) and the baselines of :mod:`insarcast.baselines`.
+Methods are the ensemble median (``model``), the baselines of :mod:`insarcast.baselines` and the
+adaptive baseline through the products' spatial filter (``adaptive_filtered``,
+:mod:`insarcast.udf.spatial`): a filtered ensemble that equals it owes nothing to its networks.
 :func:`diebold_mariano` compares the model with each baseline on the per-origin mean squared
 errors, with the Harvey-Leybourne-Newbold small-sample correction. The map scores say whether the
 classes find what moves: of the pixels whose true change over the horizon is in the top 5 %, the
 share classed High or Highest (``recall_top5``); of the High/Highest pixels, the share among the top
 15 % true movers (``precision_top15``); the correlation of the forecast map with the true change
 inside the zones (``corr_zones``). Beside them, with a truth: the same two shares for the adaptive
-baseline's map (``*_adaptive``) and for that baseline fitted to the noise-free truth (``*_truth_fit``,
+baseline's map (``*_adaptive``, through the spatial filter ``*_adaptive_filtered``) and for that baseline fitted to the noise-free truth (``*_truth_fit``,
 the ceiling of what the method could rank with perfect observations), and the 85th and 95th
 percentiles of the true |change| (``true_q85_mm``, ``true_q95_mm``): where they nearly coincide, the
 top 5 % is cut out of a plateau of equal motion and no forecast from noisy data can rank it.
@@ -52,7 +54,9 @@ from insarcast import baselines as bl
 MINE_BUFFER = 1000.0          # m around a mine outline: the Knothe trough reaches ~ the influence radius
 FAULT_BUFFER = 500.0          # m either side of a fault trace
 MOVING_RATE = 20.0            # mm/yr: "moves" when |true change over the horizon| exceeds this rate
-METHODS_BASE = ("persistence", "linear", "trend_annual", "adaptive")
+# ``adaptive_filtered``: the adaptive baseline through the products' spatial filter
+# (:mod:`insarcast.udf.spatial`), what a filtered ensemble whose networks correct nothing forecasts
+METHODS_BASE = ("persistence", "linear", "trend_annual", "adaptive", "adaptive_filtered")
 REGIONS = ("overall", "zones", "moving")
 HIGH = 2                      # class codes >= HIGH are High or Highest (insarcast.udf.products)
 CALIBRATION_LEVELS = (85, 95, 99)
@@ -184,11 +188,12 @@ class SkillScores:
             line = (f"Against the {target}, {where}: the ensemble median ({model:.2f} mm) {verb} the best simple "
                     f"baseline, {best} ({simple[best]:.2f} mm; ratio {model / simple[best]:.2f}, "
                     f"Diebold-Mariano p = {rows.loc[best, 'dm_p']:.3f})")
-            if "adaptive" in rows.index:
-                ad = rows.loc["adaptive", "rmse_mm"]
-                gain = "improves on" if model < ad else "does not improve on"
-                line += (f"; it {gain} the adaptive baseline it corrects ({ad:.2f} mm, p = "
-                         f"{rows.loc['adaptive', 'dm_p']:.3f})")
+            for name, what in (("adaptive", "the adaptive baseline"),
+                               ("adaptive_filtered", "that baseline through the spatial filter")):
+                if name in rows.index:
+                    ad = rows.loc[name, "rmse_mm"]
+                    gain = "improves on" if model < ad else "does not improve on"
+                    line += f"; it {gain} {what} ({ad:.2f} mm, p = {rows.loc[name, 'dm_p']:.3f})"
             lines.append(line + ".")
         return lines
 
@@ -276,6 +281,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
     ``settings``) at every anchor and score it beside the baselines (see the module docstring)."""
     from insarcast.udf.forecast import forecast_products
     from insarcast.udf.inputs import reference_curve
+    from insarcast.udf.spatial import binomial_filter
 
     settings = dict(ensemble.settings)
     history, horizon = int(settings["history"]), int(settings["horizon_steps"])
@@ -294,7 +300,8 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         fitted = bl.fits(d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS)
         forecasts = {"model": median, **{name: bl.change(bl.FITTED[name](fitted), history) if name in bl.FITTED
                                          else bl.forecast(name, d_all, years, a, horizon, history=history)
-                                         for name in METHODS_BASE}}
+                                         for name in METHODS_BASE if name != "adaptive_filtered"}}
+        forecasts["adaptive_filtered"] = binomial_filter(np.where(valid, forecasts["adaptive"], np.nan))
         observed = d_all[a + 1: a + horizon + 1] - d_all[a]
         scores.anchors.append(a)
         level = reference_curve(fitted, inputs)[history - 1] - d_all[a]
@@ -318,7 +325,8 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         # observations would let the method find (the ceiling of its ranking)
         truth_fit = bl.change(bl.fits(t_true, years, a, horizon, history=history,
                                       hindcast=bl.HINDCAST_ORIGINS).adaptive(), history)[-1]
-        for label, layer in (("adaptive", forecasts["adaptive"][-1]), ("truth_fit", truth_fit)):
+        for label, layer in (("adaptive", forecasts["adaptive"][-1]),
+                             ("adaptive_filtered", forecasts["adaptive_filtered"][-1]), ("truth_fit", truth_fit)):
             own = map_scores(layer, quantile_classes(layer, valid), true_change[-1], valid, zones)
             row.update({f"{k}_{label}": own[k] for k in ("recall_top5", "precision_top15") if k in own})
         size = np.abs(true_change[-1][valid & np.isfinite(true_change[-1])])

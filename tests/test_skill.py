@@ -292,8 +292,8 @@ def test_the_observation_predictive_of_residual_inputs_uses_the_observed_anchor_
 
 
 def test_scores_over_origins_hold_the_maps_and_calibration_of_a_model_that_is_its_baseline():
-    """A residual 'ensemble' that corrects nothing is the adaptive baseline: its map scores equal the
-    baseline's own, the noise-free fit finds the trough (recall 1), and the pooled calibration of
+    """A residual 'ensemble' that corrects nothing is the adaptive baseline through the spatial filter:
+    its RMSE and map scores equal the filtered baseline's (and differ from the unfiltered one's), the noise-free fit finds the trough (recall 1), and the pooled calibration of
     white noise of 1 mm is near nominal."""
     import xarray as xr
 
@@ -315,8 +315,13 @@ def test_scores_over_origins_hold_the_maps_and_calibration_of_a_model_that_is_it
     scores = score(cube, Zero(), anchors=anchors, truth=truth)
     maps = scores.map_table()
     assert len(maps) == 3
-    np.testing.assert_array_equal(maps["recall_top5"], maps["recall_top5_adaptive"])
+    np.testing.assert_array_equal(maps["recall_top5"], maps["recall_top5_adaptive_filtered"])
     assert (maps["recall_top5_truth_fit"] == 1.0).all()
+    # the products' spatial filter of the residual-hindcast inputs: the ensemble is the filtered baseline
+    table = scores.table().set_index(["target", "region", "method"])["rmse_mm"]
+    assert table[("truth", "overall", "model")] == pytest.approx(table[("truth", "overall", "adaptive_filtered")],
+                                                                 rel=1e-5)
+    assert table[("truth", "overall", "model")] != pytest.approx(table[("truth", "overall", "adaptive")], rel=1e-3)
     assert (maps["true_q95_mm"] > maps["true_q85_mm"]).all()
     pooled = scores.calibration_table().iloc[-1]
     assert pooled["anchor"] == "all" and pooled["pixels"] == 3 * (valid.sum())

@@ -20,10 +20,11 @@ from insarcast.errors import InputError
 
 from insarcast.baselines import decimal_years
 
-from .inputs import check_inputs, norm_values, reference_scale
+from .inputs import SPATIAL_FILTER, check_inputs, norm_values, reference_scale
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
+from .spatial import FILTER_NAME
 from .tiling import check_tiling, default_overlap, forecast_block, forecast_dask, grid_offsets
 
 CUBE_DIMS = ("t", "y", "x")
@@ -93,7 +94,7 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
                       members: int, horizon: int | None = None, mode: str = "change",
                       thresholds: Thresholds | Mapping[str, Any] | None = None,
                       batch_size: int = 64, materialise: Callable[[Any], Any] | None = None,
-                      inputs: str = "paper") -> xr.Dataset:
+                      inputs: str = "paper", spatial_filter: bool | None = None) -> xr.Dataset:
     """Forecast the ``horizon_steps`` epochs after the cube's last one and derive the products.
 
     ``cube``: DataArray of displacement (mm) or Dataset with ``displacement`` and optionally
@@ -112,7 +113,9 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     :func:`insarcast.udf.tiling.default_overlap`, P / 4). Tiles lie on the grid's global tiling
     (:func:`insarcast.udf.tiling.grid_offsets` of the ``y`` and ``x`` coordinates), so any window of
     the same grid, however chunked, and an openEO tile with a halo of at least P - 1 cells get the
-    same values as the whole region.
+    same values as the whole region. ``spatial_filter`` (default: that of ``inputs``,
+    :data:`insarcast.udf.inputs.SPATIAL_FILTER`) smooths each member's map
+    (:mod:`insarcast.udf.spatial`); the products record it in the attribute ``spatial_filter``.
 
     Returns a Dataset with coords ``member`` (0..K-1), ``horizon`` (1..F), ``time(horizon)`` =
     last epoch + h * median epoch spacing, ``y``, ``x`` (and ``spatial_ref`` when the input has one);
@@ -150,19 +153,20 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
                                         for d in ("y", "x")))
     settings = dict(predict=predict, history=history, horizon_steps=horizon_steps, members=members,
                     patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, offset_y=offset_y,
-                    offset_x=offset_x, inputs=inputs, years=years if inputs != "paper" else None)
+                    offset_x=offset_x, inputs=inputs, years=years if inputs != "paper" else None,
+                    spatial_filter=SPATIAL_FILTER[inputs] if spatial_filter is None else bool(spatial_filter))
     path = _products_dask if lazy else _products_numpy
     fc, median, stack, thresholds, scale = path(last, valid_data, offset, settings, horizon=horizon, mode=mode,
                                                 thresholds=thresholds, materialise=materialise)
 
     return assemble_products(displacement, fc, median, stack, scale, thresholds=thresholds, given=given,
                              horizon=horizon, mode=mode, history=history, patch=patch, overlap=overlap,
-                             members=members, inputs=inputs)
+                             members=members, inputs=inputs, spatial_filter=settings["spatial_filter"])
 
 
 def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, thresholds: Thresholds,
                       given: bool, horizon: int, mode: str, history: int, patch: int, overlap: int, members: int,
-                      inputs: str) -> xr.Dataset:
+                      inputs: str, spatial_filter: bool | None = None) -> xr.Dataset:
     """The products Dataset :func:`forecast_products` returns, from its arrays (numpy or Dask):
     ``fc (K, F, y, x)``, ``median (F, y, x)``, ``stack`` (the :data:`PRODUCTS` layers, ``(len(PRODUCTS), y,
     x)`` float, class codes as numbers with 255 nodata) and ``scale (F, y, x)`` or None (``paper`` inputs).
@@ -179,7 +183,9 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
             **out["median"].attrs, "units": "mm",
             "long_name": "standard error of the reference forecast of the change (least-squares prediction "
                          "error of the adaptive curve), the spread the products give each member"})
-    out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs)
+    spatial_filter = SPATIAL_FILTER[inputs] if spatial_filter is None else spatial_filter
+    out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs,
+                     spatial_filter=FILTER_NAME if spatial_filter else "none")
     return out
 
 

@@ -60,6 +60,11 @@ INPUTS["residual-hindcast"] = INPUTS["residual"] + ("linear_hindcast_rms", "loca
 TARGETS = {"paper": "change d(a+k) - d(a)",
            "residual": "residual d(a+k) - R(a+k) to the adaptive curve chosen by window misfit",
            "residual-hindcast": "residual d(a+k) - R(a+k) to the adaptive baseline (curve chosen by hindcast)"}
+#: Whether the members' forecast maps of formulation ``inputs`` are smoothed by
+#: :func:`insarcast.udf.spatial.binomial_filter` (:func:`insarcast.udf.tiling.forecast_block`). The
+#: paper's formulation stays as the paper has it; so does ``residual``, kept for the ensembles trained
+#: with it.
+SPATIAL_FILTER = {"paper": False, "residual": False, "residual-hindcast": True}
 CHANNELS = PAPER_CHANNELS            # the paper's contract (ensembles without an ``inputs`` key)
 NORM_KEYS = ("input_mean", "input_std", "target_mean", "target_std")
 

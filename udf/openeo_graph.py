@@ -29,7 +29,8 @@ The nodes, and the sentence of the process definitions (``../shared/openeo-proce
                      the specified label"); the valid time of ``fc_hN`` is the reference time plus N epochs.
 ``save_result``      GTiff.
 
-A halo of at least P - 1 cells makes every tile's core equal to what ``insarcast forecast`` computes over
+A halo of at least P - 1 cells (P with the spatial filter of the residual-hindcast ensembles,
+:mod:`insarcast.udf.spatial`) makes every tile's core equal to what ``insarcast forecast`` computes over
 the whole region. ``overlap`` is something else: the cells shared by neighbouring *model* tiles inside
 one UDF call (the UDF's context key, default P / 4), as in ``insarcast forecast --overlap``.
 """
@@ -100,7 +101,7 @@ def process_graph(*, stac_url: str, bbox: tuple[float, float, float, float], epo
     ``ensemble``: the ensemble folder as the backend sees it; ``python_path``: folders where the backend
     unpacked insarcast (both relative to the job's working directory when shipped with the
     ``udf-dependency-archives`` job option). ``tile``: cells per side of one UDF call, ``halo``: cells of
-    context around it (default P; at least P - 1 for results independent of the tiling); ``overlap``:
+    context around it (default P; at least P - 1, or P with the spatial filter, for results independent of the tiling); ``overlap``:
     the UDF's model-tile overlap (default: the UDF's, P / 4). ``stage="statistics"``: the first job of the
     backend-only path, whose bands are every pixel's ``m_abs`` and ``std`` (no thresholds needed), from
     which :func:`insarcast.udf.openeo_thresholds.thresholds_from_statistics` gives the exact thresholds.

@@ -1,7 +1,7 @@
 """insarcast as an openEO UDF: the ensemble forecast and its products for ``apply_neighborhood``.
 
-Use it with spatial tiles with a halo (``overlap``) of at least P - 1 cells, P the ensemble's patch
-size (:func:`insarcast.udf.openeo_graph.process_graph` uses P): the tiles lie on the grid's global
+Use it with spatial tiles with a halo (``overlap``) of at least P - 1 cells (P with the spatial filter,
+:mod:`insarcast.udf.spatial`), P the ensemble's patch size (:func:`insarcast.udf.openeo_graph.process_graph` uses P): the tiles lie on the grid's global
 tiling (derived from the x / y coordinates), so every cell of a tile's core then gets exactly the
 values ``insarcast forecast`` computes over the whole region. The graph sends (bands, y, x), one band
 per epoch labelled by its date (``apply_dimension(dimension="t", target_dimension="bands")`` then

@@ -1,7 +1,7 @@
 """`insarcast forecast`: an ensemble over a Zarr cube on dask.distributed, products to Zarr.
 
 The cube is read lazily in spatial chunks (time whole); each Dask task runs the ensemble on its chunk
-plus a halo of P - 1 cells (so the products do not depend on the chunking), in worker processes that
+plus a halo of P - 1 cells, P with the spatial filter (so the products do not depend on the chunking), in worker processes that
 each load the ensemble once and keep its ONNX Runtime sessions. The class thresholds are exact over
 the whole region: a first pass runs the ensemble, writes the member forecasts to a scratch Zarr store
 beside the output and computes the thresholds; the second derives the products from the stored

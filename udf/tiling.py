@@ -26,7 +26,9 @@ Chunk invariance
     whole-array computation. :func:`forecast_dask` builds that halo with ``dask.array.overlap``
     (constant padding: NaN / invalid beyond the region), so numpy and Dask give the same bytes
     whatever the chunking, as long as the predictor's output for a tile does not depend on which
-    other tiles share its batch.
+    other tiles share its batch. With the spatial filter (:mod:`insarcast.udf.spatial`) a core
+    pixel also reads the blended forecast :data:`~insarcast.udf.spatial.RADIUS` cells around it:
+    the tiles are evaluated for that ring too and the halo grows by as much.
 
 Predictor
     ``predict(x)`` takes ``x (N, T, C, P, P)`` float32 (see :mod:`insarcast.udf.inputs`) and returns
@@ -41,7 +43,8 @@ import numpy as np
 
 from insarcast.errors import InputError
 
-from .inputs import check_inputs, denormalise, history_mask, model_inputs, norm_values
+from .inputs import SPATIAL_FILTER, check_inputs, denormalise, history_mask, model_inputs, norm_values
+from .spatial import RADIUS, binomial_filter
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -107,7 +110,7 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
                    offset_x: int = 0, depth: int = 0, predict: Predictor, history: int,
                    horizon_steps: int, members: int, patch: int, overlap: int,
                    norm: Mapping[str, Any], batch_size: int = 64, inputs: str = "paper",
-                   years: np.ndarray | None = None) -> np.ndarray:
+                   years: np.ndarray | None = None, spatial_filter: bool | None = None) -> np.ndarray:
     """Blended ensemble forecast ``(K, F, ny - 2 depth, nx - 2 depth)`` float32 mm of a block's core.
 
     ``block`` is ``(t, ny, nx)`` displacement in mm whose pixel ``[:, 0, 0]`` has global coordinates
@@ -118,7 +121,32 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     marks usable pixels; a pixel is valid when flagged and finite at those T epochs. The core is the
     block without ``depth`` pixels on each side; every tile of the global grid meeting the core is
     evaluated, with anything outside the block taken as invalid. The value is NaN at invalid pixels.
+
+    ``spatial_filter`` (default: :data:`insarcast.udf.inputs.SPATIAL_FILTER` of ``inputs``) filters
+    each member's map with :func:`insarcast.udf.spatial.binomial_filter`; the tiles are then
+    evaluated for the core and a ring of :data:`insarcast.udf.spatial.RADIUS` cells around it, so
+    the core equals the whole-array computation when ``depth >= P - 1 + RADIUS``.
     """
+    inputs = check_inputs(inputs)
+    if not (SPATIAL_FILTER[inputs] if spatial_filter is None else spatial_filter):
+        return _blend_tiles(block, valid, offset_y=offset_y, offset_x=offset_x, depth=depth, predict=predict,
+                            history=history, horizon_steps=horizon_steps, members=members, patch=patch,
+                            overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years)
+    block = np.asarray(block)
+    r, grow = RADIUS, max(0, RADIUS - depth)
+    if grow:                          # no data beyond the block: a ring of invalid cells
+        block = np.pad(block, ((0, 0), (grow, grow), (grow, grow)), constant_values=np.nan)
+        valid = None if valid is None else np.pad(np.asarray(valid, bool), grow, constant_values=False)
+    wide = _blend_tiles(block, valid, offset_y=offset_y - grow, offset_x=offset_x - grow, depth=depth + grow - r,
+                        predict=predict, history=history, horizon_steps=horizon_steps, members=members,
+                        patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years)
+    return binomial_filter(wide)[..., r:wide.shape[-2] - r, r:wide.shape[-1] - r]
+
+
+def _blend_tiles(block: np.ndarray, valid: np.ndarray | None, *, offset_y: int, offset_x: int, depth: int,
+                 predict: Predictor, history: int, horizon_steps: int, members: int, patch: int, overlap: int,
+                 norm: Mapping[str, Any], batch_size: int, inputs: str, years: np.ndarray | None) -> np.ndarray:
+    """:func:`forecast_block` without the spatial filter."""
     block = np.asarray(block)
     if block.ndim != 3:
         raise InputError(f"expected a block (t, y, x), got shape {block.shape}", field="displacement")
@@ -129,7 +157,6 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     norm = norm_values(norm)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}", field="batch_size")
-    inputs = check_inputs(inputs)
     d = block[block.shape[0] - history:] if inputs == "paper" else block
     mask = history_mask(d[d.shape[0] - history:], valid)
     ny, nx = mask.shape
@@ -189,14 +216,15 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
 
 def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int, horizon_steps: int,
                   members: int, patch: int, overlap: int, norm: Mapping[str, Any], batch_size: int = 64,
-                  offset_y: int = 0, offset_x: int = 0, inputs: str = "paper", years: np.ndarray | None = None):
+                  offset_y: int = 0, offset_x: int = 0, inputs: str = "paper", years: np.ndarray | None = None,
+                  spatial_filter: bool | None = None):
     """Lazy :func:`forecast_block` over a Dask array ``(t, y, x)``: ``(K, F, y, x)`` float32 mm.
 
     ``offset_y``, ``offset_x``: global coordinates of the array's pixel ``[:, 0, 0]`` (see
     :func:`grid_offsets`), as in :func:`forecast_block`.
 
     The ``paper`` inputs read the last T epochs, the ``residual`` ones all (time becomes one chunk). Each block gets a halo of
-    ``P - 1`` pixels from its neighbours, NaN / invalid beyond the region
+    ``P - 1`` pixels (``P - 1 + RADIUS`` with the spatial filter) from its neighbours, NaN / invalid beyond the region
     (``dask.array.overlap.overlap`` with constant boundaries; Dask merges chunks smaller than
     the halo first), and :func:`forecast_block` returns the block's core. Output chunks are
     ``(K, F)`` whole and the (possibly merged) spatial chunks.
@@ -205,9 +233,11 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
 
     check_tiling(patch=patch, overlap=overlap)
     norm = norm_values(norm)
-    depth = patch - 1
+    inputs = check_inputs(inputs)
+    spatial_filter = SPATIAL_FILTER[inputs] if spatial_filter is None else bool(spatial_filter)
+    depth = patch - 1 + (RADIUS if spatial_filter else 0)
     d = da.asarray(displacement)
-    if check_inputs(inputs) == "paper":
+    if inputs == "paper":
         d = d[d.shape[0] - history:]
     d = d.rechunk({0: -1})
     if valid is not None:
@@ -228,7 +258,8 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
         return forecast_block(block, None, offset_y=int(offset_y) + int(start_y[iy]) - depth,
                               offset_x=int(offset_x) + int(start_x[ix]) - depth, depth=depth, predict=predict,
                               history=history, horizon_steps=horizon_steps, members=members, patch=patch,
-                              overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years)
+                              overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years,
+                              spatial_filter=spatial_filter)
 
     return da.map_blocks(run, d_o, drop_axis=0, new_axis=[0, 1], dtype=np.float32,
                          chunks=((members,), (horizon_steps,), core_y, core_x), meta=np.empty((0,) * 4, np.float32))
