@@ -191,7 +191,7 @@ def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history
                         _factors(design(t_local, False), line, history),
                         _factors(design(years[: anchor + 1], annual), design(t_out, annual), history),
                         _factors(_design(t_quad, t0, quadratic=True), _design(t_out, t0, quadratic=True), history)])
-    scores = hindcast_errors(d, years, anchor, horizon, history=history, origins=hindcast) if hindcast else None
+    scores = _hindcast(past, years, anchor, horizon, history, hindcast).reshape(-1, *shape) if hindcast else None
     return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), local.reshape(-1, *shape),
                 quadratic.reshape(-1, *shape), _rms(window, linear).reshape(shape), _rms(window, long).reshape(shape),
                 _rms(window, local).reshape(shape), _rms(window, quadratic).reshape(shape), noise.reshape(shape),
@@ -259,16 +259,21 @@ def hindcast_errors(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int,
     observations ``d(b+1) .. d(b+F)``, all at or before the anchor: the errors are out of sample and
     read nothing after the anchor. NaN where no origin is available or the pixel has a gap.
     """
-    shape = d.shape[1:]
-    years = np.asarray(years, np.float64)
     past = d[: anchor + 1].reshape(anchor + 1, -1).astype(np.float64)
+    return _hindcast(past, np.asarray(years, np.float64), anchor, horizon, history, origins).reshape(
+        len(CURVES), *d.shape[1:])
+
+
+def _hindcast(past: np.ndarray, years: np.ndarray, anchor: int, horizon: int, history: int,
+              origins: int) -> np.ndarray:
+    """:func:`hindcast_errors` of ``past (anchor + 1, n)`` float64: ``(4, n)``."""
     bs = [b for b in range(anchor - horizon, anchor - horizon - origins, -1) if b >= history - 1]
     if not bs:
-        return np.full((len(CURVES), *shape), np.nan)
+        return np.full((len(CURVES), past.shape[1]), np.nan)
     total = np.zeros((len(CURVES), past.shape[1]))
     for b in bs:
         total += np.mean((_curves(past, years, b, horizon, history) - past[b + 1: b + horizon + 1]) ** 2, axis=1)
-    return (total / len(bs)).reshape(len(CURVES), *shape)
+    return total / len(bs)
 
 
 def _factors(fitted: np.ndarray, out: np.ndarray, history: int) -> np.ndarray:
