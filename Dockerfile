@@ -10,7 +10,8 @@
 #
 # Build arguments:
 #   VARIANT           cpu (default) or gpu; gpu adds the `gpu` extra (onnxruntime-gpu instead of onnxruntime)
-#                     and takes torch from TORCH_INDEX, or from PyPI (a CUDA build) when that is empty
+#                     and the `cuda-libs` extra (the CUDA runtime and cuDNN as pip wheels: the slim base image
+#                     has neither), and takes torch from TORCH_INDEX, or from PyPI (a CUDA build) when empty
 #   EXTRAS            extras of the full image (default train,udf,stac,report,openeo)
 #   INFERENCE_EXTRAS  extras of the inference image (default udf,stac,openeo; torch-free, checked below)
 #   TORCH_INDEX       index of the torch wheel (default for cpu: the PyTorch CPU index, so that a plain
@@ -44,7 +45,7 @@ ARG TORCH_VERSION=""
 ARG CHECK_GPU=1
 RUN case "$VARIANT" in \
       cpu) index="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"; extras="$EXTRAS" ;; \
-      gpu) index="$TORCH_INDEX"; extras="$EXTRAS,gpu" ;; \
+      gpu) index="$TORCH_INDEX"; extras="$EXTRAS,gpu,cuda-libs" ;; \
       *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 2 ;; \
     esac \
  && INSARCAST_TORCH_INDEX="$index" INSARCAST_TORCH="$TORCH_VERSION" bash scripts/install.sh "$extras" \
@@ -61,7 +62,7 @@ ARG INFERENCE_EXTRAS=udf,stac,openeo
 ARG CHECK_GPU=1
 RUN case "$VARIANT" in \
       cpu) extras="$INFERENCE_EXTRAS" ;; \
-      gpu) extras="$INFERENCE_EXTRAS,gpu" ;; \
+      gpu) extras="$INFERENCE_EXTRAS,gpu,cuda-libs" ;; \
       *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 2 ;; \
     esac \
  && case ",$extras," in *,train,*) echo "the inference image holds no torch: drop train from INFERENCE_EXTRAS" >&2; exit 2 ;; esac \

@@ -23,9 +23,9 @@ esac
 # may shadow it; insarcast maps them below insarcast.* on purpose (pyproject's package-dir): not shown.
 PYTHONWARNINGS="ignore:Editable installation" "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
 # onnxruntime and onnxruntime-gpu install the same module: with the gpu extra, only the GPU build
-# may stay (the udf and train extras bring the CPU one).
+# may stay (the udf and train extras bring the CPU one; cuda-libs brings the GPU one too).
 case ",$extras," in
-  *,gpu,*) gpu_version="$("$venv/bin/python" -m pip show onnxruntime-gpu | sed -n 's/^Version: //p')"
+  *,gpu,*|*,cuda-libs,*) gpu_version="$("$venv/bin/python" -m pip show onnxruntime-gpu | sed -n 's/^Version: //p')"
            "$venv/bin/python" -m pip uninstall --quiet --yes onnxruntime
            "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "onnxruntime-gpu==$gpu_version" ;;
 esac

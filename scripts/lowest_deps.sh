@@ -8,7 +8,8 @@
 # The train extra is left out: the lowest torch it allows is a multi-GB CUDA build on PyPI, and the
 # project pins the CPU wheel torch==2.13.0 (scripts/install.sh). What the subset covers: ingest,
 # gridding (Zarr v2 through zarr 3), the synthetic scenario, the ONNX ensemble and its products on
-# numpy and Dask, STAC publishing and validation, the CLI. CI runs it (.ci/run); about 2 minutes.
+# numpy and Dask, STAC publishing and validation, the CLI. CI runs it with the slow tests
+# (tests/test_lowest_deps.py, which also checks that every core dependency ran at its floor); about 3 minutes.
 # uv is taken from the project's venv, else from PATH, else installed into the project's venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."

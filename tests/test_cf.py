@@ -55,6 +55,24 @@ def test_a_netcdf_export_passes_the_cf_1_11_checks(products, tmp_path):
     assert back.attrs["Conventions"] == "CF-1.11" and back["time"].attrs["standard_name"] == "time"
 
 
+def test_netcdf_readers_see_the_class_nodata_as_missing(products, tmp_path):
+    """In the NetCDF file the class codes carry _FillValue 255: xarray's default decoding masks the
+    nodata pixels (NaN), and cf-xarray still decodes the flags by name."""
+    from insarcast.udf.netcdf import to_netcdf
+
+    path = tmp_path / "products.nc"
+    to_netcdf(products, path)
+    back = xr.open_dataset(path, engine="netcdf4")
+    for name in ("class", "bivariate"):
+        codes = products[name].values
+        assert back[name].encoding["_FillValue"] == 255 and "nodata" not in back[name].attrs
+        np.testing.assert_array_equal(np.isnan(back[name].values), codes == 255)
+        np.testing.assert_array_equal(back[name].values[codes != 255], codes[codes != 255])
+    assert (codes == 255).any()                                      # the cube has an invalid pixel
+    np.testing.assert_array_equal((back["class"].cf == "high").values, (products["class"] == 2).values)
+    assert products["class"].dtype == np.uint8 and "_FillValue" not in products["class"].encoding
+
+
 def _checker() -> str:
     from pathlib import Path
 

@@ -104,8 +104,15 @@ def test_a_deprecated_option_is_not_in_the_help(verb, old, hidden):
     assert (f"{old} " not in run(verb, "--help").output) is hidden
 
 
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 @pytest.mark.parametrize("verb, old, rest", [
-    ("train", "--cube", []),
+    pytest.param("train", "--cube", [], marks=pytest.mark.skipif(not _torch_installed(), reason="train needs torch "
+                                                                 "(the train extra); without it: the test below")),
     ("forecast", "--cube", ["--ensemble", "{tmp}/e"]),
     ("report", "--products", ["--cube", "{tmp}/nope.zarr", "--compare", "{tmp}"]),
 ])
@@ -141,3 +148,14 @@ def test_a_main_input_missing_or_given_twice_is_a_one_line_usage_error(tmp_path)
     twice = run("train", tmp_path / "a.zarr", "--cube", tmp_path / "b.zarr", "--out", tmp_path / "r")
     assert twice.exit_code == 2 and twice.stderr.strip() == (
         "insarcast: error: CUBE given twice: as the argument and as --cube (deprecated); give the argument only")
+
+
+@pytest.mark.parametrize("verb", ["train", "tune", "demo"])
+def test_the_training_verbs_without_torch_say_which_extra_in_one_line(verb, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)                      # import torch raises ImportError
+    args = [tmp_path / "cube.zarr"] if verb != "demo" else ["--preset", "tiny"]
+    result = run(verb, *args, "--out", tmp_path / "o")
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    error = result.stderr.strip()
+    assert "\n" not in error and error.startswith(f"insarcast: error: insarcast {verb} needs torch")
+    assert "pip install 'insarcast[train]'" in error and not (tmp_path / "o").exists()

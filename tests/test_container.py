@@ -203,6 +203,23 @@ def test_image_extras_exist_and_the_inference_image_holds_no_torch(stages):
     assert _copied_from(stages[-1]) == {"build"}, "the default (last) stage is the full image"
 
 
+@pytest.mark.parametrize("stage_name", ["build", "build-inference"])
+def test_the_gpu_builds_ship_cuda_and_cudnn_and_fail_unless_a_session_runs_on_cuda(stages, stage_name):
+    """onnxruntime-gpu lists CUDA where it cannot start it, so listing proves nothing: each GPU build adds
+    the cuda-libs extra (the CUDA runtime and cuDNN wheels the slim base lacks) and runs the probe, which
+    creates a session and exits 2 unless it runs on CUDA; CHECK_GPU=0 is the only way around it."""
+    stage = _stage(stages, stage_name)
+    assert _args(stage).get("CHECK_GPU") == "1", "the probe runs by default"
+    install = " ".join(run for run in _runs(stage) if "scripts/install.sh" in run)
+    gpu_case = re.search(r"gpu\)([^;]*;)*?[^;]*extras=\"([^\"]*)\"", install)
+    assert gpu_case and gpu_case.group(2).endswith(",gpu,cuda-libs"), install[:300]
+    probe = re.search(r'if \[ "\$VARIANT" = gpu \]; then\s*\[ "\$CHECK_GPU" = 0 \] \|\| '
+                      r'"\$INSARCAST_VENV/bin/python" -m insarcast\.udf\.probe CUDAExecutionProvider;\s*fi', install)
+    assert probe, f"stage {stage_name}: the GPU build does not run the CUDA probe: {install[-400:]}"
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert any(re.match(r"onnxruntime-gpu\[cuda,\s*cudnn\]", r) for r in extras["cuda-libs"]), extras["cuda-libs"]
+
+
 @pytest.mark.parametrize("target", ["inference", None])
 def test_the_images_run_insarcast_as_a_non_root_user_in_data(stages, target):
     stage = _stage(stages, target) if target else stages[-1]

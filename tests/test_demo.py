@@ -130,3 +130,31 @@ def test_a_folder_that_is_not_a_demo_is_refused(tmp_path):
     result, _ = invoke("--out", tmp_path, "--preset", "tiny", "--quiet")
     assert result.exit_code == 2 and "not a demo folder" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_the_demos_products_pass_the_cf_and_stac_checks(first, tmp_path):
+    """Issue 18's "done when": the demo's own products, exported to NetCDF, pass the IOOS compliance
+    checker's CF 1.11 suite, and its catalog passes the project's validator and pystac's (offline)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from insarcast.stac.pystac_check import pystac_problems
+    from insarcast.stac.validate import validate_catalog
+
+    out, _, _ = first
+    assert validate_catalog(out / "catalog") == []
+    assert pystac_problems(out / "catalog") == []
+    pytest.importorskip("netCDF4")
+    pytest.importorskip("compliance_checker")
+    from insarcast.udf.netcdf import to_netcdf
+
+    products = xr.open_zarr(out / "products.zarr").load()
+    for variable in products.variables.values():
+        variable.encoding = {}                                   # Zarr's encodings mean nothing to NetCDF
+    path = tmp_path / "products.nc"
+    to_netcdf(products, path)
+    checker = Path(sys.executable).with_name("compliance-checker")
+    proc = subprocess.run([str(checker), "--test", "cf:1.11", "--format", "json", "--output",
+                           str(tmp_path / "cf.json"), str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout[-3000:], (tmp_path / "cf.json").read_text()[-3000:])

@@ -25,7 +25,8 @@ def test_wheel_installs_into_a_fresh_venv_and_imports_every_subpackage(tmp_path)
         "top-level folders must install under insarcast/"
     # validate-stac's default schemas travel in the wheel, with their licences
     for shipped in ("schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json", "README.md",
-                    "LICENSE-Apache-2.0.txt", "stac-extensions.github.io/mlm/v1.5.2/schema.json"):
+                    "LICENSE-Apache-2.0.txt", "LICENSE-MIT-PROJ.txt",
+                    "stac-extensions.github.io/mlm/v1.5.2/schema.json"):
         assert f"insarcast/stac/schemas/{shipped}" in names, shipped
 
     venv = tmp_path / "venv"

@@ -99,6 +99,37 @@ def test_an_explicit_cuda_request_not_obtained_is_an_input_error(ensemble_dir, m
     assert ens.active_providers == ["CPUExecutionProvider"]
 
 
+def test_cuda_sessions_preload_the_pip_cuda_libraries_first(ensemble_dir, monkeypatch):
+    """The cuda-libs extra's CUDA runtime and cuDNN wheels are found only through onnxruntime.preload_dlls:
+    called before every session that asks for CUDA (here listed but not started), never for the CPU."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from insarcast.udf import ensemble as module
+    from insarcast.udf.probe import session_providers
+
+    calls = []
+    monkeypatch.setattr(onnxruntime, "preload_dlls", lambda *a, **k: calls.append("preload"), raising=False)
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    real = onnxruntime.InferenceSession
+
+    class Recording(real):
+        def __init__(self, data, sess_options=None, providers=None):
+            calls.append(tuple(providers))
+            super().__init__(data, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Recording)
+    module.load_ensemble(ensemble_dir, providers=["CPUExecutionProvider"], cache=False)
+    assert "preload" not in calls
+    with pytest.warns(RuntimeWarning, match="could not start"):
+        module.load_ensemble(ensemble_dir, cache=False)
+    cuda = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert calls[calls.index(cuda) - 1] == "preload" and calls.count("preload") == calls.count(cuda)
+    calls.clear()
+    assert session_providers(list(cuda)) == ["CPUExecutionProvider"] and calls == ["preload", cuda]
+    monkeypatch.setattr(onnxruntime, "preload_dlls", lambda *a, **k: (_ for _ in ()).throw(OSError("no cudnn")))
+    assert session_providers(list(cuda)) == ["CPUExecutionProvider"]     # a failed preload is not an error
+
+
 @pytest.fixture
 def ensemble_dir(tmp_path):
     pytest.importorskip("onnx")

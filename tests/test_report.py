@@ -256,6 +256,47 @@ def test_tiers_follow_class_and_uncertainty():
     assert list(table["pixels"]) == [1, 2, 1, 1] and table["area_km2"].iloc[1] == pytest.approx(0.02)
 
 
+def test_figure_10_has_the_best_manual_and_tpe_model_of_all_six_architectures(tmp_path, monkeypatch):
+    """Figure 10 (panels a-l): the best manual and the best TPE model of each of the six architectures,
+    not only the paper's one; a missing one is said in the notes."""
+    pytest.importorskip("matplotlib")
+    from types import SimpleNamespace
+
+    from insarcast.contract import ARCHS
+    from insarcast.report import build, figures
+    from insarcast.report.hindcast import RunModel
+
+    found = {(arch, strategy): RunModel(path=tmp_path / arch / strategy / "model.pt", arch=arch, strategy=strategy,
+                                        seed=0, trial=1, val_loss=0.5)
+             for arch in ARCHS for strategy in ("manual", "tpe")}
+    ny, nx, steps = 4, 5, 3
+
+    def best_models(tune_dir, archs):
+        return {key: m for key, m in found.items() if key[0] in archs}
+
+    def model_forecast(path, cube, *, anchor):
+        level = 1.0 + len(str(path))                             # each model its own forecast
+        return np.full((steps, ny, nx), level, np.float32), {"horizon": steps}
+
+    monkeypatch.setattr(build, "best_models", best_models)
+    monkeypatch.setattr(build, "model_forecast", model_forecast)
+    inputs = SimpleNamespace(tune_dir=tmp_path, ds=None, notes=[])
+    hind = SimpleNamespace(anchor=10, steps=steps)
+    entries, _ = build._best_single_models(inputs, hind, horizon=steps, say=lambda _: None)
+    assert [(e["arch"], e["strategy"]) for e in entries] == [(a, s) for a in ARCHS for s in ("manual", "tpe")]
+    assert inputs.notes == []
+    panels = [(e["label"], np.abs(e["forecast"])) for e in entries]
+    grid = figures.MapGrid(np.arange(nx) * 100.0, np.arange(ny) * 100.0)
+    fig = figures.abs_residual_models_figure(grid, panels)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [e["label"] for e in entries] and len(titles) == 12
+
+    del found[("gcn-lstm", "tpe")]
+    inputs.notes.clear()
+    entries, _ = build._best_single_models(inputs, hind, horizon=steps, say=lambda _: None)
+    assert len(entries) == 11 and "gcn-lstm tpe" in inputs.notes[0]
+
+
 # ---------------------------------------------------------------------------- a tiny run
 
 @pytest.fixture(scope="module")
@@ -344,6 +385,9 @@ def test_the_report_has_every_section_figure_and_table(report):
     # manual and TPE side by side, beside the ensemble
     models = pd.read_csv(report.parent / "tables" / "model_residuals.csv")
     assert set(models["strategy"]) == {"manual", "tpe", "ensemble"}
+    from insarcast.contract import ARCHS                       # Figure 10: all six architectures
+    singles = models[models["strategy"] != "ensemble"]
+    assert set(zip(singles["arch"], singles["strategy"])) == {(a, s) for a in ARCHS for s in ("manual", "tpe")}
     # the architectures' rows and the four baselines
     metrics = pd.read_csv(report.parent / "tables" / "metrics.csv")
     assert {"persistence", "linear", "trend_annual", "seasonal_naive"} <= set(metrics["model"])

@@ -138,6 +138,7 @@ def test_catalog_layout_items_and_model(catalog, inputs):
             "mass_low", "mass_medium", "mass_high", "mass_highest", "members"} == set(last["assets"])
     median = last["assets"]["median"]
     assert median["bands"][0]["unit"] == "mm" and median["bands"][0]["nodata"] == "nan"
+    assert "https://stac-extensions.github.io/raster/v2.0.0/schema.json" in last["stac_extensions"]
     stats = median["bands"][0]["statistics"]
     values = ds["median"].sel(horizon=3).values
     assert stats["maximum"] == pytest.approx(float(np.nanmax(values)))
@@ -197,9 +198,14 @@ def test_catalog_layout_items_and_model(catalog, inputs):
     assert collection["summaries"]["forecast:horizon"] == ["P6D", "P12D", "P18D"]
     lon0, lat0, lon1, lat1 = collection["extent"]["spatial"]["bbox"][0]
     assert 5 < lon0 < lon1 < 6 and 50 < lat0 < lat1 < 51
-    # self-contained: no absolute href anywhere
+    # self-contained: no absolute href anywhere; STAC 1.1 everywhere, band metadata in the core `bands`
+    # (raster 2.0's fields inside), never raster 1.x's `raster:bands`
     for path in catalog.rglob("*.json"):
         doc = json.loads(path.read_text())
+        if "stac_version" in doc:
+            assert doc["stac_version"] == "1.1.0", path
+            assert not any("/raster/v1" in uri for uri in doc.get("stac_extensions", [])), path
+        assert "raster:bands" not in path.read_text(), path
         hrefs = [link["href"] for link in doc.get("links", [])] + [a["href"] for a in doc.get("assets", {}).values()]
         assert all(not h.startswith(("/", "http")) for h in hrefs), path
 
@@ -450,6 +456,7 @@ def test_the_shipped_schemas_are_the_default_and_the_wheel_holds_them(catalog):
 
     assert (SHIPPED / "schemas.stacspec.org" / "v1.1.0" / "item-spec" / "json-schema" / "item.json").is_file()
     assert (SHIPPED / "README.md").is_file() and (SHIPPED / "LICENSE-Apache-2.0.txt").is_file()
+    assert "Copyright (c) 2000, Frank Warmerdam" in (SHIPPED / "LICENSE-MIT-PROJ.txt").read_text()
     assert validate_catalog(catalog) == []
     done = CliRunner().invoke(main, ["validate-stac", str(catalog)])
     assert done.exit_code == 0 and "valid" in done.output, done.output

@@ -123,6 +123,10 @@ def test_failing_trials_are_recorded_and_the_study_completes(tiny_cube, tmp_path
     history = (tmp_path / "t" / "cnn-lstm" / "tpe" / "seed_0" / "trials.csv").read_text().splitlines()
     assert history[0].startswith("arch,seed,number,state,value")
     assert ",1,FAIL,," in history[2] and ",2,FAIL,," in history[3]
+    # each trial records the thread settings it ran with (issue 18: sharing the machine)
+    trial = json.loads((tmp_path / "t" / "cnn-lstm" / "tpe" / "seed_0" / "trial_003" / "metrics.json").read_text())
+    assert trial["threads"]["threads"] == torch.get_num_threads() >= 1
+    assert trial["threads"]["wait_policy"] in ("active", "passive") and trial["threads"]["usable_cpus"] >= 1
 
 
 def _trial_folder(root, seed, number, val_loss):

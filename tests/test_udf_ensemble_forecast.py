@@ -199,6 +199,7 @@ def test_openeo_runner_gives_the_library_products(cube, ensemble_dir):
 
 
 def _run_openeo(array, context):
+    pytest.importorskip("openeo")                   # the openeo extra (not in the lowest-deps subset's extras)
     from openeo.udf import UdfData, XarrayDataCube, run_udf_code
 
     from insarcast.udf.openeo_graph import udf_code

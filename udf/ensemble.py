@@ -24,6 +24,7 @@ Only numpy and onnxruntime are imported; never torch.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
@@ -53,6 +54,7 @@ GPU_BATCH = 64
 
 # --- onnxruntime sessions ---------------------------------------------------------------------------------
 
+LOGGER = logging.getLogger(__name__)
 _SESSIONS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
@@ -83,6 +85,20 @@ def _refuse_both_builds() -> None:
             f"onnxruntime {versions['onnxruntime']} and onnxruntime-gpu {versions['onnxruntime-gpu']} are both "
             "installed and overwrite each other's files; keep one: pip uninstall -y onnxruntime onnxruntime-gpu "
             f"&& pip install onnxruntime-gpu=={versions['onnxruntime-gpu']} (GPU; or onnxruntime for the CPU)")
+
+
+def preload_cuda(ort) -> None:
+    """Load the CUDA runtime and cuDNN from the nvidia pip wheels (the ``cuda-libs`` extra) before a
+    session asks for CUDA: onnxruntime-gpu does not find them there by itself. ``preload_dlls``
+    (onnxruntime >= 1.21) returns at once on a CPU build and skips what it cannot find; a failure
+    here only means the session will not get CUDA, which the callers detect from its providers."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as err:  # noqa: BLE001 - onnxruntime's own loading errors; the provider check reports
+        LOGGER.debug("onnxruntime.preload_dlls failed: %s", err)
 
 
 def ensemble_providers() -> list[str]:
@@ -117,6 +133,8 @@ def _session(data: bytes, key: tuple, *, providers: Sequence[str], threads: int 
         options.inter_op_num_threads = 1
     if not allow_spinning():            # a busy machine: waiting threads sleep (insarcast.cpus)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if "CUDAExecutionProvider" in providers:
+        preload_cuda(ort)
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types

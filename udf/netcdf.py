@@ -9,7 +9,11 @@ What only a file needs is set here, at writing:
   xarray gives float coordinates a NaN fill by default);
 - ``units_metadata = "leap_seconds: none"`` on the time coordinates (CF 1.11, 4.4.2: recommended for
   the default ``proleptic_gregorian`` calendar; numpy's datetimes have no leap seconds);
-- a ``history`` line (CF 2.6.2).
+- a ``history`` line (CF 2.6.2);
+- ``_FillValue = 255`` on the class codes (CF 2.5.1), outside their ``valid_range``: NetCDF readers
+  (xarray's default decoding, GDAL, Panoply) then mask the nodata pixels. The Zarr store keeps the
+  codes uint8 with ``valid_range`` only, since a ``_FillValue`` would make every xarray reader of it,
+  publish and report included, see floats with NaN instead of codes.
 
 NetCDF-4 is needed for the classes' ``ubyte`` type; the ``netCDF4`` package writes it (an optional
 dependency, the ``[netcdf]`` extra).
@@ -36,6 +40,11 @@ def netcdf_ready(products: xr.Dataset, *, command: str = "insarcast forecast") -
     for name in TIME_COORDS:
         if name in out.coords:
             out[name].attrs["units_metadata"] = "leap_seconds: none"
+    for name, variable in out.data_vars.items():
+        if "flag_values" in variable.attrs and "nodata" in variable.attrs:      # class and bivariate
+            attrs = dict(variable.attrs)
+            out[name].encoding["_FillValue"] = variable.dtype.type(attrs.pop("nodata"))
+            out[name].attrs = attrs
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     out.attrs["history"] = f"{stamp} {command}"
     for variable in out.variables.values():

@@ -26,9 +26,11 @@ PROBE_MODEL = base64.b64decode(
 
 def session_providers(providers: Sequence[str]) -> list[str]:
     """The providers a session asked for ``providers`` runs on (``session.get_providers()``)."""
-    from insarcast.udf.ensemble import _ort
+    from insarcast.udf.ensemble import _ort, preload_cuda
 
     ort = _ort()
+    if "CUDAExecutionProvider" in providers:
+        preload_cuda(ort)
     options = ort.SessionOptions()
     options.log_severity_level = 4                    # the fallback's own error lines: the caller reports
     session = ort.InferenceSession(PROBE_MODEL, sess_options=options, providers=list(providers))

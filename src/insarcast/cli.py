@@ -11,7 +11,7 @@ import click
 from . import __version__
 from .cliutil import main_input, terminate_like_interrupt, usage_line
 from .contract import ARCHS, DEFAULT_ARCH
-from .errors import InputError
+from .errors import InputError, MissingDependencyError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -36,6 +36,9 @@ class _Group(click.Group):
         except InputError as exc:
             click.echo(f"insarcast: error: {exc}", err=True)
             sys.exit(2)
+        except MissingDependencyError as exc:           # an extra not installed: the message names it
+            click.echo(f"insarcast: error: {exc}", err=True)
+            sys.exit(1)
         except click.UsageError as exc:                 # click's three-line usage error, in our one line
             click.echo(f"insarcast: error: {usage_line(exc)}", err=True)
             sys.exit(2)
@@ -58,6 +61,15 @@ def _quiet(f):
                      help="Also show debug lines and the libraries' information.")(f)
     return click.option("--quiet", "-q", is_flag=True, callback=_set_verbosity,
                         help="Show warnings and errors only: no progress bars, no information lines.")(f)
+
+
+def _needs_torch(verb: str) -> None:
+    """The training verbs without the ``train`` extra: one line naming it, not a traceback."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as err:
+        raise MissingDependencyError(f"insarcast {verb} needs torch, which is not installed: pip install "
+                                     "'insarcast[train]' (scripts/install.sh installs the CPU wheel first)") from err
 
 
 def _is_rank_zero() -> bool:
@@ -182,6 +194,7 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
       metrics.json  test RMSE / MAE / R2 in mm (also per horizon step) beside the baselines
     Data-parallel: torchrun --nproc_per_node N -m insarcast train ... (gloo on CPU, NCCL on GPU).
     """
+    _needs_torch("train")
     from .training.params import parse_override
     from .training.runs import train_cube
 
@@ -232,6 +245,7 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
     from .cpus import apply_openmp, thread_settings
 
     apply_openmp(thread_settings())                  # before torch is imported: OpenMP reads it at start
+    _needs_torch("tune")
     from .training.params import parse_override
     from .training.tune import Tuner
 
@@ -576,6 +590,7 @@ def demo(out: Path, preset: str, egms: tuple[Path, ...], seed: int, overwrite: b
     from .cpus import apply_openmp, thread_settings
 
     apply_openmp(thread_settings())                  # before torch is imported: OpenMP reads it at start
+    _needs_torch("demo")
     from .demo import run_demo
 
     run_demo(out, preset=preset, egms=list(egms) or None, seed=seed, overwrite=overwrite, progress=not quiet,
