@@ -608,7 +608,8 @@ def _worth_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], v
             "(linear), least-squares trend plus annual cycle over the whole history (trend_annual) and the "
             "adaptive baseline the networks correct (per pixel, the smoothest of the window's line, a local line "
             f"and the long fit whose errors at {bl.HINDCAST_ORIGINS} past origins are within "
-            f"{bl.HINDCAST_MARGIN:g} x the best). "
+            f"{bl.HINDCAST_MARGIN:g} x the best) and that baseline through the products' 3 x 3 spatial filter "
+            "(adaptive_filtered): where the ensemble equals it, its networks add nothing. "
             "Against the observations the noise of two epochs dominates every score; against the noise-free "
             "truth (synthetic scenarios) the score is the ground's own motion. dm_p: Diebold-Mariano test of "
             "the model against that method (Harvey-Leybourne-Newbold correction).")
