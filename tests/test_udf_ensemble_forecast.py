@@ -117,6 +117,22 @@ def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"], "the scratch store is removed"
 
 
+def test_the_spatial_filter_asked_for_on_the_command_line_smooths_every_member(tiny_cube, cube, ensemble_dir,
+                                                                                tmp_path):
+    """The paper's inputs are unfiltered by default; --spatial-filter gives each member's map through the
+    3 x 3 binomial kernel, over Dask chunks of 7 cells (< P) as over the whole cube, and says so."""
+    from insarcast.udf.spatial import binomial_filter
+
+    proc = _forecast_cli(tiny_cube, ensemble_dir, tmp_path / "p.zarr", "--chunks", "7", "--spatial-filter")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = xr.open_zarr(tmp_path / "p.zarr")
+    reference = forecast_products(cube, **load_ensemble(ensemble_dir).settings)
+    assert reference.attrs["spatial_filter"] == "none" and written.attrs["spatial_filter"].startswith("binomial")
+    np.testing.assert_allclose(written["forecast"].values, binomial_filter(reference["forecast"].values),
+                               atol=1e-5)
+    assert not np.allclose(written["forecast"].values, reference["forecast"].values, atol=1e-3, equal_nan=True)
+
+
 def _forecast_cli(tiny_cube, ensemble_dir, out, *extra):
     return subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(ensemble_dir), "--out", str(out), "--workers", "1", "-q", *extra],

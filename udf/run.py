@@ -158,14 +158,16 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
                   scheduler: str | None = None, workers: int | None = None, chunks: int = 256,
                   overlap: int | None = None, horizon: int | None = None, mode: str = "change",
                   thresholds: Mapping[str, float] | None = None, threads: int = 1, batch_size: int = 64,
-                  progress: bool = False, fmt: str = "zarr", device: str = "auto") -> Path:
+                  progress: bool = False, fmt: str = "zarr", device: str = "auto",
+                  spatial_filter: bool | None = None) -> Path:
     """Forecast with ``ensemble`` over ``cube`` and write the products to ``out``: a Zarr store, or with
     ``fmt="netcdf"`` one CF 1.11 NetCDF-4 file (:mod:`insarcast.udf.netcdf`).
 
     ``scheduler``: a dask.distributed address; default a LocalCluster of ``workers`` processes
     (default: the CPUs this process may use, :func:`insarcast.cpus.usable_cpus`) with one thread each.
     ``chunks``: cells per side of a task's block. ``overlap``: cells shared by neighbouring tiles
-    (default P / 4). ``device``: a key of :data:`DEVICES`. The products' attributes record the
+    (default P / 4). ``device``: a key of :data:`DEVICES`. ``spatial_filter``: see
+    :func:`insarcast.udf.forecast.forecast_products` (default: the ensemble inputs' own). The products' attributes record the
     providers the sessions run on and the thread settings.
     """
     from insarcast.cube import open_cube, reading
@@ -220,7 +222,8 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
         with reading(cube):
             products = forecast_products(data, overlap=overlap,
                                          horizon=horizon, mode=mode, thresholds=thresholds, batch_size=batch_size,
-                                         materialise=materialise if thresholds is None else None, **settings)
+                                         materialise=materialise if thresholds is None else None,
+                                         spatial_filter=spatial_filter, **settings)
             products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
                                   cube=str(Path(cube).resolve()),
                                   onnxruntime_providers=",".join(members.active_providers),

@@ -348,11 +348,14 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
               help="zarr: a Zarr store (what publish and report read); netcdf: one CF 1.11 NetCDF-4 file.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when onnxruntime offers it, else the CPU; cuda: fail unless the sessions run on CUDA.")
+@click.option("--spatial-filter/--no-spatial-filter", default=None,
+              help="Smooth each member's map with the 3 x 3 binomial kernel (default: as the ensemble's inputs "
+                   "have it: on for residual-hindcast, off for the paper's).")
 @_overwrite
 @_quiet
 def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, workers: int | None, chunks: int,
              overlap: int | None, horizon: int | None, mode: str, thresholds_from: Path | None, threads: int,
-             fmt: str, device: str, overwrite: bool, quiet: bool) -> None:
+             fmt: str, device: str, spatial_filter: bool | None, overwrite: bool, quiet: bool) -> None:
     """Ensemble forecast, susceptibility and uncertainty products over a cube (ONNX Runtime on Dask).
 
     \b
@@ -370,7 +373,7 @@ def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, worke
     thresholds = read_thresholds(thresholds_from) if thresholds_from is not None else None
     path = forecast_cube(cube, ensemble, out, scheduler=scheduler, workers=workers, chunks=chunks, overlap=overlap,
                          horizon=horizon, mode=mode, thresholds=thresholds, threads=threads, progress=not quiet,
-                         fmt=fmt, device=device)
+                         fmt=fmt, device=device, spatial_filter=spatial_filter)
     click.echo(str(path))
 
 
