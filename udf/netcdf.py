@@ -10,6 +10,8 @@ What only a file needs is set here, at writing:
 - ``units_metadata = "leap_seconds: none"`` on the time coordinates (CF 1.11, 4.4.2: recommended for
   the default ``proleptic_gregorian`` calendar; numpy's datetimes have no leap seconds);
 - a ``history`` line (CF 2.6.2);
+- ``flag_values`` and ``valid_range`` of the class codes' own type (uint8; CF 3.5: "The flag_values
+  attribute [has] the same type as the variable"), which a Zarr store round trip turns into int64;
 - ``_FillValue = 255`` on the class codes (CF 2.5.1), outside their ``valid_range``: NetCDF readers
   (xarray's default decoding, GDAL, Panoply) then mask the nodata pixels. The Zarr store keeps the
   codes uint8 with ``valid_range`` only, since a ``_FillValue`` would make every xarray reader of it,
@@ -24,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from insarcast.errors import MissingDependencyError
@@ -44,6 +47,10 @@ def netcdf_ready(products: xr.Dataset, *, command: str = "insarcast forecast") -
         if "flag_values" in variable.attrs and "nodata" in variable.attrs:      # class and bivariate
             attrs = dict(variable.attrs)
             out[name].encoding["_FillValue"] = variable.dtype.type(attrs.pop("nodata"))
+            # of the variable's own type (CF 2.5.1, 3.5), also after a Zarr store read them back as int64
+            for key in ("flag_values", "valid_range"):
+                if key in attrs:
+                    attrs[key] = np.asarray(attrs[key]).astype(variable.dtype)
             out[name].attrs = attrs
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     out.attrs["history"] = f"{stamp} {command}"
