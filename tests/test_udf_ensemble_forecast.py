@@ -224,15 +224,17 @@ def _run_openeo(array, context):
     return result.get_datacube_list()[0].get_array()
 
 
-def test_openeo_tiles_with_a_halo_of_p_minus_1_give_the_whole_regions_products(cube, ensemble_dir):
+@pytest.mark.parametrize("spatial_filter, halo", [(None, P - 1), (True, P)])
+def test_openeo_tiles_with_a_halo_of_p_minus_1_give_the_whole_regions_products(cube, ensemble_dir, spatial_filter,
+                                                                               halo):
     """apply_neighborhood by hand: 2 x 3 tiles (none a multiple of the tile stride), each with a halo
-    of P - 1 cells, through the openEO runner; their cores put together are the library's products."""
-    reference = forecast_products(cube, **load_ensemble(ensemble_dir).settings)
+    of P - 1 cells (P with the spatial filter, context ``spatial_filter``), through the openEO runner;
+    their cores put together are the library's products."""
+    reference = forecast_products(cube, spatial_filter=spatial_filter, **load_ensemble(ensemble_dir).settings)
     thresholds = {k: reference.attrs[k] for k in ("q85", "q95", "q99", "std_tercile_1", "std_tercile_2")}
-    context = {"ensemble": str(ensemble_dir), "thresholds": thresholds}
+    context = {"ensemble": str(ensemble_dir), "thresholds": thresholds, "spatial_filter": spatial_filter}
     array = _openeo_cube(cube)
     ny, nx = array.sizes["y"], array.sizes["x"]
-    halo = P - 1
     rows, cols = [0, 21, ny], [0, 13, 35, nx]
     mosaic = None
     for y0, y1 in zip(rows[:-1], rows[1:]):

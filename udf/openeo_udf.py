@@ -28,6 +28,9 @@ x). Float32 with NaN nodata, y descending. A tile without any valid pixel gives 
     python_path  folders appended to ``sys.path`` before insarcast is imported: where the backend
                  unpacked an archive holding the insarcast package (and onnxruntime, if it lacks it)
     member_bands true: also return the members' forecasts and the forecast error scale (default false)
+    spatial_filter true / false: smooth each member's map with the 3 x 3 binomial kernel (default: as
+                 the ensemble's inputs have it, :data:`insarcast.udf.inputs.SPATIAL_FILTER`); with
+                 it the halo must be at least P
 
 The tile's grid spacing and epoch spacing must be the ensemble's. The entry points need numpy,
 xarray, onnxruntime and the ``insarcast`` package (whose UDF part imports nothing else, torch least
@@ -71,6 +74,7 @@ CONTEXT_KEYS = {
     "python_path": ((list, tuple), "a list of folder paths (strings)"),
     "stage": ((str,), "'products' or 'statistics'"),
     "member_bands": ((bool,), "true or false"),
+    "spatial_filter": ((bool,), "true or false"),
 }
 STATISTICS_BANDS = ("m_abs", "std")
 # any valid thresholds: |m| and std, all the statistics stage returns, do not depend on them
@@ -203,7 +207,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     products = forecast.forecast_products(displacement, overlap=context.get("overlap"),
                                           horizon=context.get("horizon"), mode=context.get("mode", "change"),
                                           thresholds=_UNUSED_THRESHOLDS if statistics else context["thresholds"],
-                                          **ensemble.settings)
+                                          spatial_filter=context.get("spatial_filter"), **ensemble.settings)
     if statistics:                                   # exact thresholds need every pixel's |m| and std
         layers = [abs(products["median"].sel(horizon=products.attrs["horizon"])), products["std"]]
         out = xarray.concat([layer.drop_vars(["horizon", "time"], errors="ignore").astype(np.float32)
