@@ -16,13 +16,18 @@ import numpy as np
 
 def demo_cube(data: Path) -> Path:
     """The demo scenario (seed 0) gridded once into ``data/demo-cube.zarr`` and reused."""
+    return preset_cube(data, "demo")
+
+
+def preset_cube(data: Path, name: str) -> Path:
+    """The scenario preset ``name`` (seed 0) gridded once into ``data/NAME-cube.zarr`` and reused."""
     from insarcast.egms import read_egms
     from insarcast.grid import grid_points
     from insarcast.synth import preset, write_scenario
 
-    cube = data / "demo-cube.zarr"
+    cube = data / f"{name}-cube.zarr"
     if not cube.exists():
-        outputs = write_scenario(preset("demo", seed=0), data / "demo", progress=False)
+        outputs = write_scenario(preset(name, seed=0), data / name, progress=False)
         grid_points(read_egms(outputs.csv), cube)
     return cube
 

@@ -29,25 +29,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import write_json  # noqa: E402
+from common import preset_cube, write_json  # noqa: E402
 
 BUSY = ("import torch, sys\n"
         "torch.set_num_threads(int(sys.argv[1]))\n"
         "a = torch.randn(512, 512)\n"
         "while True:\n"
         "    a = torch.tanh(a @ a)\n")
-
-
-def tiny_cube(data: Path) -> Path:
-    from insarcast.egms import read_egms
-    from insarcast.grid import grid_points
-    from insarcast.synth import preset, write_scenario
-
-    cube = data / "tiny-cube.zarr"
-    if not cube.exists():
-        outputs = write_scenario(preset("tiny", seed=0), data / "tiny", progress=False)
-        grid_points(read_egms(outputs.csv), cube)
-    return cube
 
 
 ARCH = {"tiny": "cnn-lstm", "demo": "resnet-transformer"}
@@ -73,9 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     from insarcast.cpus import thread_settings, usable_cpus
 
-    from common import demo_cube
-
-    cube = tiny_cube(args.data) if args.preset == "tiny" else demo_cube(args.data)
+    cube = preset_cube(args.data, args.preset)
     preset = args.preset
     cpus = usable_cpus()
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "INSARCAST_WAIT")}
