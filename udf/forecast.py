@@ -20,7 +20,7 @@ from insarcast.errors import InputError
 
 from insarcast.baselines import decimal_years
 
-from .inputs import SPATIAL_FILTER, check_inputs, norm_values, reference_scale
+from .inputs import check_inputs, norm_values, reference_scale, uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
@@ -154,7 +154,7 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     settings = dict(predict=predict, history=history, horizon_steps=horizon_steps, members=members,
                     patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, offset_y=offset_y,
                     offset_x=offset_x, inputs=inputs, years=years if inputs != "paper" else None,
-                    spatial_filter=SPATIAL_FILTER[inputs] if spatial_filter is None else bool(spatial_filter))
+                    spatial_filter=uses_spatial_filter(inputs, spatial_filter))
     path = _products_dask if lazy else _products_numpy
     fc, median, stack, thresholds, scale = path(last, valid_data, offset, settings, horizon=horizon, mode=mode,
                                                 thresholds=thresholds, materialise=materialise)
@@ -183,9 +183,8 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
             **out["median"].attrs, "units": "mm",
             "long_name": "standard error of the reference forecast of the change (least-squares prediction "
                          "error of the adaptive curve), the spread the products give each member"})
-    spatial_filter = SPATIAL_FILTER[inputs] if spatial_filter is None else spatial_filter
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs,
-                     spatial_filter=FILTER_NAME if spatial_filter else "none")
+                     spatial_filter=FILTER_NAME if uses_spatial_filter(inputs, spatial_filter) else "none")
     return out
 
 

@@ -115,6 +115,12 @@ def reference_curve(fitted: Fits, inputs: str) -> np.ndarray:
     return (fitted if hindcast_origins(inputs) else fitted._replace(hindcast=None)).adaptive()
 
 
+def uses_spatial_filter(inputs: str, asked: bool | None = None) -> bool:
+    """Whether the members of formulation ``inputs`` are filtered: ``asked`` when given (a user's
+    choice), else :data:`SPATIAL_FILTER` of ``inputs``."""
+    return SPATIAL_FILTER[check_inputs(inputs)] if asked is None else bool(asked)
+
+
 def check_inputs(name: Any) -> str:
     if name not in INPUTS:
         raise InputError(f"expected one of {', '.join(INPUTS)}, got {name!r}", field="inputs")

@@ -7,13 +7,13 @@ each valid cell by the weighted mean of the valid cells of its 3 x 3 neighbourho
 truncated at one cell), renormalised over the valid ones: a cell beside a gap or the region's
 edge averages only what exists. Invalid cells stay NaN; nothing is filled.
 
-Measured on ``bench/skill.py``'s seven scenarios (RMSE of the adaptive baseline's 36-day change
-against the noise-free truth, 6 origins, overall / inside the zones): demo 0.350 / 0.762 ->
-0.317 / 0.713, noisy 0.386 / 0.712 -> 0.350 / 0.675, fast-mine 0.651 / 1.465 -> 0.617 / 1.402,
-accelerating-fault 0.556 / 0.839 -> 0.508 / 0.784, rebound 0.337 / 0.714 -> 0.307 / 0.667, onset
-0.381 / 0.749 -> 0.347 / 0.703, demo-seed7 0.338 / 0.685 -> 0.300 / 0.636 (Gaussian sigma 0.7;
-sigma 1 and 1.5 gain up to 0.01 mm more, but need a wider halo; a filter weighted by each pixel's
-forecast error was worse inside the zones).
+Measured with ``bench/skill.py`` over its seven scenarios (RMSE of the 36-day change against the
+noise-free truth, 6 origins, overall / inside the zones, the demo ensemble unfiltered -> filtered):
+demo 0.350 / 0.762 -> 0.315 / 0.711, noisy 0.386 / 0.712 -> 0.349 / 0.674, fast-mine 0.651 / 1.465
+-> 0.616 / 1.401, accelerating-fault 0.556 / 0.839 -> 0.506 / 0.782, rebound 0.337 / 0.714 -> 0.305
+/ 0.665, onset 0.381 / 0.749 -> 0.345 / 0.701, demo-seed7 0.338 / 0.685 -> 0.299 / 0.634. Beside it
+(the adaptive baseline alone): Gaussians of sigma 1 and 1.5 cells gain up to 0.01 mm more but need
+a wider halo; a filter weighted by each pixel's forecast error was worse inside the zones.
 
 A cell's filtered value reads its neighbours within :data:`RADIUS` cells: a tiled computation
 needs that many cells of the unfiltered forecast around its core (:mod:`insarcast.udf.tiling`).

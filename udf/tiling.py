@@ -43,7 +43,7 @@ import numpy as np
 
 from insarcast.errors import InputError
 
-from .inputs import SPATIAL_FILTER, check_inputs, denormalise, history_mask, model_inputs, norm_values
+from .inputs import check_inputs, denormalise, history_mask, model_inputs, norm_values, uses_spatial_filter
 from .spatial import RADIUS, binomial_filter
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -128,18 +128,17 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     the core equals the whole-array computation when ``depth >= P - 1 + RADIUS``.
     """
     inputs = check_inputs(inputs)
-    if not (SPATIAL_FILTER[inputs] if spatial_filter is None else spatial_filter):
-        return _blend_tiles(block, valid, offset_y=offset_y, offset_x=offset_x, depth=depth, predict=predict,
-                            history=history, horizon_steps=horizon_steps, members=members, patch=patch,
-                            overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years)
+    r = RADIUS if uses_spatial_filter(inputs, spatial_filter) else 0       # the ring the filter reads
+    grow = max(0, r - depth)
     block = np.asarray(block)
-    r, grow = RADIUS, max(0, RADIUS - depth)
     if grow:                          # no data beyond the block: a ring of invalid cells
         block = np.pad(block, ((0, 0), (grow, grow), (grow, grow)), constant_values=np.nan)
         valid = None if valid is None else np.pad(np.asarray(valid, bool), grow, constant_values=False)
     wide = _blend_tiles(block, valid, offset_y=offset_y - grow, offset_x=offset_x - grow, depth=depth + grow - r,
                         predict=predict, history=history, horizon_steps=horizon_steps, members=members,
                         patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years)
+    if not r:
+        return wide
     return binomial_filter(wide)[..., r:wide.shape[-2] - r, r:wide.shape[-1] - r]
 
 
@@ -234,7 +233,7 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
     check_tiling(patch=patch, overlap=overlap)
     norm = norm_values(norm)
     inputs = check_inputs(inputs)
-    spatial_filter = SPATIAL_FILTER[inputs] if spatial_filter is None else bool(spatial_filter)
+    spatial_filter = uses_spatial_filter(inputs, spatial_filter)
     depth = patch - 1 + (RADIUS if spatial_filter else 0)
     d = da.asarray(displacement)
     if inputs == "paper":
