@@ -72,19 +72,24 @@ def test_a_killed_tune_resumes_and_the_heartbeat_fails_its_running_trial(tiny_cu
     out = tmp_path / "t"
     args = _args(tiny_cube, out, storage, "--trials", "5", "--heartbeat", "1", "--set", "train.max_epochs=1")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline, running = time.time() + 240, []
-    while time.time() < deadline:
+    deadline, seen, fresh = time.time() + 240, set(), False
+    while time.time() < deadline:                    # kill just after a trial starts, so it is mid-way
         time.sleep(0.3)
         try:
             trials = optuna.load_study(study_name="cnn-lstm-seed0", storage=storage).trials
         except Exception:                            # noqa: BLE001 - the study is not created yet
             continue
-        running = [t.number for t in trials if t.state.name == "RUNNING"]
-        if sum(t.state.name == "COMPLETE" for t in trials) >= 2 and running:
+        now = {t.number for t in trials if t.state.name == "RUNNING"}
+        fresh = bool(now - seen)
+        seen |= now
+        if sum(t.state.name == "COMPLETE" for t in trials) >= 2 and fresh:
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert running, "the tune never had a trial running after two complete ones"
+    # what the SIGKILL left behind, read after it landed (a trial seen running may have finished before)
+    running = [t.number for t in optuna.load_study(study_name="cnn-lstm-seed0", storage=storage).trials
+               if t.state.name == "RUNNING"]
+    assert running, "the kill left no trial running"
     time.sleep(2.5)                                   # past the grace period (2 x heartbeat) of the killed trial
     done = subprocess.run(args, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
