@@ -100,8 +100,14 @@ def tiled_cube(path: Path, source: Path, *, ny: int, nx: int, epochs: int | None
 
 # --- the ensemble -------------------------------------------------------------------------------------------
 
-def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper") -> tuple[Path, Path, float | None]:
-    """(tune folder, ensemble folder, export seconds or None when reused) of ``members`` fresh models."""
+def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
+                 kept: int = 0) -> tuple[Path, Path, float | None]:
+    """(tune folder, ensemble folder, export seconds or None when reused) of ``members`` fresh models.
+
+    A fresh model of residual inputs starts with a zeroed readout, so it forecasts its reference and the
+    UDF does not run it (``zero_output``): for those inputs, the first ``kept`` members keep that
+    readout (as exported members that no epoch improved) and the others get a random one, so they run
+    as trained corrections do."""
     import torch
 
     from insarcast.export import export_ensemble
@@ -111,7 +117,7 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper") ->
     from insarcast.training.runs import windows_for
 
     model_cfg, cfg = configs(manual_params()[ARCH], arch=ARCH, overrides={"model.inputs": inputs})
-    tag = "" if inputs == "paper" else f"-{inputs}"
+    tag = "" if inputs == "paper" else f"-{inputs}-kept{kept}"
     tune, out = work / f"tune-k{members}{tag}", work / f"ensemble-k{members}{tag}"
     manifest = out / "ensemble.json"
     if manifest.exists():
@@ -130,6 +136,8 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper") ->
     for seed in range(members):                       # a run folder as the tuner writes it, random weights
         torch.manual_seed(seed)
         model = build_model(model_cfg).eval()
+        if inputs != "paper" and seed >= kept:
+            model.last_layer.reset_parameters()           # a correction, not the reference
         folder = tune / ARCH / f"seed_{seed}" / "trial_000"
         folder.mkdir(parents=True)
         extra = {"normalisation": windows.norm.to_dict(), "train": cfg.to_dict(), "epoch_days": windows.epoch_days,
@@ -395,6 +403,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="tiles per predictor call")
     parser.add_argument("--inputs", choices=("paper", "residual", "residual-hindcast"), default="paper",
                         help="the members' input formulation (insarcast.udf.inputs; residual: the demo preset's)")
+    parser.add_argument("--kept", type=int, default=0,
+                        help="residual inputs: members that keep their reference (zero readout, not run; default 0)")
     parser.add_argument("--rhine-budget", type=float, default=600.0,
                         help="measure the whole Rhineland region when predicted to take at most this many seconds")
     parser.add_argument("--quick", action="store_true", help="smaller regions and cubes")
@@ -412,8 +422,9 @@ def main() -> None:
     cube = demo_cube(args.data)
     work = args.data / "udf"
     work.mkdir(exist_ok=True)
-    print(f"ensemble: {args.members} fresh manual {ARCH} models (seeds 0..{args.members - 1})", flush=True)
-    tune, ens_dir, export_s = ensemble_for(cube, work, args.members, args.inputs)
+    kept = f", {args.kept} keeping their reference" if args.inputs != "paper" else ""
+    print(f"ensemble: {args.members} fresh manual {ARCH} models (seeds 0..{args.members - 1}{kept})", flush=True)
+    tune, ens_dir, export_s = ensemble_for(cube, work, args.members, args.inputs, args.kept)
     print(f"  {'exported in %.0f s' % export_s if export_s is not None else 'reused'}: {ens_dir}", flush=True)
 
     # 1. throughput

@@ -8,9 +8,13 @@ One JSON object (format ``insarcast-ensemble``, version 1)::
     normalisation {input_mean, input_std, target_mean, target_std}, grid {spacing, crs}, epoch_days,
     input {name, dtype, shape [-1, T, C, P, P], dims}, output {name, dtype, shape [-1, F, P, P], dims,
     units}, members [{file, sha256, bytes, arch, trial, run_seed, strategy, val_loss, test?,
-    hyperparameters {model, train}, parameters, exporter, parity_max_abs, source}]
+    hyperparameters {model, train}, parameters, exporter, parity_max_abs, zero_output, source}]
 
-``-1`` in a shape is the dynamic batch dimension. :func:`build_manifest` returns the one typed model
+``-1`` in a shape is the dynamic batch dimension. ``zero_output`` (optional, false when absent) says that
+the member gives exactly 0 for every input: its readout's last layer is all zeros
+(:attr:`insarcast.training.models.Forecaster.zero_output`) and its ONNX output on the parity windows
+is exactly 0. Such a residual member forecasts its reference unchanged, and the UDF does not run it
+(:meth:`insarcast.udf.ensemble.Ensemble.predict`). :func:`build_manifest` returns the one typed model
 every reader uses (:class:`insarcast.udf.manifest.Manifest`), checked by the same code as the UDF's
 loader before anything is written; :func:`insarcast.udf.manifest.write_manifest` writes it whole.
 """
@@ -47,8 +51,10 @@ def versions() -> dict[str, str | None]:
             "onnxruntime": _version("onnxruntime"), "onnxscript": _version("onnxscript")}
 
 
-def member_entry(run, model, *, file: str, data: bytes, exporter: str, parity_max_abs: float) -> dict[str, Any]:
-    """The manifest entry of one exported member (``run``: :class:`insarcast.export.select.Run`)."""
+def member_entry(run, model, *, file: str, data: bytes, exporter: str, parity_max_abs: float,
+                 zero_output: bool = False) -> dict[str, Any]:
+    """The manifest entry of one exported member (``run``: :class:`insarcast.export.select.Run`);
+    ``zero_output``: its ONNX output was checked to be exactly 0 (see the module docstring)."""
     entry: dict[str, Any] = {
         "file": file, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "arch": model.cfg.arch,
         "trial": run.trial, "run_seed": run.seed, "strategy": run.strategy, "val_loss": run.val_loss,
@@ -59,7 +65,8 @@ def member_entry(run, model, *, file: str, data: bytes, exporter: str, parity_ma
     entry.update({
         "hyperparameters": {"model": model.cfg.to_dict(), "train": dict(run.metrics["train"])},
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "exporter": exporter, "parity_max_abs": float(parity_max_abs), "source": run.source,
+        "exporter": exporter, "parity_max_abs": float(parity_max_abs), "zero_output": bool(zero_output),
+        "source": run.source,
     })
     return entry
 

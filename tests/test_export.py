@@ -180,7 +180,7 @@ def test_export_passes_parity_and_the_manifest_has_every_field(ensemble, tune, w
     assert "target_std" in manifest["output"]["units"]
     first, second = manifest["members"]
     assert list(first) == ["file", "sha256", "bytes", "arch", "trial", "run_seed", "strategy", "val_loss", "test",
-                           "hyperparameters", "parameters", "exporter", "parity_max_abs", "source"]
+                           "hyperparameters", "parameters", "exporter", "parity_max_abs", "zero_output", "source"]
     assert (first["trial"], first["run_seed"], second["trial"], second["run_seed"]) == (0, 0, 7, 1)
     assert first["val_loss"] < second["val_loss"]
     assert first["source"] == f"{ARCH}/seed_0/trial_000" and first["strategy"] == "tpe"
@@ -188,7 +188,7 @@ def test_export_passes_parity_and_the_manifest_has_every_field(ensemble, tune, w
     assert first["hyperparameters"]["model"] == tiny_config().to_dict()
     assert first["hyperparameters"]["train"] == TRAIN.to_dict()
     for member in manifest["members"]:
-        assert member["exporter"] == "dynamo"
+        assert member["exporter"] == "dynamo" and member["zero_output"] is False     # paper members forecast
         assert 0 <= member["parity_max_abs"] <= 1e-4
         assert member["bytes"] == (ensemble / member["file"]).stat().st_size
     assert first["sha256"] != second["sha256"]
@@ -274,6 +274,38 @@ def test_every_architecture_exports_with_parity(arch, windows, tmp_path):
     assert manifest["members"][0]["exporter"] == "dynamo"
     assert manifest["members"][0]["parity_max_abs"] <= 1e-4
     assert load_ensemble(out).predict(np.zeros((3, T, 2, P, P), np.float32)).shape == (1, 3, F, P, P)
+
+
+def test_a_residual_member_that_keeps_its_reference_is_flagged_and_not_run(tiny_cube, tmp_path, monkeypatch):
+    residual = Windows.from_cube(tiny_cube, history=T, horizon=F, patch=P, stride=TRAIN.stride,
+                                 inputs="residual-hindcast")
+    cfg = tiny_config(inputs="residual-hindcast")
+    kept = fabricate(tmp_path / "tune", residual, cfg, seed=0, trial=0, val_loss=1.0)   # zeroed readout: the reference
+    moved = fabricate(tmp_path / "tune", residual, cfg, seed=1, trial=1, val_loss=2.0)
+    model, extra = load_model(moved / "model.pt")
+    with torch.no_grad():
+        model.last_layer.bias.fill_(0.25)                  # a correction of 0.25 (normalised) everywhere
+    save_model(model, moved / "model.pt", extra=extra)
+    out = export_ensemble(tmp_path / "tune", tmp_path / "ens", top=2)
+    assert [m["zero_output"] for m in json.loads((out / "ensemble.json").read_text())["members"]] == [True, False]
+    assert read_manifest(out).members_zero_output == 1
+
+    ens = load_ensemble(out, cache=False)
+    x = np.random.default_rng(1).normal(size=(3, T, ens.channels, P, P)).astype(np.float32)
+    calls = []
+    for member in ens.members:
+        monkeypatch.setattr(member.session, "run", lambda *a, _r=member.session.run, _k=member.index:
+                            calls.append(_k) or _r(*a))
+    y = ens.predict(x)
+    assert set(calls) == {1}                               # the kept member is never run
+    assert np.all(y[0] == 0) and np.allclose(y[1], 0.25, atol=1e-6)
+    edit_manifest(out, lambda m: m["members"][0].update(zero_output=False))
+    assert np.array_equal(load_ensemble(out, cache=False).predict(x), y)    # run, it gives the same bytes
+
+    edit_manifest(out, lambda m: m["members"][1].update(zero_output=True))  # a manifest cannot silence a member
+    with pytest.raises(InputError, match="member_01.*zero_output") as err:
+        load_ensemble(out, cache=False)
+    assert err.value.field == "members[1].zero_output"
 
 
 def test_dynamo_failure_falls_back_to_torchscript_and_records_it(windows, tmp_path, monkeypatch):

@@ -213,7 +213,7 @@ def test_the_products_record_the_providers_and_thread_settings(tiny_cube, ensemb
 
     out = forecast_cube(tiny_cube, ensemble_dir, tmp_path / "p.zarr", workers=1, device="cpu")
     attrs = xr.open_zarr(out).attrs
-    assert attrs["onnxruntime_providers"] == "CPUExecutionProvider"
+    assert attrs["onnxruntime_providers"] == "CPUExecutionProvider" and attrs["members_zero_output"] == 0
     assert attrs["onnxruntime_intra_op_threads"] == 1 and attrs["dask_workers"] == 1
     assert attrs["usable_cpus"] >= 1 and attrs["wait_policy"].split()[0] in ("active", "passive")
     with pytest.raises(InputError, match="expected one of auto, cpu, cuda"):

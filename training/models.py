@@ -313,9 +313,21 @@ class Forecaster(nn.Module):
         if cfg.inputs != "paper":
             # The output corrects a reference forecast: starting at zero, the untrained model is the
             # reference, and training can only move it where the data say so.
-            last = self.decode if cfg.readout == "pooled" else self.decode[-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            nn.init.zeros_(self.last_layer.weight)
+            nn.init.zeros_(self.last_layer.bias)
+
+    @property
+    def last_layer(self) -> nn.Linear | nn.Conv2d:
+        """The readout's last layer, whose output is the forecast."""
+        return self.decode if self.cfg.readout == "pooled" else self.decode[-1]
+
+    @property
+    def zero_output(self) -> bool:
+        """Whether the readout's last layer is all zeros (weights and bias): the model then gives exactly
+        0 for every finite input, so a residual model forecasts its reference unchanged (the untrained
+        model, and a trained one that kept it because no epoch beat it on validation)."""
+        last = self.last_layer
+        return bool(torch.count_nonzero(last.weight) == 0 and torch.count_nonzero(last.bias) == 0)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         b, t, c, p, _ = history.shape

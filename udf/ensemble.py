@@ -9,7 +9,8 @@ dimensions differ from the manifest, or whose batch dimension is fixed (read fro
 session).
 
 :meth:`Ensemble.predict` maps ``x (N, T, C, P, P)`` float32 to ``(K, N, F, P, P)`` float32 (the
-normalised change since the last epoch), running every member in batches: it is the ``predict``
+normalised change since the last epoch), running every member in batches (a member whose manifest entry says ``zero_output`` is not run: its
+output is 0, checked once per session on a probe window when the ensemble is loaded): it is the ``predict``
 callable of :func:`insarcast.udf.forecast.forecast_products`, whose other settings
 :attr:`Ensemble.settings` holds. InferenceSessions are cached per process, keyed by (file, sha256,
 providers, threads): loading the same ensemble again re-checks every checksum but builds no session.
@@ -113,6 +114,7 @@ def clear_session_cache() -> None:
     """Forget every cached InferenceSession of this process."""
     with _LOCK:
         _SESSIONS.clear()
+        _ZERO_CHECKED.clear()
 
 
 def _session(data: bytes, key: tuple, *, providers: Sequence[str], threads: int | None, cache: bool,
@@ -161,6 +163,25 @@ def _check_io(session, manifest: Manifest, *, member: str, index: int, path: Pat
         _check_node(nodes[0], spec, key=key, dims=dims, member=member, path=path)
 
 
+_ZERO_CHECKED: set[tuple] = set()
+
+
+def _check_zero_output(session, manifest: Manifest, key: tuple, *, member: str, index: int, path: Path) -> None:
+    """A member the manifest says gives 0 does so on a random probe window (once per session key): the
+    manifest cannot make :meth:`Ensemble.predict` skip a member that forecasts something."""
+    if key in _ZERO_CHECKED:
+        return
+    shape = (1, manifest.history, manifest.channels, manifest.patch, manifest.patch)
+    probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    got = session.run(None, {manifest.input.name: probe})[0]
+    if np.any(got != 0):
+        raise InputError(f"member {member}: the manifest says its output is 0 for every input (zero_output), but "
+                         f"on a probe window it gives values up to {float(np.nanmax(np.abs(got))):.3g}",
+                         path=manifest.path, field=f"members[{index}].zero_output")
+    with _LOCK:
+        _ZERO_CHECKED.add(key)
+
+
 def _check_node(node, spec: TensorSpec, *, key: str, dims: tuple[str, ...], member: str, path: Path) -> None:
     if node.name != spec.name:
         raise InputError(f"member {member}: the ONNX {key} is named {node.name!r}, the manifest says "
@@ -202,6 +223,12 @@ class Member:
     @property
     def val_loss(self) -> float:
         return self.entry.val_loss
+
+    @property
+    def zero_output(self) -> bool:
+        """Its output is exactly 0 for every input (the manifest's ``zero_output``, checked at load):
+        a residual member that forecasts its reference unchanged, and is not run."""
+        return self.entry.zero_output
 
 
 @dataclass
@@ -277,6 +304,9 @@ class Ensemble:
         out = np.empty((len(self.members), n, self.horizon, self.patch, self.patch), np.float32)
         step = max(1, int(self.session_batch))
         for k, member in enumerate(self.members):
+            if member.zero_output:
+                out[k] = 0.0
+                continue
             for start in range(0, n, step):
                 chunk = x[start:start + step]
                 out[k, start:start + len(chunk)] = member.session.run(None, {name_in: chunk})[0]
@@ -327,5 +357,7 @@ def load_ensemble(path: str | os.PathLike | Manifest, *, providers: Sequence[str
                              f"it (a visible GPU, CUDA and cuDNN libraries missing?); the session runs on "
                              f"{session.get_providers()}", path=f.path, field="providers")
         _check_io(session, manifest, member=name, index=i, path=f.path)
+        if f.entry.zero_output:
+            _check_zero_output(session, manifest, key, member=name, index=i, path=f.path)
         members.append(Member(i, name, f.path, f.sha256, f.entry, session))
     return Ensemble(manifest.folder, manifest, members, providers, batch_size=batch_size)

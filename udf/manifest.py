@@ -43,7 +43,7 @@ from insarcast.errors import InputError
 from .inputs import INPUTS, NORM_KEYS
 SHAPE_KEYS = ("history", "horizon", "patch", "channels")     # T, F, P, C
 
-_INT, _NUMBER, _STR, _DICT, _LIST = "int", "number", "str", "dict", "list"
+_INT, _NUMBER, _STR, _DICT, _LIST, _BOOL = "int", "number", "str", "dict", "list", "bool"
 _OPT_INT, _OPT_NUMBER, _OPT_STR = "int or null", "number or null", "str or null"
 _REQUIRED = object()
 
@@ -55,7 +55,7 @@ def _is(value: Any, kind: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == _NUMBER:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, {_STR: str, _DICT: dict, _LIST: list}[kind])
+    return isinstance(value, {_STR: str, _DICT: dict, _LIST: list, _BOOL: bool}[kind])
 
 
 def _typename(value: Any) -> str:
@@ -157,6 +157,7 @@ class MemberEntry(_Document):
     parameters: int | None
     source: str | None
     raw: dict[str, Any] = field(repr=False)
+    zero_output: bool = False     # its output is exactly 0 for every input (export/manifest.py); absent: false
 
     @property
     def model(self) -> dict[str, Any]:
@@ -171,7 +172,8 @@ class MemberEntry(_Document):
                     strategy=f.get("strategy", _STR), val_loss=float(f.get("val_loss", _NUMBER)),
                     hyperparameters=f.get("hyperparameters", _DICT), exporter=f.get("exporter", _STR),
                     parity_max_abs=float(f.get("parity_max_abs", _NUMBER)),
-                    parameters=f.get("parameters", _OPT_INT, None), source=f.get("source", _OPT_STR, None), raw=data)
+                    parameters=f.get("parameters", _OPT_INT, None), source=f.get("source", _OPT_STR, None), raw=data,
+                    zero_output=f.get("zero_output", _BOOL, False))
         pure = PurePosixPath(entry.file)
         if pure.name != entry.file or entry.file in ("", ".", "..") or "\\" in entry.file:
             raise f.error("file", f"member {index}: file must be a plain file name inside the ensemble folder, "
@@ -217,6 +219,12 @@ class Manifest(_Document):
     @property
     def versions(self) -> dict[str, Any]:
         return dict(self.raw["versions"])
+
+    @property
+    def members_zero_output(self) -> int:
+        """How many members give 0 for every input (``zero_output``): residual members that forecast
+        their reference unchanged. The products record it (attribute ``members_zero_output``)."""
+        return sum(m.zero_output for m in self.members)
 
     @classmethod
     def from_dict(cls, data: Any, *, path: str | os.PathLike = MANIFEST_NAME) -> Manifest:

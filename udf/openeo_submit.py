@@ -111,6 +111,7 @@ def write_products(*, result: Path, job: Path, graph: dict, ensemble: Path, thre
     """The products Dataset of ``insarcast forecast`` from the downloaded ``result`` folder, written to the
     Zarr store ``out`` (:mod:`insarcast.udf.openeo_result`)."""
     from .ensemble import MANIFEST_NAME
+    from .manifest import read_manifest
     from .openeo_result import read_result, result_products, udf_context
 
     spec = _read(job / "job.json")
@@ -119,6 +120,7 @@ def write_products(*, result: Path, job: Path, graph: dict, ensemble: Path, thre
                                manifest=manifest, thresholds_given=thresholds_given, path=result)
     metadata = _read(result / "job-results.json")
     products.attrs.update(ensemble=str(manifest["name"]), cube=str(spec["stac_url"]), openeo_backend=backend,
+                          members_zero_output=read_manifest(ensemble).members_zero_output,
                           openeo_job_id=str(metadata.get("id", "")))
     products = products.chunk({"y": 256, "x": 256})                  # Zarr wants regular chunks
     products.to_zarr(out, mode="w-", consolidated=True, zarr_format=2)

@@ -226,6 +226,7 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
                                          spatial_filter=spatial_filter, **settings)
             products.attrs.update(ensemble=members.name, ensemble_path=str(Path(ensemble).resolve()),
                                   cube=str(Path(cube).resolve()),
+                                  members_zero_output=members.manifest.members_zero_output,
                                   onnxruntime_providers=",".join(members.active_providers),
                                   onnxruntime_intra_op_threads=int(threads),
                                   dask_workers=int(workers) if scheduler is None else "scheduler",
