@@ -1,11 +1,18 @@
 """The UDF at scale: ensemble throughput against torch eager, peak memory against cube size, Rhineland time.
 
     python bench/udf.py [--members 10] [--threads 2] [--sizes 1,4,16] [--quick] [--out bench/results/udf.json]
+                        [--inputs paper|residual|residual-hindcast] [--kept N] [--throughput-only] [--repeats N]
 
 The ensemble is ``--members`` fresh (untrained, seeds 0, 1, ...) models of the packaged manual
 ResNet+Transformer configuration at demo size (T = 12, F = 6, P = 32). Their run folders are
 fabricated as the tuner lays them out and exported with ``insarcast.export.export_ensemble`` (parity
 on the demo cube); both are kept in ``--data``/udf and reused while they match (configuration and opset).
+With ``--inputs`` other than the paper's, ``--kept`` members keep the zeroed readout a residual model
+starts with (they forecast their reference and the UDF does not run them, ``zero_output``) and the
+others get a random readout, so they run as trained corrections do. ``--throughput-only`` stops after
+part 1. On a shared virtual machine single timings of a second or two vary by up to 2x from run to
+run: compare medians of several ``--repeats``, under ``INSARCAST_WAIT=active`` (else the wait policy
+follows the load average, which the bench's own earlier runs raise: :mod:`insarcast.cpus`).
 
 1. Throughput. ``forecast_products`` over a numpy region of the demo cube (``--region`` cells a side),
    the default overlap (P / 4), once with the ONNX ensemble (``intra_op_threads = --threads``, its
@@ -386,6 +393,27 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def print_throughput(tp: dict, region: int) -> None:
+    """Part 1's table."""
+    e = tp["engines"]
+    print()
+    print(f"1. UDF ensemble throughput: K = {tp['members']} members, P = {tp['patch']}, overlap {tp['overlap']}, "
+          f"{tp['threads']} threads, region {region} x {region} ({tp['valid_pixels']} valid pixels)")
+    print(f"   {'engine':12s} {'UDF s':>8s} {'px*members/s':>13s} {'model share':>11s} "
+          f"{'raw win*members/s':>18s}")
+    for name, row in e.items():
+        print(f"   {name:12s} {row['udf_s']:8.2f} {row['pixel_members_per_s']:13.0f} {row['model_share']:11.0%} "
+              f"{row['raw_window_members_per_s']:18.1f}")
+    print(f"   ONNX Runtime / torch eager: UDF {tp['onnx_over_torch_udf']:.2f}x, raw model "
+          f"{tp['onnx_over_torch_raw']:.2f}x (raw: {e['onnxruntime']['raw_windows']} windows; windows per call: "
+          f"ONNX Runtime {tp['session_batch']['onnxruntime']}, torch its best {tp['session_batch']['torch eager']}); "
+          f"max |ONNX - torch| forecast {tp['max_abs_diff_mm']:.2e} mm")
+    ci = tp["chunk_invariance"]
+    print(f"   chunk invariance: Dask chunks {ci['chunkings']} against numpy: max |diff| {ci['max_abs_diff']:.2e}, "
+          f"{ci['mismatched_pixels']} class or NaN mismatches")
+    print()
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         child(json.loads(sys.argv[2]))
@@ -405,6 +433,7 @@ def main() -> None:
                         help="the members' input formulation (insarcast.udf.inputs; residual: the demo preset's)")
     parser.add_argument("--kept", type=int, default=0,
                         help="residual inputs: members that keep their reference (zero readout, not run; default 0)")
+    parser.add_argument("--throughput-only", action="store_true", help="part 1 only")
     parser.add_argument("--rhine-budget", type=float, default=600.0,
                         help="measure the whole Rhineland region when predicted to take at most this many seconds")
     parser.add_argument("--quick", action="store_true", help="smaller regions and cubes")
@@ -432,6 +461,11 @@ def main() -> None:
           flush=True)
     tp = throughput(cube, tune, ens_dir, region=region, threads=args.threads, batch=args.batch,
                     repeats=args.repeats)
+    if args.throughput_only:
+        print_throughput(tp, region)
+        write_json(args.out, {"inputs": args.inputs, "kept": args.kept, "throughput": tp})
+        print(f"\nwrote {args.out}")
+        return
 
     from insarcast.udf.tiling import default_overlap
 
@@ -494,23 +528,7 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
     # --- table
-    e = tp["engines"]
-    print()
-    print(f"1. UDF ensemble throughput: K = {tp['members']} members, P = {tp['patch']}, overlap {tp['overlap']}, "
-          f"{tp['threads']} threads, region {region} x {region} ({tp['valid_pixels']} valid pixels)")
-    print(f"   {'engine':12s} {'UDF s':>8s} {'px*members/s':>13s} {'model share':>11s} "
-          f"{'raw win*members/s':>18s}")
-    for name, row in e.items():
-        print(f"   {name:12s} {row['udf_s']:8.2f} {row['pixel_members_per_s']:13.0f} {row['model_share']:11.0%} "
-              f"{row['raw_window_members_per_s']:18.1f}")
-    print(f"   ONNX Runtime / torch eager: UDF {tp['onnx_over_torch_udf']:.2f}x, raw model "
-          f"{tp['onnx_over_torch_raw']:.2f}x (raw: {e['onnxruntime']['raw_windows']} windows; windows per call: "
-          f"ONNX Runtime {tp['session_batch']['onnxruntime']}, torch its best {tp['session_batch']['torch eager']}); "
-          f"max |ONNX - torch| forecast {tp['max_abs_diff_mm']:.2e} mm")
-    ci = tp["chunk_invariance"]
-    print(f"   chunk invariance: Dask chunks {ci['chunkings']} against numpy: max |diff| {ci['max_abs_diff']:.2e}, "
-          f"{ci['mismatched_pixels']} class or NaN mismatches")
-    print()
+    print_throughput(tp, region)
     print(f"2. Peak memory of forecast_cube under Dask ({workers} worker processes x 1 thread, chunks {chunks}, "
           f"K = {args.members}; {memory[0]['method']})")
     print(f"   {'size':>5s} {'cells':>11s} {'epochs':>6s} {'tiles/pass':>10s} {'seconds':>8s} {'peak MB':>9s} "
