@@ -220,7 +220,7 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
         shown = _write_tables(stage, all_tables)
         pngs = _write_figures(stage, inputs, maps, layers, hind, res, cal, all_tables=all_tables, zone_tab=zone_tab)
         sections = _sections(shown, pngs, Numbers(key_tab), notes=inputs.notes, attrs=dict(prod.attrs),
-                             hattrs=dict(hind.hp.attrs), verdict=scores.verdict(),
+                             hattrs=dict(hind.hp.attrs), verdict=scores.verdict() + _kept_line(inputs.ensemble),
                              inputs={"cube": cube, "products": products, "compare": compare_dir, "zones": zones,
                                      "ensemble": inputs.ensemble_path, "tune": inputs.tune_dir})
         index = stage / "index.html"
@@ -587,6 +587,18 @@ def _skill_entries(scores) -> list[tuple]:
                  f"Brier skill of P{tau} with the observation noise against each origin's climatology, over "
                  f"{len(scores.anchors)} origins") for tau in (85, 95)]
     return out
+
+
+def _kept_line(ensemble) -> list[str]:
+    """How many members of a residual ensemble keep their reference (``zero_output``), as a sentence."""
+    if ensemble.inputs == "paper":
+        return []
+    kept, k = ensemble.manifest.members_zero_output, len(ensemble)
+    if kept == 0:
+        return [f"Every one of the {k} members corrects its reference forecast."]
+    line = (f"{kept} of the {k} members keep their reference forecast unchanged (no training epoch beat it on "
+            "validation: their correction is exactly 0, and they are not run)")
+    return [line + (", so the ensemble median is the reference forecast." if 2 * kept > k else ".")]
 
 
 def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, *, notes, attrs, hattrs,

@@ -247,6 +247,24 @@ def test_coverage_counts_observations_within_the_members_range():
     np.testing.assert_allclose(per_pixel[0], [1.0, 0.5, 0.0, 0.5])
 
 
+def test_the_worth_section_says_how_many_members_keep_their_reference():
+    from insarcast.report.build import _kept_line
+
+    class Fake:                                      # what _kept_line reads of a loaded Ensemble
+        def __init__(self, inputs, kept, k):
+            self.inputs, self.manifest, self.k = inputs, type("M", (), {"members_zero_output": kept})(), k
+
+        def __len__(self):
+            return self.k
+
+    assert _kept_line(Fake("paper", 0, 10)) == []
+    assert _kept_line(Fake("residual-hindcast", 0, 10)) == ["Every one of the 10 members corrects its reference "
+                                                            "forecast."]
+    assert _kept_line(Fake("residual-hindcast", 9, 10))[0].startswith("9 of the 10 members keep their reference")
+    assert _kept_line(Fake("residual-hindcast", 9, 10))[0].endswith("so the ensemble median is the reference forecast.")
+    assert "median" not in _kept_line(Fake("residual-hindcast", 5, 10))[0]     # 5 of 10: no majority
+
+
 def test_tiers_follow_class_and_uncertainty():
     cls = np.array([[3, 2, 2, 1, 0, 255]], np.uint8)
     biv = np.array([[6, 7, 8, 4, 0, 255]], np.uint8)                       # 3 s + u
@@ -303,12 +321,12 @@ def test_figure_10_has_the_best_manual_and_tpe_model_of_all_six_architectures(tm
 def tiny_run(tiny_demo):
     """What the report reads, from the tiny demo (six architectures tuned, manual and TPE, compared,
     exported, forecast); the report under test is written beside the demo's folder, not into it."""
-    from insarcast.demo import COMPARE, CUBE, PRODUCTS, SCENARIO
+    from insarcast.demo import COMPARE, CUBE, ENSEMBLE, PRODUCTS, SCENARIO
     from insarcast.synth import ZONES_NAME
 
     out = tiny_demo[0]
     return {"cube": out / CUBE, "products": out / PRODUCTS, "compare_dir": out / COMPARE,
-            "zones": out / SCENARIO / ZONES_NAME, "root": out.parent}
+            "zones": out / SCENARIO / ZONES_NAME, "root": out.parent, "ensemble": out / ENSEMBLE}
 
 
 @pytest.fixture(scope="module")
@@ -362,10 +380,16 @@ def _page(index: Path) -> _Page:
 
 
 @pytest.mark.slow                      # the whole-pipeline tiny demo (conftest's tiny_demo)
-def test_the_report_has_every_section_figure_and_table(report):
+def test_the_report_has_every_section_figure_and_table(report, tiny_run):
     from insarcast.report.build import SECTIONS
+    from insarcast.udf.manifest import read_manifest
 
     page = _page(report)
+    manifest = read_manifest(tiny_run["ensemble"])            # the worth section says how many members it ran
+    kept, k = manifest.members_zero_output, len(manifest.members)
+    assert (f"{kept} of the {k} members keep their reference" if kept else
+            f"Every one of the {k} members corrects") in report.read_text(encoding="utf-8")
+    assert xr.open_zarr(tiny_run["products"]).attrs["members_zero_output"] == kept
     assert page.sections == list(SECTIONS)
     assert page.scripts == 0
     files = {Path(img["data-file"]).stem for img in page.images}
