@@ -379,11 +379,11 @@ def _calibration(ds: xr.Dataset, hind: _Hindcast, *, horizon: int) -> _Calibrati
     cov_tab, cov_pixel = calibration.coverage(hind.members, hind.observed)
     # the same against what an observation is: the signal plus the noise of two epochs
     sigma = calibration.observation_sigma(ds["displacement"], hind.anchor)
+    level, level_scale = _anchor_level(ds, hind.anchor, steps=hind.steps, history=hind.history,
+                                       inputs=str(hp.attrs.get("inputs", "paper")))
     centre, scale = calibration.observation_predictive(
-        hind.members[:, horizon - 1], sigma, inputs=str(hp.attrs.get("inputs", "paper")),
-        level=_anchor_level(ds, hind.anchor, steps=hind.steps, history=hind.history,
-                            inputs=str(hp.attrs.get("inputs", "paper"))),
-        forecast_scale=hp["forecast_scale"].sel(horizon=horizon).values if "forecast_scale" in hp else None)
+        hind.members[:, horizon - 1], sigma, inputs=str(hp.attrs.get("inputs", "paper")), level=level,
+        level_scale=level_scale[horizon - 1])
     noisy = {tau: calibration.noisy_exceedance(centre, scale, hthr[tau]) for tau in calibration.LEVELS}
     rel_noise_tab, brier_noise_tab = calibration.reliability(noisy, np.abs(hind.obs_h), hthr, members=None)
     return _Calibration(rel_tab=rel_tab, brier_tab=brier_tab, cov_tab=cov_tab, cov_pixel=cov_pixel, sigma=sigma,
@@ -391,15 +391,17 @@ def _calibration(ds: xr.Dataset, hind: _Hindcast, *, horizon: int) -> _Calibrati
                         pit_tab=calibration.pit_table(calibration.pit(centre, scale, hind.obs_h)))
 
 
-def _anchor_level(ds: xr.Dataset, anchor: int, *, steps: int, history: int, inputs: str) -> np.ndarray:
+def _anchor_level(ds: xr.Dataset, anchor: int, *, steps: int, history: int,
+                  inputs: str) -> tuple[np.ndarray, np.ndarray]:
     """``R(a) - d(a)``: the reference curve's level at the anchor less the observation (the residual
-    inputs' reference level of formulation ``inputs``, :mod:`insarcast.udf.inputs`)."""
-    from insarcast.udf.inputs import hindcast_origins, reference_curve
+    inputs' reference level of formulation ``inputs``, :mod:`insarcast.udf.inputs`), and the standard
+    error of the curve's level at each step ``(F, y, x)``."""
+    from insarcast.udf.inputs import hindcast_origins, reference_fits
 
     d = np.asarray(ds["displacement"].transpose("t", "y", "x").values[: anchor + 1], np.float64)
-    fitted = bl.fits(d, bl.decimal_years(ds["t"].values), anchor, steps, history=history,
-                     hindcast=hindcast_origins(inputs))
-    return reference_curve(fitted, inputs)[history - 1] - d[anchor]
+    reference = reference_fits(bl.fits(d, bl.decimal_years(ds["t"].values), anchor, steps, history=history,
+                                       hindcast=hindcast_origins(inputs)), inputs)
+    return reference.adaptive()[history - 1] - d[anchor], reference.adaptive_scale(level=True)
 
 
 def _zone_table(inputs: _Inputs, hind: _Hindcast, *, maps: _Maps, zones: PathLike | None,

@@ -280,7 +280,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
     """Hindcast ``ensemble`` (an :class:`insarcast.udf.ensemble.Ensemble` or anything with its
     ``settings``) at every anchor and score it beside the baselines (see the module docstring)."""
     from insarcast.udf.forecast import forecast_products
-    from insarcast.udf.inputs import reference_curve
+    from insarcast.udf.inputs import reference_fits
     from insarcast.udf.spatial import binomial_filter
 
     settings = dict(ensemble.settings)
@@ -304,9 +304,11 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         forecasts["adaptive_filtered"] = binomial_filter(np.where(valid, forecasts["adaptive"], np.nan))
         observed = d_all[a + 1: a + horizon + 1] - d_all[a]
         scores.anchors.append(a)
-        level = reference_curve(fitted, inputs)[history - 1] - d_all[a]
+        reference = reference_fits(fitted, inputs)
+        level = reference.adaptive()[history - 1] - d_all[a]
         scores.calibration.append({"anchor": a, **calibration_scores(
-            products, cube["displacement"], a, observed[-1], valid, inputs=inputs, level=level)})
+            products, cube["displacement"], a, observed[-1], valid, inputs=inputs, level=level,
+            level_scale=reference.adaptive_scale(level=True))})
         scores.add("observed", "overall", forecasts, observed, valid)
         if zones is not None:
             scores.add("observed", "zones", forecasts, observed, valid & zones)
@@ -337,17 +339,19 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
 
 
 def calibration_scores(products: xr.Dataset, displacement: xr.DataArray, anchor: int, observed: np.ndarray,
-                       valid: np.ndarray, *, inputs: str, level: np.ndarray) -> dict[str, float]:
+                       valid: np.ndarray, *, inputs: str, level: np.ndarray,
+                       level_scale: np.ndarray | None = None) -> dict[str, float]:
     """One origin's calibration sums (see :meth:`SkillScores.calibration_table`): the members at the
     products' horizon, their thresholds, the observation noise up to ``anchor`` and the observed
-    change ``observed (y, x)`` at that horizon."""
+    change ``observed (y, x)`` at that horizon; ``level_scale (F, y, x)``: the standard error of the
+    reference's level at each step (:func:`insarcast.report.calibration.observation_predictive`)."""
     from . import calibration as cal
 
     h = int(products.attrs["horizon"])
     members = np.asarray(products["forecast"].transpose("member", "horizon", "y", "x").values[:, h - 1], np.float64)
     sigma = cal.observation_sigma(displacement, anchor)
     centre, scale = cal.observation_predictive(members, sigma, inputs=inputs, level=level,
-                                               forecast_scale=_forecast_scale(products))
+                                               level_scale=None if level_scale is None else level_scale[h - 1])
     u = cal.pit(centre, scale, observed)
     ok = valid & np.isfinite(u)
     out = {"pixels": int(ok.sum()), "pit_inside": int(((u[ok] >= 0.1) & (u[ok] <= 0.9)).sum())}

@@ -112,3 +112,24 @@ def test_a_trough_that_accelerates_under_a_pixel_is_forecast_by_the_parabola():
     line_error = abs(forecast("linear", d, YEARS, ANCHOR, F, history=T)[-1, 0, 1] - expected)
     adaptive_error = abs(forecast("adaptive", d, YEARS, ANCHOR, F, history=T)[-1, 0, 1] - expected)
     assert line_error > 4.0 and adaptive_error < 0.6 * line_error
+
+
+def test_the_error_factors_of_the_window_line_equal_the_textbook_formulas():
+    """For the line through T epochs at t_i (the anchor at 0), the variance per unit noise of the
+    forecast change to t_a + k dt is (k dt)^2 / Sxx, and of the forecast level 1/T + (k dt - t_bar)^2 / Sxx."""
+    from insarcast.baselines import fits
+
+    n, t, f = 60, 12, 6
+    dt = 6.0 / 365.25
+    years = dt * np.arange(n)
+    d = np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
+    fitted = fits(d, years, n - 1, f, history=t)
+    ti = dt * np.arange(-(t - 1), 1)
+    sxx = np.sum((ti - ti.mean()) ** 2)
+    k = dt * np.arange(1, f + 1)
+    np.testing.assert_allclose(fitted.factors[0], k ** 2 / sxx, rtol=1e-6)
+    np.testing.assert_allclose(fitted.level_factors[0], 1 / t + (k - ti.mean()) ** 2 / sxx, rtol=1e-6)
+    # where the window's line is the curve, the level's scale is the change's plus the anchor's own error
+    line_only = fitted._replace(hindcast=None, long_misfit=np.full(3, np.inf), local_misfit=np.full(3, np.inf))
+    ratio = line_only.adaptive_scale(level=True) / line_only.adaptive_scale()
+    np.testing.assert_allclose(ratio[:, 0], np.sqrt((1 / t + (k - ti.mean()) ** 2 / sxx) / (k ** 2 / sxx)), rtol=1e-5)

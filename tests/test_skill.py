@@ -291,6 +291,36 @@ def test_the_observation_predictive_of_residual_inputs_uses_the_observed_anchor_
         cal.observation_predictive(member, s, inputs="residual")
 
 
+def test_the_observation_predictive_counts_the_error_of_the_fitted_level():
+    """Steady ground under white noise (sigma = 2 mm) forecast by the window's line (T = 12): the
+    observed change less the centre is the line's error at a+h plus e(a+h), of variance
+    sigma^2 (1 + 1/T + (h + (T-1)/2)^2 / Sxx) = 2.0 sigma^2 at h = 6. With the level's scale the
+    central 80 % holds 80 % of the observations; with the change's scale (the products'
+    forecast_scale) it held 69 % by the same formula, with none 63 %."""
+    from insarcast.report import calibration as cal
+
+    rng = np.random.default_rng(7)
+    n, size, sigma, h, history = 120, 60, 2.0, 6, 12
+    years = _years(n)
+    d = rng.normal(0.0, sigma, (n, size, size))
+    a = n - h - 1
+    fitted = bl.fits(d, years, a, h, history=history)
+    inf = np.full((size, size), np.inf)
+    line = fitted._replace(long_misfit=inf, local_misfit=inf)          # the window's line everywhere
+    member = bl.change(line.adaptive(), history)[-1][None]
+    level = line.adaptive()[history - 1] - d[a]
+    observed = d[a + h] - d[a]
+    s = np.full((size, size), sigma)
+    shares = {}
+    for name, scale in (("level", line.adaptive_scale(level=True)[-1]), ("change", line.adaptive_scale()[-1]),
+                        ("none", None)):
+        centre, spread = cal.observation_predictive(member, s, inputs="residual", level=level, level_scale=scale)
+        u = cal.pit(centre, spread, observed)
+        shares[name] = np.mean((u >= 0.1) & (u <= 0.9))
+    assert 0.77 <= shares["level"] <= 0.83, shares
+    assert shares["change"] < 0.73 and shares["none"] < 0.68, shares
+
+
 def test_scores_over_origins_hold_the_maps_and_calibration_of_a_model_that_is_its_baseline():
     """A residual 'ensemble' that corrects nothing is the adaptive baseline through the spatial filter:
     its RMSE and map scores equal the filtered baseline's (and differ from the unfiltered one's), the noise-free fit finds the trough (recall 1), and the pooled calibration of

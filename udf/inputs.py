@@ -108,11 +108,16 @@ def hindcast_origins(inputs: str) -> int:
     return HINDCAST_ORIGINS if inputs == "residual-hindcast" else 0
 
 
+def reference_fits(fitted: Fits, inputs: str) -> Fits:
+    """The fits whose adaptive curve is the reference of formulation ``inputs``, from
+    :func:`insarcast.baselines.fits` computed with hindcast errors or without: ``residual`` ensembles
+    keep the misfit rule they were trained with."""
+    return fitted if hindcast_origins(inputs) else fitted._replace(hindcast=None)
+
+
 def reference_curve(fitted: Fits, inputs: str) -> np.ndarray:
-    """The reference curve ``R`` (T + F, ...) of formulation ``inputs`` from :func:`insarcast.baselines.fits`
-    computed with hindcast errors or without: ``residual`` ensembles keep the misfit rule they were
-    trained with."""
-    return (fitted if hindcast_origins(inputs) else fitted._replace(hindcast=None)).adaptive()
+    """The reference curve ``R`` (T + F, ...) of formulation ``inputs`` (:func:`reference_fits`)."""
+    return reference_fits(fitted, inputs).adaptive()
 
 
 def uses_spatial_filter(inputs: str, asked: bool | None = None) -> bool:

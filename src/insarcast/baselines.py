@@ -79,6 +79,7 @@ class Fits(NamedTuple):
     history: int                  # T
     factors: np.ndarray           # (4, F) g_k' (X'X)^+ g_k of the linear, local, long, quadratic designs
     hindcast: np.ndarray | None = None   # (4, ...) mean squared hindcast error of the :data:`CURVES`
+    level_factors: np.ndarray | None = None   # (4, F) x_k' (X'X)^+ x_k: the same for the level R(a+k) itself
 
     def choice(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where :meth:`adaptive` takes the long fit, where (not long) the local line and where the
@@ -115,17 +116,24 @@ class Fits(NamedTuple):
         long_, local, quad = self.choice()
         return np.where(long_, self.long, np.where(local, self.local, np.where(quad, self.quadratic, self.linear)))
 
-    def adaptive_scale(self) -> np.ndarray:
-        """(F, ...) standard error of the adaptive forecast of the change ``R(a+k) - R(a)``, mm.
+    def adaptive_scale(self, *, level: bool = False) -> np.ndarray:
+        """(F, ...) standard error of the adaptive forecast of the change ``R(a+k) - R(a)``, mm; with
+        ``level``, of the level ``R(a+k)`` itself.
 
         The textbook prediction error of a least-squares extrapolation: ``s_k = sigma sqrt(g_k'
         (X'X)^+ g_k)`` with X the chosen curve's design over the epochs it was fitted to and ``g_k =
-        x(a+k) - x(a)`` its rows' difference, and ``sigma`` the residual scale of that curve, the larger
-        of the noise of one epoch and its RMS misfit over the window (so a curve that fits the recent
-        epochs worse than the noise says so). It does not know a change of regime after the anchor."""
+        x(a+k) - x(a)`` its rows' difference (``g_k = x(a+k)`` for the level), and ``sigma`` the residual
+        scale of that curve, the larger of the noise of one epoch and its RMS misfit over the window (so
+        a curve that fits the recent epochs worse than the noise says so). It does not know a change of
+        regime after the anchor. The change is what the products forecast; the level is what an
+        observation at ``a+k`` is predicted from when the anchor's level is taken from the curve,
+        ``d(a+k) - d(a) = (R(a+k) - R(a)) + (R(a) - d(a)) + ...`` (:mod:`insarcast.report.calibration`)."""
         long_, local, quad = self.choice()
         shape = (-1,) + (1,) * np.ndim(self.noise)
-        linear_f, local_f, long_f, quad_f = (np.asarray(f, np.float64).reshape(shape) for f in self.factors)
+        factors = self.level_factors if level else self.factors
+        if factors is None:
+            raise ValueError("these fits carry no level factors")
+        linear_f, local_f, long_f, quad_f = (np.asarray(f, np.float64).reshape(shape) for f in factors)
         misfit = np.where(long_, self.long_misfit, np.where(local, self.local_misfit, np.where(
             quad, self.quadratic_misfit, self.window_misfit)))
         factor = np.where(long_, long_f, np.where(local, local_f, np.where(quad, quad_f, linear_f)))
@@ -187,15 +195,16 @@ def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history
     with np.errstate(invalid="ignore"):
         centre = np.median(second, axis=1, keepdims=True)
         noise = 1.4826 * np.median(np.abs(second - centre), axis=1) / np.sqrt(6.0)
-    factors = np.stack([_factors(line[:history], line, history),
-                        _factors(design(t_local, False), line, history),
-                        _factors(design(years[: anchor + 1], annual), design(t_out, annual), history),
-                        _factors(_design(t_quad, t0, quadratic=True), _design(t_out, t0, quadratic=True), history)])
+    designs = [(line[:history], line), (design(t_local, False), line),
+               (design(years[: anchor + 1], annual), design(t_out, annual)),
+               (_design(t_quad, t0, quadratic=True), _design(t_out, t0, quadratic=True))]
+    factors = np.stack([_factors(fitted, out, history) for fitted, out in designs])
+    level_factors = np.stack([_factors(fitted, out, history, level=True) for fitted, out in designs])
     scores = _hindcast(past, years, anchor, horizon, history, hindcast).reshape(-1, *shape) if hindcast else None
     return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), local.reshape(-1, *shape),
                 quadratic.reshape(-1, *shape), _rms(window, linear).reshape(shape), _rms(window, long).reshape(shape),
                 _rms(window, local).reshape(shape), _rms(window, quadratic).reshape(shape), noise.reshape(shape),
-                history, factors, scores)
+                history, factors, scores, level_factors)
 
 
 def _design(t: np.ndarray, t0: float, *, seasonal: bool = False, quadratic: bool = False) -> np.ndarray:
@@ -276,10 +285,11 @@ def _hindcast(past: np.ndarray, years: np.ndarray, anchor: int, horizon: int, hi
     return total / len(bs)
 
 
-def _factors(fitted: np.ndarray, out: np.ndarray, history: int) -> np.ndarray:
+def _factors(fitted: np.ndarray, out: np.ndarray, history: int, *, level: bool = False) -> np.ndarray:
     """``g_k' (X'X)^+ g_k`` for k = 1..F with X = ``fitted`` and ``g_k = out[T - 1 + k] - out[T - 1]``:
-    the variance of a forecast change per unit noise variance (``(X'X)^+ = X^+ X^+'``)."""
-    g = out[history:] - out[history - 1]
+    the variance of a forecast change per unit noise variance (``(X'X)^+ = X^+ X^+'``); with ``level``,
+    ``g_k = out[T - 1 + k]``, that of the forecast level."""
+    g = out[history:] if level else out[history:] - out[history - 1]
     return np.sum((g @ np.linalg.pinv(fitted)) ** 2, axis=1)
 
 
