@@ -260,6 +260,23 @@ def test_an_ensemble_without_inputs_is_the_papers_and_unknown_inputs_are_refused
     assert err.value.field == "inputs"
 
 
+def _steady_ground(*, seed: int, line: bool = False):
+    """Steady ground under white noise (sigma = 2 mm, 120 epochs, 60 x 60 pixels) forecast at h = 6
+    from the anchor a = n - h - 1 (T = 12) by the adaptive curve, or by the window's line everywhere:
+    (its fits, the member's change at h (1, y, x), the level R(a) - d(a), the observed change, sigma)."""
+    rng = np.random.default_rng(seed)
+    n, size, sigma, h, history = 120, 60, 2.0, 6, 12
+    d = rng.normal(0.0, sigma, (n, size, size))
+    a = n - h - 1
+    fitted = bl.fits(d, _years(n), a, h, history=history)
+    if line:
+        inf = np.full((size, size), np.inf)
+        fitted = fitted._replace(long_misfit=inf, local_misfit=inf)
+    curve = fitted.adaptive()
+    return fitted, bl.change(curve, history)[-1][None], curve[history - 1] - d[a], d[a + h] - d[a], \
+        np.full((size, size), sigma)
+
+
 def test_the_observation_predictive_of_residual_inputs_uses_the_observed_anchor_departure():
     """Steady ground under white noise (sigma = 2 mm): the adaptive curve forecasts no change, and the
     observed change d(a+h) - d(a) = e(a+h) - e(a). Taking the anchor's departure R(a) - d(a) as known
@@ -269,16 +286,7 @@ def test_the_observation_predictive_of_residual_inputs_uses_the_observed_anchor_
     skill at all on such ground (every pixel gets the same probability)."""
     from insarcast.report import calibration as cal
 
-    rng = np.random.default_rng(3)
-    n, size, sigma, h, history = 120, 60, 2.0, 6, 12
-    years = _years(n)
-    d = rng.normal(0.0, sigma, (n, size, size))
-    a = n - h - 1
-    fitted = bl.fits(d, years, a, h, history=history)
-    member = bl.change(fitted.adaptive(), history)[-1][None]
-    level = fitted.adaptive()[history - 1] - d[a]
-    observed = d[a + h] - d[a]
-    s = np.full((size, size), sigma)
+    fitted, member, level, observed, s = _steady_ground(seed=3)
     for inputs, skilful in (("residual", True), ("paper", False)):
         centre, scale = cal.observation_predictive(member, s, inputs=inputs, level=level)
         u = cal.pit(centre, scale, observed)
@@ -299,18 +307,7 @@ def test_the_observation_predictive_counts_the_error_of_the_fitted_level():
     forecast_scale) it held 69 % by the same formula, with none 63 %."""
     from insarcast.report import calibration as cal
 
-    rng = np.random.default_rng(7)
-    n, size, sigma, h, history = 120, 60, 2.0, 6, 12
-    years = _years(n)
-    d = rng.normal(0.0, sigma, (n, size, size))
-    a = n - h - 1
-    fitted = bl.fits(d, years, a, h, history=history)
-    inf = np.full((size, size), np.inf)
-    line = fitted._replace(long_misfit=inf, local_misfit=inf)          # the window's line everywhere
-    member = bl.change(line.adaptive(), history)[-1][None]
-    level = line.adaptive()[history - 1] - d[a]
-    observed = d[a + h] - d[a]
-    s = np.full((size, size), sigma)
+    line, member, level, observed, s = _steady_ground(seed=7, line=True)
     shares = {}
     for name, scale in (("level", line.adaptive_scale(level=True)[-1]), ("change", line.adaptive_scale()[-1]),
                         ("none", None)):
