@@ -1,0 +1,144 @@
+"""How much could any correction of the reference learn from the model inputs? A linear bound.
+
+    python bench/oracle.py [--scenarios demo,fast-mine,accelerating-fault] [--data DIR] [--out FILE]
+
+The networks of a residual-hindcast ensemble correct the adaptive baseline (the reference) from the
+model inputs (:func:`insarcast.udf.inputs.model_inputs`); on every benchmark scenario they add
+nothing (README, "Forecast skill"). This asks whether there was anything to learn. Per pixel, the
+features are the 13 static channels and the last 3 residuals of the inputs at one anchor, their
+means over 3 x 3 and 9 x 9 neighbourhoods of valid cells, and a constant (49 in all). A ridge
+regression (standardised features, lambda = 10) of the correction at the horizon F is fitted over
+the anchors of the training period (every 5th epoch from 30 % to 80 % of the cube), to two targets:
+
+- ``oracle``: the correction the noise-free truth asks for, ``(T(a+F) - T(a)) - (R(a+F) - R(a))``,
+  which no user has;
+- ``observed``: the networks' own training target, ``d(a+F) - R(a+F)`` (:mod:`insarcast.udf.inputs`).
+
+Both are scored on the test origins of ``bench/skill.py`` (6 in the last 10 % of the epochs)
+against the true change at F and against the observed change less the anchor's departure
+``d(a+F) - d(a) - (R(a) - d(a))``, each map through the products' spatial filter, beside the
+filtered reference. A linear model is a lower bound on what a network could fit, but with about 1.5 million
+pixel-anchors per scenario the ridge is not short of data: where the oracle gains and the observed
+fit does not, what the inputs could teach is not in the targets training has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from common import write_json
+from skill import HERE, scenario_cube
+
+T, F = 12, 6                  # the demo preset's history and horizon
+LAMBDA = 10.0
+SIZES = (3, 9)                # neighbourhood means
+
+
+def features(d: np.ndarray, valid: np.ndarray, years: np.ndarray, anchor: int):
+    """``(features (49, y, x), reference change at F (y, x), level R(a) - d(a) (y, x))`` at ``anchor``."""
+    from scipy.ndimage import uniform_filter
+
+    from insarcast.udf.inputs import model_inputs
+
+    unit = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}   # features in mm
+    built = model_inputs(d[None, : anchor + 1], valid[None], history=T, horizon=F, norm=unit,
+                         inputs="residual-hindcast", years=years[: anchor + 1])
+    x = built.x[0]
+    base = np.concatenate([x[-1, 3:], x[-3:, 2]])                 # static channels, last 3 residuals
+    means = []
+    for size in SIZES:
+        weight = np.maximum(uniform_filter(valid.astype(np.float64), size, mode="constant"), 1e-9)
+        means.append([uniform_filter(np.where(valid, c, 0.0), size, mode="constant") / weight for c in base])
+    stacked = np.concatenate([base, *map(np.asarray, means), np.ones((1,) + valid.shape)])
+    return stacked, built.reference[0, -1].astype(np.float64), built.level[0].astype(np.float64)
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float = LAMBDA):
+    """A ridge regression on standardised columns (the last, the constant, unpenalised in scale)."""
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    mu[-1], sd[-1] = 0.0, 1.0
+    z = (x - mu) / sd
+    w = np.linalg.solve(z.T @ z + lam * np.eye(z.shape[1]), z.T @ y)
+    return lambda new: ((new - mu) / sd) @ w
+
+
+def bound(name: str, data: Path) -> dict:
+    import xarray as xr
+
+    from insarcast.baselines import decimal_years
+    from insarcast.cube import open_cube
+    from insarcast.report import skill
+    from insarcast.udf.spatial import binomial_filter
+
+    cube_path, folder = scenario_cube(name, data)
+    cube = open_cube(cube_path).load()
+    truth = xr.open_zarr(folder / "truth.zarr")["displacement"].load().transpose("t", "y", "x").values
+    d = cube["displacement"].transpose("t", "y", "x").values.astype(np.float32)
+    valid = np.asarray(cube["valid"].values, bool) & np.isfinite(d).all(0)
+    years = decimal_years(cube["t"].values)
+    nt = d.shape[0]
+    train = np.arange(int(0.3 * nt), int(0.8 * nt) - F, 5)
+    test = skill.origins(nt, history=T, horizon=F, start=int(round(0.9 * nt)), count=6)
+
+    rows: dict[str, tuple[list, list]] = {"oracle": ([], []), "observed": ([], [])}
+    for a in train:
+        x, ref, level = features(d, valid, years, int(a))
+        targets = {"oracle": (truth[a + F] - truth[a]) - ref, "observed": (d[a + F] - d[a]) - level - ref}
+        for key, y in targets.items():
+            ok = valid & np.isfinite(y)
+            rows[key][0].append(x[:, ok].T)
+            rows[key][1].append(y[ok])
+    fitted = {key: ridge(np.concatenate(xs), np.concatenate(ys)) for key, (xs, ys) in rows.items()}
+
+    squared: dict[str, list] = {"reference": [], "oracle": [], "observed": []}
+    against_obs: dict[str, list] = {key: [] for key in squared}
+    for a in test:
+        x, ref, level = features(d, valid, years, int(a))
+        true = truth[a + F] - truth[a]
+        seen = d[a + F] - d[a] - level                  # the observed change less the anchor's departure
+        maps = {"reference": ref}
+        for key, model in fitted.items():
+            correction = np.zeros(valid.shape)
+            correction[valid] = model(x[:, valid].T)
+            maps[key] = ref + correction
+        for key, layer in maps.items():
+            filtered = binomial_filter(np.where(valid, layer, np.nan).astype(np.float32)[None])[0]
+            squared[key].append((filtered - true)[valid] ** 2)
+            against_obs[key].append((filtered - seen)[valid] ** 2)
+    rmse = {key: float(np.sqrt(np.mean(np.concatenate(v)))) for key, v in squared.items()}
+    rmse_obs = {key: float(np.sqrt(np.mean(np.concatenate(v)))) for key, v in against_obs.items()}
+    return {"scenario": name, "train_anchors": len(train), "test_anchors": [int(a) for a in test],
+            "pixel_anchors": int(sum(len(y) for y in rows["oracle"][1])), "rmse_truth_mm": rmse,
+            "rmse_observed_mm": rmse_obs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default="demo,fast-mine,accelerating-fault")
+    parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "oracle.json")
+    args = parser.parse_args()
+    results = []
+    print(f"RMSE of the change at F = {F} against the truth (then against the observations), test origins, "
+          f"each map spatially filtered")
+    print(f"{'scenario':20s} {'reference':>10s} {'oracle':>16s} {'observed':>16s} {'seconds':>8s}")
+    for name in args.scenarios.split(","):
+        tick = time.perf_counter()
+        res = bound(name, args.data)
+        r = res["rmse_truth_mm"]
+        res["seconds"] = round(time.perf_counter() - tick, 1)
+        results.append(res)
+        print(f"{name:20s} {r['reference']:10.3f} {r['oracle']:8.3f} ({r['oracle'] / r['reference'] - 1:+5.0%}) "
+              f"{r['observed']:8.3f} ({r['observed'] / r['reference'] - 1:+5.0%}) {res['seconds']:8.0f}", flush=True)
+        o = res["rmse_observed_mm"]
+        print(f"{'  vs observations':20s} {o['reference']:10.3f} {o['oracle']:8.3f} ({o['oracle'] / o['reference'] - 1:+5.0%}) "
+              f"{o['observed']:8.3f} ({o['observed'] / o['reference'] - 1:+5.0%})", flush=True)
+    write_json(args.out, {"features": 49, "lambda": LAMBDA, "results": results})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
