@@ -1,6 +1,7 @@
 """How much could any correction of the reference learn from the model inputs? A linear bound.
 
     python bench/oracle.py [--scenarios demo,fast-mine,accelerating-fault] [--data DIR] [--out FILE]
+    python bench/oracle.py --transfer-from demo --scenarios demo-seed7,fast-mine,...
 
 The networks of a residual-hindcast ensemble correct the adaptive baseline (the reference) from the
 model inputs (:func:`insarcast.udf.inputs.model_inputs`); on every benchmark scenario they add
@@ -20,6 +21,9 @@ against the true change at F and against the observed change less the anchor's d
 filtered reference. A linear model is a lower bound on what a network could fit, but with about 1.5 million
 pixel-anchors per scenario the ridge is not short of data: where the oracle gains and the observed
 fit does not, what the inputs could teach is not in the targets training has.
+
+``--transfer-from NAME`` fits the truth's correction on one scenario only (a synthetic truth is the
+one the project can make) and scores it on the others: does it carry over to other physics and noise?
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from common import write_json
@@ -65,78 +70,104 @@ def ridge(x: np.ndarray, y: np.ndarray, lam: float = LAMBDA):
     return lambda new: ((new - mu) / sd) @ w
 
 
-def bound(name: str, data: Path) -> dict:
+class Scenario(NamedTuple):
+    d: np.ndarray               # (t, y, x) observed displacement, mm
+    valid: np.ndarray           # (y, x)
+    years: np.ndarray           # (t,)
+    truth: np.ndarray           # (t, y, x) noise-free displacement, mm
+
+
+def load(name: str, data: Path) -> Scenario:
     import xarray as xr
 
     from insarcast.baselines import decimal_years
     from insarcast.cube import open_cube
-    from insarcast.report import skill
-    from insarcast.udf.spatial import binomial_filter
 
     cube_path, folder = scenario_cube(name, data)
     cube = open_cube(cube_path).load()
     truth = xr.open_zarr(folder / "truth.zarr")["displacement"].load().transpose("t", "y", "x").values
     d = cube["displacement"].transpose("t", "y", "x").values.astype(np.float32)
     valid = np.asarray(cube["valid"].values, bool) & np.isfinite(d).all(0)
-    years = decimal_years(cube["t"].values)
-    nt = d.shape[0]
-    train = np.arange(int(0.3 * nt), int(0.8 * nt) - F, 5)
-    test = skill.origins(nt, history=T, horizon=F, start=int(round(0.9 * nt)), count=6)
+    return Scenario(d, valid, decimal_years(cube["t"].values), truth)
 
+
+def fit(sc: Scenario) -> tuple[dict, int]:
+    """The ridge corrections fitted over the training period's anchors to the truth (``oracle``) and to
+    the observations (``observed``), and the number of pixel-anchors."""
+    nt = sc.d.shape[0]
     rows: dict[str, tuple[list, list]] = {"oracle": ([], []), "observed": ([], [])}
-    for a in train:
-        x, ref, level = features(d, valid, years, int(a))
-        targets = {"oracle": (truth[a + F] - truth[a]) - ref, "observed": (d[a + F] - d[a]) - level - ref}
+    for a in np.arange(int(0.3 * nt), int(0.8 * nt) - F, 5):
+        x, ref, level = features(sc.d, sc.valid, sc.years, int(a))
+        targets = {"oracle": (sc.truth[a + F] - sc.truth[a]) - ref,
+                   "observed": (sc.d[a + F] - sc.d[a]) - level - ref}
         for key, y in targets.items():
-            ok = valid & np.isfinite(y)
+            ok = sc.valid & np.isfinite(y)
             rows[key][0].append(x[:, ok].T)
             rows[key][1].append(y[ok])
     fitted = {key: ridge(np.concatenate(xs), np.concatenate(ys)) for key, (xs, ys) in rows.items()}
+    return fitted, int(sum(len(y) for y in rows["oracle"][1]))
 
-    squared: dict[str, list] = {"reference": [], "oracle": [], "observed": []}
+
+def score(sc: Scenario, fitted: dict) -> dict:
+    """RMSE at F over the test origins, against the truth and the observations, of the filtered
+    reference and of the reference plus each fitted correction."""
+    from insarcast.report import skill
+    from insarcast.udf.spatial import binomial_filter
+
+    nt = sc.d.shape[0]
+    test = skill.origins(nt, history=T, horizon=F, start=int(round(0.9 * nt)), count=6)
+    squared: dict[str, list] = {"reference": [], **{key: [] for key in fitted}}
     against_obs: dict[str, list] = {key: [] for key in squared}
     for a in test:
-        x, ref, level = features(d, valid, years, int(a))
-        true = truth[a + F] - truth[a]
-        seen = d[a + F] - d[a] - level                  # the observed change less the anchor's departure
+        x, ref, level = features(sc.d, sc.valid, sc.years, int(a))
+        true = sc.truth[a + F] - sc.truth[a]
+        seen = sc.d[a + F] - sc.d[a] - level             # the observed change less the anchor's departure
         maps = {"reference": ref}
         for key, model in fitted.items():
-            correction = np.zeros(valid.shape)
-            correction[valid] = model(x[:, valid].T)
+            correction = np.zeros(sc.valid.shape)
+            correction[sc.valid] = model(x[:, sc.valid].T)
             maps[key] = ref + correction
         for key, layer in maps.items():
-            filtered = binomial_filter(np.where(valid, layer, np.nan).astype(np.float32)[None])[0]
-            squared[key].append((filtered - true)[valid] ** 2)
-            against_obs[key].append((filtered - seen)[valid] ** 2)
-    rmse = {key: float(np.sqrt(np.mean(np.concatenate(v)))) for key, v in squared.items()}
-    rmse_obs = {key: float(np.sqrt(np.mean(np.concatenate(v)))) for key, v in against_obs.items()}
-    return {"scenario": name, "train_anchors": len(train), "test_anchors": [int(a) for a in test],
-            "pixel_anchors": int(sum(len(y) for y in rows["oracle"][1])), "rmse_truth_mm": rmse,
-            "rmse_observed_mm": rmse_obs}
+            filtered = binomial_filter(np.where(sc.valid, layer, np.nan).astype(np.float32)[None])[0]
+            squared[key].append((filtered - true)[sc.valid] ** 2)
+            against_obs[key].append((filtered - seen)[sc.valid] ** 2)
+    return {"test_anchors": [int(a) for a in test],
+            "rmse_truth_mm": {k: float(np.sqrt(np.mean(np.concatenate(v)))) for k, v in squared.items()},
+            "rmse_observed_mm": {k: float(np.sqrt(np.mean(np.concatenate(v)))) for k, v in against_obs.items()}}
+
+
+def _row(label: str, r: dict, keys: tuple[str, ...]) -> str:
+    cells = [f"{r['reference']:10.3f}"] + [f"{r[k]:8.3f} ({r[k] / r['reference'] - 1:+5.0%})" for k in keys]
+    return f"{label:22s} " + " ".join(cells)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", default="demo,fast-mine,accelerating-fault")
+    parser.add_argument("--transfer-from", default=None,
+                        help="fit to this scenario's truth only, and score that fit on each of --scenarios")
     parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "oracle.json")
     args = parser.parse_args()
-    results = []
+    source = None
+    if args.transfer_from:
+        fitted, pixels = fit(load(args.transfer_from, args.data))
+        source = ({"transfer": fitted["oracle"]}, pixels)
+    keys = ("transfer",) if source else ("oracle", "observed")
     print(f"RMSE of the change at F = {F} against the truth (then against the observations), test origins, "
-          f"each map spatially filtered")
-    print(f"{'scenario':20s} {'reference':>10s} {'oracle':>16s} {'observed':>16s} {'seconds':>8s}")
+          f"each map spatially filtered" + (f"; corrections fitted to {args.transfer_from}'s truth" if source else ""))
+    print(f"{'scenario':22s} {'reference':>10s} " + " ".join(f"{k:>16s}" for k in keys))
+    results = []
     for name in args.scenarios.split(","):
         tick = time.perf_counter()
-        res = bound(name, args.data)
-        r = res["rmse_truth_mm"]
-        res["seconds"] = round(time.perf_counter() - tick, 1)
+        sc = load(name, args.data)
+        fitted, pixels = source or fit(sc)
+        res = {"scenario": name, "pixel_anchors": pixels, **score(sc, fitted),
+               "seconds": round(time.perf_counter() - tick, 1)}
         results.append(res)
-        print(f"{name:20s} {r['reference']:10.3f} {r['oracle']:8.3f} ({r['oracle'] / r['reference'] - 1:+5.0%}) "
-              f"{r['observed']:8.3f} ({r['observed'] / r['reference'] - 1:+5.0%}) {res['seconds']:8.0f}", flush=True)
-        o = res["rmse_observed_mm"]
-        print(f"{'  vs observations':20s} {o['reference']:10.3f} {o['oracle']:8.3f} ({o['oracle'] / o['reference'] - 1:+5.0%}) "
-              f"{o['observed']:8.3f} ({o['observed'] / o['reference'] - 1:+5.0%})", flush=True)
-    write_json(args.out, {"features": 49, "lambda": LAMBDA, "results": results})
+        print(_row(name, res["rmse_truth_mm"], keys), flush=True)
+        print(_row("  vs observations", res["rmse_observed_mm"], keys), flush=True)
+    write_json(args.out, {"features": 49, "lambda": LAMBDA, "transfer_from": args.transfer_from, "results": results})
     print(f"wrote {args.out}")
 
 
