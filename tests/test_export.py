@@ -286,7 +286,14 @@ def test_a_residual_member_that_keeps_its_reference_is_flagged_and_not_run(tiny_
     with torch.no_grad():
         model.last_layer.bias.fill_(0.25)                  # a correction of 0.25 (normalised) everywhere
     save_model(model, moved / "model.pt", extra=extra)
-    out = export_ensemble(tmp_path / "tune", tmp_path / "ens", top=2)
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    done = CliRunner().invoke(main, ["export", str(tmp_path / "tune"), "--top", "2", "--out", str(tmp_path / "ens")])
+    assert done.exit_code == 0, done.output
+    assert "1 of the 2 members keep their reference forecast unchanged" in done.output    # told, not hidden
+    out = tmp_path / "ens"
     assert [m["zero_output"] for m in json.loads((out / "ensemble.json").read_text())["members"]] == [True, False]
     assert read_manifest(out).members_zero_output == 1
 

@@ -272,8 +272,9 @@ def _export(run: _Run) -> Outcome:
                 run.warn(f"export: {w.message}")
     from .udf.manifest import read_manifest
 
-    members = len(read_manifest(manifest).members)                  # a reused one is checked as forecast would
-    return "reused" if reused else "done", manifest, f"{members} {ENSEMBLE_ARCH} member(s)"
+    checked = read_manifest(manifest)                                # a reused one is checked as forecast would
+    kept = f", {checked.members_zero_output} keep their reference" if checked.members_zero_output else ""
+    return "reused" if reused else "done", manifest, f"{len(checked.members)} {ENSEMBLE_ARCH} member(s){kept}"
 
 
 def _forecast(run: _Run) -> Outcome:
