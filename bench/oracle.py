@@ -2,6 +2,7 @@
 
     python bench/oracle.py [--scenarios demo,fast-mine,accelerating-fault] [--data DIR] [--out FILE]
     python bench/oracle.py --transfer-from demo --scenarios demo-seed7,fast-mine,...
+    python bench/oracle.py --train-scenarios train-seed1,train-seed2,train-seed3,train-fast,train-accel --scenarios ...
 
 The networks of a residual-hindcast ensemble correct the adaptive baseline (the reference) from the
 model inputs (:func:`insarcast.udf.inputs.model_inputs`); on every benchmark scenario they add
@@ -24,6 +25,9 @@ fit does not, what the inputs could teach is not in the targets training has.
 
 ``--transfer-from NAME`` fits the truth's correction on one scenario only (a synthetic truth is the
 one the project can make) and scores it on the others: does it carry over to other physics and noise?
+``--train-scenarios`` fits it on several scenarios that are never scored (``bench/skill.py``'s
+``TRAINING``: the demo physics with seeds 1 to 3, a face 1.8 x as fast, a fault creeping with
+-5 mm/yr² acceleration) and scores it on ``--scenarios``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 from common import write_json
-from skill import HERE, scenario_cube
+from skill import HERE, TRAINING, scenario_cube
 
 T, F = 12, 6                  # the demo preset's history and horizon
 LAMBDA = 10.0
@@ -108,6 +112,23 @@ def fit(sc: Scenario) -> tuple[dict, int]:
     return fitted, int(sum(len(y) for y in rows["oracle"][1]))
 
 
+def fit_truths(names: list[str], data: Path, *, every: int = 8) -> tuple[dict, int]:
+    """The truth's correction fitted over several training scenarios at once (anchors every ``every``
+    epochs from 30 % of each cube to its end: those scenarios are never scored)."""
+    xs, ys = [], []
+    for name in names:
+        sc = load(name, data)
+        nt = sc.d.shape[0]
+        for a in np.arange(int(0.3 * nt), nt - F - 1, every):
+            x, ref, _ = features(sc.d, sc.valid, sc.years, int(a))
+            y = (sc.truth[a + F] - sc.truth[a]) - ref
+            ok = sc.valid & np.isfinite(y)
+            xs.append(x[:, ok].T.astype(np.float32))
+            ys.append(y[ok])
+    return {"synthetic": ridge(np.concatenate(xs).astype(np.float64), np.concatenate(ys))}, \
+        int(sum(len(y) for y in ys))
+
+
 def score(sc: Scenario, fitted: dict) -> dict:
     """RMSE at F over the test origins, against the truth and the observations, of the filtered
     reference and of the reference plus each fitted correction."""
@@ -146,16 +167,21 @@ def main() -> None:
     parser.add_argument("--scenarios", default="demo,fast-mine,accelerating-fault")
     parser.add_argument("--transfer-from", default=None,
                         help="fit to this scenario's truth only, and score that fit on each of --scenarios")
+    parser.add_argument("--train-scenarios", default=None,
+                        help=f"fit to the truths of these scenarios together (e.g. {','.join(TRAINING)}), "
+                             "and score that fit on each of --scenarios")
     parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "oracle.json")
     args = parser.parse_args()
-    source = None
+    source, keys, told = None, ("oracle", "observed"), ""
     if args.transfer_from:
         fitted, pixels = fit(load(args.transfer_from, args.data))
-        source = ({"transfer": fitted["oracle"]}, pixels)
-    keys = ("transfer",) if source else ("oracle", "observed")
+        source, keys, told = ({"transfer": fitted["oracle"]}, pixels), ("transfer",), args.transfer_from
+    elif args.train_scenarios:
+        source, keys, told = fit_truths(args.train_scenarios.split(","), args.data), ("synthetic",), \
+            args.train_scenarios
     print(f"RMSE of the change at F = {F} against the truth (then against the observations), test origins, "
-          f"each map spatially filtered" + (f"; corrections fitted to {args.transfer_from}'s truth" if source else ""))
+          f"each map spatially filtered" + (f"; corrections fitted to the truth of {told}" if source else ""))
     print(f"{'scenario':22s} {'reference':>10s} " + " ".join(f"{k:>16s}" for k in keys))
     results = []
     for name in args.scenarios.split(","):
@@ -167,7 +193,8 @@ def main() -> None:
         results.append(res)
         print(_row(name, res["rmse_truth_mm"], keys), flush=True)
         print(_row("  vs observations", res["rmse_observed_mm"], keys), flush=True)
-    write_json(args.out, {"features": 49, "lambda": LAMBDA, "transfer_from": args.transfer_from, "results": results})
+    write_json(args.out, {"features": 49, "lambda": LAMBDA, "transfer_from": args.transfer_from,
+                          "train_scenarios": args.train_scenarios, "results": results})
     print(f"wrote {args.out}")
 
 

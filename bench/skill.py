@@ -50,6 +50,8 @@ from common import demo_cube, write_json
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = ("demo", "demo-seed7", "fast-mine", "accelerating-fault", "rebound", "noisy", "onset")
+# scenarios to learn from, never scored: the demo physics with other seeds, a faster face, an accelerating fault
+TRAINING = ("train-seed1", "train-seed2", "train-seed3", "train-fast", "train-accel")
 
 
 def scenario_config(name: str):
@@ -83,7 +85,18 @@ def scenario_config(name: str):
         bowl = Rebound(name="new bowl", x=4079000.0, y=3086000.0, radius=1500.0, amplitude=-40.0,
                        start="2021-04-01", time_constant=0.5)
         return dataclasses.replace(base, name="onset", rebound=(bowl,))
-    raise SystemExit(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)}")
+    if name.startswith("train-seed") and name[10:].isdigit():
+        return dataclasses.replace(preset("demo", seed=int(name[10:])), name=name)
+    if name == "train-fast":
+        base = preset("demo", seed=21)
+        mines = tuple(dataclasses.replace(m, advance_rate=m.advance_rate * 1.8) if m.name == "Hambach" else m
+                      for m in base.mines)
+        return dataclasses.replace(base, name=name, mines=mines)
+    if name == "train-accel":
+        base = preset("demo", seed=22)
+        faults = tuple(dataclasses.replace(f, creep_acceleration=-5.0) for f in base.faults)
+        return dataclasses.replace(base, name=name, faults=faults)
+    raise SystemExit(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS + TRAINING)}")
 
 
 def scenario_cube(name: str, data: Path) -> tuple[Path, Path]:
