@@ -139,6 +139,7 @@ def score(sc: Scenario, fitted: dict) -> dict:
     test = skill.origins(nt, history=T, horizon=F, start=int(round(0.9 * nt)), count=6)
     squared: dict[str, list] = {"reference": [], **{key: [] for key in fitted}}
     against_obs: dict[str, list] = {key: [] for key in squared}
+    recall: dict[str, list] = {key: [] for key in squared}
     for a in test:
         x, ref, level = features(sc.d, sc.valid, sc.years, int(a))
         true = sc.truth[a + F] - sc.truth[a]
@@ -152,7 +153,10 @@ def score(sc: Scenario, fitted: dict) -> dict:
             filtered = binomial_filter(np.where(sc.valid, layer, np.nan).astype(np.float32)[None])[0]
             squared[key].append((filtered - true)[sc.valid] ** 2)
             against_obs[key].append((filtered - seen)[sc.valid] ** 2)
+            scores = skill.map_scores(filtered, skill.quantile_classes(filtered, sc.valid), true, sc.valid, None)
+            recall[key].append((scores["recall_top5"], scores["precision_top15"]))
     return {"test_anchors": [int(a) for a in test],
+            "recall_precision": {k: [float(np.mean([r[i] for r in v])) for i in (0, 1)] for k, v in recall.items()},
             "rmse_truth_mm": {k: float(np.sqrt(np.mean(np.concatenate(v)))) for k, v in squared.items()},
             "rmse_observed_mm": {k: float(np.sqrt(np.mean(np.concatenate(v)))) for k, v in against_obs.items()}}
 
@@ -193,6 +197,8 @@ def main() -> None:
         results.append(res)
         print(_row(name, res["rmse_truth_mm"], keys), flush=True)
         print(_row("  vs observations", res["rmse_observed_mm"], keys), flush=True)
+        print(f"{'  recall / precision':22s} " + "  ".join(f"{k} {r:.2f} / {p:.2f}" for k, (r, p) in
+                                                       res["recall_precision"].items()), flush=True)
     write_json(args.out, {"features": 49, "lambda": LAMBDA, "transfer_from": args.transfer_from,
                           "train_scenarios": args.train_scenarios, "results": results})
     print(f"wrote {args.out}")
