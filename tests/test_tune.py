@@ -51,6 +51,32 @@ def _sequence(seed, n=24):
     return [t.params for t in study.trials]
 
 
+def test_a_worker_that_loses_the_schema_race_retries_and_other_database_errors_are_raised(tmp_path, monkeypatch):
+    """Two tune processes starting on a fresh PostgreSQL database race to CREATE TYPE studydirection;
+    the loser gets a ProgrammingError '... already exists' and must retry (a CI run failed so)."""
+    import optuna
+    from sqlalchemy.exc import ProgrammingError
+
+    calls = []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ProgrammingError("CREATE TYPE studydirection", {}, Exception('type "studydirection" already exists'))
+        return "storage"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    tuner = Tuner("x.zarr", tmp_path, preset="tiny", storage="postgresql+psycopg://u@/db")
+    assert tuner.storage() == "storage" and len(calls) == 2
+
+    def broken(*args, **kwargs):
+        raise ProgrammingError("SELECT", {}, Exception("permission denied for schema public"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(ProgrammingError, match="permission denied"):
+        tuner.storage()
+
+
 def test_same_seed_same_parameter_sequence_past_the_startup_trials():
     a, b, c = _sequence(5), _sequence(5), _sequence(6)
     assert a == b                   # 24 trials: 20 random, then 4 chosen by TPE

@@ -307,11 +307,13 @@ class Tuner:
 
     def storage(self, *, attempts: int = 5) -> str | optuna.storages.BaseStorage:
         """The Optuna storage. Workers that start together race to create the schema of a new
-        database (one of them fails with "table ... already exists"); the loser retries and finds
-        the schema made, so any number of ``tune`` processes may start on one fresh storage."""
+        database (one of them fails with "table ... already exists", or on PostgreSQL with
+        'type "studydirection" already exists'); the loser retries and finds the schema made, so any
+        number of ``tune`` processes may start on one fresh storage. Any other error of the database
+        is raised at once."""
         if not self.storage_url.startswith(("sqlite", "postgresql", "mysql")):
             return self.storage_url if self.storage_url != "memory" else optuna.storages.InMemoryStorage()
-        from sqlalchemy.exc import IntegrityError, OperationalError
+        from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
         def open_storage() -> optuna.storages.RDBStorage:
             with warnings.catch_warnings():                # heartbeat_interval is "experimental"
@@ -323,6 +325,10 @@ class Tuner:
             try:
                 return open_storage()
             except (OperationalError, IntegrityError):
+                time.sleep(0.2 * (attempt + 1))
+            except ProgrammingError as err:              # a concurrent CREATE TYPE on PostgreSQL
+                if "already exists" not in str(err):
+                    raise
                 time.sleep(0.2 * (attempt + 1))
         return open_storage()
 
