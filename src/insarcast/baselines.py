@@ -198,8 +198,9 @@ def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history
     designs = [(line[:history], line), (design(t_local, False), line),
                (design(years[: anchor + 1], annual), design(t_out, annual)),
                (_design(t_quad, t0, quadratic=True), _design(t_out, t0, quadratic=True))]
-    factors = np.stack([_factors(fitted, out, history) for fitted, out in designs])
-    level_factors = np.stack([_factors(fitted, out, history, level=True) for fitted, out in designs])
+    pairs = [_factors(fitted, out, history) for fitted, out in designs]
+    factors = np.stack([change for change, _ in pairs])
+    level_factors = np.stack([level for _, level in pairs])
     scores = _hindcast(past, years, anchor, horizon, history, hindcast).reshape(-1, *shape) if hindcast else None
     return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), local.reshape(-1, *shape),
                 quadratic.reshape(-1, *shape), _rms(window, linear).reshape(shape), _rms(window, long).reshape(shape),
@@ -285,12 +286,13 @@ def _hindcast(past: np.ndarray, years: np.ndarray, anchor: int, horizon: int, hi
     return total / len(bs)
 
 
-def _factors(fitted: np.ndarray, out: np.ndarray, history: int, *, level: bool = False) -> np.ndarray:
-    """``g_k' (X'X)^+ g_k`` for k = 1..F with X = ``fitted`` and ``g_k = out[T - 1 + k] - out[T - 1]``:
-    the variance of a forecast change per unit noise variance (``(X'X)^+ = X^+ X^+'``); with ``level``,
-    ``g_k = out[T - 1 + k]``, that of the forecast level."""
-    g = out[history:] if level else out[history:] - out[history - 1]
-    return np.sum((g @ np.linalg.pinv(fitted)) ** 2, axis=1)
+def _factors(fitted: np.ndarray, out: np.ndarray, history: int) -> tuple[np.ndarray, np.ndarray]:
+    """``g_k' (X'X)^+ g_k`` for k = 1..F with X = ``fitted``, from one pseudo-inverse
+    (``(X'X)^+ = X^+ X^+'``): with ``g_k = out[T - 1 + k] - out[T - 1]`` the variance of a forecast
+    change per unit noise variance, and with ``g_k = out[T - 1 + k]`` that of the forecast level."""
+    pinv = np.linalg.pinv(fitted)
+    level = out[history:]
+    return np.sum(((level - out[history - 1]) @ pinv) ** 2, axis=1), np.sum((level @ pinv) ** 2, axis=1)
 
 
 def change(curve: np.ndarray, history: int) -> np.ndarray:
