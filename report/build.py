@@ -379,11 +379,10 @@ def _calibration(ds: xr.Dataset, hind: _Hindcast, *, horizon: int) -> _Calibrati
     cov_tab, cov_pixel = calibration.coverage(hind.members, hind.observed)
     # the same against what an observation is: the signal plus the noise of two epochs
     sigma = calibration.observation_sigma(ds["displacement"], hind.anchor)
-    level, level_scale = _anchor_level(ds, hind.anchor, steps=hind.steps, history=hind.history,
-                                       inputs=str(hp.attrs.get("inputs", "paper")))
-    centre, scale = calibration.observation_predictive(
-        hind.members[:, horizon - 1], sigma, inputs=str(hp.attrs.get("inputs", "paper")), level=level,
-        level_scale=level_scale[horizon - 1])
+    inputs = str(hp.attrs.get("inputs", "paper"))
+    level, level_scale = _anchor_level(ds, hind.anchor, steps=hind.steps, history=hind.history, inputs=inputs)
+    centre, scale = calibration.observation_predictive(hind.members[:, horizon - 1], sigma, inputs=inputs,
+                                                       level=level, level_scale=level_scale[horizon - 1])
     noisy = {tau: calibration.noisy_exceedance(centre, scale, hthr[tau]) for tau in calibration.LEVELS}
     rel_noise_tab, brier_noise_tab = calibration.reliability(noisy, np.abs(hind.obs_h), hthr, members=None)
     return _Calibration(rel_tab=rel_tab, brier_tab=brier_tab, cov_tab=cov_tab, cov_pixel=cov_pixel, sigma=sigma,
@@ -595,12 +594,8 @@ def _kept_line(ensemble) -> list[str]:
     """How many members of a residual ensemble keep their reference (``zero_output``), as a sentence."""
     if ensemble.inputs == "paper":
         return []
-    kept, k = ensemble.manifest.members_zero_output, len(ensemble)
-    if kept == 0:
-        return [f"Every one of the {k} members corrects its reference forecast."]
-    line = (f"{kept} of the {k} members keep their reference forecast unchanged (no training epoch beat it on "
-            "validation: their correction is exactly 0, and they are not run)")
-    return [line + (", so the ensemble median is the reference forecast." if 2 * kept > k else ".")]
+    return [ensemble.manifest.zero_output_sentence() or
+            f"Every one of the {len(ensemble)} members corrects its reference forecast."]
 
 
 def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, *, notes, attrs, hattrs,

@@ -250,9 +250,14 @@ def test_coverage_counts_observations_within_the_members_range():
 def test_the_worth_section_says_how_many_members_keep_their_reference():
     from insarcast.report.build import _kept_line
 
+    from insarcast.udf.manifest import Manifest
+
     class Fake:                                      # what _kept_line reads of a loaded Ensemble
         def __init__(self, inputs, kept, k):
-            self.inputs, self.manifest, self.k = inputs, type("M", (), {"members_zero_output": kept})(), k
+            # the manifest's own sentence over a manifest of k members, kept of them zero_output
+            self.inputs, self.k = inputs, k
+            self.manifest = type("M", (), {"members_zero_output": kept, "members": [None] * k,
+                                           "zero_output_sentence": Manifest.zero_output_sentence})()
 
         def __len__(self):
             return self.k

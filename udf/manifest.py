@@ -226,6 +226,16 @@ class Manifest(_Document):
         their reference unchanged. The products record it (attribute ``members_zero_output``)."""
         return sum(m.zero_output for m in self.members)
 
+    def zero_output_sentence(self) -> str | None:
+        """:attr:`members_zero_output` as the sentence ``export`` logs and the report prints; None when
+        every member forecasts. Where they are the majority, the median is their reference."""
+        kept, k = self.members_zero_output, len(self.members)
+        if not kept:
+            return None
+        line = (f"{kept} of the {k} members keep their reference forecast unchanged (no training epoch beat it on "
+                "validation: their correction is exactly 0, and they are not run)")
+        return line + (", so the ensemble median is the reference forecast." if 2 * kept > k else ".")
+
     @classmethod
     def from_dict(cls, data: Any, *, path: str | os.PathLike = MANIFEST_NAME) -> Manifest:
         """Check ``data`` (the parsed JSON) and return the model; :class:`InputError` at the first problem."""

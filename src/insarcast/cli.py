@@ -329,12 +329,9 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
     from .udf.manifest import read_manifest
 
     manifest = read_manifest(path)
-    kept, k = manifest.members_zero_output, len(manifest.members)
-    if kept:                     # members whose training never beat their reference on validation
-        (LOGGER.warning if 2 * kept > k else LOGGER.info)(
-            f"{kept} of the {k} members keep their reference forecast unchanged (no training epoch beat it on "
-            f"validation); the UDF does not run them" + (", and the ensemble median is the reference" if 2 * kept > k
-                                                           else ""))
+    kept = manifest.zero_output_sentence()            # members whose training never beat their reference
+    if kept:                                          # a warning when they make the median the reference
+        (LOGGER.warning if 2 * manifest.members_zero_output > len(manifest.members) else LOGGER.info)(kept)
     click.echo(str(path))
 
 
