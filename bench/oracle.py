@@ -95,21 +95,29 @@ def load(name: str, data: Path) -> Scenario:
     return Scenario(d, valid, decimal_years(cube["t"].values), truth)
 
 
+def rows(sc: Scenario, anchors, keys: tuple[str, ...], *, dtype=None) -> dict[str, tuple[list, list]]:
+    """Per target of ``keys`` (``oracle``: the truth's correction; ``observed``: the networks' target),
+    the features ``(pixels, 49)`` and targets of the valid pixels at each anchor."""
+    out: dict[str, tuple[list, list]] = {key: ([], []) for key in keys}
+    for a in anchors:
+        x, ref, level = features(sc.d, sc.valid, sc.years, int(a))
+        targets = {"oracle": lambda: (sc.truth[a + F] - sc.truth[a]) - ref,
+                   "observed": lambda: (sc.d[a + F] - sc.d[a]) - level - ref}
+        for key in keys:
+            y = targets[key]()
+            ok = sc.valid & np.isfinite(y)
+            out[key][0].append(x[:, ok].T if dtype is None else x[:, ok].T.astype(dtype))
+            out[key][1].append(y[ok])
+    return out
+
+
 def fit(sc: Scenario) -> tuple[dict, int]:
     """The ridge corrections fitted over the training period's anchors to the truth (``oracle``) and to
     the observations (``observed``), and the number of pixel-anchors."""
     nt = sc.d.shape[0]
-    rows: dict[str, tuple[list, list]] = {"oracle": ([], []), "observed": ([], [])}
-    for a in np.arange(int(0.3 * nt), int(0.8 * nt) - F, 5):
-        x, ref, level = features(sc.d, sc.valid, sc.years, int(a))
-        targets = {"oracle": (sc.truth[a + F] - sc.truth[a]) - ref,
-                   "observed": (sc.d[a + F] - sc.d[a]) - level - ref}
-        for key, y in targets.items():
-            ok = sc.valid & np.isfinite(y)
-            rows[key][0].append(x[:, ok].T)
-            rows[key][1].append(y[ok])
-    fitted = {key: ridge(np.concatenate(xs), np.concatenate(ys)) for key, (xs, ys) in rows.items()}
-    return fitted, int(sum(len(y) for y in rows["oracle"][1]))
+    found = rows(sc, np.arange(int(0.3 * nt), int(0.8 * nt) - F, 5), ("oracle", "observed"))
+    fitted = {key: ridge(np.concatenate(xs), np.concatenate(ys)) for key, (xs, ys) in found.items()}
+    return fitted, int(sum(len(y) for y in found["oracle"][1]))
 
 
 def fit_truths(names: list[str], data: Path, *, every: int = 8) -> tuple[dict, int]:
@@ -119,12 +127,9 @@ def fit_truths(names: list[str], data: Path, *, every: int = 8) -> tuple[dict, i
     for name in names:
         sc = load(name, data)
         nt = sc.d.shape[0]
-        for a in np.arange(int(0.3 * nt), nt - F - 1, every):
-            x, ref, _ = features(sc.d, sc.valid, sc.years, int(a))
-            y = (sc.truth[a + F] - sc.truth[a]) - ref
-            ok = sc.valid & np.isfinite(y)
-            xs.append(x[:, ok].T.astype(np.float32))
-            ys.append(y[ok])
+        found = rows(sc, np.arange(int(0.3 * nt), nt - F - 1, every), ("oracle",), dtype=np.float32)["oracle"]
+        xs += found[0]
+        ys += found[1]
     return {"synthetic": ridge(np.concatenate(xs).astype(np.float64), np.concatenate(ys))}, \
         int(sum(len(y) for y in ys))
 

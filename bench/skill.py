@@ -85,8 +85,8 @@ def scenario_config(name: str):
         bowl = Rebound(name="new bowl", x=4079000.0, y=3086000.0, radius=1500.0, amplitude=-40.0,
                        start="2021-04-01", time_constant=0.5)
         return dataclasses.replace(base, name="onset", rebound=(bowl,))
-    if name.startswith("train-seed") and name[10:].isdigit():
-        return dataclasses.replace(preset("demo", seed=int(name[10:])), name=name)
+    if name.startswith("train-seed") and name.removeprefix("train-seed").isdigit():
+        return dataclasses.replace(preset("demo", seed=int(name.removeprefix("train-seed"))), name=name)
     if name == "train-fast":
         base = preset("demo", seed=21)
         mines = tuple(dataclasses.replace(m, advance_rate=m.advance_rate * 1.8) if m.name == "Hambach" else m
