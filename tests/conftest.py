@@ -1,8 +1,13 @@
 """Shared fixtures: the tiny synthetic scenario gridded once per test session."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The STAC schemas the tests validate against: those shipped in the package (stac/schemas), or wherever
+# INSARCAST_STAC_SCHEMAS says. A fresh clone has them, so no STAC check skips there.
+STAC_SCHEMAS = Path(os.environ.get("INSARCAST_STAC_SCHEMAS") or Path(__file__).resolve().parents[1] / "stac" / "schemas")
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import STAC_SCHEMAS
 from insarcast.cli import main
 from insarcast.cube import open_cube
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = Path(os.environ.get("INSARCAST_STAC_SCHEMAS", ROOT.parent / "shared" / "stac-schemas"))
+SCHEMAS = STAC_SCHEMAS          # the shipped schemas (conftest)
 # third-party deprecations (affine's matrix operator, shapely.ops) that odc-geo and rioxarray trigger
 pytestmark = [pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
               pytest.mark.filterwarnings("ignore:The 'shapely.ops.transform:DeprecationWarning")]

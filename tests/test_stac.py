@@ -19,14 +19,12 @@ import pytest
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from conftest import linear_member, write_ensemble
+from conftest import STAC_SCHEMAS, linear_member, write_ensemble
 from insarcast.cube import GridSpec
 from insarcast.errors import InputError
 from insarcast.udf.forecast import forecast_products
 
-# The schemas shipped in the package (stac/schemas), or wherever INSARCAST_STAC_SCHEMAS says.
-SCHEMAS = Path(os.environ.get("INSARCAST_STAC_SCHEMAS")
-               or Path(__file__).resolve().parents[1] / "stac" / "schemas")
+SCHEMAS = STAC_SCHEMAS
 T, F, P, K = 4, 3, 8, 4
 NORM = {"input_mean": 0.25, "input_std": 2.0, "target_mean": -0.5, "target_std": 3.0}
 SPACING = np.timedelta64(6, "D")
