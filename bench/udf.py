@@ -1,7 +1,7 @@
 """The UDF at scale: ensemble throughput against torch eager, peak memory against cube size, Rhineland time.
 
     python bench/udf.py [--members 10] [--threads 2] [--sizes 1,4,16] [--quick] [--out bench/results/udf.json]
-                        [--inputs paper|residual|residual-hindcast] [--kept N] [--throughput-only] [--repeats N]
+                        [--inputs paper|residual|residual-hindcast|residual-corrected] [--kept N] [--throughput-only] [--repeats N]
 
 The ensemble is ``--members`` fresh (untrained, seeds 0, 1, ...) models of the packaged manual
 ResNet+Transformer configuration at demo size (T = 12, F = 6, P = 32). Their run folders are
@@ -429,7 +429,7 @@ def main() -> None:
     parser.add_argument("--region", type=int, default=None, help="cells a side of part 1's region (default 128)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats of part 1 (median)")
     parser.add_argument("--batch", type=int, default=64, help="tiles per predictor call")
-    parser.add_argument("--inputs", choices=("paper", "residual", "residual-hindcast"), default="paper",
+    parser.add_argument("--inputs", choices=("paper", "residual", "residual-hindcast", "residual-corrected"), default="paper",
                         help="the members' input formulation (insarcast.udf.inputs; residual: the demo preset's)")
     parser.add_argument("--kept", type=int, default=0,
                         help="residual inputs: members that keep their reference (zero readout, not run; default 0)")

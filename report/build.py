@@ -594,8 +594,14 @@ def _kept_line(ensemble) -> list[str]:
     """How many members of a residual ensemble keep their reference (``zero_output``), as a sentence."""
     if ensemble.inputs == "paper":
         return []
-    return [ensemble.manifest.zero_output_sentence() or
-            f"Every one of the {len(ensemble)} members corrects its reference forecast."]
+    lines = [ensemble.manifest.zero_output_sentence() or
+             f"Every one of the {len(ensemble)} members corrects its reference forecast."]
+    if ensemble.inputs == "residual-corrected":
+        lines.append("The reference of these members is the adaptive baseline plus a linear correction fitted to "
+                     "the noise-free truths of generated scenarios, not to this cube's observations "
+                     "(insarcast.udf.correction): what the ensemble gains over the filtered adaptive baseline "
+                     "without the networks is that correction's.")
+    return lines
 
 
 def _sections(t: dict[str, pd.DataFrame], pngs: dict[str, bytes], num: Numbers, *, notes, attrs, hattrs,

@@ -28,6 +28,9 @@ def test_wheel_installs_into_a_fresh_venv_and_imports_every_subpackage(tmp_path)
                     "LICENSE-Apache-2.0.txt", "LICENSE-MIT-PROJ.txt",
                     "stac-extensions.github.io/mlm/v1.5.2/schema.json"):
         assert f"insarcast/stac/schemas/{shipped}" in names, shipped
+    # so do the synthetic-truth corrections of the residual-corrected inputs
+    for shipped in ("T12-F6-P16", "T12-F6-P32", "T8-F6-P16"):
+        assert f"insarcast/udf/corrections/synthetic-{shipped}.json" in names, shipped
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -39,6 +42,9 @@ def test_wheel_installs_into_a_fresh_venv_and_imports_every_subpackage(tmp_path)
             "    module = importlib.import_module(name)\n"
             "    assert 'site-packages' in module.__file__, module.__file__\n"
             "assert 'torch' not in sys.modules\n"
+            "from insarcast.udf.correction import shipped\n"
+            "from insarcast.udf.inputs import INPUTS\n"
+            "assert shipped(history=12, horizon=6, patch=16, static=INPUTS['residual-corrected'][3:]).weights.shape == (6, 48)\n"
             "import importlib.util\n"
             "assert importlib.util.find_spec('torch') is None, 'the core must not install torch'\n")
     subprocess.run([str(python), "-c", code], check=True, env=env, cwd=tmp_path)

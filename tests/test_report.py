@@ -268,6 +268,8 @@ def test_the_worth_section_says_how_many_members_keep_their_reference():
     assert _kept_line(Fake("residual-hindcast", 9, 10))[0].startswith("9 of the 10 members keep their reference")
     assert _kept_line(Fake("residual-hindcast", 9, 10))[0].endswith("so the ensemble median is the reference forecast.")
     assert "median" not in _kept_line(Fake("residual-hindcast", 5, 10))[0]     # 5 of 10: no majority
+    corrected = _kept_line(Fake("residual-corrected", 9, 10))
+    assert len(corrected) == 2 and "generated scenarios, not to this cube" in corrected[1]
 
 
 def test_tiers_follow_class_and_uncertainty():

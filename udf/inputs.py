@@ -32,7 +32,13 @@ Two input formulations (the manifest's ``inputs``, a model config's ``inputs``):
     zones; the quadratic curve joined the competition after, so a 15-channel ensemble of the
     three-curve version is refused by its channel names), and the network also sees the four
     curves' RMS hindcast errors. The demo and tiny
-    presets train this one; ``residual`` ensembles keep their own reference.
+    presets trained this one until ``residual-corrected``; ``residual`` ensembles keep their own reference.
+``residual-corrected``
+    As ``residual-hindcast`` (the same 16 channels), but the reference also carries the
+    synthetic-truth correction of :mod:`insarcast.udf.correction`: ``R(a+k) - R(a) + c_k``, with
+    ``c_k`` a linear map of the window's channels fitted to the noise-free truths of generated
+    scenarios, shipped per T, F and P. The target is what is left, ``d(a+k) - R(a+k) - c_k``; an
+    untrained network forecasts the corrected reference. The demo and tiny presets train this one.
 
 A pixel is valid when its ``valid`` flag is set and its displacement is finite at all T history
 epochs; the residual formulation reads every epoch up to the anchor (the long fit), and a pixel with
@@ -49,6 +55,8 @@ from insarcast.baselines import HINDCAST_ORIGINS, Fits, change, fits
 from insarcast.contract import PAPER_CHANNELS
 from insarcast.errors import InputError
 
+from .correction import LAGS, features as correction_features, shipped as shipped_correction
+
 INPUTS: dict[str, tuple[str, ...]] = {
     "paper": PAPER_CHANNELS,
     "residual": PAPER_CHANNELS + ("residual_to_reference", "linear_forecast", "local_forecast",
@@ -57,14 +65,19 @@ INPUTS: dict[str, tuple[str, ...]] = {
 }
 INPUTS["residual-hindcast"] = INPUTS["residual"] + ("linear_hindcast_rms", "local_hindcast_rms", "long_fit_hindcast_rms",
                                                    "quadratic_hindcast_rms")
+INPUTS["residual-corrected"] = INPUTS["residual-hindcast"]
 TARGETS = {"paper": "change d(a+k) - d(a)",
            "residual": "residual d(a+k) - R(a+k) to the adaptive curve chosen by window misfit",
-           "residual-hindcast": "residual d(a+k) - R(a+k) to the adaptive baseline (curve chosen by hindcast)"}
+           "residual-hindcast": "residual d(a+k) - R(a+k) to the adaptive baseline (curve chosen by hindcast)",
+           "residual-corrected": "residual d(a+k) - R(a+k) - c_k to the adaptive baseline plus the synthetic-truth "
+                                 "correction c_k (insarcast.udf.correction)"}
 #: Whether the members' forecast maps of formulation ``inputs`` are smoothed by
 #: :func:`insarcast.udf.spatial.binomial_filter` (:func:`insarcast.udf.tiling.forecast_block`). The
 #: paper's formulation stays as the paper has it; so does ``residual``, kept for the ensembles trained
 #: with it.
-SPATIAL_FILTER = {"paper": False, "residual": False, "residual-hindcast": True}
+SPATIAL_FILTER = {"paper": False, "residual": False, "residual-hindcast": True, "residual-corrected": True}
+#: The formulations whose reference is chosen by the hindcast competition.
+HINDCAST_INPUTS = ("residual-hindcast", "residual-corrected")
 CHANNELS = PAPER_CHANNELS            # the paper's contract (ensembles without an ``inputs`` key)
 NORM_KEYS = ("input_mean", "input_std", "target_mean", "target_std")
 
@@ -105,7 +118,7 @@ class ModelInputs(NamedTuple):
 
 def hindcast_origins(inputs: str) -> int:
     """How many past origins choose the reference curve of formulation ``inputs`` (0: the misfit rule)."""
-    return HINDCAST_ORIGINS if inputs == "residual-hindcast" else 0
+    return HINDCAST_ORIGINS if inputs in HINDCAST_INPUTS else 0
 
 
 def reference_fits(fitted: Fits, inputs: str) -> Fits:
@@ -201,29 +214,41 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     scale = stats["input_std"]
     last = window[:, -1].astype(np.float64)
     angle = 2 * np.pi * (float(years[anchor]) % 1.0)
-    per_epoch = (np.moveaxis(window, 1, 0) - curve[:history]) / scale   # (T, N, P, P)
-    static = np.stack([
-        (f.linear[-1] - f.linear[history - 1]) / scale,
-        (f.local[-1] - f.local[history - 1]) / scale,
-        (f.long[-1] - f.long[history - 1]) / scale,
-        (curve[-1] - curve[history - 1]) / scale,
-        f.window_misfit / scale,
-        f.local_misfit / scale,
-        f.long_misfit / scale,
+    static_mm = np.stack([                                               # (N, 9 or 13, P, P), mm but the doy
+        f.linear[-1] - f.linear[history - 1],
+        f.local[-1] - f.local[history - 1],
+        f.long[-1] - f.long[history - 1],
+        curve[-1] - curve[history - 1],
+        f.window_misfit,
+        f.local_misfit,
+        f.long_misfit,
         np.full((n, p, q), np.sin(angle)),
         np.full((n, p, q), np.cos(angle)),
-        *([] if f.hindcast is None else np.sqrt(f.hindcast) / scale),
-    ], axis=1)                                                           # (N, 9 or 13, P, P)
-    keep = m[:, None] & np.isfinite(static)
-    x[:, :, 3:] = np.where(keep, static, 0.0)[:, None]
+        *([] if f.hindcast is None else np.sqrt(f.hindcast)),
+    ], axis=1)
+    keep = m[:, None] & np.isfinite(static_mm)
+    static_mm = np.where(keep, static_mm, 0.0)
+    divisor = np.array([1.0 if SCALING[c] is None else scale for c in INPUTS[inputs][3:]])[:, None, None]
+    x[:, :, 3:] = (static_mm / divisor)[:, None]
+    residual_mm = np.moveaxis(window, 1, 0) - curve[:history]               # (T, N, P, P)
+    ok = m_t & np.isfinite(residual_mm).transpose(1, 0, 2, 3)
     with np.errstate(invalid="ignore"):
-        x[:, :, 2] = np.where(m_t & np.isfinite(per_epoch).transpose(1, 0, 2, 3), per_epoch.transpose(1, 0, 2, 3),
-                              0.0)
+        x[:, :, 2] = np.where(ok, residual_mm.transpose(1, 0, 2, 3) / scale, 0.0)
     change_ = np.moveaxis(change(curve, history), 0, 1)
     reference = np.where(m[:, None] & np.isfinite(change_), change_, 0.0)
+    if inputs == "residual-corrected":
+        lags = np.where(ok, residual_mm.transpose(1, 0, 2, 3), 0.0)[:, history - LAGS:][:, ::-1]
+        reference = reference + _correction(history, horizon, p, q, inputs).predict(
+            correction_features(static_mm, lags, m), m)
     level_ = curve[history - 1] - last
     level = np.where(m & np.isfinite(level_), level_, 0.0)
     return ModelInputs(x, reference.astype(np.float32), level.astype(np.float32))
+
+
+def _correction(history: int, horizon: int, p: int, q: int, inputs: str):
+    if p != q:
+        raise InputError(f"the synthetic-truth correction needs square windows, got {p} x {q}", field="patch")
+    return shipped_correction(history=history, horizon=horizon, patch=p, static=INPUTS[inputs][3:])
 
 
 def reference_scale(displacement: np.ndarray, years: np.ndarray, *, history: int, horizon: int,

@@ -1,0 +1,162 @@
+"""The synthetic-truth correction of the reference: box means by hand, a ridge that recovers a known
+linear map, the ``residual-corrected`` reference equal to the ``residual-hindcast`` one plus the
+correction of the same window, refusals naming the field, and the shipped files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from insarcast.errors import InputError
+from insarcast.training.correction import Normal, window_features
+from insarcast.udf import correction as corr
+from insarcast.udf.inputs import INPUTS, model_inputs
+
+STATIC = INPUTS["residual-hindcast"][3:]
+NAMES = corr.feature_names(STATIC)
+UNIT = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}
+
+
+def test_box_means_count_only_valid_cells_inside_the_window():
+    values = np.arange(16.0).reshape(1, 4, 4)
+    valid = np.ones((1, 4, 4), bool)
+    valid[0, 0, 1] = False
+    got = corr.box_mean(values, valid, 3)[0]
+    assert got[0, 0] == pytest.approx((0 + 4 + 5) / 3)             # corner: 4 cells in the window, 1 invalid
+    assert got[1, 1] == pytest.approx((0 + 2 + 4 + 5 + 6 + 8 + 9 + 10) / 8)
+    assert got[2, 2] == pytest.approx(values[0, 1:4, 1:4].mean())  # a full box
+    assert corr.box_mean(values, np.zeros_like(valid), 5).max() == 0.0   # no valid cell: 0
+
+
+def test_the_ridge_recovers_a_known_linear_map_and_ignores_a_constant_feature():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, 3)) * [1.0, 4.0, 0.5] + [2.0, -1.0, 0.0]
+    x[:, 2] = 7.0                                                    # constant: no information
+    y = np.stack([2.0 * x[:, 0] - 0.5 * x[:, 1] + 3.0, -x[:, 0] + 1.0], axis=1)
+    normal = Normal(3, 2)
+    for part in np.array_split(np.arange(5000), 7):                 # batch by batch
+        normal.add(x[part], y[part])
+    mean, std, weights, intercept = normal.solve(1e-9)
+    c = corr.Correction(history=1, horizon=2, patch=1, features=("a", "b", "c"), mean=mean, std=std,
+                        weights=weights, intercept=intercept, about={})
+    got = c.predict(x.T[None, :, :, None], np.ones((1, 5000, 1), bool))[0, :, :, 0].T
+    np.testing.assert_allclose(got, y, atol=1e-6)
+    np.testing.assert_allclose(weights / std, [[2.0, -0.5, 0.0], [-1.0, 0.0, 0.0]], atol=1e-9)
+
+
+def _correction(history, horizon, patch, seed=1):
+    rng = np.random.default_rng(seed)
+    n = len(NAMES)
+    return corr.Correction(history=history, horizon=horizon, patch=patch, features=NAMES,
+                           mean=rng.normal(size=n), std=rng.uniform(0.5, 2.0, n),
+                           weights=rng.normal(0, 0.1, (horizon, n)), intercept=rng.normal(0, 0.1, horizon),
+                           about={"test": True})
+
+
+@pytest.fixture
+def shipped(monkeypatch):
+    """A made-up correction for the test windows (T 8, F 4, P 8), where the package ships none."""
+    made = _correction(8, 4, 8)
+    monkeypatch.setattr("insarcast.udf.inputs.shipped_correction", lambda **kw: made)
+    return made
+
+
+def _series(n=70, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * 6.0 / 365.25
+    yy, xx = np.mgrid[:size, :size]
+    d = (-40.0 * np.exp(-((yy - 4) ** 2 + (xx - 3) ** 2) / 6.0)[None] * t[:, None, None]
+         + rng.normal(0, 1.0, (n, size, size))).astype(np.float32)
+    valid = np.ones((size, size), bool)
+    valid[0, :2] = False
+    return d, valid, t
+
+
+def test_the_corrected_reference_is_the_hindcast_reference_plus_the_correction_of_its_window(shipped):
+    d, valid, t = _series()
+    norm = {"input_mean": 0.3, "input_std": 2.0, "target_mean": 0.0, "target_std": 1.5}
+    plain = model_inputs(d[None], valid[None], history=8, horizon=4, norm=norm, inputs="residual-hindcast", years=t)
+    fixed = model_inputs(d[None], valid[None], history=8, horizon=4, norm=norm, inputs="residual-corrected", years=t)
+    assert fixed.x.tobytes() == plain.x.tobytes() and fixed.level.tobytes() == plain.level.tobytes()
+    # the features as the fit computes them (training.correction: the map cut into windows, channels in mm)
+    feats, reference, m = window_features(d, valid, t, len(t) - 1, history=8, horizon=4, patch=8)
+    np.testing.assert_allclose(reference, plain.reference, atol=1e-6)
+    expected = plain.reference + shipped.predict(feats, m)
+    np.testing.assert_allclose(fixed.reference, expected, atol=1e-4)
+    assert np.abs(fixed.reference - plain.reference)[0][:, valid].min() > 0     # it does change the valid pixels
+    assert (fixed.reference[0][:, ~valid] == 0).all()                             # and no invalid one
+
+
+def test_training_targets_are_what_the_corrected_reference_leaves(shipped):
+    from insarcast.training.data import Windows
+
+    d, valid, t = _series(n=90, size=8)
+    times = np.datetime64("2020-01-01", "ns") + (np.arange(90) * 6).astype("timedelta64[D]")
+    w = Windows.from_arrays(d, valid, times, history=8, horizon=4, patch=8, stride=8, inputs="residual-corrected")
+    a = int(w.anchors("train")[-1])
+    s = w.sample(a, (0, 0))
+    built = model_inputs(d[None, : a + 1], w.mask[None], history=8, horizon=4, norm=w.norm.to_dict(),
+                         inputs="residual-corrected", years=w.years[: a + 1])
+    observed = d[a + 1: a + 5] - d[a]
+    target = (observed - built.level[0] - built.reference[0] - w.norm.target_mean) / w.norm.target_std
+    np.testing.assert_allclose(s.y, np.where(w.mask, target, 0.0), atol=1e-5)
+    assert s.reference.tobytes() == built.reference[0].tobytes()
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda doc: doc.update(weights=[[0.0] * 3]), "weights"),
+    (lambda doc: doc.update(features=doc["features"][:-1]), "features"),
+    (lambda doc: doc.update(std=[0.0] * len(doc["std"])), "std"),
+    (lambda doc: doc.update(format_version=2), "format"),
+    (lambda doc: doc.update(patch=0), "patch"),
+])
+def test_a_malformed_correction_file_is_refused_naming_the_field(tmp_path, change, field):
+    doc = _correction(8, 4, 8).to_dict()
+    change(doc)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError) as err:
+        corr.read_correction(path, static=STATIC)
+    assert str(path) in str(err.value) and f"field '{field}'" in str(err.value)
+
+
+def test_windows_without_a_shipped_correction_are_refused_with_what_exists():
+    d, valid, t = _series()
+    with pytest.raises(InputError, match=r"no synthetic-truth correction is shipped for T = 8, F = 4, P = 8 "
+                                         r"\(have .*synthetic-T12-F6-P16.json"):
+        model_inputs(d[None], valid[None], history=8, horizon=4, norm=UNIT, inputs="residual-corrected", years=t)
+
+
+@pytest.mark.parametrize("history", [8, 12])
+def test_the_shipped_corrections_read_and_say_how_they_were_made(history):
+    c = corr.shipped(history=history, horizon=6, patch=16, static=STATIC)
+    assert c.features == NAMES and c.weights.shape == (6, len(NAMES))
+    assert c.about["command"].startswith("python -m insarcast.training.correction") and \
+        c.about["pixel_anchors"] > 1_000_000
+    assert not set(c.about["scenarios"]) & {"demo", "tiny"}        # fitted on generated scenarios only
+
+
+@pytest.mark.slow
+def test_the_shipped_correction_lowers_the_references_error_against_a_truth_it_never_saw(tiny_scenario):
+    """The tiny preset (another region, a smaller pit; none of the fit's scenarios): at the test period's
+    anchors, the corrected reference is closer to the noise-free truth than the reference, at F."""
+    import xarray as xr
+
+    from insarcast.baselines import decimal_years
+    from insarcast.cube import open_cube
+    from insarcast.training.correction import to_windows
+
+    cube = open_cube(tiny_scenario / "cube.zarr").load()
+    d = cube["displacement"].transpose("t", "y", "x").values.astype(np.float32)
+    truth = xr.open_zarr(tiny_scenario / "truth.zarr")["displacement"].transpose("t", "y", "x").values
+    valid = cube["valid"].values.astype(bool) & np.isfinite(d).all(0)
+    years = decimal_years(cube["t"].values)
+    shipped = corr.shipped(history=8, horizon=6, patch=16, static=STATIC)
+    errors = {"reference": [], "corrected": []}
+    for a in range(int(0.9 * len(d)), len(d) - 6, 3):
+        feats, reference, m = window_features(d, valid, years, a, history=8, horizon=6, patch=16)
+        true = to_windows(truth[a + 6] - truth[a], 16)
+        errors["reference"].append((reference[:, -1] - true)[m])
+        errors["corrected"].append((reference[:, -1] + shipped.predict(feats, m)[:, -1] - true)[m])
+    rmse = {k: float(np.sqrt(np.mean(np.concatenate(v) ** 2))) for k, v in errors.items()}
+    assert rmse["corrected"] < 0.95 * rmse["reference"], rmse

@@ -1,0 +1,196 @@
+"""Fit the synthetic-truth correction of the reference (:mod:`insarcast.udf.correction`).
+
+    python -m insarcast.training.correction --history 12 --horizon 6 --patch 16 --out udf/corrections/synthetic-T12-F6-P16.json
+
+A user's observations cannot teach a correction of the adaptive baseline: their noise hides it
+(``bench/oracle.py``). A generated scenario can: its truth is noise-free. This generates
+:func:`scenario_family` (the demo's physics with the mines moved, turned and sped up or slowed down,
+the fault shifted, creeping faster or slower and sometimes accelerating, a groundwater rebound now
+and then, and other atmosphere, noise and point densities), grids each as a user's points would be
+gridded, and fits one ridge regression per horizon step from the window features
+(:func:`insarcast.udf.correction.features`, per P x P window of the map, as the networks and the UDF
+see it) to the truth's correction ``(T(a+k) - T(a)) - (R(a+k) - R(a))`` over anchors from 30 % of
+each cube to its end. The normal equations are accumulated window batch by window batch, so memory
+does not grow with the number of scenarios.
+
+The scenarios' seeds (from 1000 up) are none of those ``bench/skill.py`` scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from insarcast.errors import InputError
+from insarcast.log import LOGGER as logger
+from insarcast.udf.correction import LAGS, Correction, feature_names, features
+from insarcast.udf.inputs import INPUTS, model_inputs
+
+INPUTS_USED = "residual-hindcast"          # the channels and reference the features are built from
+UNIT = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}   # channels in mm
+
+
+def scenario_family(count: int, *, seed: int = 1000):
+    """``count`` random variants of the demo preset (seeds ``seed``, ``seed + 1``, ...)."""
+    from insarcast.synth import preset
+    from insarcast.synth.config import Rebound
+
+    out = []
+    for i in range(count):
+        rng = np.random.default_rng(seed + i)
+        base = preset("demo", seed=seed + i)
+        mines = tuple(dataclasses.replace(
+            m, x=m.x + rng.uniform(-3000, 3000), y=m.y + rng.uniform(-3000, 3000),
+            azimuth=(m.azimuth + rng.uniform(-40, 40)) % 360,
+            advance_rate=m.advance_rate * (rng.uniform(0.4, 2.5) if m.advance_rate else 1.0),
+            stop=m.stop if m.stop or rng.random() < 0.7 else str(rng.choice(["2018-06-01", "2020-01-01"])),
+            time_coefficient=m.time_coefficient * rng.uniform(0.6, 1.5)) for m in base.mines)
+        shift = rng.uniform(-4000, 4000)
+        faults = tuple(dataclasses.replace(
+            f, x1=f.x1 + shift, x2=f.x2 + shift, creep_rate=rng.uniform(-25.0, -5.0),
+            creep_acceleration=rng.uniform(-10.0, 0.0) if rng.random() < 0.5 else 0.0) for f in base.faults)
+        rebound = ()
+        if rng.random() < 0.4:
+            xmin, ymin, xmax, ymax = base.extent
+            rebound = (Rebound(name="rebound", x=rng.uniform(xmin + 3000, xmax - 3000),
+                               y=rng.uniform(ymin + 3000, ymax - 3000), radius=rng.uniform(1500, 4000),
+                               amplitude=rng.uniform(10, 50), start=str(rng.choice(["2018-01-01", "2019-06-01",
+                                                                                     "2020-06-01"])),
+                               time_constant=rng.uniform(0.8, 2.5)),)
+        out.append(dataclasses.replace(
+            base, name=f"family-{seed + i}", mines=mines, faults=faults, rebound=rebound,
+            regional_rate=rng.uniform(-15.0, -3.0), seasonal_amplitude=rng.uniform(1.0, 5.0),
+            atmosphere_std=rng.uniform(1.5, 4.0), white_std=rng.uniform(0.8, 2.0),
+            coverage=rng.uniform(0.35, 0.7)))
+    return tuple(out)
+
+
+def window_features(d: np.ndarray, valid: np.ndarray, years: np.ndarray, anchor: int, *, history: int,
+                    horizon: int, patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features ``(N, n, P, P)``, the reference change ``(N, F, P, P)`` and the valid mask ``(N, P, P)``
+    of the map cut into P x P windows (the map padded with invalid cells to whole windows)."""
+    windows = to_windows(d[: anchor + 1], patch)
+    masks = to_windows(valid.astype(np.float32), patch) > 0.5
+    built = model_inputs(windows, masks, history=history, horizon=horizon, norm=UNIT, inputs=INPUTS_USED,
+                         years=years[: anchor + 1])
+    m = built.x[:, -1, 1] > 0.5
+    lags = built.x[:, history - LAGS:, 2][:, ::-1]
+    return features(built.x[:, -1, 3:], lags, m), built.reference, m
+
+
+def to_windows(a: np.ndarray, patch: int) -> np.ndarray:
+    """``(..., y, x)`` -> ``(N, ..., P, P)`` in the order of :func:`window_features` (padded with NaN)."""
+    ny, nx = a.shape[-2:]
+    a = np.pad(np.asarray(a, np.result_type(a, np.float32)), [(0, 0)] * (a.ndim - 2) + [(0, -ny % patch), (0, -nx % patch)],
+               constant_values=np.nan)
+    gy, gx = a.shape[-2] // patch, a.shape[-1] // patch
+    lead = a.shape[:-2]
+    a = a.reshape(lead + (gy, patch, gx, patch))
+    return np.moveaxis(a, (-4, -2), (0, 1)).reshape((gy * gx,) + lead + (patch, patch))
+
+
+class Normal:
+    """Sums for a ridge regression on standardised features, accumulated batch by batch."""
+
+    def __init__(self, n: int, f: int):
+        self.count, self.sx, self.sy = 0, np.zeros(n), np.zeros(f)
+        self.xx, self.xy = np.zeros((n, n)), np.zeros((n, f))
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.count += len(x)
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.xx += x.T @ x
+        self.xy += x.T @ y
+
+    def solve(self, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(mean, std, weights (F, n), intercept (F,))``; the intercept is not penalised."""
+        if self.count < 2:
+            raise InputError("no valid pixel-anchor to fit the correction on", field="valid")
+        mean, ybar = self.sx / self.count, self.sy / self.count
+        cov = self.xx / self.count - np.outer(mean, mean)
+        std = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        keep = std > 1e-6 * np.maximum(1.0, np.abs(mean))     # a constant feature gets weight 0
+        std = np.where(keep, std, 1.0)
+        zz = cov[np.ix_(keep, keep)] / np.outer(std[keep], std[keep]) * self.count
+        zy = (self.xy / self.count - np.outer(mean, ybar))[keep] / std[keep, None] * self.count
+        weights = np.zeros((len(mean), len(ybar)))
+        weights[keep] = np.linalg.solve(zz + lam * np.eye(int(keep.sum())), zy)
+        return mean, std, weights.T, ybar
+
+
+def fit_correction(configs, *, history: int, horizon: int, patch: int, every: int = 8, lam: float = 10.0,
+                   progress: bool = True) -> Correction:
+    """The ridge correction fitted to the truths of the scenarios ``configs`` (see the module docstring)."""
+    import xarray as xr
+
+    from insarcast.baselines import decimal_years
+    from insarcast.cube import open_cube
+    from insarcast.egms import read_egms
+    from insarcast.grid import grid_points
+    from insarcast.synth import write_scenario
+
+    names = feature_names(INPUTS[INPUTS_USED][3:])
+    normal = Normal(len(names), horizon)
+    with tempfile.TemporaryDirectory(prefix="insarcast-correction-") as tmp:
+        for config in configs:
+            tick = time.perf_counter()
+            outputs = write_scenario(config, Path(tmp) / config.name, progress=False)
+            cube_path = Path(tmp) / f"{config.name}.zarr"
+            grid_points(read_egms(outputs.csv), cube_path)
+            cube = open_cube(cube_path).load()
+            d = cube["displacement"].transpose("t", "y", "x").values.astype(np.float32)
+            truth = xr.open_zarr(outputs.truth)["displacement"].transpose("t", "y", "x").values
+            valid = np.asarray(cube["valid"].values, bool) & np.isfinite(d).all(0) & np.isfinite(truth).all(0)
+            years = decimal_years(cube["t"].values)
+            nt = d.shape[0]
+            for a in range(max(int(0.3 * nt), history + 1), nt - horizon, every):
+                feats, reference, m = window_features(d, valid, years, a, history=history, horizon=horizon,
+                                                      patch=patch)
+                target = to_windows(truth[a + 1: a + horizon + 1] - truth[a], patch) - reference
+                ok = m & np.isfinite(target).all(1)
+                normal.add(np.moveaxis(feats, 1, -1)[ok], np.moveaxis(target, 1, -1)[ok])
+            if progress:
+                logger.info("correction: %s fitted in %.0f s (%d pixel-anchors so far)", config.name,
+                            time.perf_counter() - tick, normal.count)
+    mean, std, weights, intercept = normal.solve(lam)
+    about = {"scenarios": [c.name for c in configs], "pixel_anchors": int(normal.count), "lambda": lam,
+             "every": every, "inputs": INPUTS_USED,
+             "target": "(T(a+k) - T(a)) - (R(a+k) - R(a)), T the synthetic truth, R the adaptive reference"}
+    return Correction(history=history, horizon=horizon, patch=patch, features=names, mean=mean, std=std,
+                      weights=weights, intercept=intercept, about=about)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from insarcast.fsutil import atomic_path
+    from insarcast.log import configure
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--history", type=int, default=12)
+    parser.add_argument("--horizon", type=int, default=6)
+    parser.add_argument("--patch", type=int, default=16)
+    parser.add_argument("--scenarios", type=int, default=12, help="how many generated scenarios")
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=8, help="anchor spacing in epochs")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    configure()
+    tick = time.perf_counter()
+    correction = fit_correction(scenario_family(args.scenarios, seed=args.seed), history=args.history,
+                                horizon=args.horizon, patch=args.patch, every=args.every)
+    correction.about["command"] = (f"python -m insarcast.training.correction --history {args.history} --horizon "
+                                   f"{args.horizon} --patch {args.patch} --scenarios {args.scenarios} --seed "
+                                   f"{args.seed} --every {args.every}")
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(correction.to_dict(), indent=1) + "\n")
+    print(f"wrote {args.out} ({correction.about['pixel_anchors']} pixel-anchors, {time.perf_counter() - tick:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

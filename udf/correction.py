@@ -1,0 +1,163 @@
+"""The synthetic-truth correction of the reference: what the ``residual-corrected`` inputs add to it.
+
+The adaptive baseline (:mod:`insarcast.baselines`) fits each pixel's own series, so its forecast
+misses what only the ground's physics knows: a trough that is still deepening under a face, a fault
+block that keeps accelerating, the smoothing of the gridding. The networks cannot learn that from
+the observations: their targets carry 2.8 mm of noise per epoch, against a correction of a few
+tenths of a millimetre, and a correction fitted to observed targets gains nothing against the truth
+(``bench/oracle.py``). A synthetic scenario has a noise-free truth, so the correction is learnt there:
+a ridge regression, per horizon step, from what the model inputs know of a pixel to the change the
+truth asks of the reference, fitted over generated scenarios (:mod:`insarcast.training.correction`)
+and shipped with the package (``udf/corrections/*.json``, one file per T, F and P).
+
+Features, per pixel of one P x P window (the same window the networks see, so training and the
+UDF compute the same values): the 13 constant channels of ``residual-hindcast`` and the last 3
+residuals to the reference, in mm, and their means over the valid cells of the
+:data:`NEIGHBOURHOODS` (a box clipped to the window: cells outside it count as invalid, as they do
+for the networks). A correction ``c_k`` is ``weights[k] . (f - mean) / std +
+intercept[k]``; the reference of ``residual-corrected`` is ``R(a+k) - R(a) + c_k`` and the networks
+learn what is left.
+
+numpy only: the UDF never imports scipy's or torch's versions of the box mean.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from insarcast.errors import InputError
+
+FORMAT, VERSION = "insarcast-correction", 1
+NEIGHBOURHOODS = (3, 5)          # box sizes of the neighbourhood means (cells)
+LAGS = 3                         # the last residuals among the features
+PACKAGE = "insarcast.udf"
+FOLDER = "corrections"
+
+
+def file_name(*, history: int, horizon: int, patch: int) -> str:
+    """The shipped correction for windows of T, F and P."""
+    return f"synthetic-T{history}-F{horizon}-P{patch}.json"
+
+
+def feature_names(static: tuple[str, ...]) -> tuple[str, ...]:
+    """The features' names, in order, from the names of the constant channels."""
+    own = static + tuple(f"residual_lag{j}" for j in range(LAGS))
+    return own + tuple(f"{name}_mean{size}" for size in NEIGHBOURHOODS for name in own)
+
+
+def box_mean(values: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
+    """Mean of ``values (..., P, Q)`` over the valid cells of the ``size`` x ``size`` box around each
+    cell, clipped to the window; 0 where the box holds no valid cell. Integral images, float64."""
+    r = size // 2
+    w = valid.astype(np.float64)
+    v = np.where(valid, values, 0.0).astype(np.float64)
+
+    def box(a: np.ndarray) -> np.ndarray:
+        pad = [(0, 0)] * (a.ndim - 2) + [(r + 1, r), (r + 1, r)]
+        table = np.pad(a, pad).cumsum(-2).cumsum(-1)
+        return table[..., size:, size:] - table[..., :-size, size:] - table[..., size:, :-size] + \
+            table[..., :-size, :-size]
+
+    count = box(w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0.5, box(v) / np.maximum(count, 1.0), 0.0)
+
+
+def features(static: np.ndarray, residuals: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``(N, n_features, P, P)`` float64 from the constant channels ``static (N, S, P, P)`` and the
+    last residuals ``residuals (N, LAGS, P, P)``, both in mm and 0 where invalid, and ``valid (N, P, P)``."""
+    own = np.concatenate([static, residuals], axis=1).astype(np.float64)
+    m = valid[:, None]
+    means = [box_mean(own, np.broadcast_to(m, own.shape), size) for size in NEIGHBOURHOODS]
+    return np.concatenate([own, *means], axis=1)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A fitted correction: ``c_k = weights[k] . (f - mean) / std + intercept[k]`` for k = 1..F."""
+
+    history: int
+    horizon: int
+    patch: int
+    features: tuple[str, ...]
+    mean: np.ndarray            # (n,)
+    std: np.ndarray             # (n,)
+    weights: np.ndarray         # (F, n)
+    intercept: np.ndarray       # (F,)
+    about: dict                 # how it was fitted: scenarios, pixel-anchors, lambda, command
+
+    def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``(N, F, P, P)`` mm from :func:`features` ``(N, n, P, P)``; 0 where not ``valid``."""
+        z = (np.moveaxis(feats, 1, -1) - self.mean) / self.std                 # (N, P, P, n)
+        c = np.moveaxis(z @ self.weights.T + self.intercept, -1, 1)            # (N, F, P, P)
+        return np.where(valid[:, None], c, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": VERSION, "history": self.history, "horizon": self.horizon,
+                "patch": self.patch, "features": list(self.features), "mean": self.mean.tolist(),
+                "std": self.std.tolist(), "weights": self.weights.tolist(), "intercept": self.intercept.tolist(),
+                "about": self.about}
+
+    @classmethod
+    def from_dict(cls, doc: Any, *, path: str | Path | None = None,
+                  static: tuple[str, ...] | None = None) -> "Correction":
+        """Check and read a correction; ``static``: the constant channels its features must be built from."""
+        def fail(field: str, expected: str) -> InputError:
+            return InputError(f"expected {expected}", path=path, field=field)
+
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("format_version") != VERSION:
+            raise fail("format", f"format {FORMAT!r} version {VERSION}")
+        ints = {}
+        for key in ("history", "horizon", "patch"):
+            value = doc.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise fail(key, "a positive integer")
+            ints[key] = value
+        names = doc.get("features")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise fail("features", "a list of feature names")
+        if static is not None and tuple(names) != feature_names(static):
+            raise fail("features", f"the {len(feature_names(static))} features built from the channels {static}")
+        n, f = len(names), ints["horizon"]
+        arrays = {}
+        for key, shape in (("mean", (n,)), ("std", (n,)), ("weights", (f, n)), ("intercept", (f,))):
+            try:
+                value = np.asarray(doc.get(key), np.float64)
+            except (TypeError, ValueError):
+                raise fail(key, f"numbers of shape {shape}") from None
+            if value.shape != shape or not np.isfinite(value).all():
+                raise fail(key, f"finite numbers of shape {shape}")
+            arrays[key] = value
+        if (arrays["std"] <= 0).any():
+            raise fail("std", "positive standard deviations")
+        return cls(features=tuple(names), about=dict(doc.get("about") or {}), **ints, **arrays)
+
+
+def read_correction(path: str | Path, *, static: tuple[str, ...] | None = None) -> Correction:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read a correction: {exc}", path=path) from None
+    return Correction.from_dict(doc, path=path, static=static)
+
+
+@functools.lru_cache(maxsize=8)
+def shipped(*, history: int, horizon: int, patch: int, static: tuple[str, ...]) -> Correction:
+    """The correction shipped for windows of T, F and P, or an error naming what exists."""
+    folder = resources.files(PACKAGE) / FOLDER
+    name = file_name(history=history, horizon=horizon, patch=patch)
+    if not (folder / name).is_file():
+        have = sorted(p.name for p in folder.iterdir() if p.name.endswith(".json"))
+        raise InputError(f"no synthetic-truth correction is shipped for T = {history}, F = {horizon}, "
+                         f"P = {patch} (have {', '.join(have) or 'none'}); fit one with "
+                         "'python -m insarcast.training.correction' or use the inputs 'residual-hindcast'",
+                         field="inputs")
+    with resources.as_file(folder / name) as path:
+        return read_correction(path, static=static)
