@@ -58,11 +58,16 @@ def _cube(n=80, size=20, seed=0):
     return d, valid, times, trough
 
 
-@pytest.mark.parametrize("inputs", ["residual", "residual-hindcast"])
-def test_training_inputs_are_the_udf_inputs_byte_for_byte(inputs):
+@pytest.mark.parametrize("inputs", ["residual", "residual-hindcast", "residual-corrected"])
+def test_training_inputs_are_the_udf_inputs_byte_for_byte(inputs, monkeypatch):
     from insarcast.training.data import Windows
+    from insarcast.udf.correction import Correction, feature_names
     from insarcast.udf.tiling import forecast_block
 
+    names = feature_names(INPUTS["residual-hindcast"][3:])      # a made-up correction for T 8, F 4, P 8
+    made = Correction(history=T, horizon=F, patch=P, features=names, mean=np.zeros(len(names)),
+                      std=np.ones(len(names)), weights=np.full((F, len(names)), 0.01), intercept=np.zeros(F), about={})
+    monkeypatch.setattr("insarcast.udf.inputs.shipped_correction", lambda **kw: made)
     d, valid, times, _ = _cube()
     w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs=inputs)
     a = int(w.anchors("test")[0])
