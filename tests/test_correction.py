@@ -38,7 +38,7 @@ def test_the_ridge_recovers_a_known_linear_map_and_ignores_a_constant_feature():
         normal.add(x[part], y[part])
     mean, std, weights, intercept = normal.solve(1e-9)
     c = corr.Correction(history=1, horizon=2, patch=1, features=("a", "b", "c"), mean=mean, std=std,
-                        weights=weights, intercept=intercept, about={})
+                        weights=weights, intercept=intercept, grid_spacing=100.0, epoch_days=6.0, about={})
     got = c.predict(x.T[None, :, :, None], np.ones((1, 5000, 1), bool))[0, :, :, 0].T
     np.testing.assert_allclose(got, y, atol=1e-6)
     np.testing.assert_allclose(weights / std, [[2.0, -0.5, 0.0], [-1.0, 0.0, 0.0]], atol=1e-9)
@@ -50,7 +50,7 @@ def _correction(history, horizon, patch, seed=1):
     return corr.Correction(history=history, horizon=horizon, patch=patch, features=NAMES,
                            mean=rng.normal(size=n), std=rng.uniform(0.5, 2.0, n),
                            weights=rng.normal(0, 0.1, (horizon, n)), intercept=rng.normal(0, 0.1, horizon),
-                           about={"test": True})
+                           grid_spacing=100.0, epoch_days=6.0, about={"test": True})
 
 
 @pytest.fixture
@@ -109,6 +109,7 @@ def test_training_targets_are_what_the_corrected_reference_leaves(shipped):
     (lambda doc: doc.update(std=[0.0] * len(doc["std"])), "std"),
     (lambda doc: doc.update(format_version=2), "format"),
     (lambda doc: doc.update(patch=0), "patch"),
+    (lambda doc: doc.update(epoch_days="6"), "epoch_days"),
 ])
 def test_a_malformed_correction_file_is_refused_naming_the_field(tmp_path, change, field):
     doc = _correction(8, 4, 8).to_dict()
@@ -199,3 +200,37 @@ def test_the_corrected_reference_shows_no_tile_seams():
     correction = median("residual-corrected") - plain
     assert np.abs(correction).max() > 0.05                          # the correction is there
     assert seams(correction) < 1.1, seams(correction)
+
+
+def test_a_cube_on_another_epoch_spacing_is_refused_for_training_and_the_demo_falls_back(tiny_cube, tmp_path):
+    """The shipped corrections were fitted on 100 m cells and 6-day epochs; a cube of 12-day epochs
+    (EGMS after Sentinel-1B) is refused by training with what to do, and the demo trains
+    residual-hindcast on it instead, saying so."""
+    from insarcast.cube import open_cube
+    from insarcast.demo import CUBE, _inputs_for
+    from insarcast.training.data import Windows
+
+    c = corr.shipped(history=8, horizon=6, patch=16, static=STATIC)
+    c.check_grid(spacing=100.0, epoch_days=6.0)                      # the fit's own grid
+    with pytest.raises(InputError, match="6 days; this cube has 100 m and 12 days"):
+        c.check_grid(spacing=100.0, epoch_days=12.0)
+    with pytest.raises(InputError, match="fitted on a 100 m grid"):
+        c.check_grid(spacing=20.0, epoch_days=6.0)
+
+    ds = open_cube(tiny_cube).load()
+    twelve = tmp_path / "twelve.zarr"
+    ds.isel(t=slice(None, None, 2)).to_zarr(twelve, consolidated=True, zarr_format=2)
+    with pytest.raises(InputError, match="residual-hindcast") as err:
+        Windows.from_cube(twelve, history=8, horizon=6, patch=16, stride=8, inputs="residual-corrected")
+    assert str(twelve) in str(err.value) and "field 'inputs'" in str(err.value)
+
+    class Run:                                                       # what _inputs_for reads of a demo run
+        tune_preset, paths, said = "tiny", {CUBE: twelve}, []
+
+        def warn(self, text):
+            self.said.append(text)
+
+    run = Run()
+    assert _inputs_for(run) == {"model.inputs": "residual-hindcast"} and "12 days" in run.said[0]
+    run.paths = {CUBE: tiny_cube}
+    assert _inputs_for(run) == {}

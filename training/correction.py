@@ -163,8 +163,14 @@ def fit_correction(configs, *, history: int, horizon: int, patch: int, every: in
     about = {"scenarios": [c.name for c in configs], "pixel_anchors": int(normal.count), "lambda": lam,
              "every": every, "inputs": INPUTS_USED,
              "target": "(T(a+k) - T(a)) - (R(a+k) - R(a)), T the synthetic truth, R the adaptive reference"}
+    spacing = {float(c.spacing) for c in configs}
+    steps = {float(c.step_days) for c in configs}
+    if len(spacing) != 1 or len(steps) != 1:
+        raise InputError(f"the scenarios mix grid spacings {sorted(spacing)} or epoch spacings {sorted(steps)}",
+                         field="scenarios")
     return Correction(history=history, horizon=horizon, patch=patch, features=names, mean=mean, std=std,
-                      weights=weights, intercept=intercept, about=about)
+                      weights=weights, intercept=intercept, grid_spacing=spacing.pop(), epoch_days=steps.pop(),
+                      about=about)
 
 
 def main(argv: list[str] | None = None) -> None:

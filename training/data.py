@@ -18,7 +18,8 @@ from insarcast.cube import open_cube
 from insarcast.errors import InputError
 from insarcast.training.windows import Normalisation, Sample, Split, make_sample, patch_origins, pixel_mask, \
     residual_statistics, training_statistics
-from insarcast.udf.inputs import check_inputs
+from insarcast.udf.correction import shipped as shipped_correction
+from insarcast.udf.inputs import INPUTS, check_inputs
 
 PARTS = ("train", "val", "test")
 # Windows kept in memory across the trials of a process, at most this many bytes (0.15 MB each at
@@ -79,6 +80,10 @@ class Windows:
                                   source=str(path), **kwargs)
         spacing = float(abs(ds["x"].values[1] - ds["x"].values[0])) if ds.sizes["x"] > 1 else None
         windows.grid = {"spacing": spacing, "crs": ds.rio.crs.to_string()}
+        if windows.inputs == "residual-corrected":
+            shipped_correction(history=windows.history, horizon=windows.horizon, patch=windows.patch,
+                               static=INPUTS[windows.inputs][3:]).check_grid(
+                spacing=spacing, epoch_days=windows.epoch_days, path=path)
         return windows
 
     def anchors(self, part: str) -> np.ndarray:

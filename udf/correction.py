@@ -91,6 +91,8 @@ class Correction:
     std: np.ndarray             # (n,)
     weights: np.ndarray         # (F, n)
     intercept: np.ndarray       # (F,)
+    grid_spacing: float         # m, of the cubes it was fitted on
+    epoch_days: float           # days between their epochs
     about: dict                 # how it was fitted: scenarios, pixel-anchors, lambda, command
 
     def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -103,7 +105,7 @@ class Correction:
         return {"format": FORMAT, "format_version": VERSION, "history": self.history, "horizon": self.horizon,
                 "patch": self.patch, "features": list(self.features), "mean": self.mean.tolist(),
                 "std": self.std.tolist(), "weights": self.weights.tolist(), "intercept": self.intercept.tolist(),
-                "about": self.about}
+                "grid_spacing": self.grid_spacing, "epoch_days": self.epoch_days, "about": self.about}
 
     @classmethod
     def from_dict(cls, doc: Any, *, path: str | Path | None = None,
@@ -114,12 +116,7 @@ class Correction:
 
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("format_version") != VERSION:
             raise fail("format", f"format {FORMAT!r} version {VERSION}")
-        ints = {}
-        for key in ("history", "horizon", "patch"):
-            value = doc.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise fail(key, "a positive integer")
-            ints[key] = value
+        ints = {key: _positive(doc, key, int, fail) for key in ("history", "horizon", "patch")}
         names = doc.get("features")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise fail("features", "a list of feature names")
@@ -137,7 +134,29 @@ class Correction:
             arrays[key] = value
         if (arrays["std"] <= 0).any():
             raise fail("std", "positive standard deviations")
-        return cls(features=tuple(names), about=dict(doc.get("about") or {}), **ints, **arrays)
+        floats = {key: _positive(doc, key, float, fail) for key in ("grid_spacing", "epoch_days")}
+        return cls(features=tuple(names), about=dict(doc.get("about") or {}), **ints, **arrays, **floats)
+
+    def check_grid(self, *, spacing: float | None, epoch_days: float, path: str | Path | None = None) -> None:
+        """Refuse a cube whose grid spacing or epoch spacing is not the one this correction was fitted on:
+        its features (changes over F epochs, neighbourhoods of cells) would mean something else."""
+        same = (spacing is None or abs(spacing - self.grid_spacing) <= 0.01 * self.grid_spacing) and \
+            abs(epoch_days - self.epoch_days) <= 0.1 * self.epoch_days
+        if not same:
+            raise InputError(f"the synthetic-truth correction of the inputs 'residual-corrected' was fitted on a "
+                             f"{self.grid_spacing:g} m grid with an epoch every {self.epoch_days:g} days; this cube "
+                             f"has {spacing if spacing is None else f'{spacing:g}'} m and {epoch_days:g} days. "
+                             "Use the inputs 'residual-hindcast' (--set model.inputs=residual-hindcast) or fit a "
+                             "correction for this grid", path=path, field="inputs")
+
+
+def _positive(doc: dict, key: str, kind: type, fail) -> Any:
+    """``doc[key]`` as a positive ``kind`` (int, or float from any number), else ``fail``'s error."""
+    value = doc.get(key)
+    allowed = int if kind is int else (int, float)
+    if not isinstance(value, allowed) or isinstance(value, bool) or not value > 0:
+        raise fail(key, "a positive integer" if kind is int else "a positive number")
+    return kind(value)
 
 
 def read_correction(path: str | Path, *, static: tuple[str, ...] | None = None) -> Correction:

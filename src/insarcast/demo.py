@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from .contract import ARCHS, DEFAULT_ARCH, MANIFEST_NAME
 from .errors import InputError
 from .log import LOGGER
@@ -224,12 +226,36 @@ def _grid(run: _Run) -> Outcome:
     return "reused" if reused else "done", cube, shape
 
 
+def _inputs_for(run: _Run) -> dict[str, str]:
+    """The tune preset's ``residual-corrected`` inputs need a cube on the grid and epoch spacing their
+    synthetic-truth correction was fitted on (100 m, 6 days); EGMS tiles on another (12-day epochs since
+    Sentinel-1B failed, say) train ``residual-hindcast`` instead, with a warning."""
+    from .cube import open_cube
+    from .training.tune import PRESETS as TUNE_PRESETS
+    from .udf.correction import shipped
+    from .udf.inputs import INPUTS
+
+    settings = dict(TUNE_PRESETS[run.tune_preset].overrides)
+    if settings.get("model.inputs") != "residual-corrected":
+        return {}
+    ds = open_cube(run.paths[CUBE])
+    spacing = float(abs(ds["x"].values[1] - ds["x"].values[0])) if ds.sizes["x"] > 1 else None
+    days = float(np.median(np.diff(ds["t"].values)).astype("timedelta64[s]").astype(np.float64) / 86400.0)
+    try:
+        shipped(history=settings["model.history"], horizon=settings["model.horizon"], patch=settings["model.patch"],
+                static=INPUTS["residual-corrected"][3:]).check_grid(spacing=spacing, epoch_days=days)
+    except InputError as err:
+        run.warn(f"tune: {err.message}; training the inputs 'residual-hindcast' instead")
+        return {"model.inputs": "residual-hindcast"}
+    return {}
+
+
 def _tune(run: _Run) -> Outcome:
     from .training.tune import Tuner, estimate_seconds
 
     tune_dir = run.paths[TUNE]
     run.tuner = tuner = Tuner(run.paths[CUBE], tune_dir, preset=run.tune_preset, seed0=run.seed, keep=TOP,
-                              progress=run.progress)
+                              progress=run.progress, overrides=_inputs_for(run))
     run.top = min(TOP, tuner.runs * tuner.trials)     # the members the preset's tune makes: no "fewer than"
     state = _tune_state(tuner, ARCHS)
     studies = f"{len(ARCHS)} architectures x {tuner.runs} runs x ({tuner.trials} trials + manual)"
