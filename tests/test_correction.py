@@ -187,10 +187,13 @@ def test_the_corrected_reference_shows_no_tile_seams():
     oy, ox = grid_offsets(cube["y"].values, cube["x"].values)
     norm = {"input_mean": 0.0, "input_std": 3.0, "target_mean": 0.0, "target_std": 3.0}
 
+    recorded = {}
+
     def median(inputs):
         products = forecast_products(cube, lambda x: np.zeros((1, len(x), 6, 16, 16), np.float32), history=12,
                                      horizon_steps=6, patch=16, norm=norm, members=1, inputs=inputs,
                                      spatial_filter=False)
+        recorded[inputs] = products.attrs
         return products["median"].values
 
     def seams(layer):
@@ -200,6 +203,14 @@ def test_the_corrected_reference_shows_no_tile_seams():
     correction = median("residual-corrected") - plain
     assert np.abs(correction).max() > 0.05                          # the correction is there
     assert seams(correction) < 1.1, seams(correction)
+    # the products say which correction they carry, by name and checksum
+    import hashlib
+    from pathlib import Path
+
+    shipped = Path(corr.__file__).parent / "corrections" / "synthetic-T12-F6-P16.json"
+    assert recorded["residual-corrected"]["reference_correction"] == shipped.name
+    assert recorded["residual-corrected"]["reference_correction_sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert "reference_correction" not in recorded["residual-hindcast"]
 
 
 def test_a_cube_on_another_epoch_spacing_is_refused_for_training_and_the_demo_falls_back(tiny_cube, tmp_path):

@@ -549,6 +549,7 @@ def test_openeo_build_writes_an_archive_whose_udf_gives_the_local_products(tiny_
     assert graph["process_graph"]["loadstac1"]["arguments"]["url"] == collection
     names = zipfile.ZipFile(job / "insarcast-udf.zip").namelist()
     assert "insarcast/udf/forecast.py" in names and "ensemble/ensemble.json" in names
+    assert "insarcast/udf/corrections/synthetic-T12-F6-P16.json" in names   # what residual-corrected reads
     assert not [n for n in names if n.startswith(("insarcast/training", "insarcast/stac", "insarcast/report"))]
     workdir = tmp_path / "backend"
     zipfile.ZipFile(job / "insarcast-udf.zip").extractall(workdir / "insarcast-udf")

@@ -168,6 +168,16 @@ def read_correction(path: str | Path, *, static: tuple[str, ...] | None = None) 
 
 
 @functools.lru_cache(maxsize=8)
+def provenance(*, history: int, horizon: int, patch: int) -> dict[str, str]:
+    """What the products record of the shipped correction they used: its file name and sha256."""
+    import hashlib
+
+    name = file_name(history=history, horizon=horizon, patch=patch)
+    data = (resources.files(PACKAGE) / FOLDER / name).read_bytes()
+    return {"reference_correction": name, "reference_correction_sha256": hashlib.sha256(data).hexdigest()}
+
+
+@functools.lru_cache(maxsize=8)
 def shipped(*, history: int, horizon: int, patch: int, static: tuple[str, ...]) -> Correction:
     """The correction shipped for windows of T, F and P, or an error naming what exists."""
     folder = resources.files(PACKAGE) / FOLDER

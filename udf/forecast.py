@@ -20,6 +20,7 @@ from insarcast.errors import InputError
 
 from insarcast.baselines import decimal_years
 
+from .correction import provenance as correction_provenance
 from .inputs import check_inputs, norm_values, reference_scale, uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
@@ -185,6 +186,8 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
                          "error of the adaptive curve), the spread the products give each member"})
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs,
                      spatial_filter=FILTER_NAME if uses_spatial_filter(inputs, spatial_filter) else "none")
+    if inputs == "residual-corrected":
+        out.attrs.update(correction_provenance(history=history, horizon=int(fc.shape[1]), patch=patch))
     return out
 
 
