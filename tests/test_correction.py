@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from insarcast.errors import InputError
-from insarcast.training.correction import Normal, window_features
+from insarcast.training.correction import fit_network, window_features
 from insarcast.udf import correction as corr
 from insarcast.udf.inputs import INPUTS, model_inputs
 
@@ -28,28 +28,36 @@ def test_box_means_count_only_valid_cells_inside_the_window():
     assert corr.box_mean(values, np.zeros_like(valid), 5).max() == 0.0   # no valid cell: 0
 
 
-def test_the_ridge_recovers_a_known_linear_map_and_ignores_a_constant_feature():
+def test_the_fitted_network_runs_alike_in_numpy_and_torch_and_learns_what_a_line_cannot():
+    import torch
+
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(5000, 3)) * [1.0, 4.0, 0.5] + [2.0, -1.0, 0.0]
-    x[:, 2] = 7.0                                                    # constant: no information
-    y = np.stack([2.0 * x[:, 0] - 0.5 * x[:, 1] + 3.0, -x[:, 0] + 1.0], axis=1)
-    normal = Normal(3, 2)
-    for part in np.array_split(np.arange(5000), 7):                 # batch by batch
-        normal.add(x[part], y[part])
-    mean, std, weights, intercept = normal.solve(1e-9)
-    c = corr.Correction(history=1, horizon=2, patch=1, features=("a", "b", "c"), mean=mean, std=std,
-                        weights=weights, intercept=intercept, grid_spacing=100.0, epoch_days=6.0, about={})
-    got = c.predict(x.T[None, :, :, None], np.ones((1, 5000, 1), bool))[0, :, :, 0].T
-    np.testing.assert_allclose(got, y, atol=1e-6)
-    np.testing.assert_allclose(weights / std, [[2.0, -0.5, 0.0], [-1.0, 0.0, 0.0]], atol=1e-9)
+    x = rng.normal(size=(20000, 3)).astype(np.float32)
+    x[:, 2] = 7.0                                                    # a constant feature: no information
+    y = np.stack([2.0 * np.abs(x[:, 0]), x[:, 1] - 0.5], axis=1).astype(np.float32)
+    line = fit_network(x, y, hidden=(), epochs=6, seed=0, batch=256)
+    mean, std, layers, scale, unexplained = fit_network(x, y, hidden=(16, 16), epochs=6, seed=0, batch=256)
+    assert unexplained < 0.05 < line[4]                             # |x0| is out of a line's reach
+    c = corr.Correction(history=1, horizon=2, patch=1, features=("a", "b", "c"), mean=mean, std=std, layers=layers,
+                        output_scale=scale, grid_spacing=100.0, epoch_days=6.0, about={})
+    got = c.predict(x.T[None, :, :, None].astype(np.float64), np.ones((1, 20000, 1), bool))[0, :, :, 0].T
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 16), torch.nn.SiLU(),
+                              torch.nn.Linear(16, 2)).double()
+    for module, (w, b) in zip([m for m in net if isinstance(m, torch.nn.Linear)], layers):
+        module.weight.data, module.bias.data = torch.from_numpy(w), torch.from_numpy(b)
+    with torch.no_grad():
+        expected = net(torch.from_numpy((x - mean) / std)).numpy() * scale
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert np.sqrt(np.mean((got - y) ** 2)) < 0.25 * y.std()
 
 
 def _correction(history, horizon, patch, seed=1):
     rng = np.random.default_rng(seed)
     n = len(NAMES)
+    layers = ((rng.normal(0, 0.3, (8, n)), rng.normal(0, 0.1, 8)), (rng.normal(0, 0.3, (horizon, 8)),
+                                                                  rng.normal(0, 0.1, horizon)))
     return corr.Correction(history=history, horizon=horizon, patch=patch, features=NAMES,
-                           mean=rng.normal(size=n), std=rng.uniform(0.5, 2.0, n),
-                           weights=rng.normal(0, 0.1, (horizon, n)), intercept=rng.normal(0, 0.1, horizon),
+                           mean=rng.normal(size=n), std=rng.uniform(0.5, 2.0, n), layers=layers, output_scale=0.5,
                            grid_spacing=100.0, epoch_days=6.0, about={"test": True})
 
 
@@ -104,10 +112,12 @@ def test_training_targets_are_what_the_corrected_reference_leaves(shipped):
 
 
 @pytest.mark.parametrize("change, field", [
-    (lambda doc: doc.update(weights=[[0.0] * 3]), "weights"),
+    (lambda doc: doc["layers"][0].update(weight=[[0.0] * 3]), "layers[0].weight"),
+    (lambda doc: doc["layers"][1].update(bias=[0.0]), "layers[1].bias"),
+    (lambda doc: doc.update(activation="relu"), "activation"),
     (lambda doc: doc.update(features=doc["features"][:-1]), "features"),
     (lambda doc: doc.update(std=[0.0] * len(doc["std"])), "std"),
-    (lambda doc: doc.update(format_version=2), "format"),
+    (lambda doc: doc.update(format_version=1), "format"),        # the ridge of the first release
     (lambda doc: doc.update(patch=0), "patch"),
     (lambda doc: doc.update(epoch_days="6"), "epoch_days"),
 ])
@@ -131,7 +141,7 @@ def test_windows_without_a_shipped_correction_are_refused_with_what_exists():
 @pytest.mark.parametrize("history", [8, 12])
 def test_the_shipped_corrections_read_and_say_how_they_were_made(history):
     c = corr.shipped(history=history, horizon=6, patch=16, static=STATIC)
-    assert c.features == NAMES and c.weights.shape == (6, len(NAMES))
+    assert c.features == NAMES and c.layers[0][0].shape[1] == len(NAMES) and c.layers[-1][0].shape[0] == 6
     assert c.about["command"].startswith("python -m insarcast.training.correction") and \
         c.about["pixel_anchors"] > 1_000_000
     assert not set(c.about["scenarios"]) & {"demo", "tiny"}        # fitted on generated scenarios only

@@ -66,8 +66,8 @@ def test_training_inputs_are_the_udf_inputs_byte_for_byte(inputs, monkeypatch):
 
     names = feature_names(INPUTS["residual-hindcast"][3:])      # a made-up correction for T 8, F 4, P 8
     made = Correction(history=T, horizon=F, patch=P, features=names, mean=np.zeros(len(names)),
-                      std=np.ones(len(names)), weights=np.full((F, len(names)), 0.01), intercept=np.zeros(F),
-                      grid_spacing=100.0, epoch_days=6.0, about={})
+                      std=np.ones(len(names)), layers=((np.full((F, len(names)), 0.01), np.zeros(F)),),
+                      output_scale=1.0, grid_spacing=100.0, epoch_days=6.0, about={})
     monkeypatch.setattr("insarcast.udf.inputs.shipped_correction", lambda **kw: made)
     d, valid, times, _ = _cube()
     w = Windows.from_arrays(d, valid, times, history=T, horizon=F, patch=P, stride=4, inputs=inputs)
