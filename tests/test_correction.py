@@ -170,7 +170,7 @@ def test_the_shipped_correction_lowers_the_references_error_against_a_truth_it_n
         errors["reference"].append((reference[:, -1] - true)[m])
         errors["corrected"].append((reference[:, -1] + shipped.predict(feats, m)[:, -1] - true)[m])
     rmse = {k: float(np.sqrt(np.mean(np.concatenate(v) ** 2))) for k, v in errors.items()}
-    assert rmse["corrected"] < 0.95 * rmse["reference"], rmse
+    assert rmse["corrected"] < 0.85 * rmse["reference"], rmse      # 1.31 against 1.77 mm when written
 
 
 def test_the_corrected_reference_shows_no_tile_seams():
