@@ -597,8 +597,8 @@ def _kept_line(ensemble) -> list[str]:
     lines = [ensemble.manifest.zero_output_sentence() or
              f"Every one of the {len(ensemble)} members corrects its reference forecast."]
     if ensemble.inputs == "residual-corrected":
-        lines.append("The reference of these members is the adaptive baseline plus a linear correction fitted to "
-                     "the noise-free truths of generated scenarios, not to this cube's observations "
+        lines.append("The reference of these members is the adaptive baseline plus a correction (a small network) "
+                     "fitted to the noise-free truths of generated scenarios, not to this cube's observations "
                      "(insarcast.udf.correction): what the ensemble gains over the filtered adaptive baseline "
                      "without the networks is that correction's.")
     return lines

@@ -76,14 +76,13 @@ class Windows:
     @classmethod
     def from_cube(cls, path: str | Path, **kwargs) -> "Windows":
         ds = open_cube(path)
+        spacing = cube_spacing(ds)
+        check_correction_grid(inputs=kwargs.get("inputs", "paper"), history=kwargs["history"],
+                              horizon=kwargs["horizon"], patch=kwargs["patch"], spacing=spacing,
+                              epoch_days=epoch_spacing(ds["t"].values), path=path)
         windows = cls.from_arrays(ds["displacement"].values, ds["valid"].values, ds["t"].values,
                                   source=str(path), **kwargs)
-        spacing = float(abs(ds["x"].values[1] - ds["x"].values[0])) if ds.sizes["x"] > 1 else None
         windows.grid = {"spacing": spacing, "crs": ds.rio.crs.to_string()}
-        if windows.inputs == "residual-corrected":
-            shipped_correction(history=windows.history, horizon=windows.horizon, patch=windows.patch,
-                               static=INPUTS[windows.inputs][3:]).check_grid(
-                spacing=spacing, epoch_days=windows.epoch_days, path=path)
         return windows
 
     def anchors(self, part: str) -> np.ndarray:
@@ -121,7 +120,26 @@ class Windows:
 
     @property
     def epoch_days(self) -> float:
-        return float(np.median(np.diff(self.times)).astype("timedelta64[s]").astype(np.float64) / 86400.0)
+        return epoch_spacing(self.times)
+
+
+def cube_spacing(ds) -> float | None:
+    """The grid spacing (m) of a cube, from its x coordinates; None with a single column."""
+    return float(abs(ds["x"].values[1] - ds["x"].values[0])) if ds.sizes["x"] > 1 else None
+
+
+def epoch_spacing(times: np.ndarray) -> float:
+    """The median spacing of the epochs ``times`` (datetime64), in days."""
+    return float(np.median(np.diff(times)).astype("timedelta64[s]").astype(np.float64) / 86400.0)
+
+
+def check_correction_grid(*, inputs: str, history: int, horizon: int, patch: int, spacing: float | None,
+                          epoch_days: float, path: str | Path | None = None) -> None:
+    """``residual-corrected`` needs a cube on the grid and epoch spacing its shipped correction was
+    fitted on (:meth:`insarcast.udf.correction.Correction.check_grid`); the other inputs need nothing."""
+    if inputs == "residual-corrected":
+        shipped_correction(history=history, horizon=horizon, patch=patch, static=INPUTS[inputs][3:]).check_grid(
+            spacing=spacing, epoch_days=epoch_days, path=path)
 
 
 class WindowDataset(torch.utils.data.Dataset):

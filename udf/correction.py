@@ -148,7 +148,8 @@ class Correction:
             raise fail("layers", "a list of layers {weight, bias}")
         parsed, width = [], n
         for i, layer in enumerate(layers):
-            out = ints["horizon"] if i == len(layers) - 1 else len(layer.get("bias") or []) if isinstance(layer, dict) else 0
+            bias = layer.get("bias") if isinstance(layer, dict) else None
+            out = ints["horizon"] if i == len(layers) - 1 else len(bias) if isinstance(bias, list) else 0
             if not isinstance(layer, dict) or out < 1:
                 raise fail(f"layers[{i}]", "{weight, bias} with at least one output")
             parsed.append((_array(layer.get("weight"), (out, width), f"layers[{i}].weight", fail),

@@ -5,7 +5,7 @@ training (:func:`insarcast.training.windows.make_sample`) and inference (:mod:`i
 both call :func:`model_inputs`, so the same series gives the same bytes in both. It imports numpy
 and the torch-free baselines only.
 
-Two input formulations (the manifest's ``inputs``, a model config's ``inputs``):
+The input formulations (the manifest's ``inputs``, a model config's ``inputs``):
 
 ``paper``
     The paper's: the T history epochs, channel 0 ``displacement_relative_to_last``
@@ -36,8 +36,8 @@ Two input formulations (the manifest's ``inputs``, a model config's ``inputs``):
 ``residual-corrected``
     As ``residual-hindcast`` (the same 16 channels), but the reference also carries the
     synthetic-truth correction of :mod:`insarcast.udf.correction`: ``R(a+k) - R(a) + c_k``, with
-    ``c_k`` a linear map of the window's channels fitted to the noise-free truths of generated
-    scenarios, shipped per T, F and P. The target is what is left, ``d(a+k) - R(a+k) - c_k``; an
+    ``c_k`` a small network's output from the window's channels, fitted to the noise-free truths of
+    generated scenarios, shipped per T, F and P. The target is what is left, ``d(a+k) - R(a+k) - c_k``; an
     untrained network forecasts the corrected reference. The demo and tiny presets train this one.
 
 A pixel is valid when its ``valid`` flag is set and its displacement is finite at all T history

@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from .contract import ARCHS, DEFAULT_ARCH, MANIFEST_NAME
 from .errors import InputError
 from .log import LOGGER
@@ -231,19 +229,17 @@ def _inputs_for(run: _Run) -> dict[str, str]:
     synthetic-truth correction was fitted on (100 m, 6 days); EGMS tiles on another (12-day epochs since
     Sentinel-1B failed, say) train ``residual-hindcast`` instead, with a warning."""
     from .cube import open_cube
+    from .training.data import check_correction_grid, cube_spacing, epoch_spacing
     from .training.tune import PRESETS as TUNE_PRESETS
-    from .udf.correction import shipped
-    from .udf.inputs import INPUTS
 
     settings = dict(TUNE_PRESETS[run.tune_preset].overrides)
     if settings.get("model.inputs") != "residual-corrected":
         return {}
     ds = open_cube(run.paths[CUBE])
-    spacing = float(abs(ds["x"].values[1] - ds["x"].values[0])) if ds.sizes["x"] > 1 else None
-    days = float(np.median(np.diff(ds["t"].values)).astype("timedelta64[s]").astype(np.float64) / 86400.0)
     try:
-        shipped(history=settings["model.history"], horizon=settings["model.horizon"], patch=settings["model.patch"],
-                static=INPUTS["residual-corrected"][3:]).check_grid(spacing=spacing, epoch_days=days)
+        check_correction_grid(inputs="residual-corrected", history=settings["model.history"],
+                              horizon=settings["model.horizon"], patch=settings["model.patch"],
+                              spacing=cube_spacing(ds), epoch_days=epoch_spacing(ds["t"].values))
     except InputError as err:
         run.warn(f"tune: {err.message}; training the inputs 'residual-hindcast' instead")
         return {"model.inputs": "residual-hindcast"}
