@@ -418,6 +418,7 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         child(json.loads(sys.argv[2]))
         return
+    from insarcast.udf.inputs import INPUTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=10, help="ensemble members K (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of both engines in part 1")
@@ -429,8 +430,9 @@ def main() -> None:
     parser.add_argument("--region", type=int, default=None, help="cells a side of part 1's region (default 128)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats of part 1 (median)")
     parser.add_argument("--batch", type=int, default=64, help="tiles per predictor call")
-    parser.add_argument("--inputs", choices=("paper", "residual", "residual-hindcast", "residual-corrected"), default="paper",
-                        help="the members' input formulation (insarcast.udf.inputs; residual: the demo preset's)")
+    parser.add_argument("--inputs", choices=tuple(INPUTS), default="paper",
+                        help="the members' input formulation (insarcast.udf.inputs; residual-corrected: the demo "
+                             "preset's)")
     parser.add_argument("--kept", type=int, default=0,
                         help="residual inputs: members that keep their reference (zero readout, not run; default 0)")
     parser.add_argument("--throughput-only", action="store_true", help="part 1 only")
