@@ -6,6 +6,7 @@ One JSON object (format ``insarcast-ensemble``, version 1)::
     framework_version (onnx), opset, created (ISO 8601 UTC), versions {insarcast, torch, onnx,
     onnxruntime, onnxscript}, history T, horizon F, patch P, channels C, channel_names,
     normalisation {input_mean, input_std, target_mean, target_std}, grid {spacing, crs}, epoch_days,
+    reference_correction {file, sha256} (inputs residual-corrected only: the correction the members learnt on),
     input {name, dtype, shape [-1, T, C, P, P], dims}, output {name, dtype, shape [-1, F, P, P], dims,
     units}, members [{file, sha256, bytes, arch, trial, run_seed, strategy, val_loss, test?,
     hyperparameters {model, train}, parameters, exporter, parity_max_abs, zero_output, source}]
@@ -110,6 +111,8 @@ def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: byte
         "normalisation": {k: float(norm[k]) for k in NORM_KEYS},
         "grid": {"spacing": grid.get("spacing"), "crs": grid.get("crs")},
         "epoch_days": float(best.metrics["epoch_days"]),
+        **({"reference_correction": best.metrics["reference_correction"]}
+           if inputs == "residual-corrected" and best.metrics.get("reference_correction") else {}),
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, t, c, p, p],
                   "dims": list(INPUT_DIMS)},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, f, p, p],

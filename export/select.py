@@ -138,12 +138,14 @@ def check_compatible(runs: list[Run]) -> None:
     fields = [(f"model.{k}", lambda r, k=k: r.metrics["model"][k]) for k in SHAPE_KEYS]
     fields.append(("model.inputs", lambda r: r.metrics["model"].get("inputs", "paper")))
     fields += [(k, lambda r, k=k: r.metrics[k]) for k in ("normalisation", "grid", "epoch_days")]
+    fields.append(("reference_correction", lambda r: r.metrics.get("reference_correction")))
     for run in runs[1:]:
         for name, get in fields:
             if not _same(get(run), get(best)):
                 raise InputError(f"{run.describe()} has {name} = {get(run)!r} but the best member, {best.describe()}, "
                                  f"has {get(best)!r}; all members of an ensemble must share T, F, P, C, the "
-                                 "normalisation, the grid and the epoch spacing", path=run.metrics_path, field=name)
+                                 "normalisation, the grid, the epoch spacing and the reference correction",
+                                 path=run.metrics_path, field=name)
 
 
 def select_runs(tune_dir: str | Path, *, arch: str, top: int = 10, strict: bool = False,

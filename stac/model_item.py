@@ -131,7 +131,10 @@ def _output(m) -> dict:
                         if m.inputs == "paper" else
                         f"the correction to the adaptive baseline's forecast at the F = {F} next epochs, "
                         "normalised; the forecast in mm is the denormalised output plus that baseline's "
-                        "change (insarcast.udf.inputs.ModelInputs.reference)"),
+                        "change (insarcast.udf.inputs.ModelInputs.reference)"
+                        + ("" if m.reference_correction is None else
+                           f" and the shipped synthetic-truth correction {m.reference_correction['file']} "
+                           f"(sha256 {m.reference_correction['sha256']}, insarcast.udf.correction)")),
         "tasks": ["regression"],
         "result": {"shape": list(m.output.shape), "dim_order": list(OUTPUT_DIMS), "data_type": m.output.dtype},
         "post_processing_function": {"format": "python", "expression": "insarcast.udf.inputs:denormalise",

@@ -255,3 +255,36 @@ def test_a_cube_on_another_epoch_spacing_is_refused_for_training_and_the_demo_fa
     assert _inputs_for(run) == {"model.inputs": "residual-hindcast"} and "12 days" in run.said[0]
     run.paths = {CUBE: tiny_cube}
     assert _inputs_for(run) == {}
+
+
+def test_an_ensemble_is_pinned_to_the_correction_its_members_learnt_on(tmp_path):
+    """A member trained with residual-corrected inputs learnt what one correction file leaves; under
+    another it would add the wrong amount. The manifest records the file and its sha256, a forecast
+    refuses another installed file, and a manifest without the record is refused with what to do."""
+    import hashlib
+    from pathlib import Path
+
+    from conftest import linear_member, write_ensemble
+
+    from insarcast.udf.ensemble import load_ensemble
+    from insarcast.udf.manifest import read_manifest
+
+    shipped = Path(corr.__file__).parent / "corrections" / "synthetic-T8-F6-P16.json"
+    own = corr.identity(history=8, horizon=6, patch=16)
+    assert own == {"file": shipped.name, "sha256": hashlib.sha256(shipped.read_bytes()).hexdigest()}
+    names = list(INPUTS["residual-corrected"])
+    member = linear_member(0.0, history=8, horizon=6, patch=16, channels=len(names))
+
+    def ensemble(name, **fields):
+        return write_ensemble(tmp_path / name, [member], history=8, horizon=6, patch=16, channels=len(names),
+                              norm=UNIT, inputs="residual-corrected", channel_names=names, **fields)
+
+    assert load_ensemble(ensemble("same", reference_correction=own)).manifest.reference_correction == own
+    with pytest.raises(InputError, match="retrain and export") as err:
+        load_ensemble(ensemble("other", reference_correction={**own, "sha256": "0" * 64}))
+    assert "field 'reference_correction.sha256'" in str(err.value) and own["sha256"] in str(err.value)
+    with pytest.raises(InputError, match="exported before insarcast recorded it") as err:
+        read_manifest(ensemble("old"))
+    assert "field 'reference_correction'" in str(err.value)
+    with pytest.raises(InputError, match="64 lower-case hex"):
+        read_manifest(ensemble("bad", reference_correction={**own, "sha256": "XYZ"}))

@@ -80,6 +80,11 @@ def test_ensemble_lists_its_members(first):
     assert {m.get("arch", "resnet-transformer") for m in members} == {"resnet-transformer"}
     # the preset asks for what its tune makes (tiny: 2 runs x 3 TPE trials), so nothing to warn about
     assert len(members) == 6 and "fewer than" not in result.stderr
+    # the tiny preset trains residual-corrected: the manifest pins the correction its members learnt on
+    from insarcast.udf.correction import identity
+
+    assert manifest["inputs"] == "residual-corrected"
+    assert manifest["reference_correction"] == identity(history=8, horizon=6, patch=16)
 
 
 def test_products_hold_the_class_layer(first):

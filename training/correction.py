@@ -41,7 +41,6 @@ UNIT = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1
 def scenario_family(count: int, *, seed: int = 1000):
     """``count`` random variants of the demo preset (seeds ``seed``, ``seed + 1``, ...)."""
     from insarcast.synth import preset
-    from insarcast.synth.config import Rebound
 
     out = []
     for i in range(count):
@@ -57,20 +56,28 @@ def scenario_family(count: int, *, seed: int = 1000):
         faults = tuple(dataclasses.replace(
             f, x1=f.x1 + shift, x2=f.x2 + shift, creep_rate=rng.uniform(-25.0, -5.0),
             creep_acceleration=rng.uniform(-10.0, 0.0) if rng.random() < 0.5 else 0.0) for f in base.faults)
-        rebound = ()
-        if rng.random() < 0.4:
-            xmin, ymin, xmax, ymax = base.extent
-            rebound = (Rebound(name="rebound", x=rng.uniform(xmin + 3000, xmax - 3000),
-                               y=rng.uniform(ymin + 3000, ymax - 3000), radius=rng.uniform(1500, 4000),
-                               amplitude=rng.uniform(10, 50), start=str(rng.choice(["2018-01-01", "2019-06-01",
-                                                                                     "2020-06-01"])),
-                               time_constant=rng.uniform(0.8, 2.5)),)
+        bowls = tuple(_bowl(rng, base, k) for k in range(int(rng.choice(3, p=[0.3, 0.4, 0.3]))))
         out.append(dataclasses.replace(
-            base, name=f"family-{seed + i}", mines=mines, faults=faults, rebound=rebound,
+            base, name=f"family-{seed + i}", mines=mines, faults=faults, rebound=bowls,
             regional_rate=rng.uniform(-15.0, -3.0), seasonal_amplitude=rng.uniform(1.0, 5.0),
             atmosphere_std=rng.uniform(1.5, 6.0), white_std=rng.uniform(0.8, 2.5),
             coverage=rng.uniform(0.35, 0.7)))
     return tuple(out)
+
+
+def _bowl(rng, base, k: int):
+    """A Gaussian bowl of either sign that starts at any epoch from 10 % of the record to its last but one:
+    groundwater rebound (up), a new subsidence bowl or a sinkhole (down, 300 m to 4 km across)."""
+    from insarcast.synth.config import Rebound
+
+    xmin, ymin, xmax, ymax = base.extent
+    dates = base.dates()
+    sign = 1.0 if rng.random() < 0.4 else -1.0
+    return Rebound(name=f"bowl-{k}", x=rng.uniform(xmin + 2000, xmax - 2000), y=rng.uniform(ymin + 2000, ymax - 2000),
+                   radius=float(np.exp(rng.uniform(np.log(300.0), np.log(4000.0)))),
+                   amplitude=sign * rng.uniform(10.0, 60.0),
+                   start=str(dates[rng.integers(int(0.1 * len(dates)), len(dates) - 1)]),
+                   time_constant=rng.uniform(0.3, 2.5))
 
 
 def window_features(d: np.ndarray, valid: np.ndarray, years: np.ndarray, anchor: int, *, history: int,

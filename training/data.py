@@ -18,7 +18,7 @@ from insarcast.cube import open_cube
 from insarcast.errors import InputError
 from insarcast.training.windows import Normalisation, Sample, Split, make_sample, patch_origins, pixel_mask, \
     residual_statistics, training_statistics
-from insarcast.udf.correction import shipped as shipped_correction
+from insarcast.udf.correction import identity as correction_identity, shipped as shipped_correction
 from insarcast.udf.inputs import INPUTS, check_inputs
 
 PARTS = ("train", "val", "test")
@@ -121,6 +121,14 @@ class Windows:
     @property
     def epoch_days(self) -> float:
         return epoch_spacing(self.times)
+
+    @property
+    def correction(self) -> dict[str, str] | None:
+        """``{file, sha256}`` of the shipped correction the targets leave (``residual-corrected``), else None:
+        the run records it and the ensemble's manifest pins it (:meth:`insarcast.udf.manifest.Manifest.check_correction`)."""
+        if self.inputs != "residual-corrected":
+            return None
+        return correction_identity(history=self.history, horizon=self.horizon, patch=self.patch)
 
 
 def cube_spacing(ds) -> float | None:

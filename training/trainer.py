@@ -256,7 +256,8 @@ def train_run(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, see
         "split": {k: list(getattr(windows.split, k)) for k in ("train", "val", "test")},
         "windows": {part: int(len(windows.samples(part))) for part in ("train", "val", "test")},
         "test_windows_scored": windows_used(cfg.test_samples, len(windows.samples("test"))),
-        "epoch_days": windows.epoch_days, "grid": windows.grid, "cube": windows.source, "insarcast_version": __version__,
+        "epoch_days": windows.epoch_days, "grid": windows.grid, "reference_correction": windows.correction,
+        "cube": windows.source, "insarcast_version": __version__,
         "torch_version": torch.__version__, **(extra or {}),
     }
     if out is not None and ctx.is_main:

@@ -200,13 +200,34 @@ def read_correction(path: str | Path, *, static: tuple[str, ...] | None = None) 
 
 
 @functools.lru_cache(maxsize=8)
-def provenance(*, history: int, horizon: int, patch: int) -> dict[str, str]:
-    """What the products record of the shipped correction they used: its file name and sha256."""
+@functools.lru_cache(maxsize=8)
+def identity(*, history: int, horizon: int, patch: int) -> dict[str, str]:
+    """The shipped correction for windows of T, F and P as ``{"file", "sha256"}``: what a training run
+    and an ensemble's manifest record (its members learnt what that file leaves), and what
+    :func:`check_identity` compares with the installed file."""
     import hashlib
 
     name = file_name(history=history, horizon=horizon, patch=patch)
     data = (resources.files(PACKAGE) / FOLDER / name).read_bytes()
-    return {"reference_correction": name, "reference_correction_sha256": hashlib.sha256(data).hexdigest()}
+    return {"file": name, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def provenance(*, history: int, horizon: int, patch: int) -> dict[str, str]:
+    """What the products record of the shipped correction they used: its file name and sha256."""
+    own = identity(history=history, horizon=horizon, patch=patch)
+    return {"reference_correction": own["file"], "reference_correction_sha256": own["sha256"]}
+
+
+def check_identity(recorded: dict[str, str], *, history: int, horizon: int, patch: int,
+                   path: str | Path | None = None) -> None:
+    """Refuse an ensemble whose members were trained against another correction than the one installed:
+    their outputs correct what that correction left, so under another they would add the wrong amount."""
+    own = identity(history=history, horizon=horizon, patch=patch)
+    if recorded.get("file") != own["file"] or recorded.get("sha256") != own["sha256"]:
+        raise InputError(f"the members were trained against the correction {recorded.get('file')} (sha256 "
+                         f"{recorded.get('sha256')}), but this insarcast ships {own['file']} (sha256 "
+                         f"{own['sha256']}): retrain and export the ensemble with this insarcast, or forecast with "
+                         "the insarcast version it was trained with", path=path, field="reference_correction.sha256")
 
 
 @functools.lru_cache(maxsize=8)

@@ -12,6 +12,9 @@ and writes it (:func:`write_manifest`), the UDF (:func:`insarcast.udf.ensemble.l
   formulation (``inputs``; an ensemble written before the key existed is ``paper``);
 - normalisation statistics not finite, or a standard deviation <= 0;
 - input and output specs disagreeing with T, F, P, C;
+- for the inputs ``residual-corrected``, no ``reference_correction {file, sha256}``: the shipped
+  synthetic-truth correction the members were trained against (:mod:`insarcast.udf.correction`;
+  :meth:`Manifest.check_correction` compares it with the installed file before a forecast);
 - no member, a member file that is not a plain name in the folder or is listed twice, a sha256 that
   is not 64 hex digits, members disagreeing on T, F, P or C (their recorded hyperparameters).
 
@@ -56,6 +59,10 @@ def _is(value: Any, kind: str) -> bool:
     if kind == _NUMBER:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, {_STR: str, _DICT: dict, _LIST: list, _BOOL: bool}[kind])
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(ch in "0123456789abcdef" for ch in value)
 
 
 def _typename(value: Any) -> str:
@@ -178,7 +185,7 @@ class MemberEntry(_Document):
         if pure.name != entry.file or entry.file in ("", ".", "..") or "\\" in entry.file:
             raise f.error("file", f"member {index}: file must be a plain file name inside the ensemble folder, "
                                   f"got {entry.file!r}")
-        if len(entry.sha256) != 64 or any(ch not in "0123456789abcdef" for ch in entry.sha256):
+        if not _is_sha256(entry.sha256):
             raise f.error("sha256", f"member {entry.file}: sha256 must be 64 lower-case hex digits, got "
                                     f"{entry.sha256!r}")
         if not isinstance(entry.hyperparameters.get("model"), dict):
@@ -206,6 +213,7 @@ class Manifest(_Document):
     grid_spacing: float | None
     grid_crs: str | None
     epoch_days: float
+    reference_correction: dict[str, str] | None
     input: TensorSpec
     output: TensorSpec
     members: tuple[MemberEntry, ...]
@@ -252,7 +260,7 @@ class Manifest(_Document):
             created=f.get("created", _STR), history=t, horizon=fh, patch=p, channels=c, inputs=inputs,
             target=f.get("target", _OPT_STR, None), channel_names=names, normalisation=_normalisation(f),
             grid_spacing=grid.get("spacing", _OPT_NUMBER, None), grid_crs=grid.get("crs", _OPT_STR, None),
-            epoch_days=float(f.get("epoch_days", _NUMBER)),
+            epoch_days=float(f.get("epoch_days", _NUMBER)), reference_correction=_reference_correction(f, inputs),
             input=TensorSpec.from_dict(f.get("input", _DICT), key="input", expected=[-1, t, c, p, p],
                                        dims=INPUT_DIMS, path=path, sizes=sizes),
             output=TensorSpec.from_dict(f.get("output", _DICT), key="output", expected=[-1, fh, p, p],
@@ -269,6 +277,15 @@ class Manifest(_Document):
                     raise InputError(f"member {m.file} has {key} = {value!r} but the ensemble has {key} = {own}: "
                                      "all members must share T, F, P and C", path=self.path,
                                      field=f"members[{m.index}].hyperparameters.model.{key}")
+
+    def check_correction(self) -> None:
+        """Refuse to forecast with members trained against another correction than the installed one
+        (inputs ``residual-corrected``; :func:`insarcast.udf.correction.check_identity`)."""
+        if self.reference_correction is not None:
+            from .correction import check_identity
+
+            check_identity(self.reference_correction, history=self.history, horizon=self.horizon, patch=self.patch,
+                           path=self.path)
 
     def to_json(self) -> str:
         """The manifest as written: indented JSON, one trailing newline."""
@@ -297,6 +314,22 @@ def _inputs(f: _Fields) -> str:
         raise f.error("inputs", f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}; this insarcast builds "
                                 "no other inputs (a newer insarcast wrote this ensemble?)")
     return inputs
+
+
+def _reference_correction(f: _Fields, inputs: str) -> dict[str, str] | None:
+    """``reference_correction {file, sha256}``, required for the inputs ``residual-corrected`` only."""
+    if inputs != "residual-corrected":
+        return None
+    if "reference_correction" not in f.data:
+        raise f.error("reference_correction", "an ensemble with the inputs 'residual-corrected' must record "
+                                              "reference_correction {file, sha256}, the correction its members were "
+                                              "trained against; this one was exported before insarcast recorded it: "
+                                              "retrain and export it with this insarcast")
+    g = _Fields(f.get("reference_correction", _DICT), path=f.path, prefix="reference_correction.")
+    out = {"file": g.get("file", _STR), "sha256": g.get("sha256", _STR)}
+    if not _is_sha256(out["sha256"]):
+        raise g.error("sha256", f"reference_correction.sha256 must be 64 lower-case hex digits, got {out['sha256']!r}")
+    return out
 
 
 def _channel_names(f: _Fields, channels: int, inputs: str) -> list[str]:
