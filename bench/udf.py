@@ -131,6 +131,7 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
         try:
             recorded = json.loads(manifest.read_text())
             same = (len(recorded["members"]) == members and recorded["opset"] == DEFAULT_OPSET and
+                    recorded.get("reference_correction") == windows_correction(model_cfg) and
                     all(m["hyperparameters"]["model"] == model_cfg.to_dict() and
                         (tune / m["source"] / "model.pt").is_file() for m in recorded["members"]))
         except (KeyError, ValueError, TypeError):
@@ -152,11 +153,21 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
         save_model(model, folder / "model.pt", extra=extra)
         metrics = {"arch": ARCH, "strategy": "tpe", "seed": seed, "trial": 0, "val_loss": 1.0 + 0.01 * seed,
                    "model": model_cfg.to_dict(), "train": cfg.to_dict(), "normalisation": windows.norm.to_dict(),
-                   "epoch_days": windows.epoch_days, "grid": windows.grid, "cube": str(cube)}
+                   "epoch_days": windows.epoch_days, "grid": windows.grid, "reference_correction": windows.correction,
+                   "cube": str(cube)}
         (folder / "metrics.json").write_text(json.dumps(metrics))
     tick = time.perf_counter()
     export_ensemble(tune, out, arch=ARCH, top=members, strict=True, parity_windows=cube)
     return tune, out, time.perf_counter() - tick
+
+
+def windows_correction(model_cfg) -> dict | None:
+    """What the manifest must pin for ``model_cfg``'s inputs (None but for residual-corrected)."""
+    from insarcast.udf.correction import identity
+
+    if model_cfg.inputs != "residual-corrected":
+        return None
+    return identity(history=model_cfg.history, horizon=model_cfg.horizon, patch=model_cfg.patch)
 
 
 # --- 1. throughput ------------------------------------------------------------------------------------------

@@ -574,7 +574,7 @@ def _skill_entries(scores) -> list[tuple]:
                     f"RMSE of the ensemble median against the {target}, {region}, over {len(scores.anchors)} origins"))
         out.append((f"skill_{key}_ratio", float(rows.loc["model", "ratio_to_best_simple"]), "",
                     f"that RMSE over the best of persistence, linear and trend + annual ({target}, {region})"))
-    for name in ("recall_top5", "precision_top15", "corr_zones"):
+    for name in ("recall_top5", "precision_top15", "recall_moving", "corr_zones"):
         values = [m[name] for m in scores.maps if name in m]
         if values:
             out.append((f"map_{name}", float(np.nanmean(values)), "", f"{name} against the truth, mean over origins"))
@@ -636,10 +636,13 @@ def _worth_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], v
               fig("skill_horizon", "RMSE per horizon step over the forecast origins."),
               table_html("skill_per_horizon", t["skill_per_horizon"], caption="RMSE and skill per horizon step"))
     if "skill_maps" in t:
+        from .skill import MOVING_RATE
+
         worth.add(table_html("skill_maps", t["skill_maps"], caption="Do the classes find what moves? recall_top5: "
                              "share of the top-5 % true movers classed High or Highest; precision_top15: share of "
-                             "High/Highest pixels among the top-15 % true movers; corr: forecast map against the "
-                             "true change"))
+                             "High/Highest pixels among the top-15 % true movers; recall_moving: share of the pixels "
+                             f"truly moving faster than {MOVING_RATE:g} mm/yr classed High or Highest "
+                             "(moving_share: their share of the map); corr: forecast map against the true change"))
     return worth
 
 

@@ -135,6 +135,11 @@ def test_origins_span_the_test_period_and_maps_score_a_perfect_ranking():
     scores = map_scores(truth * 2, classes, truth, np.ones((20, 20), bool), truth > 0.5)
     assert scores["recall_top5"] == 1.0 and scores["precision_top15"] == 1.0
     assert scores["corr_zones"] == pytest.approx(1.0)
+    assert "recall_moving" not in scores                     # no moving mask given
+    # 40 of the 400 pixels move (the top 10 %); the 20 classed High or Highest are half of them
+    moving = truth >= np.quantile(truth, 0.9)
+    scores = map_scores(truth * 2, classes, truth, np.ones((20, 20), bool), None, moving)
+    assert scores["recall_moving"] == pytest.approx(20 / 40) and scores["moving_share"] == pytest.approx(0.1)
 
 
 def test_a_trained_tiny_model_puts_the_highest_class_on_a_trough_of_known_rate():
@@ -349,7 +354,11 @@ def test_scores_over_origins_hold_the_maps_and_calibration_of_a_model_that_is_it
     maps = scores.map_table()
     assert len(maps) == 3
     np.testing.assert_array_equal(maps["recall_top5"], maps["recall_top5_adaptive_filtered"])
+    np.testing.assert_array_equal(maps["recall_moving"], maps["recall_moving_adaptive_filtered"])
     assert (maps["recall_top5_truth_fit"] == 1.0).all()
+    # High or Highest is the top 5 % of the map: the noise-free fit classes as many movers as fit in it
+    cap = np.minimum(1.0, 0.05 / maps["moving_share"])
+    assert (maps["recall_moving_truth_fit"] >= 0.95 * cap).all() and (maps["recall_moving"] <= cap + 0.02).all()
     # the products' spatial filter of the residual-hindcast inputs: the ensemble is the filtered baseline
     table = scores.table().set_index(["target", "region", "method"])["rmse_mm"]
     assert table[("truth", "overall", "model")] == pytest.approx(table[("truth", "overall", "adaptive_filtered")],
