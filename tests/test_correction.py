@@ -10,7 +10,7 @@ import pytest
 from insarcast.errors import InputError
 from insarcast.training.correction import fit_network, window_features
 from insarcast.udf import correction as corr
-from insarcast.udf.inputs import INPUTS, model_inputs
+from insarcast.udf.inputs import INPUTS, TRUST, model_inputs, reference_scale
 
 STATIC = INPUTS["residual-hindcast"][3:]
 NAMES = corr.feature_names(STATIC)
@@ -89,10 +89,35 @@ def test_the_corrected_reference_is_the_hindcast_reference_plus_the_correction_o
     # the features as the fit computes them (training.correction: the map cut into windows, channels in mm)
     feats, reference, m = window_features(d, valid, t, len(t) - 1, history=8, horizon=4, patch=8)
     np.testing.assert_allclose(reference, plain.reference, atol=1e-6)
-    expected = plain.reference + shipped.predict(feats, m)
+    # held to TRUST standard errors of the adaptive forecast, the products' forecast_scale
+    bound = TRUST * np.nan_to_num(reference_scale(d, t, history=8, horizon=4, inputs="residual-corrected"))
+    expected = plain.reference + np.clip(shipped.predict(feats, m), -bound, bound)
     np.testing.assert_allclose(fixed.reference, expected, atol=1e-4)
     assert np.abs(fixed.reference - plain.reference)[0][:, valid].min() > 0     # it does change the valid pixels
     assert (fixed.reference[0][:, ~valid] == 0).all()                             # and no invalid one
+
+
+def test_a_correction_larger_than_the_trust_region_is_cut_to_it(monkeypatch):
+    """Beyond the scenarios it was fitted on the network extrapolates; whatever it says, the corrected
+    reference stays within TRUST standard errors of the adaptive forecast, sign kept."""
+    import insarcast.udf.inputs as inputs_module
+
+    class Wild:
+        def predict(self, feats, valid):
+            n, _, p, q = feats.shape
+            sign = np.where(np.arange(q) % 2 == 0, 1.0, -1.0)             # +1000 mm and -1000 mm columns
+            return np.where(valid[:, None], 1000.0 * sign, 0.0) * np.ones((n, 4, p, q))
+
+    monkeypatch.setattr(inputs_module, "_correction", lambda *args: Wild())
+    d, valid, t = _series()
+    plain = model_inputs(d[None], valid[None], history=8, horizon=4, norm=UNIT, inputs="residual-hindcast", years=t)
+    fixed = model_inputs(d[None], valid[None], history=8, horizon=4, norm=UNIT, inputs="residual-corrected", years=t)
+    scale = reference_scale(d, t, history=8, horizon=4, inputs="residual-corrected")
+    shift = (fixed.reference - plain.reference)[0]
+    assert np.all(scale[:, valid] > 0)
+    np.testing.assert_allclose(shift[:, valid], (TRUST * scale * np.where(np.arange(8) % 2 == 0, 1, -1))[:, valid],
+                               rtol=1e-5)
+    assert (shift[:, ~valid] == 0).all()
 
 
 def test_training_targets_are_what_the_corrected_reference_leaves(shipped):
@@ -162,15 +187,19 @@ def test_the_shipped_correction_lowers_the_references_error_against_a_truth_it_n
     truth = xr.open_zarr(tiny_scenario / "truth.zarr")["displacement"].transpose("t", "y", "x").values
     valid = cube["valid"].values.astype(bool) & np.isfinite(d).all(0)
     years = decimal_years(cube["t"].values)
-    shipped = corr.shipped(history=8, horizon=6, patch=16, static=STATIC)
-    errors = {"reference": [], "corrected": []}
+    errors = {"residual-hindcast": [], "residual-corrected": []}
+    masks = to_windows(valid.astype(np.float32), 16) > 0.5
     for a in range(int(0.9 * len(d)), len(d) - 6, 3):
-        feats, reference, m = window_features(d, valid, years, a, history=8, horizon=6, patch=16)
         true = to_windows(truth[a + 6] - truth[a], 16)
-        errors["reference"].append((reference[:, -1] - true)[m])
-        errors["corrected"].append((reference[:, -1] + shipped.predict(feats, m)[:, -1] - true)[m])
+        for inputs, out in errors.items():          # the references as training and the UDF make them
+            built = model_inputs(to_windows(d[: a + 1], 16), masks, history=8, horizon=6, norm=UNIT, inputs=inputs,
+                                 years=years[: a + 1])
+            m = built.x[:, -1, 1] > 0.5
+            out.append((built.reference[:, -1] - true)[m])
     rmse = {k: float(np.sqrt(np.mean(np.concatenate(v) ** 2))) for k, v in errors.items()}
-    assert rmse["corrected"] < 0.85 * rmse["reference"], rmse      # 1.31 against 1.77 mm when written
+    # 1.50 against 1.77 mm with the 20-scenario network and the trust region (1.31 with the first network,
+    # which had learnt the simulator's season: bench/skill.py other-physics)
+    assert rmse["residual-corrected"] < 0.9 * rmse["residual-hindcast"], rmse
 
 
 def test_the_corrected_reference_shows_no_tile_seams():
@@ -288,3 +317,21 @@ def test_an_ensemble_is_pinned_to_the_correction_its_members_learnt_on(tmp_path)
     assert "field 'reference_correction'" in str(err.value)
     with pytest.raises(InputError, match="64 lower-case hex"):
         read_manifest(ensemble("bad", reference_correction={**own, "sha256": "XYZ"}))
+
+
+def test_the_scenario_family_draws_every_season_and_motions_of_both_signs():
+    """A correction fitted on one phase of the annual cycle learnt that season and made stable ground
+    3 x worse where the cycle peaked in January (bench/skill.py other-physics): the family draws the
+    phase over the whole year, and bowls, fault creep and regional rates of both signs."""
+    from insarcast.training.correction import scenario_family
+
+    family = scenario_family(20)
+    assert len({c.seed for c in family}) == 20 and [c.name for c in family][:2] == ["family-1000", "family-1001"]
+    peaks = np.sort([c.seasonal_peak_doy for c in family])
+    assert np.diff(np.r_[peaks, peaks[0] + 365.25]).max() < 120          # no season left out by 4 months
+    bowls = [b for c in family for b in c.rebound]
+    assert {np.sign(b.amplitude) for b in bowls} == {-1.0, 1.0}
+    assert min(b.radius for b in bowls) < 600 and max(b.radius for b in bowls) > 2500
+    assert {np.sign(f.creep_rate) for c in family for f in c.faults} == {-1.0, 1.0}
+    assert {np.sign(c.regional_rate) for c in family} == {-1.0, 1.0}
+    assert scenario_family(2) == family[:2]                              # the same draws for the same seeds
