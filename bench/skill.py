@@ -205,7 +205,7 @@ def print_skill(result: dict) -> None:
     m = result["maps_mean"]
     print("  maps: " + "  ".join(f"{k} {v:.2f}" for k, v in m.items() if k != "pixels") +
           "   (goals: recall_top5 >= 0.8, precision_top15 >= 0.8, corr_zones >= 0.9; recall_moving: the share "
-          "of the pixels truly moving faster than 20 mm/yr classed High or Highest)")
+          "of the pixels moving faster than 20 mm/yr against the median true change classed High or Highest)")
     pooled = result["calibration"][-1]
     print(f"  calibration over the origins: PIT central 80 % {pooled['pit_central_80']:.3f} (goal 0.75..0.85)  "
           + "  ".join(f"BSS P{tau} {pooled[f'brier_skill_{tau}']:.3f}" for tau in (85, 95, 99)) + "  (goal > 0)")

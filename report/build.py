@@ -599,8 +599,9 @@ def _kept_line(ensemble) -> list[str]:
     if ensemble.inputs == "residual-corrected":
         lines.append("The reference of these members is the adaptive baseline plus a correction (a small network) "
                      "fitted to the noise-free truths of generated scenarios, not to this cube's observations "
-                     "(insarcast.udf.correction): what the ensemble gains over the filtered adaptive baseline "
-                     "without the networks is that correction's.")
+                     "(insarcast.udf.correction), and held within two standard errors of the baseline's forecast: "
+                     "what the ensemble gains over the filtered adaptive baseline without the networks is that "
+                     "correction's, and it helps as far as this ground behaves like those scenarios.")
     return lines
 
 
@@ -641,8 +642,9 @@ def _worth_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], v
         worth.add(table_html("skill_maps", t["skill_maps"], caption="Do the classes find what moves? recall_top5: "
                              "share of the top-5 % true movers classed High or Highest; precision_top15: share of "
                              "High/Highest pixels among the top-15 % true movers; recall_moving: share of the pixels "
-                             f"truly moving faster than {MOVING_RATE:g} mm/yr classed High or Highest "
-                             "(moving_share: their share of the map); corr: forecast map against the true change"))
+                             f"moving more than {MOVING_RATE:g} mm/yr against the map's median true change classed "
+                             "High or Highest (moving_share: their share of the map); corr: forecast map against "
+                             "the true change"))
     return worth
 
 

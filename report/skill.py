@@ -20,8 +20,10 @@ errors, with the Harvey-Leybourne-Newbold small-sample correction. The map score
 classes find what moves: of the pixels whose true change over the horizon is in the top 5 %, the
 share classed High or Highest (``recall_top5``); of the High/Highest pixels, the share among the top
 15 % true movers (``precision_top15``); the correlation of the forecast map with the true change
-inside the zones (``corr_zones``); of the pixels that truly move faster than :data:`MOVING_RATE` (a
-rate a planner acts on, not a rank), the share classed High or Highest (``recall_moving``, with
+inside the zones (``corr_zones``); of the pixels whose true change departs from the map's median
+true change by more than :data:`MOVING_RATE` over the horizon (ground moving against its
+surroundings, at a rate a planner acts on, not a rank; the annual cycle moves every pixel alike),
+the share classed High or Highest (``recall_moving``, with
 ``moving_share`` the share of the pixels that move: High or Highest is the forecast's top 5 %, so
 where more than 5 % move at most 0.05 / ``moving_share`` of them fit in it, and where fewer move the
 true top 5 % is partly ground that does not). Beside them, with a truth: the same two shares for the adaptive
@@ -228,7 +230,7 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, *, lag: int = 1) -> 
 def map_scores(median: np.ndarray, classes: np.ndarray, true_change: np.ndarray, valid: np.ndarray,
                zones: np.ndarray | None, moving: np.ndarray | None = None) -> dict[str, float]:
     """Whether a forecast map (y, x) at the horizon finds what truly moves (see the module docstring);
-    ``moving``: (y, x) bool, the pixels that truly move faster than :data:`MOVING_RATE`."""
+    ``moving``: (y, x) bool, the pixels that truly move (``recall_moving``)."""
     ok = valid & np.isfinite(median) & np.isfinite(true_change) & (classes != 255)
     size = np.abs(true_change[ok])
     out = {"pixels": int(ok.sum())}
@@ -330,14 +332,17 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
             scores.add("truth", "zones", forecasts, true_change, valid & zones)
         scores.add("truth", "moving", forecasts, true_change, valid & moving)
         classes = np.asarray(products["class"].values)
-        row = {"anchor": a, **map_scores(median[-1], classes, true_change[-1], valid, zones, moving)}
+        # what moves against its surroundings: the annual cycle and a broad bowl move every pixel alike
+        ok_t = valid & np.isfinite(true_change[-1])
+        local = np.abs(true_change[-1] - np.median(true_change[-1][ok_t])) >= MOVING_RATE * horizon * spacing_years
+        row = {"anchor": a, **map_scores(median[-1], classes, true_change[-1], valid, zones, local & ok_t)}
         # the same for the adaptive baseline, and for it fitted to the noise-free truth: what perfect
         # observations would let the method find (the ceiling of its ranking)
         truth_fit = bl.change(bl.fits(t_true, years, a, horizon, history=history,
                                       hindcast=bl.HINDCAST_ORIGINS).adaptive(), history)[-1]
         for label, layer in (("adaptive", forecasts["adaptive"][-1]),
                              ("adaptive_filtered", forecasts["adaptive_filtered"][-1]), ("truth_fit", truth_fit)):
-            own = map_scores(layer, quantile_classes(layer, valid), true_change[-1], valid, zones, moving)
+            own = map_scores(layer, quantile_classes(layer, valid), true_change[-1], valid, zones, local & ok_t)
             row.update({f"{k}_{label}": own[k] for k in ("recall_top5", "precision_top15", "recall_moving")
                         if k in own})
         size = np.abs(true_change[-1][valid & np.isfinite(true_change[-1])])

@@ -11,8 +11,8 @@ either sign, 300 m to 4 km across, starting at any epoch (rebound domes, new sub
 sinkholes); a regional bowl of -30 to +5 mm/yr, 5 to 30 km across, anywhere; an annual cycle of
 0.5 to 8 mm of any phase; atmospheres of 1.5 to 6 mm and spectral slope 2 to 3, other noise and
 point densities), grids each as a user's points would be
-gridded, and fits a small network (:func:`fit_network`: two hidden layers of 64 SiLU units, Adam,
-8 epochs) from the window features (:func:`insarcast.udf.correction.features`, per P x P window of
+gridded, and fits a small network (:func:`fit_network`: two hidden layers of 96 SiLU units, Adam,
+10 epochs) from the window features (:func:`insarcast.udf.correction.features`, per P x P window of
 the map, as the networks and the UDF see it) to the truth's correction
 ``(T(a+k) - T(a)) - (R(a+k) - R(a))``, k = 1..F, at a fifth of the valid pixels of every 6th anchor
 from 30 % of each cube to its end (about 7 million rows for 20 scenarios, 1.3 GB as float32).
@@ -37,8 +37,8 @@ from insarcast.udf.correction import LAGS, Correction, feature_names, features
 from insarcast.udf.inputs import INPUTS, model_inputs
 
 INPUTS_USED = "residual-hindcast"          # the channels and reference the features are built from
-HIDDEN = (64, 64)                         # the network's hidden widths
-EPOCHS = 8
+HIDDEN = (96, 96)                         # the network's hidden widths
+EPOCHS = 10
 UNIT = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}   # channels in mm
 
 

@@ -6,8 +6,8 @@ block that keeps accelerating, the smoothing of the gridding. The networks canno
 the observations: their targets carry 2.8 mm of noise per epoch, against a correction of a few
 tenths of a millimetre, and a correction fitted to observed targets gains nothing against the truth
 (``bench/oracle.py``). A synthetic scenario has a noise-free truth, so the correction is learnt there:
-a small neural network per pixel (:class:`Correction`: two hidden layers of 64 SiLU units, about
-7,700 weights), from what the model inputs know of a pixel to the change the truth asks of the
+a small neural network per pixel (:class:`Correction`: two hidden layers of 96 SiLU units, about
+14,600 weights), from what the model inputs know of a pixel to the change the truth asks of the
 reference at each of the F steps, fitted over generated scenarios
 (:mod:`insarcast.training.correction`) and shipped with the package (``udf/corrections/*.json``, one
 file per T, F and P). A linear map (a ridge regression) was shipped first: it cannot be 0 on stable
