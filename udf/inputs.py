@@ -84,7 +84,7 @@ SPATIAL_FILTER = {"paper": False, "residual": False, "residual-hindcast": True, 
 #: The formulations whose reference is chosen by the hindcast competition.
 HINDCAST_INPUTS = ("residual-hindcast", "residual-corrected")
 # residual-corrected: the largest correction, in standard errors of the adaptive forecast (bench/terciles.py:
-# 2 keeps 86 % of the demo's gain and turns +100 % on the beyond-family scenario into -2 %)
+# 2 keeps -21 % of the demo's -25 % and turns +100 % on the beyond-family scenario into -6 %)
 TRUST = 2.0
 CHANNELS = PAPER_CHANNELS            # the paper's contract (ensembles without an ``inputs`` key)
 NORM_KEYS = ("input_mean", "input_std", "target_mean", "target_std")
