@@ -122,6 +122,7 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
     from insarcast.training.models import build_model, save_model
     from insarcast.training.params import configs, manual_params
     from insarcast.training.runs import windows_for
+    from insarcast.udf.inputs import pinned_correction
 
     model_cfg, cfg = configs(manual_params()[ARCH], arch=ARCH, overrides={"model.inputs": inputs})
     tag = "" if inputs == "paper" else f"-{inputs}-kept{kept}"
@@ -131,7 +132,9 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
         try:
             recorded = json.loads(manifest.read_text())
             same = (len(recorded["members"]) == members and recorded["opset"] == DEFAULT_OPSET and
-                    recorded.get("reference_correction") == windows_correction(model_cfg) and
+                    recorded.get("reference_correction") == pinned_correction(
+                        model_cfg.inputs, history=model_cfg.history, horizon=model_cfg.horizon,
+                        patch=model_cfg.patch) and
                     all(m["hyperparameters"]["model"] == model_cfg.to_dict() and
                         (tune / m["source"] / "model.pt").is_file() for m in recorded["members"]))
         except (KeyError, ValueError, TypeError):
@@ -159,15 +162,6 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
     tick = time.perf_counter()
     export_ensemble(tune, out, arch=ARCH, top=members, strict=True, parity_windows=cube)
     return tune, out, time.perf_counter() - tick
-
-
-def windows_correction(model_cfg) -> dict | None:
-    """What the manifest must pin for ``model_cfg``'s inputs (None but for residual-corrected)."""
-    from insarcast.udf.correction import identity
-
-    if model_cfg.inputs != "residual-corrected":
-        return None
-    return identity(history=model_cfg.history, horizon=model_cfg.horizon, patch=model_cfg.patch)
 
 
 # --- 1. throughput ------------------------------------------------------------------------------------------

@@ -345,7 +345,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
             own = map_scores(layer, quantile_classes(layer, valid), true_change[-1], valid, zones, local & ok_t)
             row.update({f"{k}_{label}": own[k] for k in ("recall_top5", "precision_top15", "recall_moving")
                         if k in own})
-        size = np.abs(true_change[-1][valid & np.isfinite(true_change[-1])])
+        size = np.abs(true_change[-1][ok_t])
         if size.size:
             row["true_q85_mm"], row["true_q95_mm"] = (float(v) for v in np.quantile(size, [0.85, 0.95]))
         scores.maps.append(row)

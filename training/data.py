@@ -18,8 +18,8 @@ from insarcast.cube import open_cube
 from insarcast.errors import InputError
 from insarcast.training.windows import Normalisation, Sample, Split, make_sample, patch_origins, pixel_mask, \
     residual_statistics, training_statistics
-from insarcast.udf.correction import identity as correction_identity, shipped as shipped_correction
-from insarcast.udf.inputs import INPUTS, check_inputs
+from insarcast.udf.correction import shipped as shipped_correction
+from insarcast.udf.inputs import INPUTS, check_inputs, pinned_correction
 
 PARTS = ("train", "val", "test")
 # Windows kept in memory across the trials of a process, at most this many bytes (0.15 MB each at
@@ -126,9 +126,7 @@ class Windows:
     def correction(self) -> dict[str, str] | None:
         """``{file, sha256}`` of the shipped correction the targets leave (``residual-corrected``), else None:
         the run records it and the ensemble's manifest pins it (:meth:`insarcast.udf.manifest.Manifest.check_correction`)."""
-        if self.inputs != "residual-corrected":
-            return None
-        return correction_identity(history=self.history, horizon=self.horizon, patch=self.patch)
+        return pinned_correction(self.inputs, history=self.history, horizon=self.horizon, patch=self.patch)
 
 
 def cube_spacing(ds) -> float | None:

@@ -199,17 +199,19 @@ def read_correction(path: str | Path, *, static: tuple[str, ...] | None = None) 
     return Correction.from_dict(doc, path=path, static=static)
 
 
-@functools.lru_cache(maxsize=8)
-@functools.lru_cache(maxsize=8)
 def identity(*, history: int, horizon: int, patch: int) -> dict[str, str]:
-    """The shipped correction for windows of T, F and P as ``{"file", "sha256"}``: what a training run
-    and an ensemble's manifest record (its members learnt what that file leaves), and what
-    :func:`check_identity` compares with the installed file."""
+    """The shipped correction for windows of T, F and P as ``{"file", "sha256"}`` (a new dict each call):
+    what a training run and an ensemble's manifest record (its members learnt what that file leaves),
+    and what :func:`check_identity` compares with the installed file."""
+    name = file_name(history=history, horizon=horizon, patch=patch)
+    return {"file": name, "sha256": _sha256(name)}
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(name: str) -> str:
     import hashlib
 
-    name = file_name(history=history, horizon=horizon, patch=patch)
-    data = (resources.files(PACKAGE) / FOLDER / name).read_bytes()
-    return {"file": name, "sha256": hashlib.sha256(data).hexdigest()}
+    return hashlib.sha256((resources.files(PACKAGE) / FOLDER / name).read_bytes()).hexdigest()
 
 
 def provenance(*, history: int, horizon: int, patch: int) -> dict[str, str]:

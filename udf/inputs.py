@@ -60,7 +60,8 @@ from insarcast.baselines import HINDCAST_ORIGINS, Fits, change, fits
 from insarcast.contract import PAPER_CHANNELS
 from insarcast.errors import InputError
 
-from .correction import LAGS, features as correction_features, shipped as shipped_correction
+from .correction import LAGS, features as correction_features, identity as correction_identity, \
+    shipped as shipped_correction
 
 INPUTS: dict[str, tuple[str, ...]] = {
     "paper": PAPER_CHANNELS,
@@ -252,6 +253,14 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     level_ = curve[history - 1] - last
     level = np.where(m & np.isfinite(level_), level_, 0.0)
     return ModelInputs(x, reference.astype(np.float32), level.astype(np.float32))
+
+
+def pinned_correction(inputs: str, *, history: int, horizon: int, patch: int) -> dict[str, str] | None:
+    """``{file, sha256}`` of the shipped correction a model of formulation ``inputs`` learns on (what its
+    run records and its ensemble's manifest pins), None but for ``residual-corrected``."""
+    if inputs != "residual-corrected":
+        return None
+    return correction_identity(history=history, horizon=horizon, patch=patch)
 
 
 def _correction(history: int, horizon: int, p: int, q: int, inputs: str):
