@@ -391,8 +391,10 @@ def test_the_reference_error_scale_matches_the_spread_of_its_forecasts():
     assert 0.76 <= np.mean(np.abs(z[-1]) <= 1.2816) <= 0.84
 
 
-def test_residual_products_with_their_error_scale_are_the_same_in_numpy_and_dask():
-    """The error scale is computed per pixel from the whole series: any chunking (5 < P) gives the
+@pytest.mark.parametrize("inputs", ["residual", "residual-hindcast"])
+def test_residual_products_with_their_error_scale_are_the_same_in_numpy_and_dask(inputs):
+    """The error scale is computed per pixel from the whole series (and, with the spatial filter, the
+    filtered reference reads one cell of the neighbouring chunks): any chunking (5 < P) gives the
     numpy products, including the scale itself, and the exceedance probabilities are no longer
     all 0 or 1 (an ensemble whose members agree still says how sure it is)."""
     import xarray as xr
@@ -402,8 +404,8 @@ def test_residual_products_with_their_error_scale_are_the_same_in_numpy_and_dask
     d, valid, times, _ = _cube(n=90, size=20, seed=4)
     cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
                       coords={"t": times, "y": np.arange(20.0)[::-1] * 100, "x": np.arange(20.0) * 100})
-    settings = {"predict": lambda x: np.zeros((2, x.shape[0], F, P, P), np.float32), "history": T,
-                "horizon_steps": F, "patch": P, "members": 2, "inputs": "residual",
+    settings = {"predict": lambda x: np.full((2, x.shape[0], F, P, P), 0.3, np.float32), "history": T,
+                "horizon_steps": F, "patch": P, "members": 2, "inputs": inputs,
                 "norm": {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}}
     reference = forecast_products(cube, **settings)
     assert float(reference["forecast_scale"].isel(horizon=-1).median()) > 0
@@ -413,3 +415,24 @@ def test_residual_products_with_their_error_scale_are_the_same_in_numpy_and_dask
     for name in ("forecast_scale", "median", "std", "class", "p95", "rank_variance", "bivariate"):
         xr.testing.assert_allclose(lazy[name].compute(), reference[name], atol=1e-6)
     assert lazy.attrs["std_tercile_2"] == pytest.approx(reference.attrs["std_tercile_2"], rel=1e-6)
+
+
+@pytest.mark.parametrize("inputs", ["residual", "residual-hindcast"])
+def test_what_the_members_add_to_the_reference_widens_the_forecast_scale_by_its_size(inputs):
+    """Members that add 0.5 mm to their reference (the filter keeps a constant) depart from what the
+    pixel's own series supports by 0.5 mm: the products' scale is sqrt(s^2 + 0.5^2), s that of members
+    that keep it."""
+    import xarray as xr
+
+    from insarcast.udf.forecast import forecast_products
+
+    d, valid, times, _ = _cube(n=90, size=20, seed=4)
+    cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
+                      coords={"t": times, "y": np.arange(20.0)[::-1] * 100, "x": np.arange(20.0) * 100})
+    norm = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 2.0}
+    scales = [forecast_products(cube, predict=lambda x, v=v: np.full((2, len(x), F, P, P), v, np.float32),
+                                history=T, horizon_steps=F, patch=P, members=2, inputs=inputs,
+                                norm=norm)["forecast_scale"].values for v in (0.0, 0.25)]
+    ok = np.isfinite(scales[0])
+    assert ok.sum() > 100 and np.nanmin(scales[0]) > 0
+    np.testing.assert_allclose(scales[1][ok], np.sqrt(scales[0][ok] ** 2 + 0.5 ** 2), rtol=1e-5)

@@ -21,11 +21,11 @@ from insarcast.errors import InputError
 from insarcast.baselines import decimal_years
 
 from .correction import provenance as correction_provenance
-from .inputs import check_inputs, norm_values, reference_scale, uses_spatial_filter
+from .inputs import check_inputs, forecast_scale, norm_values, reference_fit, uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
-from .spatial import FILTER_NAME
+from .spatial import FILTER_NAME, RADIUS
 from .tiling import check_tiling, default_overlap, forecast_block, forecast_dask, grid_offsets
 
 CUBE_DIMS = ("t", "y", "x")
@@ -182,8 +182,9 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
     if scale is not None:
         out["forecast_scale"] = (("horizon", "y", "x"), scale, {
             **out["median"].attrs, "units": "mm",
-            "long_name": "standard error of the reference forecast of the change (least-squares prediction "
-                         "error of the adaptive curve), the spread the products give each member"})
+            "long_name": "standard error of the forecast of the change: the least-squares prediction error of "
+                         "the adaptive curve and the median's departure from that curve (what was learnt "
+                         "elsewhere) in quadrature, the spread the products give each member"})
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs,
                      spatial_filter=FILTER_NAME if uses_spatial_filter(inputs, spatial_filter) else "none")
     if inputs == "residual-corrected":
@@ -205,10 +206,13 @@ def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizo
     scale = None
     if settings["inputs"] != "paper":
         steps, series = settings["horizon_steps"], da.asarray(last).rechunk({0: -1})
-        scale = da.map_blocks(reference_scale, series, settings["years"], history=settings["history"],
-                              horizon=steps, inputs=settings["inputs"], dtype=np.float32,
-                              chunks=((steps,),) + series.chunks[1:])
-        scale = da.where(da.isfinite(median), scale.rechunk(median.chunks), np.nan).astype(np.float32)
+        fitted = da.map_blocks(reference_fit, series, settings["years"], history=settings["history"],
+                               horizon=steps, inputs=settings["inputs"], dtype=np.float32,
+                               chunks=((2 * steps,),) + series.chunks[1:]).rechunk(((2 * steps,),) + median.chunks[1:])
+        # the filter of the reference reads RADIUS cells of the neighbouring chunks, as the members' did
+        both = da.concatenate([fitted, median], axis=0).rechunk({0: -1})
+        scale = da.map_overlap(_forecast_scale, both, depth={0: 0, 1: RADIUS, 2: RADIUS}, boundary=np.nan,
+                               spatial_filter=settings["spatial_filter"], dtype=np.float32)[:steps]
     at_h = None if scale is None else scale[horizon - 1]
     if thresholds is None:
         stats = da.map_blocks(_stats, d, at_h, dtype=np.float32, chunks=((2,),) + d.chunks[1:])
@@ -236,9 +240,9 @@ def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horiz
     median = _median(fc)
     scale = None
     if settings["inputs"] != "paper":
-        scale = reference_scale(last, settings["years"], history=history, horizon=settings["horizon_steps"],
-                                inputs=settings["inputs"])
-        scale = np.where(np.isfinite(median), scale, np.nan).astype(np.float32)
+        scale = forecast_scale(reference_fit(last, settings["years"], history=history,
+                                             horizon=settings["horizon_steps"], inputs=settings["inputs"]),
+                               median, spatial_filter=settings["spatial_filter"])
     at_h = None if scale is None else scale[horizon - 1]
     if thresholds is None:
         thresholds = compute_thresholds(*member_statistics(d, at_h))
@@ -249,6 +253,15 @@ def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horiz
 def _median(fc: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return np.median(fc, axis=0).astype(np.float32)
+
+
+def _forecast_scale(both: np.ndarray, *, spatial_filter: bool) -> np.ndarray:
+    """:func:`insarcast.udf.inputs.forecast_scale` of ``reference_fit`` and the median stacked ``(3F, y, x)``,
+    in the first F layers of a block of the same shape (Dask's overlap keeps the block's shape)."""
+    steps = both.shape[0] // 3
+    out = np.zeros(both.shape, np.float32)
+    out[:steps] = forecast_scale(both[:2 * steps], both[2 * steps:], spatial_filter=spatial_filter)
+    return out
 
 
 def _stats(d: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:

@@ -62,6 +62,7 @@ from insarcast.errors import InputError
 
 from .correction import LAGS, features as correction_features, identity as correction_identity, \
     shipped as shipped_correction
+from .spatial import binomial_filter
 
 INPUTS: dict[str, tuple[str, ...]] = {
     "paper": PAPER_CHANNELS,
@@ -273,12 +274,42 @@ def reference_scale(displacement: np.ndarray, years: np.ndarray, *, history: int
                     inputs: str = "residual") -> np.ndarray:
     """The reference's error scale ``(F, y, x)`` float32 mm of formulation ``inputs`` from
     ``displacement (t, y, x)`` (anchor: the last epoch): :meth:`insarcast.baselines.Fits.adaptive_scale`,
-    per pixel, NaN where the series is not finite. The products take it as the spread of each
-    member's forecast."""
+    per pixel, NaN where the series is not finite (:func:`reference_fit`)."""
+    return reference_fit(displacement, years, history=history, horizon=horizon, inputs=inputs)[:horizon]
+
+
+def reference_fit(displacement: np.ndarray, years: np.ndarray, *, history: int,
+                  horizon: int, inputs: str = "residual") -> np.ndarray:
+    """``(2F, y, x)`` float32 mm from ``displacement (t, y, x)`` (anchor: the last epoch): the reference's
+    error scale (:meth:`insarcast.baselines.Fits.adaptive_scale`, NaN where the series is not finite)
+    over its forecast change ``R(a+k) - R(a)`` as the members' reference holds it, without the
+    synthetic-truth correction (NaN where not finite): what :func:`forecast_scale` takes."""
     d = np.asarray(displacement)
     f = fits(d, np.asarray(years, np.float64), d.shape[0] - 1, horizon, history=history,
              hindcast=hindcast_origins(inputs))
-    return np.where(np.isfinite(d).all(axis=0), f.adaptive_scale(), np.nan).astype(np.float32)
+    scale = np.where(np.isfinite(d).all(axis=0), f.adaptive_scale(), np.nan)
+    return np.concatenate([scale, change(reference_curve(f, inputs), history)]).astype(np.float32)
+
+
+def forecast_scale(fitted: np.ndarray, median: np.ndarray, *, spatial_filter: bool) -> np.ndarray:
+    """The products' ``forecast_scale (F, y, x)`` float32 mm: ``sqrt(s^2 + (m - r)^2)`` from
+    :func:`reference_fit` (``s`` and ``r``, the reference's change, through the members' spatial filter
+    when they have one) and the ensemble median ``m (F, y, x)``; NaN where ``m`` or ``s`` is.
+
+    ``s`` is the error of what the pixel's own series supports; ``m - r`` is what the forecast adds to
+    it, learnt elsewhere (the synthetic-truth correction, the networks' residual), which the pixel's
+    data cannot confirm: it counts as one standard error of its own size. Measured against the
+    noise-free truth (``bench/terciles.py``), the products' central 80 % held 0.37 to 0.52 of the true
+    change on scenarios unlike the correction's family with ``s`` alone, 0.80 to 0.86 with this
+    (and 0.86 to 0.92 on the others, against 0.72 to 0.87)."""
+    steps = fitted.shape[0] // 2
+    scale, reference = fitted[:steps], fitted[steps:]
+    ok = np.isfinite(median)
+    reference = np.where(ok & np.isfinite(reference), reference, np.float32(np.nan))
+    if spatial_filter:
+        reference = binomial_filter(reference)
+    departure = np.where(np.isfinite(reference), median - reference, 0.0)
+    return np.where(ok, np.sqrt(scale.astype(np.float64) ** 2 + departure ** 2), np.nan).astype(np.float32)
 
 
 def denormalise(forecast: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
