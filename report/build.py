@@ -380,7 +380,10 @@ def _calibration(ds: xr.Dataset, hind: _Hindcast, *, horizon: int) -> _Calibrati
     # the same against what an observation is: the signal plus the noise of two epochs
     sigma = calibration.observation_sigma(ds["displacement"], hind.anchor)
     inputs = str(hp.attrs.get("inputs", "paper"))
-    level, level_scale = _anchor_level(ds, hind.anchor, steps=hind.steps, history=hind.history, inputs=inputs)
+    level, level_scale, change_scale = _anchor_level(ds, hind.anchor, steps=hind.steps, history=hind.history,
+                                                     inputs=inputs)
+    if "forecast_scale" in hp:          # what the products add to the fit's own error (the correction)
+        level_scale = calibration.with_departure(level_scale, change_scale, hp["forecast_scale"].values)
     centre, scale = calibration.observation_predictive(hind.members[:, horizon - 1], sigma, inputs=inputs,
                                                        level=level, level_scale=level_scale[horizon - 1])
     noisy = {tau: calibration.noisy_exceedance(centre, scale, hthr[tau]) for tau in calibration.LEVELS}
@@ -391,16 +394,16 @@ def _calibration(ds: xr.Dataset, hind: _Hindcast, *, horizon: int) -> _Calibrati
 
 
 def _anchor_level(ds: xr.Dataset, anchor: int, *, steps: int, history: int,
-                  inputs: str) -> tuple[np.ndarray, np.ndarray]:
+                  inputs: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``R(a) - d(a)``: the reference curve's level at the anchor less the observation (the residual
     inputs' reference level of formulation ``inputs``, :mod:`insarcast.udf.inputs`), and the standard
-    error of the curve's level at each step ``(F, y, x)``."""
+    errors of the curve's level and of its change at each step ``(F, y, x)``."""
     from insarcast.udf.inputs import hindcast_origins, reference_fits
 
     d = np.asarray(ds["displacement"].transpose("t", "y", "x").values[: anchor + 1], np.float64)
     reference = reference_fits(bl.fits(d, bl.decimal_years(ds["t"].values), anchor, steps, history=history,
                                        hindcast=hindcast_origins(inputs)), inputs)
-    return reference.adaptive()[history - 1] - d[anchor], reference.adaptive_scale(level=True)
+    return reference.adaptive()[history - 1] - d[anchor], reference.adaptive_scale(level=True), reference.adaptive_scale()
 
 
 def _zone_table(inputs: _Inputs, hind: _Hindcast, *, maps: _Maps, zones: PathLike | None,
@@ -745,7 +748,9 @@ def _calibration_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], s
           "differences of each series up to the anchor). Taking each member as N(d_k, 2 sigma²) (an ensemble "
           "of the paper's inputs) or, for residual inputs, whose members forecast the change from the fitted "
           "level R(a), as N(d_k + R(a) - d(a), sigma² + s²) (the anchor's departure is observed, only the "
-          "target epoch's noise is unknown; s is the products' forecast_scale), the Brier score of P95 is "
+          "target epoch's noise is unknown; s is the standard error of the fitted curve's level at the target "
+          "epoch and, in quadrature, what the products' forecast_scale adds to the fit's own error: the "
+          "departure of the median from the fitted curve), the Brier score of P95 is "
           f"{num('brier_p95_noise')}, and {num('pit_central_80', percent=True)} of the observations fall in "
           "the central 80 % of the predictive distribution (nominal 80 %).")
     cal.add(fig("reliability_noise", "Reliability of the exceedance probabilities with the observation noise."),

@@ -166,6 +166,19 @@ def observation_predictive(members_fc: np.ndarray, sigma: np.ndarray, *, inputs:
     return d + np.asarray(level, np.float64)[None], np.sqrt(sigma ** 2 + s ** 2)
 
 
+def with_departure(level_scale: np.ndarray, change_scale: np.ndarray, forecast_scale: np.ndarray | None) -> np.ndarray:
+    """``sqrt(s_L^2 + (m - r)^2)`` ``(F, y, x)``: the level's standard error ``level_scale`` widened by what
+    the products' ``forecast_scale`` adds to the fit's own error of the change ``change_scale``
+    (:func:`insarcast.udf.inputs.forecast_scale`: ``forecast_scale^2 = s^2 + (m - r)^2``), so that the
+    predictive of an observation states the uncertainty the products state; ``level_scale`` unchanged
+    without ``forecast_scale`` or where either is not finite."""
+    s_l = np.asarray(level_scale, np.float64)
+    if forecast_scale is None:
+        return s_l
+    added = np.asarray(forecast_scale, np.float64) ** 2 - np.asarray(change_scale, np.float64) ** 2
+    return np.sqrt(s_l ** 2 + np.where(np.isfinite(added), np.maximum(added, 0.0), 0.0))
+
+
 def noisy_exceedance(members_fc: np.ndarray, scale: np.ndarray, threshold: float) -> np.ndarray:
     """``P(|d_k + e| >= Q)`` averaged over the members ``(K, y, x)``, with ``e ~ N(0, scale^2)``
     (``scale``: the noise of the observed change, ``sqrt(2) sigma``); NaN where any input is."""

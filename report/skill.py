@@ -318,7 +318,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         level = reference.adaptive()[history - 1] - d_all[a]
         scores.calibration.append({"anchor": a, **calibration_scores(
             products, cube["displacement"], a, observed[-1], valid, inputs=inputs, level=level,
-            level_scale=reference.adaptive_scale(level=True))})
+            level_scale=reference.adaptive_scale(level=True), change_scale=reference.adaptive_scale())})
         scores.add("observed", "overall", forecasts, observed, valid)
         if zones is not None:
             scores.add("observed", "zones", forecasts, observed, valid & zones)
@@ -354,14 +354,19 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
 
 def calibration_scores(products: xr.Dataset, displacement: xr.DataArray, anchor: int, observed: np.ndarray,
                        valid: np.ndarray, *, inputs: str, level: np.ndarray,
-                       level_scale: np.ndarray | None = None) -> dict[str, float]:
+                       level_scale: np.ndarray | None = None,
+                       change_scale: np.ndarray | None = None) -> dict[str, float]:
     """One origin's calibration sums (see :meth:`SkillScores.calibration_table`): the members at the
     products' horizon, their thresholds, the observation noise up to ``anchor`` and the observed
     change ``observed (y, x)`` at that horizon; ``level_scale (F, y, x)``: the standard error of the
-    reference's level at each step (:func:`insarcast.report.calibration.observation_predictive`)."""
+    reference's level at each step (:func:`insarcast.report.calibration.observation_predictive`),
+    widened by what the products' ``forecast_scale`` adds to ``change_scale (F, y, x)``, the fit's own
+    error of the change (:func:`insarcast.report.calibration.with_departure`), when both are given."""
     from . import calibration as cal
 
     h = int(products.attrs["horizon"])
+    if level_scale is not None and change_scale is not None and "forecast_scale" in products:
+        level_scale = cal.with_departure(level_scale, change_scale, products["forecast_scale"].values)
     members = np.asarray(products["forecast"].transpose("member", "horizon", "y", "x").values[:, h - 1], np.float64)
     sigma = cal.observation_sigma(displacement, anchor)
     centre, scale = cal.observation_predictive(members, sigma, inputs=inputs, level=level,

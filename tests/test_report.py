@@ -210,6 +210,19 @@ def test_observation_sigma_recovers_the_noise_under_a_nonlinear_deformation():
     assert np.std(series[:280, 1, 0] - fit) > 4 * 2.5
 
 
+def test_the_observation_predictive_widens_by_what_the_products_add_to_the_fit():
+    """forecast_scale^2 = s^2 + (m - r)^2: a level error of 0.3 mm and a departure of 0.4 mm give a level
+    scale of 0.5 mm (3-4-5); without products' scale, or where it is NaN, the level scale is kept."""
+    level = np.full((2, 1, 2), 0.3)
+    change = np.full((2, 1, 2), 1.2)
+    fs = np.sqrt(change ** 2 + 0.4 ** 2)
+    fs[1, 0, 1] = np.nan
+    out = calibration.with_departure(level, change, fs)
+    np.testing.assert_allclose(out[0], 0.5)
+    assert out[1, 0, 0] == pytest.approx(0.5) and out[1, 0, 1] == pytest.approx(0.3)
+    np.testing.assert_array_equal(calibration.with_departure(level, change, None), level)
+
+
 def test_with_the_observation_noise_an_exact_ensemble_is_calibrated():
     rng = np.random.default_rng(4)
     n, k, sigma = 20000, 10, 2.0
