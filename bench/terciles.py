@@ -7,9 +7,11 @@ For each scenario the reference forecast (what a member that keeps its reference
 of a zero predictor, through the spatial filter) of ``residual-hindcast`` and of
 ``residual-corrected`` is made at 5 origins in the test period (every 7 epochs from 37 before the
 end), and its change at F is scored against the noise-free truth: RMSE and the share of the truth
-inside the central 80 % of ``N(median, forecast_scale^2)``, over all valid pixels, by terciles of
-``forecast_scale`` (the first: stable ground, the last: where the ground moves and the curve is
-uncertain) and where the true change exceeds 2 mm.
+inside the central 80 % of ``N(median, forecast_scale^2)`` (each formulation's own products), over
+all valid pixels, by terciles of the adaptive curve's own error scale
+(:func:`insarcast.udf.inputs.reference_scale`, the same pixels for both formulations; the first:
+stable ground, the last: where the ground moves and the curve is uncertain) and where the true
+change exceeds 2 mm.
 """
 
 from __future__ import annotations
@@ -30,13 +32,19 @@ def scores(name: str, data: Path) -> dict:
     import xarray as xr
 
     from insarcast.cube import open_cube
+    from insarcast.baselines import decimal_years
     from insarcast.udf.forecast import forecast_products
+    from insarcast.udf.inputs import reference_scale
     from insarcast.udf.products import normal_cdf
 
     cube_path, folder = scenario_cube(name, data)
     cube = open_cube(cube_path).load()
     truth = xr.open_zarr(folder / "truth.zarr")["displacement"].transpose("t", "y", "x").values
     nt = cube.sizes["t"]
+    d, years = cube["displacement"].transpose("t", "y", "x").values, decimal_years(cube["t"].values)
+    # the terciles' pixels: the fit's own error scale at F, not forecast_scale, which also counts the correction
+    own = {a: reference_scale(d[: a + 1], years[: a + 1], history=T, horizon=F, inputs="residual-hindcast")[-1]
+           for a in range(nt - 37, nt - 8, 7)}
     out = {}
     for inputs in ("residual-hindcast", "residual-corrected"):
         acc: dict[str, list] = {}
@@ -48,9 +56,9 @@ def scores(name: str, data: Path) -> dict:
             true = truth[a + F] - truth[a]
             ok = np.isfinite(m) & np.isfinite(s) & (s > 0)
             inside = np.abs(normal_cdf((true - m) / np.where(ok, s, 1.0)) - 0.5) <= 0.4
-            q1, q2 = np.quantile(s[ok], [1 / 3, 2 / 3])
-            parts = {"all": ok, "scale_low": ok & (s <= q1), "scale_mid": ok & (s > q1) & (s <= q2),
-                     "scale_high": ok & (s > q2), "moving_2mm": ok & (np.abs(true) > 2.0)}
+            q1, q2 = np.quantile(own[a][ok], [1 / 3, 2 / 3])
+            parts = {"all": ok, "scale_low": ok & (own[a] <= q1), "scale_mid": ok & (own[a] > q1) & (own[a] <= q2),
+                     "scale_high": ok & (own[a] > q2), "moving_2mm": ok & (np.abs(true) > 2.0)}
             for key, part in parts.items():
                 acc.setdefault(key, []).append(((m - true)[part] ** 2, inside[part]))
         out[inputs] = {key: {"rmse_mm": float(np.sqrt(np.concatenate([e for e, _ in v]).mean())),

@@ -39,7 +39,7 @@ The input formulations (the manifest's ``inputs``, a model config's ``inputs``):
     ``c_k`` a small network's output from the window's channels, fitted to the noise-free truths of
     generated scenarios, shipped per T, F and P, and held to :data:`TRUST` standard errors of the
     adaptive forecast (``|c_k| <= TRUST * s_k``, ``s_k`` = :meth:`insarcast.baselines.Fits.adaptive_scale`,
-    the products' ``forecast_scale``): beyond the physics it was fitted on the network extrapolates
+    the fit's own part of the products' ``forecast_scale``): beyond the physics it was fitted on the network extrapolates
     (an annual cycle of 12 mm, beyond the scenarios' 8, made stable ground 6 x worse), and a
     correction larger than the pixel's own data can tell is not trusted. The target is what is left,
     ``d(a+k) - R(a+k) - c_k``; an untrained network forecasts the corrected reference. The demo and
