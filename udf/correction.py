@@ -58,28 +58,39 @@ def feature_names(static: tuple[str, ...]) -> tuple[str, ...]:
 def box_mean(values: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
     """Mean of ``values (..., P, Q)`` over the valid cells of the ``size`` x ``size`` box around each
     cell, clipped to the window; 0 where the box holds no valid cell. Integral images, float64."""
-    r = size // 2
-    w = valid.astype(np.float64)
-    v = np.where(valid, values, 0.0).astype(np.float64)
+    return box_means(values, valid, (size,))[0]
 
-    def box(a: np.ndarray) -> np.ndarray:
-        pad = [(0, 0)] * (a.ndim - 2) + [(r + 1, r), (r + 1, r)]
-        table = np.pad(a, pad).cumsum(-2).cumsum(-1)
-        return table[..., size:, size:] - table[..., :-size, size:] - table[..., size:, :-size] + \
-            table[..., :-size, :-size]
 
-    count = box(w)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0.5, box(v) / np.maximum(count, 1.0), 0.0)
+def box_means(values: np.ndarray, valid: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """:func:`box_mean` for each of ``sizes`` from one integral image of the values and one of ``valid``
+    (which may broadcast against ``values``, e.g. one mask for every channel: its counts are summed once)."""
+    r = max(sizes) // 2
+
+    def table(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(r + 1, r), (r + 1, r)]).cumsum(-2).cumsum(-1)
+
+    counts, sums = table(np.asarray(valid, np.float64)), table(np.where(valid, values, 0.0).astype(np.float64))
+    p, q = values.shape[-2:]
+    out = []
+    for size in sizes:
+        h = size // 2
+        hi, lo = slice(r + 1 + h, r + 1 + h + p), slice(r - h, r - h + p)
+        hj, lj = slice(r + 1 + h, r + 1 + h + q), slice(r - h, r - h + q)
+
+        def box(t: np.ndarray) -> np.ndarray:
+            return t[..., hi, hj] - t[..., lo, hj] - t[..., hi, lj] + t[..., lo, lj]
+
+        count = box(counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.where(count > 0.5, box(sums) / np.maximum(count, 1.0), 0.0))
+    return out
 
 
 def features(static: np.ndarray, residuals: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``(N, n_features, P, P)`` float64 from the constant channels ``static (N, S, P, P)`` and the
     last residuals ``residuals (N, LAGS, P, P)``, both in mm and 0 where invalid, and ``valid (N, P, P)``."""
     own = np.concatenate([static, residuals], axis=1).astype(np.float64)
-    m = valid[:, None]
-    means = [box_mean(own, np.broadcast_to(m, own.shape), size) for size in NEIGHBOURHOODS]
-    return np.concatenate([own, *means], axis=1)
+    return np.concatenate([own, *box_means(own, valid[:, None], NEIGHBOURHOODS)], axis=1)
 
 
 def silu(v: np.ndarray) -> np.ndarray:
@@ -106,13 +117,13 @@ class Correction:
     about: dict                 # how it was fitted: scenarios, pixel-anchors, training, command
 
     def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``(N, F, P, P)`` mm from :func:`features` ``(N, n, P, P)``; 0 where not ``valid``."""
-        v = (np.moveaxis(feats, 1, -1) - self.mean) / self.std                 # (N, P, P, n)
-        for i, (w, b) in enumerate(self.layers):
-            v = v @ w.T + b
+        """``(N, F, P, P)`` float32 mm from :func:`features` ``(N, n, P, P)``; 0 where not ``valid``."""
+        v = ((np.moveaxis(feats, 1, -1) - self.mean) / self.std).astype(np.float32)      # (N, P, P, n)
+        for i, (w, b) in enumerate(self.layers):           # float32, as it was fitted (torch): half the time
+            v = v @ w.T.astype(np.float32) + b.astype(np.float32)
             if i < len(self.layers) - 1:
                 v = silu(v)
-        return np.where(valid[:, None], np.moveaxis(v * self.output_scale, -1, 1), 0.0)
+        return np.where(valid[:, None], np.moveaxis(v * np.float32(self.output_scale), -1, 1), np.float32(0.0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": VERSION, "history": self.history, "horizon": self.horizon,
