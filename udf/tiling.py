@@ -182,7 +182,6 @@ def _blend_tiles(block: np.ndarray, valid: np.ndarray | None, *, offset_y: int, 
     count = table[ty + patch, tx + patch] - table[ty, tx + patch] - table[ty + patch, tx] + table[ty, tx]
     ty, tx = ty[count > 0], tx[count > 0]
 
-    windows = np.lib.stride_tricks.sliding_window_view(dpad, (patch, patch), axis=(1, 2))
     masks = np.lib.stride_tricks.sliding_window_view(mpad, (patch, patch))
     weight = blend_window(patch)
     acc = np.zeros((members, horizon_steps) + mpad.shape, np.float64)
@@ -190,7 +189,7 @@ def _blend_tiles(block: np.ndarray, valid: np.ndarray | None, *, offset_y: int, 
     wsum = np.zeros(mpad.shape, np.float64)
     for start in range(0, len(ty), batch_size):
         by, bx = ty[start:start + batch_size], tx[start:start + batch_size]
-        built = model_inputs(np.moveaxis(windows[:, by, bx], 0, 1), masks[by, bx], history=history,
+        built = model_inputs(_gather(dpad, by, bx, patch), masks[by, bx], history=history,
                              horizon=horizon_steps, norm=norm, inputs=inputs, years=years)
         f = np.asarray(predict(built.x))
         expected = (members, len(by), horizon_steps, patch, patch)
@@ -211,6 +210,17 @@ def _blend_tiles(block: np.ndarray, valid: np.ndarray | None, *, offset_y: int, 
             blended = blended + ref[:, core[0], core[1]] / wsum[core]
     out[:] = np.where(inside, blended, np.nan)
     return out
+
+
+def _gather(d: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np.ndarray:
+    """The tiles of ``d (t, ny, nx)`` at the origins ``(rows, cols)`` as ``(N, t, P, P)``: a view of a
+    ``(t, N, P, P)`` array, so that the fits, which take ``(t, pixels)``, read the series without a
+    transposing copy (a fancy index lays the tiles out first: with the residual inputs' whole
+    history that copy cost about 0.08 s per 40 tiles of 363 epochs)."""
+    out = np.empty((d.shape[0], len(rows), patch, patch), d.dtype)
+    for i, (r, c) in enumerate(zip(rows, cols)):
+        out[:, i] = d[:, r:r + patch, c:c + patch]
+    return np.moveaxis(out, 1, 0)
 
 
 def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int, horizon_steps: int,

@@ -64,6 +64,7 @@ QUADRATIC_MARGIN = 2.0        # the quadratic is taken only where its hindcast e
 # mm^2: hindcast errors below this are ties (float32 displacements of 100 mm carry 1e-5 mm of rounding,
 # and the fits' own arithmetic 1e-12 mm): a series that a smoother curve fits exactly keeps it.
 HINDCAST_RESOLUTION = 1e-12
+EPOCH_BLOCK = 64              # epochs cast to float64 at a time by the long fit (:func:`_long_coefficients`)
 CURVES = ("linear", "local", "long", "quadratic")   # the order of :attr:`Fits.hindcast`
 
 
@@ -176,8 +177,8 @@ def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history
     if not history <= anchor + 1:
         raise ValueError(f"anchor {anchor} leaves fewer than history = {history} epochs")
     t_out = np.concatenate([years[anchor - history + 1: anchor + 1], future_years(years, anchor, horizon)])
-    past = d[: anchor + 1].reshape(anchor + 1, -1).astype(np.float64)
-    window = past[anchor - history + 1:]
+    past = _series(d, anchor)
+    window = past[anchor - history + 1:].astype(np.float64)
     annual = t0 - years[0] >= ANNUAL_MIN_SPAN
 
     def design(t: np.ndarray, seasonal: bool) -> np.ndarray:
@@ -196,7 +197,7 @@ def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history
     t_quad = years[anchor - _quadratic_span(history, anchor) + 1: anchor + 1]
     quadratic = _quadratic(past, years, anchor, t_out, coef[2:], annual, history)
     # pixels along the rows: the medians sort contiguous memory
-    second = np.ascontiguousarray(np.diff(past[max(0, anchor + 1 - 4 * history):], n=2, axis=0).T)
+    second = np.ascontiguousarray(np.diff(past[max(0, anchor + 1 - 4 * history):].astype(np.float64), n=2, axis=0).T)
     with np.errstate(invalid="ignore"):
         centre = _row_median(second)
         noise = 1.4826 * _row_median(np.abs(second - centre[:, None])) / np.sqrt(6.0)
@@ -287,10 +288,18 @@ def hindcast_errors(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int,
     observations ``d(b+1) .. d(b+F)``, all at or before the anchor: the errors are out of sample and
     read nothing after the anchor. NaN where no origin is available or the pixel has a gap.
     """
-    past = d[: anchor + 1].reshape(anchor + 1, -1).astype(np.float64)
+    past = _series(d, anchor)
     years = np.asarray(years, np.float64)
     coefs = _long_coefficients(past, years, _hindcast_origins(anchor, horizon, history, origins))
     return _hindcast(past, years, anchor, horizon, history, origins, coefs).reshape(len(CURVES), *d.shape[1:])
+
+
+def _series(d: np.ndarray, anchor: int) -> np.ndarray:
+    """The epochs ``0 .. anchor`` of ``d (t, ...)`` as ``(anchor + 1, pixels)``, a view where ``d`` is
+    float32 or float64 and C-ordered: each use casts what it reads to float64 (a float64 copy of a whole
+    history, 125 MB for the UDF's 40 tiles of 363 epochs, cost more than the fits that read it)."""
+    past = np.asarray(d)[: anchor + 1].reshape(anchor + 1, -1)
+    return past if past.dtype in (np.float32, np.float64) else past.astype(np.float64)
 
 
 def _hindcast_origins(anchor: int, horizon: int, history: int, origins: int) -> list[int]:
@@ -314,7 +323,7 @@ def _hindcast(past: np.ndarray, years: np.ndarray, anchor: int, horizon: int, hi
 
 def _long_coefficients(past: np.ndarray, years: np.ndarray, origins: list[int]) -> list[np.ndarray]:
     """The long fit's coefficients (offset, trend from ``years[b]`` (, sine, cosine)) at each origin ``b``,
-    from the epochs ``0 .. b`` of ``past (t, n)`` float64: ``(2 or 4, n)`` each, NaN in a pixel with a
+    from the epochs ``0 .. b`` of ``past (t, n)`` (float32 or float64): ``(2 or 4, n)`` float64 each, NaN in a pixel with a
     NaN among those epochs.
 
     The origins share one pass over ``past``, the largest array of the fits: the normal equations'
@@ -328,7 +337,11 @@ def _long_coefficients(past: np.ndarray, years: np.ndarray, origins: list[int]) 
         return []
     t_a, first = years[len(past) - 1], min(origins)
     z = _design(years[: len(past)], t_a, seasonal=True)                    # (t, 4)
-    sums = [z[: first + 1].T @ past[: first + 1]]                          # (4, n) up to each epoch from first
+    head = np.zeros((4, past.shape[1]))                                    # (4, n) up to each epoch from first
+    for start in range(0, first + 1, EPOCH_BLOCK):   # float64 a block of epochs at a time: no copy of the series
+        stop = min(start + EPOCH_BLOCK, first + 1)
+        head += z[start:stop].T @ past[start:stop].astype(np.float64)
+    sums = [head]
     for t in range(first + 1, max(origins) + 1):
         sums.append(sums[-1] + z[t][:, None] * past[t])
     out = []
