@@ -133,3 +133,64 @@ def test_the_error_factors_of_the_window_line_equal_the_textbook_formulas():
     line_only = fitted._replace(hindcast=None, long_misfit=np.full(3, np.inf), local_misfit=np.full(3, np.inf))
     ratio = line_only.adaptive_scale(level=True) / line_only.adaptive_scale()
     np.testing.assert_allclose(ratio[:, 0], np.sqrt((1 / t + (k - ti.mean()) ** 2 / sxx) / (k ** 2 / sxx)), rtol=1e-5)
+
+
+def test_the_long_fit_at_every_hindcast_origin_is_the_least_squares_fit_of_its_own_epochs():
+    """The long (trend + annual) curve's hindcast error at each origin b, recomputed with
+    numpy.linalg.lstsq on the epochs 0..b only (the origins share one pass over the series); a gap
+    (NaN) at epoch e leaves the fits of the origins before e finite and makes those at or after it
+    NaN; the float32 series gives the float64 one's fits."""
+    from insarcast.baselines import _long_coefficients, fits, hindcast_errors
+
+    rng = np.random.default_rng(5)
+    d = series() + rng.normal(0, 2.0, (len(YEARS), 2, 3))
+    errors = hindcast_errors(d, YEARS, ANCHOR, F, history=T, origins=6)
+    by_hand = 0.0
+    for b in range(ANCHOR - F, ANCHOR - F - 6, -1):
+        t = YEARS[: b + 1]
+        design = np.column_stack([np.ones_like(t), t - t[-1], np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)])
+        coef = np.linalg.lstsq(design, d[: b + 1, 0, 1], rcond=None)[0]
+        ahead = YEARS[b + 1: b + F + 1]
+        future = np.column_stack([np.ones_like(ahead), ahead - t[-1], np.sin(2 * np.pi * ahead),
+                                  np.cos(2 * np.pi * ahead)]) @ coef
+        by_hand += np.mean((future - d[b + 1: b + F + 1, 0, 1]) ** 2) / 6
+    assert errors[2, 0, 1] == pytest.approx(by_hand, rel=1e-9)
+    gap = d.reshape(len(YEARS), -1).copy()
+    gap[ANCHOR - 3, 1] = np.nan
+    origins = [ANCHOR - 8, ANCHOR - 4, ANCHOR - 3, ANCHOR]
+    coefs = _long_coefficients(gap[: ANCHOR + 1], YEARS, origins)
+    assert [bool(np.isfinite(c[:, 1]).all()) for c in coefs] == [True, True, False, False]
+    assert all(np.isfinite(c[:, [0, 2, 3, 4, 5]]).all() for c in coefs)
+    t = YEARS[: ANCHOR - 3]
+    design = np.column_stack([np.ones_like(t), t - t[-1], np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)])
+    np.testing.assert_allclose(coefs[1][:, 1], np.linalg.lstsq(design, gap[: ANCHOR - 3, 1], rcond=None)[0],
+                               rtol=1e-9, atol=1e-9)
+    early = d.copy()
+    early[10, 0, 1] = np.nan                       # long before every origin: the long fit is lost, the lines are not
+    f = fits(early, YEARS, ANCHOR, F, history=T, hindcast=6)
+    assert np.isnan(f.long[:, 0, 1]).all() and np.isnan(f.hindcast[2, 0, 1])
+    assert np.isfinite(f.linear[:, 0, 1]).all() and np.isfinite(f.hindcast[0, 0, 1])
+    assert np.isfinite(f.long[:, 1, 2]).all()      # the other pixels keep theirs
+    single = fits(d.astype(np.float32), YEARS, ANCHOR, F, history=T, hindcast=6)
+    double = fits(d.astype(np.float32).astype(np.float64), YEARS, ANCHOR, F, history=T, hindcast=6)
+    for name in ("linear", "long", "local", "quadratic", "noise", "hindcast"):
+        np.testing.assert_array_equal(getattr(single, name), getattr(double, name), err_msg=name)
+
+
+def test_the_noise_is_the_mad_of_second_differences_and_an_exact_fit_keeps_the_smoothest_curve():
+    """The noise of one epoch, 1.4826 MAD(second differences of the last 4T epochs) / sqrt(6), from
+    numpy.median by hand (NaN where the window has a gap); on a noise-free trend + annual series every
+    curve forecasts its past to rounding, so the hindcast errors are ties and the long fit is kept."""
+    from insarcast.baselines import fits
+
+    rng = np.random.default_rng(2)
+    d = series() + rng.normal(0, 1.5, (len(YEARS), 2, 3))
+    d[ANCHOR - 3, 1, 1] = np.nan
+    f = fits(d, YEARS, ANCHOR, F, history=T)
+    second = np.diff(d[ANCHOR + 1 - 4 * T: ANCHOR + 1, 0, 2], n=2)
+    assert f.noise[0, 2] == pytest.approx(1.4826 * np.median(np.abs(second - np.median(second))) / np.sqrt(6.0),
+                                          rel=1e-12)
+    assert np.isnan(f.noise[1, 1]) and np.isfinite(f.noise).sum() == 5
+    exact = fits(series(), YEARS, ANCHOR, F, history=T, hindcast=6)
+    long_, local, quad = exact.choice()
+    assert long_.all() and not quad.any()
