@@ -118,12 +118,15 @@ class Correction:
 
     def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(N, F, P, P)`` float32 mm from :func:`features` ``(N, n, P, P)``; 0 where not ``valid``."""
-        v = ((np.moveaxis(feats, 1, -1) - self.mean) / self.std).astype(np.float32)      # (N, P, P, n)
+        valid = np.asarray(valid, bool)
+        v = ((np.moveaxis(feats, 1, -1)[valid] - self.mean) / self.std).astype(np.float32)   # (valid pixels, n)
         for i, (w, b) in enumerate(self.layers):           # float32, as it was fitted (torch): half the time
             v = v @ w.T.astype(np.float32) + b.astype(np.float32)
             if i < len(self.layers) - 1:
                 v = silu(v)
-        return np.where(valid[:, None], np.moveaxis(v * np.float32(self.output_scale), -1, 1), np.float32(0.0))
+        out = np.zeros(valid.shape + (self.horizon,), np.float32)
+        out[valid] = v * np.float32(self.output_scale)     # the valid pixels only: gaps and padding cost nothing
+        return np.moveaxis(out, -1, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": VERSION, "history": self.history, "horizon": self.horizon,
