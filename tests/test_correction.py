@@ -48,6 +48,10 @@ def test_the_fitted_network_runs_alike_in_numpy_and_torch_and_learns_what_a_line
     with torch.no_grad():
         expected = net(torch.from_numpy(((x - mean) / std).astype(np.float32))).numpy() * scale
     assert got.dtype == np.float32
+    some = np.random.default_rng(1).random(20000) < 0.5           # invalid pixels: 0, the others unchanged
+    part = c.predict(x.T[None, :, :, None].astype(np.float64), some[None, :, None])[0, :, :, 0].T
+    assert (part[~some] == 0).all() and (part[some] != 0).all()
+    np.testing.assert_allclose(part[some], got[some], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)   # float32 sums in another order
     assert np.sqrt(np.mean((got - y) ** 2)) < 0.25 * y.std()
 
