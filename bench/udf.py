@@ -532,8 +532,10 @@ def main() -> None:
                         help="residual inputs: members that keep their reference (zero readout, not run; default 0)")
     parser.add_argument("--throughput-only", action="store_true", help="part 1 only")
     parser.add_argument("--inputs-cost", action="store_true",
-                        help="only the UDF of the paper ensemble against the --inputs one, in fresh torch-free processes")
-    parser.add_argument("--calls", type=int, default=3, help="--inputs-cost: timed calls per process (after one warm-up)")
+                        help="only the UDF of the paper ensemble against the --inputs one, in fresh torch-free "
+                             "processes")
+    parser.add_argument("--calls", type=int, default=3,
+                        help="--inputs-cost: timed calls per process (after one warm-up)")
     parser.add_argument("--rhine-budget", type=float, default=600.0,
                         help="measure the whole Rhineland region when predicted to take at most this many seconds")
     parser.add_argument("--quick", action="store_true", help="smaller regions and cubes")

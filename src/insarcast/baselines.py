@@ -309,8 +309,8 @@ def _hindcast_origins(anchor: int, horizon: int, history: int, origins: int) -> 
 
 def _hindcast(past: np.ndarray, years: np.ndarray, anchor: int, horizon: int, history: int,
               origins: int, coefs: list[np.ndarray]) -> np.ndarray:
-    """:func:`hindcast_errors` of ``past (anchor + 1, n)`` float64: ``(4, n)``; ``coefs``: the long fit's
-    at each origin (:func:`_long_coefficients`)."""
+    """:func:`hindcast_errors` of ``past (anchor + 1, n)`` (float32 or float64, :func:`_series`): ``(4, n)``
+    float64; ``coefs``: the long fit's at each origin (:func:`_long_coefficients`)."""
     bs = _hindcast_origins(anchor, horizon, history, origins)
     if not bs:
         return np.full((len(CURVES), past.shape[1]), np.nan)
@@ -323,12 +323,13 @@ def _hindcast(past: np.ndarray, years: np.ndarray, anchor: int, horizon: int, hi
 
 def _long_coefficients(past: np.ndarray, years: np.ndarray, origins: list[int]) -> list[np.ndarray]:
     """The long fit's coefficients (offset, trend from ``years[b]`` (, sine, cosine)) at each origin ``b``,
-    from the epochs ``0 .. b`` of ``past (t, n)`` (float32 or float64): ``(2 or 4, n)`` float64 each, NaN in a pixel with a
-    NaN among those epochs.
+    from the epochs ``0 .. b`` of ``past (t, n)`` (float32 or float64): ``(2 or 4, n)`` float64 each,
+    NaN in a pixel with a NaN among those epochs.
 
     The origins share one pass over ``past``, the largest array of the fits: the normal equations'
     right-hand sides ``Z' d`` (``Z``: 1, t - t_a, sine, cosine) are summed up to the earliest origin
-    in one matrix product and continued epoch by epoch to the later ones, then moved to each
+    (matrix products over :data:`EPOCH_BLOCK` epochs at a time, each cast to float64 on its own) and
+    continued epoch by epoch to the later ones, then moved to each
     origin's time (``t - t_b = (t - t_a) + (t_a - t_b)``) and solved with the pseudo-inverse of that
     origin's Gram matrix. The same least-squares solution as ``pinv(X_b) @ d`` (measured: within
     1e-12 mm) for a seventh of the arithmetic with the hindcast's six origins. A NaN at an epoch
