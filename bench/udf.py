@@ -11,9 +11,10 @@ on the demo cube); both are kept in ``--data``/udf and reused while they match (
 With ``--inputs`` other than the paper's, ``--kept`` members keep the zeroed readout a residual model
 starts with (they forecast their reference and the UDF does not run them, ``zero_output``) and the
 others get a random readout, so they run as trained corrections do. ``--throughput-only`` stops after
-part 1; ``--inputs-cost`` runs only the comparison below. On a shared virtual machine single timings of a second or two vary by up to 2x from run to
-run: compare medians of several ``--repeats``, under ``INSARCAST_WAIT=active`` (else the wait policy
-follows the load average, which the bench's own earlier runs raise: :mod:`insarcast.cpus`).
+part 1; ``--inputs-cost`` runs only the comparison below. On a shared virtual machine single timings
+of a second or two vary by up to 2x from run to run: compare medians of several ``--repeats``, under
+``INSARCAST_WAIT=active`` (else the wait policy follows the load average, which the bench's own
+earlier runs raise: :mod:`insarcast.cpus`).
 
 1. Throughput. ``forecast_products`` over a numpy region of the demo cube (``--region`` cells a side),
    the default overlap (P / 4), once with the ONNX ensemble (``intra_op_threads = --threads``, its
@@ -192,15 +193,34 @@ class Timed:
         return out
 
 
+def central_region(cube: Path, region: int):
+    """The ``region`` x ``region`` cells (at most the cube's) at the centre of the cube, loaded:
+    ``(data, [y0, x0])``."""
+    from insarcast.cube import open_cube
+
+    ds = open_cube(cube)[["displacement", "valid"]]
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    region = min(region, ny, nx)
+    y0, x0 = (ny - region) // 2, (nx - region) // 2
+    return ds.isel(y=slice(y0, y0 + region), x=slice(x0, x0 + region)).load(), [y0, x0]
+
+
+def udf_settings(ensemble, batch: int) -> dict:
+    """``forecast_products``' settings for ``ensemble`` at the default overlap, ``batch`` tiles per predictor call."""
+    from insarcast.udf.tiling import default_overlap
+
+    p = ensemble.patch
+    return dict(history=ensemble.history, horizon_steps=ensemble.horizon, patch=p, overlap=default_overlap(p),
+                norm=ensemble.norm, inputs=ensemble.inputs, members=len(ensemble), batch_size=batch)
+
+
 def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: int, batch: int,
                repeats: int) -> dict:
     import torch
 
-    from insarcast.cube import open_cube
     from insarcast.training.models import load_model
     from insarcast.udf.ensemble import load_ensemble
     from insarcast.udf.forecast import forecast_products
-    from insarcast.udf.tiling import default_overlap
 
     torch.set_num_threads(threads)
     try:
@@ -222,15 +242,9 @@ def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: i
                     out[i, start:start + step] = model(xt[start:start + step]).numpy()
         return out
 
-    ds = open_cube(cube)[["displacement", "valid"]]
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    region = min(region, ny, nx)
-    y0, x0 = (ny - region) // 2, (nx - region) // 2
-    data = ds.isel(y=slice(y0, y0 + region), x=slice(x0, x0 + region)).load()
-    overlap = default_overlap(p)
-    settings = dict(history=ensemble.history, horizon_steps=f, patch=p, overlap=overlap, norm=ensemble.norm,
-                    inputs=ensemble.inputs,
-                    members=k, batch_size=batch)
+    data, (y0, x0) = central_region(cube, region)
+    region = data.sizes["y"]
+    settings = udf_settings(ensemble, batch)
     engines = {"onnxruntime": ensemble.predict, "torch eager": torch_predict}
     warm = data.isel(y=slice(0, p), x=slice(0, p))
     for predict in engines.values():                  # warm-up: sessions, allocators, thread pools
@@ -278,7 +292,8 @@ def throughput(cube: Path, tune: Path, ens_dir: Path, *, region: int, threads: i
         }
     diff = float(np.nanmax(np.abs(forecasts["onnxruntime"] - forecasts["torch eager"])))
     return {"region": [region, region], "region_origin": [y0, x0], "valid_pixels": pixels, "members": k,
-            "patch": p, "overlap": overlap, "threads": threads, "tiles_per_call": batch, "repeats": repeats,
+            "patch": p, "overlap": settings["overlap"], "threads": threads, "tiles_per_call": batch,
+            "repeats": repeats,
             "session_batch": {"onnxruntime": ensemble.session_batch, "torch eager": torch_batch["size"]},
             "torch_batch_sweep_windows_per_s": {str(b): round(len(probe) / s, 1) for b, s in sweep.items()},
             "engines": results, "max_abs_diff_mm": diff, "chunk_invariance": invariance,
@@ -312,52 +327,33 @@ def chunk_invariance(data, predict, settings: dict, reference, *, chunkings: tup
 
 def udf_child(spec: dict) -> None:
     """Time ``forecast_products`` with the ONNX ensemble in this fresh process (no torch); JSON on the last line."""
-    from insarcast.cube import open_cube
     from insarcast.udf.ensemble import load_ensemble
     from insarcast.udf.forecast import forecast_products
-    from insarcast.udf.tiling import default_overlap
 
     ensemble = load_ensemble(spec["ensemble"], intra_op_threads=spec["threads"])
-    p = ensemble.patch
-    ds = open_cube(spec["cube"])[["displacement", "valid"]]
-    y0, x0, size = spec["origin"][0], spec["origin"][1], spec["region"]
-    data = ds.isel(y=slice(y0, y0 + size), x=slice(x0, x0 + size)).load()
-    model = [0.0]
-
-    def predict(x):
-        tick = time.perf_counter()
-        out = ensemble.predict(x)
-        model[0] += time.perf_counter() - tick
-        return out
-
-    settings = dict(history=ensemble.history, horizon_steps=ensemble.horizon, patch=p, overlap=default_overlap(p),
-                    norm=ensemble.norm, inputs=ensemble.inputs, members=len(ensemble), batch_size=spec["batch"])
-    forecast_products(data, predict, **settings)              # warm-up: sessions, allocator, shipped correction
+    data, origin = central_region(Path(spec["cube"]), spec["region"])
+    settings = udf_settings(ensemble, spec["batch"])
+    timed = Timed(ensemble.predict)
+    forecast_products(data, timed, **settings)                # warm-up: sessions, allocator, shipped correction
     calls, in_model = [], []
     for _ in range(spec["calls"]):
-        model[0] = 0.0
+        timed.seconds = 0.0
         tick = time.perf_counter()
-        forecast_products(data, predict, **settings)
+        forecast_products(data, timed, **settings)
         calls.append(time.perf_counter() - tick)
-        in_model.append(model[0])
-    print(json.dumps({"seconds": calls, "model_seconds": in_model}))
+        in_model.append(timed.seconds)
+    print(json.dumps({"seconds": calls, "model_seconds": in_model, "region": data.sizes["y"], "origin": origin}))
 
 
 def inputs_cost(cube: Path, ensembles: dict[str, Path], *, region: int, threads: int, batch: int, repeats: int,
                 calls: int) -> dict:
     """The UDF of each ensemble in fresh torch-free processes, alternating: median seconds per call."""
-    from insarcast.cube import open_cube
-
-    ds = open_cube(cube)
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    region = min(region, ny, nx)
-    origin = [(ny - region) // 2, (nx - region) // 2]
     seconds = {name: [] for name in ensembles}
     model = {name: [] for name in ensembles}
     for _ in range(repeats):
         for name, folder in ensembles.items():
-            spec = {"ensemble": str(folder), "cube": str(cube), "origin": origin, "region": region,
-                    "threads": threads, "batch": batch, "calls": calls}
+            spec = {"ensemble": str(folder), "cube": str(cube), "region": region, "threads": threads, "batch": batch,
+                    "calls": calls}
             done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--udf-child", json.dumps(spec)],
                                   capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -370,8 +366,8 @@ def inputs_cost(cube: Path, ensembles: dict[str, Path], *, region: int, threads:
     paper = rows["paper"]["udf_s"]
     for row in rows.values():
         row["throughput_vs_paper"] = round(paper / row["udf_s"], 3)
-    return {"region": [region, region], "region_origin": origin, "threads": threads, "tiles_per_call": batch,
-            "processes_each": repeats, "calls_per_process": calls, "ensembles": rows}
+    return {"region": [result["region"]] * 2, "region_origin": result["origin"], "threads": threads,
+            "tiles_per_call": batch, "processes_each": repeats, "calls_per_process": calls, "ensembles": rows}
 
 
 def print_inputs_cost(cost: dict, goal: float = 0.9) -> None:
@@ -542,6 +538,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "udf.json")
     args = parser.parse_args()
+    if args.inputs_cost and args.inputs == "paper":
+        parser.error("--inputs-cost compares the paper inputs with --inputs: give another formulation")
     sizes = [int(s) for s in (args.sizes or "1,4,16").split(",")]
     base = args.base or ((32, 32, 24) if args.quick else (64, 64, 40))
     chunks = args.chunks or max(32, min(base[:2]) // 2)
@@ -559,8 +557,6 @@ def main() -> None:
     print(f"  {'exported in %.0f s' % export_s if export_s is not None else 'reused'}: {ens_dir}", flush=True)
 
     if args.inputs_cost:
-        if args.inputs == "paper":
-            parser.error("--inputs-cost compares the paper inputs with --inputs: give another formulation")
         _, paper_dir, _ = ensemble_for(cube, work, args.members, "paper")
         name = f"{args.inputs}, {args.members - args.kept} of {args.members} running"
         print(f"[1b] what the inputs cost: paper against {name}", flush=True)
