@@ -207,8 +207,7 @@ def fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history
     pairs = [_factors(fitted, out, history) for fitted, out in designs]
     factors = np.stack([change for change, _ in pairs])
     level_factors = np.stack([level for _, level in pairs])
-    scores = _hindcast(past, years, anchor, horizon, history, hindcast, hind_coefs).reshape(-1, *shape) \
-        if hindcast else None
+    scores = _hindcast(past, years, horizon, history, bs, hind_coefs).reshape(-1, *shape) if hindcast else None
     return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), local.reshape(-1, *shape),
                 quadratic.reshape(-1, *shape), _rms(window, linear).reshape(shape), _rms(window, long).reshape(shape),
                 _rms(window, local).reshape(shape), _rms(window, quadratic).reshape(shape), noise.reshape(shape),
@@ -290,8 +289,9 @@ def hindcast_errors(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int,
     """
     past = _series(d, anchor)
     years = np.asarray(years, np.float64)
-    coefs = _long_coefficients(past, years, _hindcast_origins(anchor, horizon, history, origins))
-    return _hindcast(past, years, anchor, horizon, history, origins, coefs).reshape(len(CURVES), *d.shape[1:])
+    bs = _hindcast_origins(anchor, horizon, history, origins)
+    return _hindcast(past, years, horizon, history, bs, _long_coefficients(past, years, bs)).reshape(
+        len(CURVES), *d.shape[1:])
 
 
 def _series(d: np.ndarray, anchor: int) -> np.ndarray:
@@ -307,11 +307,11 @@ def _hindcast_origins(anchor: int, horizon: int, history: int, origins: int) -> 
     return [b for b in range(anchor - horizon, anchor - horizon - origins, -1) if b >= history - 1]
 
 
-def _hindcast(past: np.ndarray, years: np.ndarray, anchor: int, horizon: int, history: int,
-              origins: int, coefs: list[np.ndarray]) -> np.ndarray:
-    """:func:`hindcast_errors` of ``past (anchor + 1, n)`` (float32 or float64, :func:`_series`): ``(4, n)``
-    float64; ``coefs``: the long fit's at each origin (:func:`_long_coefficients`)."""
-    bs = _hindcast_origins(anchor, horizon, history, origins)
+def _hindcast(past: np.ndarray, years: np.ndarray, horizon: int, history: int, bs: list[int],
+              coefs: list[np.ndarray]) -> np.ndarray:
+    """:func:`hindcast_errors` of ``past (anchor + 1, n)`` (float32 or float64, :func:`_series`) at the origins
+    ``bs`` (:func:`_hindcast_origins`): ``(4, n)`` float64; ``coefs``: the long fit's at each of them
+    (:func:`_long_coefficients`)."""
     if not bs:
         return np.full((len(CURVES), past.shape[1]), np.nan)
     total = np.zeros((len(CURVES), past.shape[1]))
