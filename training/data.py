@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from insarcast.baselines import decimal_years  # noqa: F401  (re-exported: training.data.decimal_years)
+from insarcast.cadence import check_regular
 from insarcast.cube import open_cube
 from insarcast.errors import InputError
 from insarcast.training.windows import Normalisation, Sample, Split, make_sample, patch_origins, pixel_mask, \
@@ -54,6 +55,7 @@ class Windows:
                     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), source: str = "",
                     inputs: str = "paper") -> "Windows":
         inputs = check_inputs(inputs)
+        check_regular(times, source=source or None)
         displacement = np.asarray(displacement, np.float32)
         mask = pixel_mask(displacement, valid)
         split = Split.temporal(displacement.shape[0], fractions=fractions)

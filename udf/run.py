@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from insarcast.cadence import check_regular
 from insarcast.cpus import usable_cpus
 from insarcast.errors import InputError
 
@@ -69,8 +70,7 @@ def check_compatible(cube, manifest: Mapping[str, Any], *, path: str | os.PathLi
         if CRS.from_user_input(crs) != CRS.from_user_input(grid["crs"]):
             raise InputError(f"CRS {crs} differs from the ensemble's {grid['crs']}", path=path, field="spatial_ref")
     if "t" in cube.coords and cube["t"].size > 1 and manifest.get("epoch_days"):
-        t = cube["t"].values
-        days = float(np.median(np.diff(t)) / np.timedelta64(1, "D"))
+        days = check_regular(cube["t"].values, source=path)
         if abs(days - float(manifest["epoch_days"])) > 0.5:
             raise InputError(f"epoch spacing {days:g} days differs from the ensemble's {manifest['epoch_days']:g}",
                              path=path, field="t")

@@ -140,10 +140,13 @@ def synth(preset: str, seed: int, out_dir: Path, overwrite: bool, quiet: bool) -
               help="Search radius in metres; cells with no point within it are NaN and not valid.")
 @click.option("--max-cells", type=int, default=None,
               help="Refuse a grid of more cells than this (default 50,000,000; 0: no limit).")
+@click.option("--cadence", type=float, default=None, metavar="DAYS",
+              help="Days between the cube's epochs (default: the spacing of the latest epochs). Epochs between "
+                   "its multiples are dropped, a missing one is interpolated (at most 5 %), ending on the last epoch.")
 @_overwrite
 @_quiet
 def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neighbours: int, radius: float,
-         max_cells: int | None, overwrite: bool, quiet: bool) -> None:
+         max_cells: int | None, cadence: float | None, overwrite: bool, quiet: bool) -> None:
     """Grid EGMS L3 vertical CSV tiles to a displacement cube by inverse distance weighting.
 
     \b
@@ -153,6 +156,8 @@ def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neig
       displacement(t, y, x)  float32 mm since the first epoch, NaN where unknown
       valid(y, x)            the cell has a value at every epoch
       support(y, x)          number of points within the radius (at most --neighbours)
+    The epochs are kept on a regular cadence (EGMS records past 2021-12-23 turn from 6 to 12 days:
+    the cube keeps every other earlier epoch), with a warning saying what was dropped or filled.
     """
     from .grid import MAX_CELLS, IdwParams, check_spacing, grid_files
 
@@ -162,7 +167,8 @@ def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neig
     _refuse_existing([out], overwrite)
     params = IdwParams(power=power, neighbours=neighbours, radius=radius)
     limit = MAX_CELLS if max_cells is None else (max_cells or None)
-    path = grid_files(_expand(inputs), out, spacing=spacing, params=params, progress=not quiet, max_cells=limit)
+    path = grid_files(_expand(inputs), out, spacing=spacing, params=params, progress=not quiet, max_cells=limit,
+                      cadence=cadence)
     click.echo(str(path))
 
 

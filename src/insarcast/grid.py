@@ -13,8 +13,10 @@ finished, so memory holds the points plus a few blocks, whatever the size of the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +27,9 @@ from scipy.sparse import csr_matrix
 from scipy.spatial import cKDTree
 
 from . import __version__
+from .cadence import regular_dates, resample
 from .cube import DEFAULT_CHUNK, GridSpec, create_cube, finish_cube
-from .errors import InputError
+from .errors import InputError, InsarcastWarning
 from .fsutil import atomic_path
 from .progress import bar
 
@@ -49,6 +52,10 @@ class IdwParams:
             raise InputError(f"neighbours must be in 1..255, got {self.neighbours}", field="neighbours")
         if not self.radius > 0:
             raise InputError(f"radius must be > 0 m, got {self.radius}", field="radius")
+
+
+class CadenceWarning(InsarcastWarning):
+    """The input's epochs were taken to a regular cadence (some dropped or filled)."""
 
 
 MAX_CELLS = 50_000_000
@@ -119,13 +126,22 @@ def idw(tree: cKDTree, values: np.ndarray, xq: np.ndarray, yq: np.ndarray, param
 def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 100.0,
                 params: IdwParams = IdwParams(), grid: GridSpec | None = None,
                 chunk: int = DEFAULT_CHUNK, workers: int | None = None, progress: bool = False,
-                max_cells: int | None = MAX_CELLS) -> Path:
+                max_cells: int | None = MAX_CELLS, cadence: float | None = None) -> Path:
     """Grid a point set to a Zarr cube at ``out`` (written whole or not at all); return the path.
 
-    A grid of more than ``max_cells`` cells is refused before any work (None: no limit)."""
+    A grid of more than ``max_cells`` cells is refused before any work (None: no limit). The epochs
+    are taken to a regular cadence of ``cadence`` days (default: the latest epochs' spacing) ending
+    on the last epoch (:mod:`insarcast.cadence`), with a warning when that drops or fills any."""
     spacing = check_spacing(spacing)
+    source = ", ".join(points.sources) or None
     if len(points) == 0:
-        raise InputError("no points to grid", path=", ".join(points.sources) or None)
+        raise InputError("no points to grid", path=source)
+    regular = regular_dates(points.dates, days=cadence, source=source)
+    if not regular.unchanged:
+        warnings.warn(f"{source or 'points'}: the epochs are not regular; the cube keeps {regular.describe()}",
+                      CadenceWarning, stacklevel=2)
+        points = dataclasses.replace(points, values=resample(points.values, points.dates, regular),
+                                     dates=regular.dates)
     grid = grid or GridSpec.around(points.easting, points.northing, spacing=spacing)
     check_size(grid, max_cells=max_cells, source=", ".join(points.sources) or None)
     tree = cKDTree(np.column_stack([points.easting, points.northing]))
@@ -136,7 +152,10 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
         "method": "idw",
         "idw": asdict(params),
         "insarcast_version": __version__,
+        "cadence_days": regular.days if math.isfinite(regular.days) else None,
     }
+    if not regular.unchanged:
+        attrs["cadence"] = regular.describe()
     blocks = list(grid.blocks(chunk))
     support = np.zeros((grid.ny, grid.nx), np.uint8)
     valid = np.zeros((grid.ny, grid.nx), bool)
@@ -166,10 +185,12 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
 
 
 def grid_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, spacing: float = 100.0,
-               params: IdwParams = IdwParams(), progress: bool = False, max_cells: int | None = MAX_CELLS) -> Path:
+               params: IdwParams = IdwParams(), progress: bool = False, max_cells: int | None = MAX_CELLS,
+               cadence: float | None = None) -> Path:
     """Read EGMS CSV tiles and grid them to a Zarr cube: the `insarcast grid` command."""
     from .egms import read_egms
 
     check_spacing(spacing)                                    # before reading gigabytes of CSV
     points = read_egms(list(paths), progress=progress)
-    return grid_points(points, out, spacing=spacing, params=params, progress=progress, max_cells=max_cells)
+    return grid_points(points, out, spacing=spacing, params=params, progress=progress, max_cells=max_cells,
+                       cadence=cadence)
