@@ -164,8 +164,35 @@ def test_a_malformed_correction_file_is_refused_naming_the_field(tmp_path, chang
 def test_windows_without_a_shipped_correction_are_refused_with_what_exists():
     d, valid, t = _series()
     with pytest.raises(InputError, match=r"no synthetic-truth correction is shipped for T = 8, F = 4, P = 8 "
-                                         r"\(have .*synthetic-T12-F6-P16.json"):
+                                         r"and 6-day epochs \(have .*synthetic-T12-F6-P16.json"):
         model_inputs(d[None], valid[None], history=8, horizon=4, norm=UNIT, inputs="residual-corrected", years=t)
+    # epochs 9 days apart: no file, whatever the windows
+    with pytest.raises(InputError, match=r"T = 12, F = 6, P = 8 and 9-day epochs"):
+        model_inputs(d[None], valid[None], history=12, horizon=6, norm=UNIT, inputs="residual-corrected",
+                     years=t * 1.5)
+
+
+def test_the_correction_follows_the_epochs_spacing():
+    """6-day files keep their names; other spacings have their own file (``-D12``), which the
+    inputs pick from the epochs' times and the manifest pins."""
+    assert corr.file_name(history=12, horizon=6, patch=16) == "synthetic-T12-F6-P16.json"
+    assert corr.file_name(history=12, horizon=6, patch=16, epoch_days=6.0000001) == "synthetic-T12-F6-P16.json"
+    assert corr.file_name(history=12, horizon=6, patch=16, epoch_days=12) == "synthetic-T12-F6-P16-D12.json"
+    six = corr.shipped(history=12, horizon=6, patch=16, static=STATIC)
+    twelve = corr.shipped(history=12, horizon=6, patch=16, static=STATIC, epoch_days=12)
+    assert (six.epoch_days, twelve.epoch_days) == (6, 12)
+    assert "--step-days 12" in twelve.about["command"] and "--step-days" not in six.about["command"]
+    twelve.check_grid(spacing=100.0, epoch_days=12.0)
+    with pytest.raises(InputError, match="12 days"):
+        six.check_grid(spacing=100.0, epoch_days=12.0)
+    d, valid, t = _series(n=140, size=16)
+    built = {days: model_inputs(d[None], valid[None], history=12, horizon=6, norm=UNIT, inputs="residual-corrected",
+                                years=t * days / 6).reference for days in (6, 12)}
+    plain = {days: model_inputs(d[None], valid[None], history=12, horizon=6, norm=UNIT, inputs="residual-hindcast",
+                                years=t * days / 6).reference for days in (6, 12)}
+    # each spacing's reference moves by its own file's correction (the trust region bounds both)
+    assert not np.allclose(built[12] - plain[12], built[6] - plain[6], atol=1e-3)
+    assert corr.identity(history=12, horizon=6, patch=16, epoch_days=12)["file"] == "synthetic-T12-F6-P16-D12.json"
 
 
 @pytest.mark.parametrize("history", [8, 12])
@@ -258,9 +285,9 @@ def test_the_corrected_reference_shows_no_tile_seams():
 
 
 def test_a_cube_on_another_epoch_spacing_is_refused_for_training_and_the_demo_falls_back(tiny_cube, tmp_path):
-    """The shipped corrections were fitted on 100 m cells and 6-day epochs; a cube of 12-day epochs
-    (EGMS after Sentinel-1B) is refused by training with what to do, and the demo trains
-    residual-hindcast on it instead, saying so."""
+    """The tiny preset's correction was fitted on 100 m cells and 6-day epochs and none on 12-day ones; a
+    cube of 12-day epochs (EGMS after Sentinel-1B) is refused by its training with what to do, and the
+    demo trains residual-hindcast on it instead, saying so. The demo preset's windows have both."""
     from insarcast.cube import open_cube
     from insarcast.demo import CUBE, _inputs_for
     from insarcast.training.data import Windows
@@ -286,9 +313,13 @@ def test_a_cube_on_another_epoch_spacing_is_refused_for_training_and_the_demo_fa
             self.said.append(text)
 
     run = Run()
-    assert _inputs_for(run) == {"model.inputs": "residual-hindcast"} and "12 days" in run.said[0]
+    assert _inputs_for(run) == {"model.inputs": "residual-hindcast"} and "12-day epochs" in run.said[0]
     run.paths = {CUBE: tiny_cube}
     assert _inputs_for(run) == {}
+    # the demo's windows (T 12, F 6, P 16) have a 12-day correction: such a cube keeps residual-corrected
+    demo = Run()
+    demo.tune_preset, demo.paths, demo.said = "demo", {CUBE: twelve}, []
+    assert _inputs_for(demo) == {} and not demo.said
 
 
 def test_an_ensemble_is_pinned_to_the_correction_its_members_learnt_on(tmp_path):

@@ -274,17 +274,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the rows")
     parser.add_argument("--wide", action="store_true",
                         help="the wide family (scenario_family): measured, not shipped")
+    parser.add_argument("--step-days", type=int, default=6,
+                        help="days between the scenarios' epochs (12: EGMS records after the loss of Sentinel-1B)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     configure()
     tick = time.perf_counter()
-    correction = fit_correction(scenario_family(args.scenarios, seed=args.seed, wide=args.wide), history=args.history,
+    family = scenario_family(args.scenarios, seed=args.seed, wide=args.wide)
+    if args.step_days != 6:
+        family = tuple(dataclasses.replace(c, step_days=args.step_days) for c in family)
+    correction = fit_correction(family, history=args.history,
                                 horizon=args.horizon, patch=args.patch, every=args.every, sample=args.sample,
                                 hidden=tuple(int(w) for w in args.hidden.split(",")), epochs=args.epochs)
     correction.about["command"] = (f"python -m insarcast.training.correction --history {args.history} --horizon "
                                    f"{args.horizon} --patch {args.patch} --scenarios {args.scenarios} --seed "
                                    f"{args.seed} --every {args.every} --sample {args.sample} --hidden {args.hidden} "
-                                   f"--epochs {args.epochs}" + (" --wide" if args.wide else ""))
+                                   f"--epochs {args.epochs}" + (" --wide" if args.wide else "")
+                                   + (f" --step-days {args.step_days}" if args.step_days != 6 else ""))
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(correction.to_dict(), indent=1) + "\n")
     print(f"wrote {args.out} ({correction.about['pixel_anchors']} pixel-anchors, {time.perf_counter() - tick:.0f} s)")

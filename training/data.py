@@ -128,7 +128,8 @@ class Windows:
     def correction(self) -> dict[str, str] | None:
         """``{file, sha256}`` of the shipped correction the targets leave (``residual-corrected``), else None:
         the run records it and the ensemble's manifest pins it (:meth:`insarcast.udf.manifest.Manifest.check_correction`)."""
-        return pinned_correction(self.inputs, history=self.history, horizon=self.horizon, patch=self.patch)
+        return pinned_correction(self.inputs, history=self.history, horizon=self.horizon, patch=self.patch,
+                                 epoch_days=self.epoch_days)
 
 
 def cube_spacing(ds) -> float | None:
@@ -145,9 +146,14 @@ def check_correction_grid(*, inputs: str, history: int, horizon: int, patch: int
                           epoch_days: float, path: str | Path | None = None) -> None:
     """``residual-corrected`` needs a cube on the grid and epoch spacing its shipped correction was
     fitted on (:meth:`insarcast.udf.correction.Correction.check_grid`); the other inputs need nothing."""
-    if inputs == "residual-corrected":
-        shipped_correction(history=history, horizon=horizon, patch=patch, static=INPUTS[inputs][3:]).check_grid(
-            spacing=spacing, epoch_days=epoch_days, path=path)
+    if inputs != "residual-corrected":
+        return
+    try:
+        correction = shipped_correction(history=history, horizon=horizon, patch=patch, static=INPUTS[inputs][3:],
+                                        epoch_days=epoch_days)
+    except InputError as err:
+        raise InputError(err.message, path=path, field=err.field) from None
+    correction.check_grid(spacing=spacing, epoch_days=epoch_days, path=path)
 
 
 class WindowDataset(torch.utils.data.Dataset):

@@ -42,11 +42,15 @@ NEIGHBOURHOODS = (3, 5)          # box sizes of the neighbourhood means (cells)
 LAGS = 3                         # the last residuals among the features
 PACKAGE = "insarcast.udf"
 FOLDER = "corrections"
+#: The epoch spacing (days) of the files named without a ``-D`` suffix: EGMS's and the paper's 6 days.
+EPOCH_DAYS = 6
 
 
-def file_name(*, history: int, horizon: int, patch: int) -> str:
-    """The shipped correction for windows of T, F and P."""
-    return f"synthetic-T{history}-F{horizon}-P{patch}.json"
+def file_name(*, history: int, horizon: int, patch: int, epoch_days: float = EPOCH_DAYS) -> str:
+    """The shipped correction for windows of T, F and P over epochs ``epoch_days`` apart (a ``-D``
+    suffix but for :data:`EPOCH_DAYS`)."""
+    days = int(round(epoch_days))
+    return f"synthetic-T{history}-F{horizon}-P{patch}{'' if days == EPOCH_DAYS else f'-D{days}'}.json"
 
 
 def feature_names(static: tuple[str, ...]) -> tuple[str, ...]:
@@ -213,11 +217,11 @@ def read_correction(path: str | Path, *, static: tuple[str, ...] | None = None) 
     return Correction.from_dict(doc, path=path, static=static)
 
 
-def identity(*, history: int, horizon: int, patch: int) -> dict[str, str]:
+def identity(*, history: int, horizon: int, patch: int, epoch_days: float = EPOCH_DAYS) -> dict[str, str]:
     """The shipped correction for windows of T, F and P as ``{"file", "sha256"}`` (a new dict each call):
     what a training run and an ensemble's manifest record (its members learnt what that file leaves),
     and what :func:`check_identity` compares with the installed file."""
-    name = file_name(history=history, horizon=horizon, patch=patch)
+    name = file_name(history=history, horizon=horizon, patch=patch, epoch_days=epoch_days)
     return {"file": name, "sha256": _sha256(name)}
 
 
@@ -228,17 +232,17 @@ def _sha256(name: str) -> str:
     return hashlib.sha256((resources.files(PACKAGE) / FOLDER / name).read_bytes()).hexdigest()
 
 
-def provenance(*, history: int, horizon: int, patch: int) -> dict[str, str]:
+def provenance(*, history: int, horizon: int, patch: int, epoch_days: float = EPOCH_DAYS) -> dict[str, str]:
     """What the products record of the shipped correction they used: its file name and sha256."""
-    own = identity(history=history, horizon=horizon, patch=patch)
+    own = identity(history=history, horizon=horizon, patch=patch, epoch_days=epoch_days)
     return {"reference_correction": own["file"], "reference_correction_sha256": own["sha256"]}
 
 
 def check_identity(recorded: dict[str, str], *, history: int, horizon: int, patch: int,
-                   path: str | Path | None = None) -> None:
+                   epoch_days: float = EPOCH_DAYS, path: str | Path | None = None) -> None:
     """Refuse an ensemble whose members were trained against another correction than the one installed:
     their outputs correct what that correction left, so under another they would add the wrong amount."""
-    own = identity(history=history, horizon=horizon, patch=patch)
+    own = identity(history=history, horizon=horizon, patch=patch, epoch_days=epoch_days)
     if recorded.get("file") != own["file"] or recorded.get("sha256") != own["sha256"]:
         raise InputError(f"the members were trained against the correction {recorded.get('file')} (sha256 "
                          f"{recorded.get('sha256')}), but this insarcast ships {own['file']} (sha256 "
@@ -247,14 +251,16 @@ def check_identity(recorded: dict[str, str], *, history: int, horizon: int, patc
 
 
 @functools.lru_cache(maxsize=8)
-def shipped(*, history: int, horizon: int, patch: int, static: tuple[str, ...]) -> Correction:
-    """The correction shipped for windows of T, F and P, or an error naming what exists."""
+def shipped(*, history: int, horizon: int, patch: int, static: tuple[str, ...],
+            epoch_days: float = EPOCH_DAYS) -> Correction:
+    """The correction shipped for windows of T, F and P over epochs ``epoch_days`` apart, or an error
+    naming what exists."""
     folder = resources.files(PACKAGE) / FOLDER
-    name = file_name(history=history, horizon=horizon, patch=patch)
+    name = file_name(history=history, horizon=horizon, patch=patch, epoch_days=epoch_days)
     if not (folder / name).is_file():
         have = sorted(p.name for p in folder.iterdir() if p.name.endswith(".json"))
         raise InputError(f"no synthetic-truth correction is shipped for T = {history}, F = {horizon}, "
-                         f"P = {patch} (have {', '.join(have) or 'none'}); fit one with "
+                         f"P = {patch} and {epoch_days:g}-day epochs (have {', '.join(have) or 'none'}); fit one with "
                          "'python -m insarcast.training.correction' or use the inputs 'residual-hindcast'",
                          field="inputs")
     with resources.as_file(folder / name) as path:

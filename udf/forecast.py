@@ -20,8 +20,8 @@ from insarcast.errors import InputError
 
 from insarcast.baselines import decimal_years
 
-from .correction import provenance as correction_provenance
-from .inputs import check_inputs, forecast_scale, norm_values, reference_fit, uses_spatial_filter
+from .correction import EPOCH_DAYS as CORRECTION_EPOCH_DAYS, provenance as correction_provenance
+from .inputs import check_inputs, epoch_days, forecast_scale, norm_values, reference_fit, uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
@@ -188,7 +188,9 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs,
                      spatial_filter=FILTER_NAME if uses_spatial_filter(inputs, spatial_filter) else "none")
     if inputs == "residual-corrected":
-        out.attrs.update(correction_provenance(history=history, horizon=int(fc.shape[1]), patch=patch))
+        t = template["t"].values if "t" in template.coords else ()
+        days = epoch_days(decimal_years(t)) if len(t) > 1 else CORRECTION_EPOCH_DAYS
+        out.attrs.update(correction_provenance(history=history, horizon=int(fc.shape[1]), patch=patch, epoch_days=days))
     return out
 
 

@@ -60,8 +60,8 @@ from insarcast.baselines import HINDCAST_ORIGINS, Fits, change, fits
 from insarcast.contract import PAPER_CHANNELS
 from insarcast.errors import InputError
 
-from .correction import LAGS, features as correction_features, identity as correction_identity, \
-    shipped as shipped_correction
+from .correction import EPOCH_DAYS as CORRECTION_EPOCH_DAYS, LAGS, features as correction_features, \
+    identity as correction_identity, shipped as shipped_correction
 from .spatial import binomial_filter
 
 INPUTS: dict[str, tuple[str, ...]] = {
@@ -249,25 +249,35 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     if inputs == "residual-corrected":
         lags = np.where(ok, residual_mm.transpose(1, 0, 2, 3), 0.0)[:, history - LAGS:][:, ::-1]
         bound = TRUST * np.nan_to_num(np.moveaxis(f.adaptive_scale(), 0, 1))          # (N, F, P, P)
-        reference = reference + np.clip(_correction(history, horizon, p, q, inputs).predict(
+        days = epoch_days(years[:anchor + 1])
+        reference = reference + np.clip(_correction(history, horizon, p, q, inputs, days).predict(
             correction_features(static_mm, lags, m), m), -bound, bound)
     level_ = curve[history - 1] - last
     level = np.where(m & np.isfinite(level_), level_, 0.0)
     return ModelInputs(x, reference.astype(np.float32), level.astype(np.float32))
 
 
-def pinned_correction(inputs: str, *, history: int, horizon: int, patch: int) -> dict[str, str] | None:
-    """``{file, sha256}`` of the shipped correction a model of formulation ``inputs`` learns on (what its
-    run records and its ensemble's manifest pins), None but for ``residual-corrected``."""
+def pinned_correction(inputs: str, *, history: int, horizon: int, patch: int,
+                      epoch_days: float = CORRECTION_EPOCH_DAYS) -> dict[str, str] | None:
+    """``{file, sha256}`` of the shipped correction a model of formulation ``inputs`` learns on over epochs
+    ``epoch_days`` apart (what its run records and its ensemble's manifest pins), None but for
+    ``residual-corrected``."""
     if inputs != "residual-corrected":
         return None
-    return correction_identity(history=history, horizon=horizon, patch=patch)
+    return correction_identity(history=history, horizon=horizon, patch=patch, epoch_days=epoch_days)
 
 
-def _correction(history: int, horizon: int, p: int, q: int, inputs: str):
+def epoch_days(years: np.ndarray) -> float:
+    """The median spacing of the epochs ``years`` (decimal years of 365.25 days), in days: which shipped
+    correction applies (:func:`insarcast.udf.correction.file_name`)."""
+    y = np.asarray(years, np.float64)
+    return float(np.median(np.diff(y))) * 365.25 if y.size > 1 else float(CORRECTION_EPOCH_DAYS)
+
+
+def _correction(history: int, horizon: int, p: int, q: int, inputs: str, days: float):
     if p != q:
         raise InputError(f"the synthetic-truth correction needs square windows, got {p} x {q}", field="patch")
-    return shipped_correction(history=history, horizon=horizon, patch=p, static=INPUTS[inputs][3:])
+    return shipped_correction(history=history, horizon=horizon, patch=p, static=INPUTS[inputs][3:], epoch_days=days)
 
 
 def reference_scale(displacement: np.ndarray, years: np.ndarray, *, history: int, horizon: int,

@@ -285,7 +285,7 @@ class Manifest(_Document):
             from .correction import check_identity
 
             check_identity(self.reference_correction, history=self.history, horizon=self.horizon, patch=self.patch,
-                           path=self.path)
+                           epoch_days=self.epoch_days, path=self.path)
 
     def to_json(self) -> str:
         """The manifest as written: indented JSON, one trailing newline."""
