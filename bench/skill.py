@@ -186,28 +186,31 @@ def _other_ground(name: str):
     return dataclasses.replace(base, name=name, faults=(turned,))
 
 
-def scenario_cube(name: str, data: Path) -> tuple[Path, Path]:
-    """(cube, scenario folder) of a scenario, made once under ``data`` and reused."""
+def scenario_cube(name: str, data: Path, *, step_days: int = 6) -> tuple[Path, Path]:
+    """(cube, scenario folder) of a scenario, made once under ``data`` and reused; ``step_days`` other
+    than 6 observes the same ground every ``step_days`` days (EGMS after the loss of Sentinel-1B: 12)."""
     from insarcast.egms import read_egms
     from insarcast.grid import grid_points
     from insarcast.synth import write_scenario
 
-    if name == "demo":
+    if name == "demo" and step_days == 6:
         return demo_cube(data), data / "demo"
-    folder, cube = data / f"skill-{name}", data / f"skill-{name}.zarr"
+    tag = name if step_days == 6 else f"{name}-d{step_days}"
+    folder, cube = data / f"skill-{tag}", data / f"skill-{tag}.zarr"
     if not cube.exists():
-        outputs = write_scenario(scenario_config(name), folder, progress=False)
+        config = scenario_config(name)
+        outputs = write_scenario(dataclasses.replace(config, step_days=step_days), folder, progress=False)
         grid_points(read_egms(outputs.csv), cube)
     return cube, folder
 
 
-def skill_on(name: str, ensemble, *, data: Path, origins: int) -> dict:
+def skill_on(name: str, ensemble, *, data: Path, origins: int, step_days: int = 6) -> dict:
     import xarray as xr
 
     from insarcast.cube import open_cube
     from insarcast.report import skill
 
-    cube_path, folder = scenario_cube(name, data)
+    cube_path, folder = scenario_cube(name, data, step_days=step_days)
     cube = open_cube(cube_path).load()
     truth = xr.open_zarr(folder / "truth.zarr")["displacement"].load()
     nt = cube.sizes["t"]
@@ -284,6 +287,9 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-curve", action="store_true")
     parser.add_argument("--budgets", default="256x4,1024x4,1024x8,4096x8")
     parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
+    parser.add_argument("--step-days", type=int, default=6,
+                        help="observe the scenarios every N days (12: EGMS after the loss of Sentinel-1B); the "
+                             "ensemble must be one trained on such epochs")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     args.data.mkdir(parents=True, exist_ok=True)
@@ -300,7 +306,7 @@ def main(argv=None) -> int:
     names = SCENARIOS if args.scenarios == "all" else tuple(args.scenarios.split(","))
     results = []
     for name in names:
-        result = skill_on(name, ensemble, data=args.data, origins=args.origins)
+        result = skill_on(name, ensemble, data=args.data, origins=args.origins, step_days=args.step_days)
         print_skill(result)
         results.append(result)
     manifest = ensemble.manifest

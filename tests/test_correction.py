@@ -173,26 +173,19 @@ def test_windows_without_a_shipped_correction_are_refused_with_what_exists():
 
 
 def test_the_correction_follows_the_epochs_spacing():
-    """6-day files keep their names; other spacings have their own file (``-D12``), which the
-    inputs pick from the epochs' times and the manifest pins."""
+    """6-day files keep their names; another spacing looks for its own file (``-D12``), which none of
+    the shipped ones is (a 12-day file was fitted and measured, README "Forecast skill"): a window of
+    12-day epochs is refused with what exists rather than corrected by a 6-day file."""
     assert corr.file_name(history=12, horizon=6, patch=16) == "synthetic-T12-F6-P16.json"
     assert corr.file_name(history=12, horizon=6, patch=16, epoch_days=6.0000001) == "synthetic-T12-F6-P16.json"
     assert corr.file_name(history=12, horizon=6, patch=16, epoch_days=12) == "synthetic-T12-F6-P16-D12.json"
     six = corr.shipped(history=12, horizon=6, patch=16, static=STATIC)
-    twelve = corr.shipped(history=12, horizon=6, patch=16, static=STATIC, epoch_days=12)
-    assert (six.epoch_days, twelve.epoch_days) == (6, 12)
-    assert "--step-days 12" in twelve.about["command"] and "--step-days" not in six.about["command"]
-    twelve.check_grid(spacing=100.0, epoch_days=12.0)
-    with pytest.raises(InputError, match="12 days"):
-        six.check_grid(spacing=100.0, epoch_days=12.0)
+    assert six.epoch_days == 6 and "--step-days" not in six.about["command"]
     d, valid, t = _series(n=140, size=16)
-    built = {days: model_inputs(d[None], valid[None], history=12, horizon=6, norm=UNIT, inputs="residual-corrected",
-                                years=t * days / 6).reference for days in (6, 12)}
-    plain = {days: model_inputs(d[None], valid[None], history=12, horizon=6, norm=UNIT, inputs="residual-hindcast",
-                                years=t * days / 6).reference for days in (6, 12)}
-    # each spacing's reference moves by its own file's correction (the trust region bounds both)
-    assert not np.allclose(built[12] - plain[12], built[6] - plain[6], atol=1e-3)
-    assert corr.identity(history=12, horizon=6, patch=16, epoch_days=12)["file"] == "synthetic-T12-F6-P16-D12.json"
+    model_inputs(d[None], valid[None], history=12, horizon=6, norm=UNIT, inputs="residual-corrected", years=t)
+    with pytest.raises(InputError, match=r"P = 16 and 12-day epochs \(have .*synthetic-T12-F6-P16.json"):
+        model_inputs(d[None], valid[None], history=12, horizon=6, norm=UNIT, inputs="residual-corrected",
+                     years=t * 2)
 
 
 @pytest.mark.parametrize("history", [8, 12])
@@ -285,9 +278,9 @@ def test_the_corrected_reference_shows_no_tile_seams():
 
 
 def test_a_cube_on_another_epoch_spacing_is_refused_for_training_and_the_demo_falls_back(tiny_cube, tmp_path):
-    """The tiny preset's correction was fitted on 100 m cells and 6-day epochs and none on 12-day ones; a
-    cube of 12-day epochs (EGMS after Sentinel-1B) is refused by its training with what to do, and the
-    demo trains residual-hindcast on it instead, saying so. The demo preset's windows have both."""
+    """The shipped corrections were fitted on 100 m cells and 6-day epochs; a cube of 12-day epochs
+    (EGMS after Sentinel-1B) is refused by training with what to do, and the demo trains
+    residual-hindcast on it instead, saying so."""
     from insarcast.cube import open_cube
     from insarcast.demo import CUBE, _inputs_for
     from insarcast.training.data import Windows
@@ -316,10 +309,6 @@ def test_a_cube_on_another_epoch_spacing_is_refused_for_training_and_the_demo_fa
     assert _inputs_for(run) == {"model.inputs": "residual-hindcast"} and "12-day epochs" in run.said[0]
     run.paths = {CUBE: tiny_cube}
     assert _inputs_for(run) == {}
-    # the demo's windows (T 12, F 6, P 16) have a 12-day correction: such a cube keeps residual-corrected
-    demo = Run()
-    demo.tune_preset, demo.paths, demo.said = "demo", {CUBE: twelve}, []
-    assert _inputs_for(demo) == {} and not demo.said
 
 
 def test_an_ensemble_is_pinned_to_the_correction_its_members_learnt_on(tmp_path):

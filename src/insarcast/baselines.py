@@ -40,6 +40,16 @@ not enter the forecast of the change.
   spans 2T, 2.5T, 3T, 4T and margins 1.25, 1.5, 2) then: fast-mine 0.651 / 1.465 (the window's line
   1.860 in the zones), demo 0.350 / 0.762, accelerating-fault 0.556 / 0.839, noisy 0.386 / 0.712;
   on the held-out onset, demo-seed7 and rebound within 0.005 mm of the three-curve rule.
+  The margin was then widened from 1.25 to 1.5, measured on twenty scenarios: the fourteen of
+  ``bench/skill.py`` and six of ``bench/outside.py``, ground of another simulator (the filtered
+  adaptive baseline's change at F against the truth, 6 origins, overall / zones, 1.25 -> 1.5):
+  outside seeds 101, 202, 303, 404, 505, 606 0.292 / 0.508 -> 0.281 / 0.500, 0.326 / 0.456 -> 0.293
+  / 0.414, 0.317 / 0.617 -> 0.298 / 0.605, 0.417 / 0.808 -> 0.395 / 0.788, 0.276 / 0.372 -> 0.258 /
+  0.361, 0.279 / 0.446 -> 0.256 / 0.428 (the last three looked at only after 1.5 was picked on the
+  first three); on this simulator's scenarios 2 to 18 % lower overall but on onset (+1.7 %) and
+  fast-mine (+0.2 %), and in the zones from -9 % (far-beyond) to +1.6 % (demo). Where ground is
+  still, a noisy hindcast score otherwise traded the long fit's averaging away for a shorter curve.
+  Margin 2 gained more beyond the family and lost 3 to 4 % in the demo family's zones.
 - ``seasonal_naive``: the change over the same horizon one year earlier.
 
 :func:`fits` returns the curves and misfits behind them; the model inputs of
@@ -58,7 +68,7 @@ SIMPLE_BASELINES = ("persistence", "linear", "trend_annual")
 ANNUAL_MIN_SPAN = 1.0         # years of history before an annual sinusoid is fitted
 ADAPTIVE_RATIO = 1.5          # a smoother curve is kept where its RMS misfit over the window <= this x the line's
 HINDCAST_ORIGINS = 6          # past forecast origins whose errors choose the adaptive curve
-HINDCAST_MARGIN = 1.25        # a smoother curve is kept where its hindcast error <= this x the smallest
+HINDCAST_MARGIN = 1.5         # a smoother curve is kept where its hindcast error <= this x the smallest
 QUADRATIC_SPAN = 2.5          # x T epochs: the quadratic (accelerating) curve's fit
 QUADRATIC_MARGIN = 2.0        # the quadratic is taken only where its hindcast error x this < every other's
 # mm^2: hindcast errors below this are ties (float32 displacements of 100 mm carry 1e-5 mm of rounding,
