@@ -113,6 +113,8 @@ def build_manifest(best, members: list[dict[str, Any]], *, arch: str, data: byte
         "epoch_days": float(best.metrics["epoch_days"]),
         **({"reference_correction": best.metrics["reference_correction"]}
            if inputs == "residual-corrected" and best.metrics.get("reference_correction") else {}),
+        **({"reference_rule": best.metrics["reference_rule"]}
+           if inputs != "paper" and best.metrics.get("reference_rule") else {}),
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, t, c, p, p],
                   "dims": list(INPUT_DIMS)},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, f, p, p],

@@ -130,7 +130,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def check_compatible(runs: list[Run]) -> None:
-    """All runs share T, F, P, C, normalisation, grid and epoch spacing with the first (best) one."""
+    """All runs share T, F, P, C, normalisation, grid, epoch spacing and the reference's correction and rule
+    with the first (best) one."""
     if not runs:
         return
     best = runs[0]
@@ -139,12 +140,13 @@ def check_compatible(runs: list[Run]) -> None:
     fields.append(("model.inputs", lambda r: r.metrics["model"].get("inputs", "paper")))
     fields += [(k, lambda r, k=k: r.metrics[k]) for k in ("normalisation", "grid", "epoch_days")]
     fields.append(("reference_correction", lambda r: r.metrics.get("reference_correction")))
+    fields.append(("reference_rule", lambda r: r.metrics.get("reference_rule")))
     for run in runs[1:]:
         for name, get in fields:
             if not _same(get(run), get(best)):
                 raise InputError(f"{run.describe()} has {name} = {get(run)!r} but the best member, {best.describe()}, "
                                  f"has {get(best)!r}; all members of an ensemble must share T, F, P, C, the "
-                                 "normalisation, the grid, the epoch spacing and the reference correction",
+                                 "normalisation, the grid, the epoch spacing and the reference's correction and rule",
                                  path=run.metrics_path, field=name)
 
 

@@ -113,6 +113,10 @@ def ensemble_manifest(members, *, history: int, horizon: int, patch: int, norm: 
                    "dims": ["batch", "horizon", "y", "x"], "units": "normalised"},
         "members": entries,
     }
+    if inputs not in (None, "paper"):       # what the export copies from the runs (the reference's rule)
+        from insarcast.baselines import reference_rule
+
+        manifest["reference_rule"] = reference_rule()
     manifest.update(fields)
     return manifest
 

@@ -3,6 +3,7 @@ linear map, the ``residual-corrected`` reference equal to the ``residual-hindcas
 correction of the same window, refusals naming the field, and the shipped files."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -342,6 +343,34 @@ def test_an_ensemble_is_pinned_to_the_correction_its_members_learnt_on(tmp_path)
     assert "field 'reference_correction'" in str(err.value)
     with pytest.raises(InputError, match="64 lower-case hex"):
         read_manifest(ensemble("bad", reference_correction={**own, "sha256": "XYZ"}))
+
+
+def test_an_ensemble_is_refused_when_its_reference_was_chosen_by_another_rule(tmp_path):
+    """The adaptive curve a residual member corrects is chosen by the baselines' constants (the hindcast
+    margin among them): members that learnt on another rule are refused, naming what changed; an older
+    manifest without the record is used with a warning."""
+    from conftest import linear_member, write_ensemble
+
+    from insarcast.baselines import reference_rule
+    from insarcast.udf.ensemble import load_ensemble
+    from insarcast.udf.manifest import ManifestWarning
+
+    names = list(INPUTS["residual-hindcast"])
+    member = linear_member(0.0, history=8, horizon=6, patch=16, channels=len(names))
+
+    def ensemble(name, **fields):
+        return write_ensemble(tmp_path / name, [member], history=8, horizon=6, patch=16, channels=len(names),
+                              norm=UNIT, inputs="residual-hindcast", channel_names=names, **fields)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_ensemble(ensemble("same"))                                   # the fixture records today's rule
+    older = {**reference_rule(), "hindcast_margin": 1.25}
+    with pytest.raises(InputError, match=r"hindcast_margin 1.25 -> 1.5.*retrain and export") as err:
+        load_ensemble(ensemble("other", reference_rule=older))
+    assert "field 'reference_rule'" in str(err.value)
+    with pytest.warns(ManifestWarning, match="hindcast margin 1.25"):
+        load_ensemble(ensemble("old", edit=lambda m: m.pop("reference_rule")))
 
 
 def test_the_scenario_family_draws_every_season_and_motions_of_both_signs():

@@ -85,6 +85,10 @@ def test_ensemble_lists_its_members(first):
 
     assert manifest["inputs"] == "residual-corrected"
     assert manifest["reference_correction"] == identity(history=8, horizon=6, patch=16)
+    # and the rule that chose the reference they correct (the runs record it, the export copies it)
+    from insarcast.baselines import reference_rule
+
+    assert manifest["reference_rule"] == reference_rule()
 
 
 def test_products_hold_the_class_layer(first):

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from insarcast import __version__
-from insarcast.baselines import BASELINES, forecasts as baseline_forecasts
+from insarcast.baselines import BASELINES, forecasts as baseline_forecasts, reference_rule
 from insarcast.progress import bar
 from insarcast.training.data import Windows, WindowDataset
 from insarcast.training.distributed import Context, setup
@@ -257,6 +257,7 @@ def train_run(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, see
         "windows": {part: int(len(windows.samples(part))) for part in ("train", "val", "test")},
         "test_windows_scored": windows_used(cfg.test_samples, len(windows.samples("test"))),
         "epoch_days": windows.epoch_days, "grid": windows.grid, "reference_correction": windows.correction,
+        "reference_rule": None if model_cfg.inputs == "paper" else reference_rule(),
         "cube": windows.source, "insarcast_version": __version__,
         "torch_version": torch.__version__, **(extra or {}),
     }

@@ -345,6 +345,7 @@ def load_ensemble(path: str | os.PathLike | Manifest, *, providers: Sequence[str
     """
     manifest = path if isinstance(path, Manifest) else read_manifest(path)
     manifest.check_correction()
+    manifest.check_reference_rule()
     explicit_cuda = providers is not None and "CUDAExecutionProvider" in providers   # asked for, not defaulted
     providers = _check_options(providers, intra_op_threads, batch_size)
     members = []

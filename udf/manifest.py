@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -41,7 +42,7 @@ from typing import Any, Iterator
 
 from insarcast.contract import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, MODEL_INPUT_DIMS as INPUT_DIMS, \
     MODEL_OUTPUT_DIMS as OUTPUT_DIMS
-from insarcast.errors import InputError
+from insarcast.errors import InputError, InsarcastWarning
 
 from .inputs import INPUTS, NORM_KEYS
 SHAPE_KEYS = ("history", "horizon", "patch", "channels")     # T, F, P, C
@@ -49,6 +50,10 @@ SHAPE_KEYS = ("history", "horizon", "patch", "channels")     # T, F, P, C
 _INT, _NUMBER, _STR, _DICT, _LIST, _BOOL = "int", "number", "str", "dict", "list", "bool"
 _OPT_INT, _OPT_NUMBER, _OPT_STR = "int or null", "number or null", "str or null"
 _REQUIRED = object()
+
+
+class ManifestWarning(InsarcastWarning):
+    """An ensemble is used although its manifest leaves something unchecked (an older format)."""
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -277,6 +282,28 @@ class Manifest(_Document):
                     raise InputError(f"member {m.file} has {key} = {value!r} but the ensemble has {key} = {own}: "
                                      "all members must share T, F, P and C", path=self.path,
                                      field=f"members[{m.index}].hyperparameters.model.{key}")
+
+    def check_reference_rule(self) -> None:
+        """Refuse members that learnt on an adaptive curve chosen by other constants than this insarcast's
+        (:func:`insarcast.baselines.reference_rule`): they correct what that curve left, not this one.
+        An ensemble that does not record its rule (written before insarcast 0.1.0 recorded it; the
+        hindcast margin was then 1.25) is used with a warning."""
+        if self.inputs == "paper":
+            return
+        from insarcast.baselines import reference_rule
+
+        own, recorded = reference_rule(), self.raw.get("reference_rule")
+        if recorded is None:
+            warnings.warn(f"{self.path}: the ensemble does not record the rule of its reference (ensembles "
+                          "exported before it was recorded learnt on the hindcast margin 1.25, this insarcast "
+                          f"uses {own['hindcast_margin']:g}); retrain and export it to forecast on the same reference",
+                          ManifestWarning, stacklevel=2)
+            return
+        if recorded != own:
+            changed = ", ".join(f"{k} {recorded.get(k)!r} -> {own[k]!r}" for k in own if recorded.get(k) != own[k])
+            raise InputError(f"the members learnt on a reference chosen by another rule ({changed or recorded!r}): "
+                             "retrain and export the ensemble with this insarcast, or forecast with the version it "
+                             "was trained with", path=self.path, field="reference_rule")
 
     def check_correction(self) -> None:
         """Refuse to forecast with members trained against another correction than the installed one

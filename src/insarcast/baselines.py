@@ -74,6 +74,15 @@ QUADRATIC_MARGIN = 2.0        # the quadratic is taken only where its hindcast e
 # mm^2: hindcast errors below this are ties (float32 displacements of 100 mm carry 1e-5 mm of rounding,
 # and the fits' own arithmetic 1e-12 mm): a series that a smoother curve fits exactly keeps it.
 HINDCAST_RESOLUTION = 1e-12
+
+
+def reference_rule() -> dict[str, float]:
+    """The constants that decide the adaptive curve: what a residual model's reference was built with.
+    A training run records it and an ensemble's manifest carries it, so that a forecast refuses members
+    that learnt on another rule (:meth:`insarcast.udf.manifest.Manifest.check_reference_rule`)."""
+    return {"adaptive_ratio": ADAPTIVE_RATIO, "hindcast_origins": HINDCAST_ORIGINS,
+            "hindcast_margin": HINDCAST_MARGIN, "quadratic_span": QUADRATIC_SPAN,
+            "quadratic_margin": QUADRATIC_MARGIN}
 EPOCH_BLOCK = 64              # epochs cast to float64 at a time by the long fit (:func:`_long_coefficients`)
 CURVES = ("linear", "local", "long", "quadratic")   # the order of :attr:`Fits.hindcast`
 
