@@ -143,7 +143,7 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
         points = dataclasses.replace(points, values=resample(points.values, points.dates, regular),
                                      dates=regular.dates)
     grid = grid or GridSpec.around(points.easting, points.northing, spacing=spacing)
-    check_size(grid, max_cells=max_cells, source=", ".join(points.sources) or None)
+    check_size(grid, max_cells=max_cells, source=source)
     tree = cKDTree(np.column_stack([points.easting, points.northing]))
     attrs = {
         "title": "EGMS L3 vertical displacement gridded by inverse distance weighting",
