@@ -226,7 +226,8 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
         index = stage / "index.html"
         index.write_text(page_html("insarcast report: where the ground will move next",
                                    f"forecast from {prod.attrs.get('reference_time', '?')}, valid "
-                                   f"{prod.attrs.get('valid_time', '?')} (horizon {horizon} epochs), ensemble "
+                                   f"{prod.attrs.get('valid_time', '?')} (horizon {horizon} epochs"
+                                   f"{_horizon_days(prod.attrs)}), ensemble "
                                    f"{prod.attrs.get('ensemble', '?')}", sections), encoding="utf-8")
         if browser_check:
             _check_in_browser(index, stage)
@@ -787,3 +788,14 @@ def _provenance_section(inputs: dict, notes: list[str]) -> Section:
     for note in notes:
         prov.add(note_html(note))
     return prov
+
+
+def _horizon_days(attrs) -> str:
+    """`` = N days`` from the products' reference and valid times (the epochs' spacing varies between
+    cubes: 6 days, 12 after the loss of Sentinel-1B), or nothing where either is missing."""
+    try:
+        days = (np.datetime64(attrs["valid_time"]) - np.datetime64(attrs["reference_time"])) / np.timedelta64(1, "D")
+    except (KeyError, ValueError, TypeError):
+        return ""
+    return f" = {days:g} days"
+

@@ -104,7 +104,9 @@ def test_catalog_and_report_exist(first):
     out, _, _ = first
     catalog = json.loads((out / "catalog" / "catalog.json").read_text())
     assert catalog["type"] == "Catalog" and catalog["links"]
-    assert (out / "report" / "index.html").stat().st_size > 0
+    page = (out / "report" / "index.html").read_text()
+    # the horizon in epochs and in days (the tiny scenario's epochs are 6 days apart: 6 x 6)
+    assert "(horizon 6 epochs = 36 days)" in page
 
 
 def test_summary_names_every_output(first):
