@@ -168,6 +168,8 @@ def write_tile(folder: Path, seed: int, *, mixed: bool = False) -> Path:
 def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool) -> dict | None:
     import xarray as xr
 
+    from skill import scored
+
     from insarcast.cube import open_cube
     from insarcast.errors import InputError
     from insarcast.grid import grid_files
@@ -196,13 +198,9 @@ def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool) ->
                             start=int(round(0.9 * nt)), count=origins)
     tick = time.perf_counter()
     scores = skill.score(cube, ensemble, anchors=anchors, truth=truth, zones=zones)
-    maps = scores.map_table()
-    return {"scenario": f"outside-{seed}{' (12-day epochs after 2021-12-23)' if mixed else ''}",
-            "seconds": time.perf_counter() - tick, "anchors": scores.anchors, "zones_share": float(zones.mean()),
-            "cadence_days": cube.attrs.get("cadence_days"), "table": scores.table().to_dict("records"),
-            "maps": maps.to_dict("records"), "calibration": scores.calibration_table().to_dict("records"),
-            "maps_mean": maps.drop(columns=["anchor"]).mean().to_dict(),
-            "horizon_truth": scores.horizon_table("truth").to_dict("records")}
+    name = f"outside-{seed}{' (12-day epochs after 2021-12-23)' if mixed else ''}"
+    return {**scored(name, scores, seconds=time.perf_counter() - tick), "zones_share": float(zones.mean()),
+            "cadence_days": cube.attrs.get("cadence_days")}
 
 
 def main(argv=None) -> int:

@@ -219,12 +219,16 @@ def skill_on(name: str, ensemble, *, data: Path, origins: int, step_days: int = 
     tick = time.perf_counter()
     scores = skill.score(cube, ensemble, anchors=anchors, truth=truth,
                          zones=skill.zone_mask(folder / "zones.geojson", cube))
-    table = scores.table()
+    return scored(name, scores, seconds=time.perf_counter() - tick)
+
+
+def scored(name: str, scores, *, seconds: float) -> dict:
+    """The JSON record of one scenario's :class:`insarcast.report.skill.SkillScores` (what
+    :func:`print_skill` prints; ``bench/outside.py`` writes the same)."""
     maps = scores.map_table()
-    calibration = scores.calibration_table()
-    return {"scenario": name, "seconds": time.perf_counter() - tick, "anchors": scores.anchors,
-            "table": table.to_dict("records"), "maps": maps.to_dict("records"),
-            "calibration": calibration.to_dict("records"),
+    return {"scenario": name, "seconds": seconds, "anchors": scores.anchors,
+            "table": scores.table().to_dict("records"), "maps": maps.to_dict("records"),
+            "calibration": scores.calibration_table().to_dict("records"),
             "maps_mean": maps.drop(columns=["anchor"]).mean().to_dict(),
             "horizon_truth": scores.horizon_table("truth").to_dict("records")}
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from insarcast.baselines import decimal_years  # noqa: F401  (re-exported: training.data.decimal_years)
-from insarcast.cadence import check_regular
+from insarcast.cadence import check_regular, median_spacing
 from insarcast.cube import open_cube
 from insarcast.errors import InputError
 from insarcast.training.windows import Normalisation, Sample, Split, make_sample, patch_origins, pixel_mask, \
@@ -138,8 +138,8 @@ def cube_spacing(ds) -> float | None:
 
 
 def epoch_spacing(times: np.ndarray) -> float:
-    """The median spacing of the epochs ``times`` (datetime64), in days."""
-    return float(np.median(np.diff(times)).astype("timedelta64[s]").astype(np.float64) / 86400.0)
+    """The median spacing of the epochs ``times`` (datetime64), in days (:func:`insarcast.cadence.median_spacing`)."""
+    return median_spacing(times)
 
 
 def check_correction_grid(*, inputs: str, history: int, horizon: int, patch: int, spacing: float | None,

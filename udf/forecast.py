@@ -19,9 +19,10 @@ import xarray as xr
 from insarcast.errors import InputError
 
 from insarcast.baselines import decimal_years
+from insarcast.cadence import median_spacing
 
 from .correction import EPOCH_DAYS as CORRECTION_EPOCH_DAYS, provenance as correction_provenance
-from .inputs import check_inputs, epoch_days, forecast_scale, norm_values, reference_fit, uses_spatial_filter
+from .inputs import check_inputs, forecast_scale, norm_values, reference_fit, uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
@@ -189,7 +190,7 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
                      spatial_filter=FILTER_NAME if uses_spatial_filter(inputs, spatial_filter) else "none")
     if inputs == "residual-corrected":
         t = template["t"].values if "t" in template.coords else ()
-        days = epoch_days(decimal_years(t)) if len(t) > 1 else CORRECTION_EPOCH_DAYS
+        days = median_spacing(t) if len(t) > 1 else CORRECTION_EPOCH_DAYS
         out.attrs.update(correction_provenance(history=history, horizon=int(fc.shape[1]), patch=patch, epoch_days=days))
     return out
 

@@ -11,9 +11,11 @@ the latest epochs (:data:`LATEST`), the one the forecast continues. Epochs betwe
 are dropped (every other 6-day epoch before a 12-day period: no value is invented); a multiple
 with no epoch within :data:`TOLERANCE_DAYS` (one missing acquisition) is filled by linear
 interpolation in time between the epochs around it, as long as at most :data:`MAX_FILLED` of the
-kept epochs are filled (more means the cadence is not the data's: refused). :func:`regularise`
-applies it to a point set (``insarcast grid`` does, and records what it did in the cube's
-attributes); :func:`check_regular` refuses an irregular time axis where a cube is used.
+kept epochs are filled (more means the cadence is not the data's: refused). :func:`resample`
+applies it to a point set's values (``insarcast grid`` does, and records what it did in the cube's
+attributes); :func:`check_regular` refuses an irregular time axis where a cube is used, and
+:func:`median_spacing` is the one measure of an axis's spacing in days (training's ``epoch_days``,
+the correction file the products name).
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def spacings(dates: np.ndarray) -> np.ndarray:
     return np.diff(days)
 
 
+def median_spacing(dates: np.ndarray) -> float:
+    """The median of :func:`spacings`, in days (NaN for fewer than two dates)."""
+    gaps = spacings(dates)
+    return float(np.median(gaps)) if gaps.size else float("nan")
+
+
 def latest_cadence(dates: np.ndarray) -> float:
     """The median spacing of the last :data:`LATEST` intervals, in days."""
     gaps = spacings(dates)
@@ -128,13 +136,11 @@ def check_regular(dates: np.ndarray, *, source: str | None = None, field: str = 
     """The cadence of ``dates`` in days, or an :class:`InputError` if the spacings differ by more than
     :data:`TOLERANCE_DAYS` (a cube made by ``insarcast grid`` is regular)."""
     gaps = spacings(dates)
-    if gaps.size == 0:
-        return float("nan")
-    if gaps.max() - gaps.min() > TOLERANCE_DAYS:
+    if gaps.size and gaps.max() - gaps.min() > TOLERANCE_DAYS:
         raise InputError("the epochs are not regular: " + _spacing_summary(np.asarray(dates, "datetime64[D]"))
                          + "; windows of T epochs would span different times (`insarcast grid` keeps a "
                          "regular cadence; elsewhere, select the epochs of one cadence)", path=source, field=field)
-    return float(np.median(gaps))
+    return median_spacing(dates)
 
 
 def _spacing_summary(d: np.ndarray) -> str:
