@@ -35,7 +35,7 @@ import numpy as np
 from insarcast.errors import InputError
 from insarcast.log import LOGGER as logger
 from insarcast.udf.correction import LAGS, Correction, feature_names, features
-from insarcast.udf.inputs import INPUTS, model_inputs
+from insarcast.udf.inputs import DYNAMIC, model_inputs, static_channels
 
 INPUTS_USED = "residual-hindcast"          # the channels and reference the features are built from
 HIDDEN = (96, 96)                         # the network's hidden widths
@@ -138,7 +138,7 @@ def window_features(d: np.ndarray, valid: np.ndarray, years: np.ndarray, anchor:
                          years=years[: anchor + 1])
     m = built.x[:, -1, 1] > 0.5
     lags = built.x[:, history - LAGS:, 2][:, ::-1]
-    return features(built.x[:, -1, 3:], lags, m), built.reference, m
+    return features(built.x[:, -1, DYNAMIC:], lags, m), built.reference, m
 
 
 def to_windows(a: np.ndarray, patch: int) -> np.ndarray:
@@ -253,7 +253,7 @@ def fit_correction(configs, *, history: int, horizon: int, patch: int, every: in
              "sample": sample, "hidden": list(hidden), "epochs": epochs, "seed": seed, "inputs": INPUTS_USED,
              "held_out_unexplained": round(unexplained, 4), "fit_seconds": round(time.perf_counter() - tick, 1),
              "target": "(T(a+k) - T(a)) - (R(a+k) - R(a)), T the synthetic truth, R the adaptive reference"}
-    return Correction(history=history, horizon=horizon, patch=patch, features=feature_names(INPUTS[INPUTS_USED][3:]),
+    return Correction(history=history, horizon=horizon, patch=patch, features=feature_names(static_channels(INPUTS_USED)),
                       mean=mean, std=std, layers=layers, output_scale=scale, grid_spacing=spacing.pop(),
                       epoch_days=steps.pop(), about=about)
 

@@ -20,7 +20,7 @@ from insarcast.errors import InputError
 from insarcast.training.windows import Normalisation, Sample, Split, make_sample, patch_origins, pixel_mask, \
     residual_statistics, training_statistics
 from insarcast.udf.correction import shipped as shipped_correction
-from insarcast.udf.inputs import INPUTS, check_inputs, pinned_correction
+from insarcast.udf.inputs import check_inputs, pinned_correction, static_channels
 
 PARTS = ("train", "val", "test")
 # Windows kept in memory across the trials of a process, at most this many bytes (0.15 MB each at
@@ -149,7 +149,7 @@ def check_correction_grid(*, inputs: str, history: int, horizon: int, patch: int
     if inputs != "residual-corrected":
         return
     try:
-        correction = shipped_correction(history=history, horizon=horizon, patch=patch, static=INPUTS[inputs][3:],
+        correction = shipped_correction(history=history, horizon=horizon, patch=patch, static=static_channels(inputs),
                                         epoch_days=epoch_days)
     except InputError as err:
         raise InputError(err.message, path=path, field=err.field) from None

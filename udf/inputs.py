@@ -73,6 +73,9 @@ INPUTS: dict[str, tuple[str, ...]] = {
 INPUTS["residual-hindcast"] = INPUTS["residual"] + ("linear_hindcast_rms", "local_hindcast_rms", "long_fit_hindcast_rms",
                                                    "quadratic_hindcast_rms")
 INPUTS["residual-corrected"] = INPUTS["residual-hindcast"]
+#: A window's first DYNAMIC channels change from epoch to epoch (the paper's two and the residual to the
+#: reference); the others (:func:`static_channels`) are the fits at the anchor, the same at every epoch.
+DYNAMIC = 3
 TARGETS = {"paper": "change d(a+k) - d(a)",
            "residual": "residual d(a+k) - R(a+k) to the adaptive curve chosen by window misfit",
            "residual-hindcast": "residual d(a+k) - R(a+k) to the adaptive baseline (curve chosen by hindcast)",
@@ -147,6 +150,12 @@ def uses_spatial_filter(inputs: str, asked: bool | None = None) -> bool:
     """Whether the members of formulation ``inputs`` are filtered: ``asked`` when given (a user's
     choice), else :data:`SPATIAL_FILTER` of ``inputs``."""
     return SPATIAL_FILTER[check_inputs(inputs)] if asked is None else bool(asked)
+
+
+def static_channels(inputs: str) -> tuple[str, ...]:
+    """The channels of formulation ``inputs`` that :func:`model_inputs` repeats at every epoch of a window
+    (none for the paper's): the last ones, after :data:`DYNAMIC`."""
+    return INPUTS[inputs][DYNAMIC:]
 
 
 def check_inputs(name: Any) -> str:
@@ -238,8 +247,8 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     ], axis=1)
     keep = m[:, None] & np.isfinite(static_mm)
     static_mm = np.where(keep, static_mm, 0.0)
-    divisor = np.array([1.0 if SCALING[c] is None else scale for c in INPUTS[inputs][3:]])[:, None, None]
-    x[:, :, 3:] = (static_mm / divisor)[:, None]
+    divisor = np.array([1.0 if SCALING[c] is None else scale for c in static_channels(inputs)])[:, None, None]
+    x[:, :, DYNAMIC:] = (static_mm / divisor)[:, None]
     residual_mm = np.moveaxis(window, 1, 0) - curve[:history]               # (T, N, P, P)
     ok = m_t & np.isfinite(residual_mm).transpose(1, 0, 2, 3)
     with np.errstate(invalid="ignore"):
@@ -277,7 +286,7 @@ def epoch_days(years: np.ndarray) -> float:
 def _correction(history: int, horizon: int, p: int, q: int, inputs: str, days: float):
     if p != q:
         raise InputError(f"the synthetic-truth correction needs square windows, got {p} x {q}", field="patch")
-    return shipped_correction(history=history, horizon=horizon, patch=p, static=INPUTS[inputs][3:], epoch_days=days)
+    return shipped_correction(history=history, horizon=horizon, patch=p, static=static_channels(inputs), epoch_days=days)
 
 
 def reference_scale(displacement: np.ndarray, years: np.ndarray, *, history: int, horizon: int,
