@@ -128,6 +128,7 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
     as trained corrections do."""
     import torch
 
+    from insarcast.baselines import reference_rule
     from insarcast.export import export_ensemble
     from insarcast.export.onnx import DEFAULT_OPSET
     from insarcast.training.models import build_model, save_model
@@ -146,6 +147,7 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
                     recorded.get("reference_correction") == pinned_correction(
                         model_cfg.inputs, history=model_cfg.history, horizon=model_cfg.horizon,
                         patch=model_cfg.patch) and
+                    recorded.get("reference_rule") == (None if inputs == "paper" else reference_rule()) and
                     all(m["hyperparameters"]["model"] == model_cfg.to_dict() and
                         (tune / m["source"] / "model.pt").is_file() for m in recorded["members"]))
         except (KeyError, ValueError, TypeError):
@@ -168,7 +170,7 @@ def ensemble_for(cube: Path, work: Path, members: int, inputs: str = "paper",
         metrics = {"arch": ARCH, "strategy": "tpe", "seed": seed, "trial": 0, "val_loss": 1.0 + 0.01 * seed,
                    "model": model_cfg.to_dict(), "train": cfg.to_dict(), "normalisation": windows.norm.to_dict(),
                    "epoch_days": windows.epoch_days, "grid": windows.grid, "reference_correction": windows.correction,
-                   "cube": str(cube)}
+                   "reference_rule": None if inputs == "paper" else reference_rule(), "cube": str(cube)}
         (folder / "metrics.json").write_text(json.dumps(metrics))
     tick = time.perf_counter()
     export_ensemble(tune, out, arch=ARCH, top=members, strict=True, parity_windows=cube)

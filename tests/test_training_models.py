@@ -48,32 +48,6 @@ def test_a_model_is_rebuilt_from_its_file_alone(arch, tmp_path):
     assert [p for p in tmp_path.iterdir()] == [tmp_path / "model.pt"]     # no temporary left behind
 
 
-@pytest.mark.parametrize("encoder", ["cnn", "resnet", "gcn"])
-def test_static_channels_are_read_once_and_give_the_per_epoch_forecast(encoder):
-    # A residual window repeats its fits (channels 3..15) at every epoch: the first layer reads them from
-    # the last epoch once. Same forecast as applying it to all 16 channels of each epoch (static = 0),
-    # and the earlier epochs' copies are not read at all.
-    torch.manual_seed(2)
-    model = build_model(_small(f"{encoder}-transformer", history=5, horizon=3, patch=8,
-                               inputs="residual-corrected")).eval()
-    assert model.static == 13
-    with torch.no_grad():
-        for w in model.parameters():
-            w.normal_(0.0, 0.2)                    # a residual model's readout starts at zero
-    x = torch.randn(2, 5, 16, 8, 8)
-    x[:, :, 1] = (torch.rand(2, 5, 8, 8) > 0.25).float()
-    x[:, :, 3:] = x[:, -1:, 3:]
-    with torch.no_grad():
-        once = model(x)
-        earlier = x.clone()
-        earlier[:, :-1, 3:] = 99.0
-        assert torch.equal(model(earlier), once)
-        model.static = 0
-        per_epoch = model(x)
-    assert once.abs().max() > 0.1
-    torch.testing.assert_close(once, per_epoch, rtol=0, atol=1e-5)
-
-
 def test_models_differ_when_their_weights_differ():
     x = _history(2, 4, 8)
     torch.manual_seed(0)

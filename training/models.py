@@ -13,12 +13,6 @@ contract of docs/design.md). It reads top to bottom as the paper's section 3.2:
    (for the GCN this is the paper's node-wise MLP on the latest node embeddings, and the projection
    back to the grid is the identity because the nodes are the cell centres).
 
-The first layer of every encoder is linear in the channels. A residual formulation's last channels
-(:func:`insarcast.udf.inputs.static_channels`: the fits at the anchor) are the same at every epoch of
-a window, so that layer applies its static weights to the last epoch's static channels once per window
-and adds the result to each epoch's dynamic part (:func:`first_layer`): the same sum, with 13 of 16
-channels computed once instead of T times.
-
 Only ops that torch.onnx exports are used: the graph convolution is a depthwise convolution with a
 fixed 0/1 kernel of the grid graph's edge offsets; the ``sparse`` (torch CSR) and ``pyg`` (torch-geometric GCNConv
 message passing) back-ends compute the same layer for comparison (bench/train.py).
@@ -40,7 +34,7 @@ from torch import nn
 
 from insarcast.contract import ARCHS, ENCODERS, TEMPORAL  # noqa: F401  (re-exported)
 from insarcast.errors import InputError
-from insarcast.udf.inputs import INPUTS, static_channels
+from insarcast.udf.inputs import INPUTS
 
 READOUTS = ("pooled", "skip")
 GRAPH_BACKENDS = ("grid", "sparse", "pyg")
@@ -112,29 +106,7 @@ class ModelConfig:
         return cls(**data)
 
 
-# --- 1. spatial encoders: (B, T, C, P, P) history -> (B*T, D, P, P) features ---------------------------
-
-def first_layer(layer: nn.Conv2d | nn.Linear, history: torch.Tensor, static: int) -> torch.Tensor:
-    """``layer`` (a convolution, or a linear map over each pixel's channels) applied to each of the T frames
-    of ``history`` (B, T, C, P, P): (B*T, D, P, P) for a convolution, (B*T, P*P, D) for a linear map.
-
-    The last ``static`` channels are the same at every epoch: their share of the sum is computed from the
-    last epoch once and added to each epoch's share of the other channels (zero padding is linear too)."""
-    b, t, c, p, q = history.shape
-    conv = isinstance(layer, nn.Conv2d)
-
-    def apply(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if conv:
-            return nn.functional.conv2d(x, weight, bias, padding=layer.padding)
-        return nn.functional.linear(x.reshape(x.shape[0], x.shape[1], p * q).transpose(1, 2), weight, bias)
-
-    if static == 0:
-        return apply(history.reshape(b * t, c, p, q), layer.weight, layer.bias)
-    dynamic = c - static
-    per_epoch = apply(history[:, :, :dynamic].reshape(b * t, dynamic, p, q), layer.weight[:, :dynamic], layer.bias)
-    once = apply(history[:, -1, dynamic:], layer.weight[:, dynamic:], None)
-    return (per_epoch.reshape(b, t, *per_epoch.shape[1:]) + once[:, None]).reshape(per_epoch.shape)
-
+# --- 1. spatial encoders: (N, C, P, P) frames -> (N, D, P, P) features -------------------------------
 
 class CNNEncoder(nn.Module):
     """``depth`` plain convolutions with GELU, full resolution."""
@@ -147,8 +119,8 @@ class CNNEncoder(nn.Module):
                                  padding=cfg.kernel // 2), nn.GELU()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, history: torch.Tensor, static: int) -> torch.Tensor:
-        return self.net[1:](first_layer(self.net[0], history, static))
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames)
 
 
 class ResidualBlock(nn.Module):
@@ -174,8 +146,8 @@ class ResNetEncoder(nn.Module):
                                   nn.GELU())
         self.blocks = nn.Sequential(*(ResidualBlock(cfg.width, cfg.kernel) for _ in range(cfg.depth)))
 
-    def forward(self, history: torch.Tensor, static: int) -> torch.Tensor:
-        return self.blocks(self.stem[1](first_layer(self.stem[0], history, static)))
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(frames))
 
 
 def grid_neighbours(patch: int, radius: float) -> np.ndarray:
@@ -281,11 +253,10 @@ class GCNEncoder(nn.Module):
         self.layers = nn.ModuleList(GraphConv(cfg.width, cfg.width, neighbours, cfg.graph_backend)
                                     for _ in range(cfg.depth))
 
-    def forward(self, history: torch.Tensor, static: int) -> torch.Tensor:
-        b, t, c, p, _ = history.shape
-        n = b * t
-        valid = history[:, :, 1].reshape(n, p * p)
-        h = torch.nn.functional.gelu(first_layer(self.project, history, static))
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        n, c, p, _ = frames.shape
+        valid = frames[:, 1].reshape(n, p * p)
+        h = torch.nn.functional.gelu(self.project(frames.reshape(n, c, p * p).transpose(1, 2)))
         for layer in self.layers:
             h = torch.nn.functional.gelu(layer(h, valid)) * valid.unsqueeze(-1)
         return h.transpose(1, 2).reshape(n, -1, p, p)
@@ -328,7 +299,6 @@ class Forecaster(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.static = len(static_channels(cfg.inputs))     # channels the same at every epoch (first_layer)
         self.encoder = {"cnn": CNNEncoder, "resnet": ResNetEncoder, "gcn": GCNEncoder}[cfg.encoder](cfg)
         self.token = nn.Linear(cfg.width, cfg.d_model)
         self.temporal = {"lstm": LSTMTemporal, "transformer": TransformerTemporal}[cfg.temporal](cfg)
@@ -361,8 +331,9 @@ class Forecaster(nn.Module):
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         b, t, c, p, _ = history.shape
-        features = self.encoder(history, self.static)                      # (B*T, D, P, P)
-        valid = history[:, :, 1].reshape(b * t, 1, p, p)
+        frames = history.reshape(b * t, c, p, p)
+        features = self.encoder(frames)                                    # (B*T, D, P, P)
+        valid = frames[:, 1:2]
         pooled = (features * valid).sum((2, 3)) / valid.sum((2, 3)).clamp_min(1.0)
         tokens = self.token(pooled).reshape(b, t, -1)                       # (B, T, d_model)
         context = self.dropout(self.temporal(tokens))                       # (B, d_model)
