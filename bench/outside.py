@@ -21,6 +21,12 @@ region, 6-day epochs from March 2017 to August 2022, points on 30 to 60 % of the
 - white noise of 2 to 3.5 mm per point and epoch, an atmosphere of 1.5 to 3 mm per epoch with a
   Gaussian correlation length of 2 to 5 km and no common mode, 0 to 5 % of the values missing.
 
+``--slip`` adds a fault that slips once (as in an earthquake; the other physics unchanged): the
+block on one side of a 6 to 10 km line drops by 10 to 25 mm at an epoch drawn between 82 and 95 %
+of the record, the drop fading over 1 to 2 km from the line and to nothing at its tips. A jump is
+what neither curve of a baseline can forecast through, and what no scenario of either simulator
+has otherwise (:func:`insarcast.baselines.with_steps`).
+
 ``--mixed`` makes the record run to June 2023 with 12-day epochs after 23 December 2021 (the loss
 of Sentinel-1B), as EGMS releases after 2021 are: ``insarcast grid`` then keeps a 12-day cadence
 (:mod:`insarcast.cadence`), and the ensemble must be one trained on such a cube (``insarcast demo
@@ -72,6 +78,16 @@ def draw(seed: int) -> dict:
     }
 
 
+def draw_slip(seed: int, p: dict) -> dict:
+    """``--slip``'s fault (module docstring), from its own random stream: the other parameters stay."""
+    r = np.random.default_rng(seed + 7)
+    span = years_since(np.datetime64(p["end"]), p["start"])
+    return dict(x0=X0 + float(r.uniform(6e3, 12e3)), y0=Y0 + float(r.uniform(4e3, 10e3)),
+                angle=float(r.uniform(0, np.pi)), half_length=float(r.uniform(3e3, 5e3)),
+                drop=float(r.uniform(-25, -10)), fade=float(r.uniform(1e3, 2e3)),
+                t=float(span * r.uniform(0.82, 0.95)))
+
+
 def years_since(dates, start: str) -> np.ndarray:
     return (np.asarray(dates, "datetime64[D]") - np.datetime64(start, "D")).astype(float) / 365.25
 
@@ -111,6 +127,12 @@ def field(x, y, t, p: dict, *, tilt: bool = True) -> np.ndarray:
     d = d + np.exp(-across ** 2 / (2 * k["width"] ** 2)) * k["amp"] * (1 - np.exp(-behind / k["tau"]))
     m = p["dome"]
     d = d + _gauss(x, y, m) * (m["rate"] * t + m["season"] / (2 * np.pi) * np.sin(2 * np.pi * t))
+    if "slip" in p:
+        f = p["slip"]
+        c, n = np.cos(f["angle"]), np.sin(f["angle"])
+        along, across = (x - f["x0"]) * c + (y - f["y0"]) * n, -(x - f["x0"]) * n + (y - f["y0"]) * c
+        tips = np.cos(np.clip(along / f["half_length"], -1, 1) * np.pi / 2) ** 2
+        d = d + f["drop"] * (across > 0) * np.exp(-across / f["fade"]) * tips * (t >= f["t"])
     return d + (p["tilt"] * (x - X0) / WIDTH * t if tilt else 0.0)
 
 
@@ -134,7 +156,7 @@ def atmosphere(r, nt: int, ny: int, nx: int, sigma: float, correlation_cells: fl
     return out
 
 
-def write_tile(folder: Path, seed: int, *, mixed: bool = False) -> Path:
+def write_tile(folder: Path, seed: int, *, mixed: bool = False, slip: bool = False) -> Path:
     """``folder/tile.csv`` (EGMS L3 U columns) and ``folder/params.json``, made once and reused."""
     import pandas as pd
 
@@ -143,6 +165,8 @@ def write_tile(folder: Path, seed: int, *, mixed: bool = False) -> Path:
         return tile
     folder.mkdir(parents=True, exist_ok=True)
     p = draw(seed)
+    if slip:
+        p["slip"] = draw_slip(seed, p)
     dates = epochs(p, mixed=mixed)
     r = np.random.default_rng(seed + 99)
     nx, ny = int(WIDTH / 100), int(HEIGHT / 100)
@@ -165,7 +189,11 @@ def write_tile(folder: Path, seed: int, *, mixed: bool = False) -> Path:
     return tile
 
 
-def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool) -> dict | None:
+def folder_name(seed: int, *, mixed: bool, slip: bool) -> str:
+    return f"outside-{seed}{'-mixed' if mixed else ''}{'-slip' if slip else ''}"
+
+
+def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool, slip: bool = False) -> dict | None:
     import xarray as xr
 
     from skill import scored
@@ -176,8 +204,8 @@ def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool) ->
     from insarcast.report import skill
     from insarcast.udf.run import check_compatible
 
-    folder = data / f"outside-{seed}{'-mixed' if mixed else ''}"
-    tile = write_tile(folder, seed, mixed=mixed)
+    folder = data / folder_name(seed, mixed=mixed, slip=slip)
+    tile = write_tile(folder, seed, mixed=mixed, slip=slip)
     cube_path = folder / "cube.zarr"
     if not cube_path.exists():
         grid_files([tile], cube_path)
@@ -198,9 +226,14 @@ def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool) ->
                             start=int(round(0.9 * nt)), count=origins)
     tick = time.perf_counter()
     scores = skill.score(cube, ensemble, anchors=anchors, truth=truth, zones=zones)
-    name = f"outside-{seed}{' (12-day epochs after 2021-12-23)' if mixed else ''}"
+    name = (f"outside-{seed}{' (12-day epochs after 2021-12-23)' if mixed else ''}"
+            f"{' (a fault slips {:.0f} mm at {})'.format(p['slip']['drop'], _slip_date(p)) if slip else ''}")
     return {**scored(name, scores, seconds=time.perf_counter() - tick), "zones_share": float(zones.mean()),
             "cadence_days": cube.attrs.get("cadence_days")}
+
+
+def _slip_date(p: dict) -> str:
+    return str(np.datetime64(p["start"], "D") + int(round(p["slip"]["t"] * 365.25)))
 
 
 def main(argv=None) -> int:
@@ -209,6 +242,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="101,202")
     parser.add_argument("--origins", type=int, default=6)
     parser.add_argument("--mixed", action="store_true", help="12-day epochs after 2021-12-23")
+    parser.add_argument("--slip", action="store_true", help="add a fault that slips once (module docstring)")
     parser.add_argument("--tile-only", action="store_true", help="write the tiles and stop")
     parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
     parser.add_argument("--out", type=Path, default=None)
@@ -216,7 +250,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.tile_only:
         for seed in seeds:
-            print(write_tile(args.data / f"outside-{seed}{'-mixed' if args.mixed else ''}", seed, mixed=args.mixed))
+            print(write_tile(args.data / folder_name(seed, mixed=args.mixed, slip=args.slip), seed, mixed=args.mixed,
+                             slip=args.slip))
         return 0
     if args.ensemble is None:
         parser.error("--ensemble is required (or --tile-only)")
@@ -227,7 +262,7 @@ def main(argv=None) -> int:
     ensemble = load_ensemble(args.ensemble)
     results = []
     for seed in seeds:
-        result = outside_on(seed, ensemble, data=args.data, origins=args.origins, mixed=args.mixed)
+        result = outside_on(seed, ensemble, data=args.data, origins=args.origins, mixed=args.mixed, slip=args.slip)
         if result is not None:
             print_skill(result)
             results.append(result)

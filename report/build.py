@@ -403,7 +403,7 @@ def _anchor_level(ds: xr.Dataset, anchor: int, *, steps: int, history: int,
 
     d = np.asarray(ds["displacement"].transpose("t", "y", "x").values[: anchor + 1], np.float64)
     reference = reference_fits(bl.fits(d, bl.decimal_years(ds["t"].values), anchor, steps, history=history,
-                                       hindcast=hindcast_origins(inputs)), inputs)
+                                       hindcast=hindcast_origins(inputs), steps=True), inputs)
     return reference.adaptive()[history - 1] - d[anchor], reference.adaptive_scale(level=True), reference.adaptive_scale()
 
 

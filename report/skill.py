@@ -290,7 +290,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
     """Hindcast ``ensemble`` (an :class:`insarcast.udf.ensemble.Ensemble` or anything with its
     ``settings``) at every anchor and score it beside the baselines (see the module docstring)."""
     from insarcast.udf.forecast import forecast_products
-    from insarcast.udf.inputs import reference_fits
+    from insarcast.udf.inputs import hindcast_origins, reference_fits
     from insarcast.udf.spatial import binomial_filter
 
     settings = dict(ensemble.settings)
@@ -308,13 +308,15 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         products = forecast_products(cube.isel(t=slice(0, a + 1)), overlap=overlap, **settings)
         median = np.asarray(products["median"].values, np.float32)
         fitted = bl.fits(d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS)
-        forecasts = {"model": median, **{name: bl.change(bl.FITTED[name](fitted), history) if name in bl.FITTED
+        stepped = bl.with_steps(fitted, d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS)
+        forecasts = {"model": median, **{name: bl.change(bl.FITTED[name](stepped if name == "adaptive" else fitted),
+                                                         history) if name in bl.FITTED
                                          else bl.forecast(name, d_all, years, a, horizon, history=history)
                                          for name in METHODS_BASE if name != "adaptive_filtered"}}
         forecasts["adaptive_filtered"] = binomial_filter(np.where(valid, forecasts["adaptive"], np.nan))
         observed = d_all[a + 1: a + horizon + 1] - d_all[a]
         scores.anchors.append(a)
-        reference = reference_fits(fitted, inputs)
+        reference = reference_fits(stepped if hindcast_origins(inputs) else fitted, inputs)
         level = reference.adaptive()[history - 1] - d_all[a]
         scores.calibration.append({"anchor": a, **calibration_scores(
             products, cube["displacement"], a, observed[-1], valid, inputs=inputs, level=level,
@@ -339,7 +341,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         # the same for the adaptive baseline, and for it fitted to the noise-free truth: what perfect
         # observations would let the method find (the ceiling of its ranking)
         truth_fit = bl.change(bl.fits(t_true, years, a, horizon, history=history,
-                                      hindcast=bl.HINDCAST_ORIGINS).adaptive(), history)[-1]
+                                      hindcast=bl.HINDCAST_ORIGINS, steps=True).adaptive(), history)[-1]
         for label, layer in (("adaptive", forecasts["adaptive"][-1]),
                              ("adaptive_filtered", forecasts["adaptive_filtered"][-1]), ("truth_fit", truth_fit)):
             own = map_scores(layer, quantile_classes(layer, valid), true_change[-1], valid, zones, local & ok_t)

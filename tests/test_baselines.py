@@ -194,3 +194,81 @@ def test_the_noise_is_the_mad_of_second_differences_and_an_exact_fit_keeps_the_s
     exact = fits(series(), YEARS, ANCHOR, F, history=T, hindcast=6)
     long_, local, quad = exact.choice()
     assert long_.all() and not quad.any()
+
+
+def _stepped(pixels=400, step=-15.0, at=ANCHOR - 20, sigma=2.0, seed=3):
+    """(t, pixels): -20 mm/yr, white noise of ``sigma``, and ``step`` mm from epoch ``at`` in the first half."""
+    rng = np.random.default_rng(seed)
+    d = -20.0 * YEARS[:, None] + rng.normal(0.0, sigma, (len(YEARS), pixels))
+    d[at:, : pixels // 2] += step
+    return d
+
+
+def test_a_recent_step_is_found_and_the_adaptive_curve_forecasts_the_rate_not_the_jump():
+    from insarcast.baselines import fits, find_steps
+
+    d = _stepped()
+    f = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6)
+    offset, first = find_steps(d, YEARS, ANCHOR, history=T, noise=f.noise)
+    # the jump of -15 mm at epoch ANCHOR - 20 in the first 200 pixels, nothing in the others
+    assert np.mean(np.abs(offset[:200] + 15.0) < 2.5) >= 0.95 and np.mean(first[:200] == ANCHOR - 20) >= 0.9
+    assert not offset[200:].any()
+    true = -20.0 * (YEARS[ANCHOR + F] - YEARS[ANCHOR])                    # -1.971 mm over 36 days
+    plain = change_at_f(fits(d, YEARS, ANCHOR, F, history=T, hindcast=6).adaptive())
+    stepped_fit = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, steps=True)
+    stepped = change_at_f(stepped_fit.adaptive())
+    rms = lambda e: float(np.sqrt(np.mean(e ** 2)))                      # noqa: E731
+    assert rms(stepped[:200] - true) < 0.5 * rms(plain[:200] - true)
+    assert rms(stepped[:200] - true) < 1.0
+    np.testing.assert_array_equal(stepped[200:], plain[200:])               # no step: the same fits
+    assert np.mean(np.abs(stepped_fit.step[:200] + 15.0) < 2.5) >= 0.9 and not stepped_fit.step[200:].any()
+
+
+def change_at_f(curve):
+    return curve[T - 1 + F] - curve[T - 1]
+
+
+def test_only_the_adaptive_baseline_removes_steps_the_practitioners_stay_plain_least_squares():
+    from insarcast.baselines import fits, forecasts
+
+    d = _stepped()
+    got = forecasts(("linear", "trend_annual", "adaptive"), d, YEARS, ANCHOR, F, history=T)
+    plain = fits(d, YEARS, ANCHOR, F, history=T)
+    stepped = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, steps=True)
+    assert np.mean(stepped.step[:200] != 0) >= 0.9
+    for name, curve in (("linear", plain.linear), ("trend_annual", plain.long), ("adaptive", stepped.adaptive())):
+        np.testing.assert_allclose(got[name][-1], change_at_f(curve), rtol=0, atol=1e-5, err_msg=name)
+    assert np.abs(got["adaptive"][-1] - change_at_f(plain.adaptive()))[:200].max() > 1.0
+
+
+def test_white_noise_rarely_passes_for_a_step_and_then_the_hindcast_keeps_the_plain_fit():
+    from insarcast.baselines import fits, find_steps
+
+    rng = np.random.default_rng(6)
+    d = -10.0 * YEARS[:, None] + rng.normal(0.0, 3.0, (len(YEARS), 2000))       # 2,000 pixels, 3 mm
+    plain, stepped = (fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, steps=s) for s in (False, True))
+    offset, _ = find_steps(d, YEARS, ANCHOR, history=T, noise=plain.noise)
+    assert np.count_nonzero(offset) <= 10                      # the likelihood ratio's tail: 2 here
+    assert np.count_nonzero(stepped.step) <= 2
+    true = -10.0 * (YEARS[ANCHOR + F] - YEARS[ANCHOR])
+    rms = lambda c: float(np.sqrt(np.mean((change_at_f(c) - true) ** 2)))   # noqa: E731
+    assert rms(stepped.adaptive()) <= rms(plain.adaptive()) + 1e-3
+
+
+@pytest.mark.parametrize("kind", ["annual", "acceleration", "change of rate"])
+def test_smooth_motion_is_not_fitted_as_a_step(kind):
+    # 300 pixels of one kind of motion with 1 mm of noise: a sinusoid of 5 to 20 mm, an acceleration of
+    # up to 40 mm/yr^2, a rate that changes by up to 100 mm/yr 15 epochs before the anchor
+    from insarcast.baselines import fits
+
+    rng = np.random.default_rng(5)
+    t = YEARS[:, None]
+    d = {"annual": rng.uniform(5, 20, 300) * np.sin(2 * np.pi * t + rng.uniform(0, 6, 300)),
+         "acceleration": 0.5 * rng.uniform(-40, 40, 300) * t ** 2,
+         "change of rate": np.maximum(t - YEARS[ANCHOR - 15], 0.0) * rng.uniform(-100, 100, 300)}[kind]
+    noisy = d + rng.normal(0.0, 1.0, d.shape)
+    plain, stepped = (fits(noisy, YEARS, ANCHOR, F, history=T, hindcast=6, steps=s) for s in (False, True))
+    assert np.mean(stepped.step != 0) <= 0.01
+    true = d[ANCHOR + F] - d[ANCHOR]
+    rms = lambda c: float(np.sqrt(np.mean((change_at_f(c) - true) ** 2)))   # noqa: E731
+    assert rms(stepped.adaptive()) <= 1.01 * rms(plain.adaptive())
