@@ -32,6 +32,7 @@ from insarcast import baselines as bl
 from insarcast.contract import ARCHS, PAPER_ARCH, TEST_START
 from insarcast.errors import InputError, MissingDependencyError
 from insarcast.fsutil import atomic_path
+from insarcast.udf.inputs import hindcast_origins
 
 from . import calibration, figures, residuals, tables
 from .hindcast import best_models, hindcast, model_forecast
@@ -211,6 +212,12 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
                            history=hind.history, horizon_steps=hind.steps)
     res = _residuals(inputs, hind, horizon=horizon, maps=maps, say=say)
     cal = _calibration(inputs.ds, hind, horizon=horizon)
+    if hindcast_origins(str(prod.attrs.get("inputs", "paper"))):
+        note = step_note(np.asarray(inputs.ds["displacement"].transpose("t", "y", "x").values, np.float32),
+                         bl.decimal_years(inputs.ds["t"].values), history=hind.history, horizon=hind.steps,
+                         km2=maps.km2)
+        if note:
+            inputs.notes.append(note)
     zone_tab = _zone_table(inputs, hind, maps=maps, zones=zones, bands=bands)
     key_tab = tables.key_numbers(_key_entries(prod, layers, hind, res, cal, horizon=horizon, km2=maps.km2)
                                  + _skill_entries(scores))
@@ -779,6 +786,21 @@ def _tiers_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str]) -
     tiers.add(fig("tiers", "Tiered decision strategy: susceptibility class and uncertainty tercile."),
               table_html("tiers", t["tiers"], caption="Area per tier"))
     return tiers
+
+
+def step_note(d: np.ndarray, years: np.ndarray, *, history: int, horizon: int, km2: float) -> str | None:
+    """What :func:`insarcast.baselines.with_steps` removed from the reference at the last epoch of ``d (t, y,
+    x)`` (the cube's: the products' anchor): a sentence naming the pixels whose recent series jumps, or None."""
+    anchor = d.shape[0] - 1
+    step = bl.fits(d, years, anchor, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS, steps=True).step
+    found = np.abs(step[np.isfinite(step) & (step != 0)])
+    if found.size == 0:
+        return None
+    return (f"at {found.size} pixels ({found.size * km2:.2f} km²) the series jumps within its last "
+            f"{min(bl.STEP_SPAN * history, anchor + 1)} epochs (by {found.min():.1f} to {found.max():.1f} mm, median "
+            f"{np.median(found):.1f}), and the reference forecast there is fitted without the jump "
+            "(insarcast.baselines.with_steps): a sudden movement of the ground, or an unwrapping error or a change "
+            "of the points behind the cell, worth checking in the EGMS points")
 
 
 def _provenance_section(inputs: dict, notes: list[str]) -> Section:

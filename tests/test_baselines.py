@@ -272,3 +272,14 @@ def test_smooth_motion_is_not_fitted_as_a_step(kind):
     true = d[ANCHOR + F] - d[ANCHOR]
     rms = lambda c: float(np.sqrt(np.mean((change_at_f(c) - true) ** 2)))   # noqa: E731
     assert rms(stepped.adaptive()) <= 1.01 * rms(plain.adaptive())
+
+
+def test_the_report_names_the_pixels_whose_series_jumps():
+    from insarcast.report.build import step_note
+
+    d = _stepped(pixels=400).reshape(len(YEARS), 20, 20)[: ANCHOR + 1]      # 200 pixels jump by -15 mm
+    note = step_note(d.astype(np.float32), YEARS[: ANCHOR + 1], history=T, horizon=F, km2=0.01)
+    count = int(note.split()[1])
+    assert 180 <= count <= 200 and f"({count * 0.01:.2f} km²)" in note and "within its last 48 epochs" in note
+    assert step_note(-20.0 * np.broadcast_to(YEARS[: ANCHOR + 1, None, None], (ANCHOR + 1, 4, 4)).astype(np.float32),
+                     YEARS[: ANCHOR + 1], history=T, horizon=F, km2=0.01) is None

@@ -294,23 +294,28 @@ def find_steps(d: np.ndarray, years: np.ndarray, anchor: int, *, history: int,
         return np.zeros(shape), np.zeros(shape, np.int64)
     tau = np.asarray(years, np.float64)[start: anchor + 1] - years[anchor]
     epochs = np.arange(start, anchor + 1)
-    rows, rate_bases, step_bases = [], [], []
+    # Gram-Schmidt in the columns' order: offset and rate span the same two directions at every break, the
+    # change of rate adds one (q3) and the step one more (q4), whose coefficient is q4'y / R44
+    q3, q4, r44 = [], [], []
     for j in candidates:
         x = np.stack([np.ones(span), tau, np.maximum(tau - tau[j - start], 0.0), (epochs >= j).astype(float)], 1)
-        rows.append(np.linalg.pinv(x)[3])
-        rate_bases.append(np.linalg.qr(x[:, :3])[0].T)
-        step_bases.append(np.linalg.qr(x)[0].T)
-    rows, rate_bases, step_bases = np.stack(rows), np.concatenate(rate_bases), np.concatenate(step_bases)
+        q, r = np.linalg.qr(x)
+        q3.append(q[:, 2])
+        q4.append(q[:, 3])
+        r44.append(r[3, 3])
+    common = np.linalg.qr(x[:, :2])[0].T
+    rows = np.concatenate([common, np.stack(q3), np.stack(q4)])
     n = len(candidates)
     series = d[start: anchor + 1].reshape(span, -1)
     size, rss_rate, rss_step = (np.empty((n, series.shape[1])) for _ in range(3))
-    for p in range(0, series.shape[1], STEP_BLOCK):                     # 300 x 8192 float64 at a time
+    for p in range(0, series.shape[1], STEP_BLOCK):                     # (2 + 2 n) x 8192 float64 at a time
         segment = series[:, p:p + STEP_BLOCK].astype(np.float64)
         segment = segment - segment.mean(axis=0)                        # the offset's share, exactly
-        size[:, p:p + STEP_BLOCK] = rows @ segment
-        total = (segment ** 2).sum(axis=0)                                 # less what each model explains
-        rss_rate[:, p:p + STEP_BLOCK] = total - ((rate_bases @ segment) ** 2).reshape(n, 3, -1).sum(axis=1)
-        rss_step[:, p:p + STEP_BLOCK] = total - ((step_bases @ segment) ** 2).reshape(n, 4, -1).sum(axis=1)
+        projected = rows @ segment
+        rate = (segment ** 2).sum(axis=0) - (projected[:2] ** 2).sum(axis=0) - projected[2:2 + n] ** 2
+        rss_rate[:, p:p + STEP_BLOCK] = rate
+        rss_step[:, p:p + STEP_BLOCK] = rate - projected[2 + n:] ** 2
+        size[:, p:p + STEP_BLOCK] = projected[2 + n:] / np.array(r44)[:, None]
     best = np.where(np.isfinite(rss_step), rss_step, np.inf).argmin(axis=0)
     pixels = np.arange(series.shape[1])
     with np.errstate(invalid="ignore"):
