@@ -25,7 +25,10 @@ region, 6-day epochs from March 2017 to August 2022, points on 30 to 60 % of the
 block on one side of a 6 to 10 km line drops by 10 to 25 mm at an epoch drawn between 82 and 95 %
 of the record, the drop fading over 1 to 2 km from the line and to nothing at its tips. A jump is
 what neither curve of a baseline can forecast through, and what no scenario of either simulator
-has otherwise (:func:`insarcast.baselines.with_steps`).
+has otherwise (:func:`insarcast.baselines.with_steps`). ``--afterslip`` makes that fault go on
+slipping after the jump, as faults do after an earthquake (postseismic afterslip): a further 30 to
+80 % of the drop, approached as 1 - exp(-dt / tau) with tau 3 weeks to 4 months (its own random
+stream again), so that the series after the jump is a curve, not a line.
 
 ``--mixed`` makes the record run to June 2023 with 12-day epochs after 23 December 2021 (the loss
 of Sentinel-1B), as EGMS releases after 2021 are: ``insarcast grid`` then keeps a 12-day cadence
@@ -78,14 +81,19 @@ def draw(seed: int) -> dict:
     }
 
 
-def draw_slip(seed: int, p: dict) -> dict:
-    """``--slip``'s fault (module docstring), from its own random stream: the other parameters stay."""
+def draw_slip(seed: int, p: dict, *, afterslip: bool = False) -> dict:
+    """``--slip``'s fault (module docstring), from its own random stream: the other parameters stay;
+    ``afterslip`` adds its postseismic slip from another stream, so the jump stays the same."""
     r = np.random.default_rng(seed + 7)
     span = years_since(np.datetime64(p["end"]), p["start"])
-    return dict(x0=X0 + float(r.uniform(6e3, 12e3)), y0=Y0 + float(r.uniform(4e3, 10e3)),
-                angle=float(r.uniform(0, np.pi)), half_length=float(r.uniform(3e3, 5e3)),
-                drop=float(r.uniform(-25, -10)), fade=float(r.uniform(1e3, 2e3)),
-                t=float(span * r.uniform(0.82, 0.95)))
+    f = dict(x0=X0 + float(r.uniform(6e3, 12e3)), y0=Y0 + float(r.uniform(4e3, 10e3)),
+             angle=float(r.uniform(0, np.pi)), half_length=float(r.uniform(3e3, 5e3)),
+             drop=float(r.uniform(-25, -10)), fade=float(r.uniform(1e3, 2e3)),
+             t=float(span * r.uniform(0.82, 0.95)))
+    if afterslip:
+        r = np.random.default_rng(seed + 11)
+        f.update(after=float(r.uniform(0.3, 0.8)), tau=float(r.uniform(0.06, 0.33)))
+    return f
 
 
 def years_since(dates, start: str) -> np.ndarray:
@@ -132,7 +140,9 @@ def field(x, y, t, p: dict, *, tilt: bool = True) -> np.ndarray:
         c, n = np.cos(f["angle"]), np.sin(f["angle"])
         along, across = (x - f["x0"]) * c + (y - f["y0"]) * n, -(x - f["x0"]) * n + (y - f["y0"]) * c
         tips = np.cos(np.clip(along / f["half_length"], -1, 1) * np.pi / 2) ** 2
-        d = d + f["drop"] * (across > 0) * np.exp(-across / f["fade"]) * tips * (t >= f["t"])
+        since = np.clip(t - f["t"], 0, None)
+        slipped = (t >= f["t"]) + f.get("after", 0.0) * (1 - np.exp(-since / f.get("tau", 1.0)))
+        d = d + f["drop"] * (across > 0) * np.exp(-across / f["fade"]) * tips * slipped
     return d + (p["tilt"] * (x - X0) / WIDTH * t if tilt else 0.0)
 
 
@@ -156,7 +166,7 @@ def atmosphere(r, nt: int, ny: int, nx: int, sigma: float, correlation_cells: fl
     return out
 
 
-def write_tile(folder: Path, seed: int, *, mixed: bool = False, slip: bool = False) -> Path:
+def write_tile(folder: Path, seed: int, *, mixed: bool = False, slip: bool = False, afterslip: bool = False) -> Path:
     """``folder/tile.csv`` (EGMS L3 U columns) and ``folder/params.json``, made once and reused."""
     import pandas as pd
 
@@ -165,8 +175,8 @@ def write_tile(folder: Path, seed: int, *, mixed: bool = False, slip: bool = Fal
         return tile
     folder.mkdir(parents=True, exist_ok=True)
     p = draw(seed)
-    if slip:
-        p["slip"] = draw_slip(seed, p)
+    if slip or afterslip:
+        p["slip"] = draw_slip(seed, p, afterslip=afterslip)
     dates = epochs(p, mixed=mixed)
     r = np.random.default_rng(seed + 99)
     nx, ny = int(WIDTH / 100), int(HEIGHT / 100)
@@ -189,11 +199,12 @@ def write_tile(folder: Path, seed: int, *, mixed: bool = False, slip: bool = Fal
     return tile
 
 
-def folder_name(seed: int, *, mixed: bool, slip: bool) -> str:
-    return f"outside-{seed}{'-mixed' if mixed else ''}{'-slip' if slip else ''}"
+def folder_name(seed: int, *, mixed: bool, slip: bool, afterslip: bool = False) -> str:
+    return f"outside-{seed}{'-mixed' if mixed else ''}{'-afterslip' if afterslip else '-slip' if slip else ''}"
 
 
-def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool, slip: bool = False) -> dict | None:
+def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool, slip: bool = False,
+               afterslip: bool = False) -> dict | None:
     import xarray as xr
 
     from skill import scored
@@ -204,8 +215,8 @@ def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool, sl
     from insarcast.report import skill
     from insarcast.udf.run import check_compatible
 
-    folder = data / folder_name(seed, mixed=mixed, slip=slip)
-    tile = write_tile(folder, seed, mixed=mixed, slip=slip)
+    folder = data / folder_name(seed, mixed=mixed, slip=slip, afterslip=afterslip)
+    tile = write_tile(folder, seed, mixed=mixed, slip=slip, afterslip=afterslip)
     cube_path = folder / "cube.zarr"
     if not cube_path.exists():
         grid_files([tile], cube_path)
@@ -227,13 +238,16 @@ def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool, sl
     tick = time.perf_counter()
     scores = skill.score(cube, ensemble, anchors=anchors, truth=truth, zones=zones)
     name = (f"outside-{seed}{' (12-day epochs after 2021-12-23)' if mixed else ''}"
-            f"{' (a fault slips {:.0f} mm at {})'.format(p['slip']['drop'], _slip_date(p)) if slip else ''}")
+            f"{_slip_text(p) if 'slip' in p else ''}")
     return {**scored(name, scores, seconds=time.perf_counter() - tick), "zones_share": float(zones.mean()),
             "cadence_days": cube.attrs.get("cadence_days")}
 
 
-def _slip_date(p: dict) -> str:
-    return str(np.datetime64(p["start"], "D") + int(round(p["slip"]["t"] * 365.25)))
+def _slip_text(p: dict) -> str:
+    f = p["slip"]
+    date = np.datetime64(p["start"], "D") + int(round(f["t"] * 365.25))
+    after = f" and {f['after'] * f['drop']:.0f} mm more over tau {f['tau'] * 365.25:.0f} days" if "after" in f else ""
+    return f" (a fault slips {f['drop']:.0f} mm at {date}{after})"
 
 
 def main(argv=None) -> int:
@@ -243,6 +257,7 @@ def main(argv=None) -> int:
     parser.add_argument("--origins", type=int, default=6)
     parser.add_argument("--mixed", action="store_true", help="12-day epochs after 2021-12-23")
     parser.add_argument("--slip", action="store_true", help="add a fault that slips once (module docstring)")
+    parser.add_argument("--afterslip", action="store_true", help="the same fault, slipping on after the jump")
     parser.add_argument("--tile-only", action="store_true", help="write the tiles and stop")
     parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
     parser.add_argument("--out", type=Path, default=None)
@@ -250,8 +265,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.tile_only:
         for seed in seeds:
-            print(write_tile(args.data / folder_name(seed, mixed=args.mixed, slip=args.slip), seed, mixed=args.mixed,
-                             slip=args.slip))
+            print(write_tile(args.data / folder_name(seed, mixed=args.mixed, slip=args.slip, afterslip=args.afterslip),
+                             seed, mixed=args.mixed, slip=args.slip, afterslip=args.afterslip))
         return 0
     if args.ensemble is None:
         parser.error("--ensemble is required (or --tile-only)")
@@ -262,7 +277,8 @@ def main(argv=None) -> int:
     ensemble = load_ensemble(args.ensemble)
     results = []
     for seed in seeds:
-        result = outside_on(seed, ensemble, data=args.data, origins=args.origins, mixed=args.mixed, slip=args.slip)
+        result = outside_on(seed, ensemble, data=args.data, origins=args.origins, mixed=args.mixed, slip=args.slip,
+                            afterslip=args.afterslip)
         if result is not None:
             print_skill(result)
             results.append(result)

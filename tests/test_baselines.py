@@ -224,6 +224,26 @@ def test_a_recent_step_is_found_and_the_adaptive_curve_forecasts_the_rate_not_th
     assert np.mean(np.abs(stepped_fit.step[:200] + 15.0) < 2.5) >= 0.9 and not stepped_fit.step[200:].any()
 
 
+def test_the_residual_channel_of_a_stepped_pixel_is_taken_from_the_series_the_curves_were_fitted_to():
+    # a -15 mm step 8 epochs before the anchor, inside the T = 12 window: the network's residual channel and
+    # the correction's lags (d - R over the window) must hold the noise (sigma 2 mm), not the step
+    from insarcast.baselines import fits
+    from insarcast.udf.inputs import model_inputs
+
+    n = ANCHOR + 1
+    d = _stepped(pixels=64, at=ANCHOR - 8)[:n].T.reshape(8, 8, n).transpose(2, 0, 1).astype(np.float32)
+    unit = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}
+    x = model_inputs(d[None], None, history=T, horizon=F, norm=unit, inputs="residual-hindcast", years=YEARS[:n]).x
+    stepped = fits(d, YEARS[:n], ANCHOR, F, history=T, hindcast=6, steps=True)
+    hit = stepped.step != 0                                                 # the first half's 32 pixels, mostly
+    assert hit[:4].mean() >= 0.9 and not hit[4:].any()
+    residual = x[0, :, 2][:, hit]                                           # (T, pixels) mm
+    assert np.sqrt(np.mean(residual ** 2)) < 1.3 * 2.0                      # the noise's RMS, about 2 mm
+    raw = d[ANCHOR - T + 1:, hit] - stepped.adaptive()[:T][:, hit]          # what it was: the step's 4 epochs
+    assert np.sqrt(np.mean(raw[:4] ** 2)) > 10.0
+    np.testing.assert_allclose(stepped.without_step(d[ANCHOR - T + 1:], ANCHOR)[4:], d[ANCHOR - T + 5:])
+
+
 def change_at_f(curve):
     return curve[T - 1 + F] - curve[T - 1]
 

@@ -249,7 +249,7 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
     static_mm = np.where(keep, static_mm, 0.0)
     divisor = np.array([1.0 if SCALING[c] is None else scale for c in static_channels(inputs)])[:, None, None]
     x[:, :, DYNAMIC:] = (static_mm / divisor)[:, None]
-    residual_mm = np.moveaxis(window, 1, 0) - curve[:history]               # (T, N, P, P)
+    residual_mm = f.without_step(np.moveaxis(window, 1, 0), anchor) - curve[:history]   # (T, N, P, P)
     ok = m_t & np.isfinite(residual_mm).transpose(1, 0, 2, 3)
     with np.errstate(invalid="ignore"):
         x[:, :, 2] = np.where(ok, residual_mm.transpose(1, 0, 2, 3) / scale, 0.0)

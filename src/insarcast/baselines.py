@@ -127,6 +127,17 @@ class Fits(NamedTuple):
     hindcast: np.ndarray | None = None   # (4, ...) mean squared hindcast error of the :data:`CURVES`
     level_factors: np.ndarray | None = None   # (4, F) x_k' (X'X)^+ x_k: the same for the level R(a+k) itself
     step: np.ndarray | None = None   # (...) mm: the step removed before the curves were fitted (with_steps), 0 if none
+    step_first: np.ndarray | None = None   # (...) int: the first epoch after that step (0 where none)
+
+    def without_step(self, series: np.ndarray, anchor: int) -> np.ndarray:
+        """``series (n, ...)``, the epochs ``anchor-n+1 .. anchor``, as the curves were fitted to it: the
+        epochs before a removed step moved by the step (:func:`with_steps`), float64. A residual to the
+        curves is taken from this; from the observed series it would carry the step itself."""
+        series = np.asarray(series, np.float64)
+        if self.step is None or not np.any(self.step):
+            return series
+        epochs = np.arange(anchor - len(series) + 1, anchor + 1).reshape((-1,) + (1,) * np.ndim(self.step))
+        return series + np.where(epochs < self.step_first, self.step, 0.0)
 
     def choice(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where :meth:`adaptive` takes the long fit, where (not long) the local line and where the
@@ -318,7 +329,7 @@ def find_steps(d: np.ndarray, years: np.ndarray, anchor: int, *, history: int,
         size[:, p:p + STEP_BLOCK] = projected[2 + n:] / np.array(r44)[:, None]
     best = np.where(np.isfinite(rss_step), rss_step, np.inf).argmin(axis=0)
     pixels = np.arange(series.shape[1])
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):                   # 0 / 0: a constant series
         misfit = np.sqrt(np.maximum(rss_step[best, pixels], 0.0) / (span - 4))
         variance = np.fmax(np.asarray(noise, np.float64).reshape(-1), misfit) ** 2
         gain = (np.where(np.isfinite(rss_rate), rss_rate, np.inf).min(axis=0) - rss_step[best, pixels]) / variance
@@ -333,13 +344,14 @@ def with_steps(f: Fits, d: np.ndarray, years: np.ndarray, anchor: int, horizon: 
     """``f`` (:func:`fits` of ``d`` at ``anchor``, with hindcast errors) where a pixel's recent series
     jumps (:func:`find_steps`): fitted again to the series with its epochs before the step moved by
     the step, kept where that takes the pixel's smallest hindcast error to :data:`STEP_HINDCAST` x
-    or below (module docstring). ``step`` records what was removed. Without hindcast errors, ``f``."""
+    or below (module docstring). ``step`` and ``step_first`` record what was removed (:meth:`Fits.without_step`).
+    Without hindcast errors, ``f``."""
     if f.hindcast is None or not hindcast:
         return f
     shape = d.shape[1:]
     offset, first = (a.reshape(-1) for a in find_steps(d, years, anchor, history=history, noise=f.noise))
     hit = np.flatnonzero(offset)
-    step = np.zeros(offset.shape)
+    step, step_first = np.zeros(offset.shape), np.zeros(offset.shape, np.int64)
     if hit.size:
         moved = _series(d, anchor)[:, hit].astype(np.float64)                # a copy: fancy indexing
         moved += np.where(np.arange(anchor + 1)[:, None] < first[hit], offset[hit], 0.0)
@@ -349,7 +361,7 @@ def with_steps(f: Fits, d: np.ndarray, years: np.ndarray, anchor: int, horizon: 
                 f.hindcast.reshape(len(CURVES), -1)[:, hit], axis=0)
         hit = hit[better]
         if hit.size:
-            step[hit] = offset[hit]
+            step[hit], step_first[hit] = offset[hit], first[hit]
             merged = {}
             for name in ("linear", "long", "local", "quadratic", "window_misfit", "long_misfit", "local_misfit",
                          "quadratic_misfit", "noise", "hindcast"):
@@ -357,7 +369,7 @@ def with_steps(f: Fits, d: np.ndarray, years: np.ndarray, anchor: int, horizon: 
                 a[:, hit] = np.asarray(getattr(g, name)).reshape(-1, better.size)[:, better]
                 merged[name] = a.reshape(np.shape(getattr(f, name)))
             f = f._replace(**merged)
-    return f._replace(step=step.reshape(shape))
+    return f._replace(step=step.reshape(shape), step_first=step_first.reshape(shape))
 
 
 def _design(t: np.ndarray, t0: float, *, seasonal: bool = False, quadratic: bool = False) -> np.ndarray:
