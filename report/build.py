@@ -410,7 +410,7 @@ def _anchor_level(ds: xr.Dataset, anchor: int, *, steps: int, history: int,
 
     d = np.asarray(ds["displacement"].transpose("t", "y", "x").values[: anchor + 1], np.float64)
     reference = reference_fits(bl.fits(d, bl.decimal_years(ds["t"].values), anchor, steps, history=history,
-                                       hindcast=hindcast_origins(inputs), steps=True), inputs)
+                                       hindcast=hindcast_origins(inputs), reference=True), inputs)
     return reference.adaptive()[history - 1] - d[anchor], reference.adaptive_scale(level=True), reference.adaptive_scale()
 
 
@@ -792,7 +792,7 @@ def step_note(d: np.ndarray, years: np.ndarray, *, history: int, horizon: int, k
     """What :func:`insarcast.baselines.with_steps` removed from the reference at the last epoch of ``d (t, y,
     x)`` (the cube's: the products' anchor): a sentence naming the pixels whose recent series jumps, or None."""
     anchor = d.shape[0] - 1
-    step = bl.fits(d, years, anchor, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS, steps=True).step
+    step = bl.fits(d, years, anchor, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS, reference=True).step
     found = np.abs(step[np.isfinite(step) & (step != 0)])
     if found.size == 0:
         return None

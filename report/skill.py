@@ -308,7 +308,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         products = forecast_products(cube.isel(t=slice(0, a + 1)), overlap=overlap, **settings)
         median = np.asarray(products["median"].values, np.float32)
         fitted = bl.fits(d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS)
-        stepped = bl.with_steps(fitted, d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS)
+        stepped = bl.fits(d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS, reference=True)
         forecasts = {"model": median, **{name: bl.change(bl.FITTED[name](stepped if name == "adaptive" else fitted),
                                                          history) if name in bl.FITTED
                                          else bl.forecast(name, d_all, years, a, horizon, history=history)
@@ -341,7 +341,7 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         # the same for the adaptive baseline, and for it fitted to the noise-free truth: what perfect
         # observations would let the method find (the ceiling of its ranking)
         truth_fit = bl.change(bl.fits(t_true, years, a, horizon, history=history,
-                                      hindcast=bl.HINDCAST_ORIGINS, steps=True).adaptive(), history)[-1]
+                                      hindcast=bl.HINDCAST_ORIGINS, reference=True).adaptive(), history)[-1]
         for label, layer in (("adaptive", forecasts["adaptive"][-1]),
                              ("adaptive_filtered", forecasts["adaptive_filtered"][-1]), ("truth_fit", truth_fit)):
             own = map_scores(layer, quantile_classes(layer, valid), true_change[-1], valid, zones, local & ok_t)

@@ -215,12 +215,14 @@ def test_a_recent_step_is_found_and_the_adaptive_curve_forecasts_the_rate_not_th
     assert not offset[200:].any()
     true = -20.0 * (YEARS[ANCHOR + F] - YEARS[ANCHOR])                    # -1.971 mm over 36 days
     plain = change_at_f(fits(d, YEARS, ANCHOR, F, history=T, hindcast=6).adaptive())
-    stepped_fit = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, steps=True)
+    stepped_fit = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, reference=True)
     stepped = change_at_f(stepped_fit.adaptive())
     rms = lambda e: float(np.sqrt(np.mean(e ** 2)))                      # noqa: E731
     assert rms(stepped[:200] - true) < 0.5 * rms(plain[:200] - true)
     assert rms(stepped[:200] - true) < 1.0
-    np.testing.assert_array_equal(stepped[200:], plain[200:])               # no step: the same fits
+    # no step: the reference's fits of those pixels alone, as if no pixel beside them jumped
+    alone = change_at_f(fits(d[:, 200:], YEARS, ANCHOR, F, history=T, hindcast=6, reference=True).adaptive())
+    np.testing.assert_allclose(stepped[200:], alone, rtol=0, atol=1e-9)
     assert np.mean(np.abs(stepped_fit.step[:200] + 15.0) < 2.5) >= 0.9 and not stepped_fit.step[200:].any()
 
 
@@ -234,7 +236,7 @@ def test_the_residual_channel_of_a_stepped_pixel_is_taken_from_the_series_the_cu
     d = _stepped(pixels=64, at=ANCHOR - 8)[:n].T.reshape(8, 8, n).transpose(2, 0, 1).astype(np.float32)
     unit = {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}
     x = model_inputs(d[None], None, history=T, horizon=F, norm=unit, inputs="residual-hindcast", years=YEARS[:n]).x
-    stepped = fits(d, YEARS[:n], ANCHOR, F, history=T, hindcast=6, steps=True)
+    stepped = fits(d, YEARS[:n], ANCHOR, F, history=T, hindcast=6, reference=True)
     hit = stepped.step != 0                                                 # the first half's 32 pixels, mostly
     assert hit[:4].mean() >= 0.9 and not hit[4:].any()
     residual = x[0, :, 2][:, hit]                                           # (T, pixels) mm
@@ -254,7 +256,7 @@ def test_only_the_adaptive_baseline_removes_steps_the_practitioners_stay_plain_l
     d = _stepped()
     got = forecasts(("linear", "trend_annual", "adaptive"), d, YEARS, ANCHOR, F, history=T)
     plain = fits(d, YEARS, ANCHOR, F, history=T)
-    stepped = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, steps=True)
+    stepped = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, reference=True)
     assert np.mean(stepped.step[:200] != 0) >= 0.9
     for name, curve in (("linear", plain.linear), ("trend_annual", plain.long), ("adaptive", stepped.adaptive())):
         np.testing.assert_allclose(got[name][-1], change_at_f(curve), rtol=0, atol=1e-5, err_msg=name)
@@ -266,7 +268,7 @@ def test_white_noise_rarely_passes_for_a_step_and_then_the_hindcast_keeps_the_pl
 
     rng = np.random.default_rng(6)
     d = -10.0 * YEARS[:, None] + rng.normal(0.0, 3.0, (len(YEARS), 2000))       # 2,000 pixels, 3 mm
-    plain, stepped = (fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, steps=s) for s in (False, True))
+    plain, stepped = (fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, reference=s) for s in (False, True))
     offset, _ = find_steps(d, YEARS, ANCHOR, history=T, noise=plain.noise)
     assert np.count_nonzero(offset) <= 10                      # the likelihood ratio's tail: 2 here
     assert np.count_nonzero(stepped.step) <= 2
@@ -287,7 +289,7 @@ def test_smooth_motion_is_not_fitted_as_a_step(kind):
          "acceleration": 0.5 * rng.uniform(-40, 40, 300) * t ** 2,
          "change of rate": np.maximum(t - YEARS[ANCHOR - 15], 0.0) * rng.uniform(-100, 100, 300)}[kind]
     noisy = d + rng.normal(0.0, 1.0, d.shape)
-    plain, stepped = (fits(noisy, YEARS, ANCHOR, F, history=T, hindcast=6, steps=s) for s in (False, True))
+    plain, stepped = (fits(noisy, YEARS, ANCHOR, F, history=T, hindcast=6, reference=s) for s in (False, True))
     assert np.mean(stepped.step != 0) <= 0.01
     true = d[ANCHOR + F] - d[ANCHOR]
     rms = lambda c: float(np.sqrt(np.mean((change_at_f(c) - true) ** 2)))   # noqa: E731
@@ -303,3 +305,35 @@ def test_the_report_names_the_pixels_whose_series_jumps():
     assert 180 <= count <= 200 and f"({count * 0.01:.2f} km²)" in note and "within its last 48 epochs" in note
     assert step_note(-20.0 * np.broadcast_to(YEARS[: ANCHOR + 1, None, None], (ANCHOR + 1, 4, 4)).astype(np.float32),
                      YEARS[: ANCHOR + 1], history=T, horizon=F, km2=0.01) is None
+
+
+def test_the_reference_drops_an_annual_sinusoid_its_data_cannot_tell_from_noise():
+    # 2,000 pixels of a -10 mm/yr trend in 3 mm of white noise, no annual cycle: least squares fits the
+    # noise's sinusoid, and the reference shrinks it by max(0, 1 - 2 / z^2) with z^2 its Wald statistic, a
+    # chi-square of 2 degrees of freedom here, so P(z^2 <= 2) = 1 - exp(-1) = 0.632 of them lose it whole
+    from insarcast.baselines import fits, trend_annual
+
+    rng = np.random.default_rng(11)
+    d = -10.0 * YEARS[:, None] + rng.normal(0.0, 3.0, (len(YEARS), 2000))
+    plain = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6)
+    ref = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, reference=True)
+    line_only = np.abs(np.diff(ref.long, n=2, axis=0)).max(axis=0) < 1e-9       # regular epochs: a line
+    assert 0.58 <= line_only.mean() <= 0.69
+    assert not (np.abs(np.diff(plain.long, n=2, axis=0)).max(axis=0) < 1e-9).any()
+    true = -10.0 * (YEARS[ANCHOR + F] - YEARS[ANCHOR])
+    rms = lambda c: float(np.sqrt(np.mean((change_at_f(c) - true) ** 2)))   # noqa: E731
+    assert rms(ref.long) < 0.6 * rms(plain.long)
+    # the practitioner's trend + annual stays plain least squares
+    np.testing.assert_allclose(trend_annual(d, YEARS, ANCHOR, F, history=T)[-1], change_at_f(plain.long), atol=1e-5)
+
+
+def test_the_reference_keeps_an_annual_cycle_the_ground_has():
+    # a 4 mm cycle in 2 mm of noise over 150 epochs: z^2 is about 150 (4 / 2)^2 / 2 = 300, the factor 0.99 and more
+    from insarcast.baselines import fits
+
+    rng = np.random.default_rng(12)
+    d = series()[:, :1, 0] + rng.normal(0.0, 2.0, (len(YEARS), 500))
+    plain = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6)
+    ref = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, reference=True)
+    season = change_at_f(plain.long) - (-30.0) * (YEARS[ANCHOR + F] - YEARS[ANCHOR])
+    np.testing.assert_allclose(change_at_f(ref.long), change_at_f(plain.long), atol=0.02 * np.abs(season).max())

@@ -174,7 +174,7 @@ def residual_statistics(displacement: np.ndarray, mask: np.ndarray, split: Split
     for a in anchors:
         d = displacement[: a + horizon + 1][:, mask]
         curve = reference_curve(fits(d, years, int(a), horizon, history=history,
-                                     hindcast=hindcast_origins(inputs), steps=True), inputs)
+                                     hindcast=hindcast_origins(inputs), reference=True), inputs)
         residual = d[a + 1:].astype(np.float64) - curve[history:]
         residual = residual[np.isfinite(residual)]
         count, squares = count + residual.size, squares + float((residual ** 2).sum())

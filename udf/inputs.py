@@ -228,7 +228,7 @@ def model_inputs(displacement: np.ndarray, valid: np.ndarray | None, *, history:
         raise InputError(f"the residual inputs need the times of all {d.shape[1]} epochs", field="t")
     anchor = d.shape[1] - 1
     f = fits(np.moveaxis(d, 1, 0), np.asarray(years, np.float64), anchor, horizon, history=history,
-             hindcast=hindcast_origins(inputs), steps=True)
+             hindcast=hindcast_origins(inputs), reference=True)
     curve = reference_curve(f, inputs)                                    # (T + F, N, P, P)
     scale = stats["input_std"]
     last = window[:, -1].astype(np.float64)
@@ -305,7 +305,7 @@ def reference_fit(displacement: np.ndarray, years: np.ndarray, *, history: int,
     synthetic-truth correction (NaN where not finite): what :func:`forecast_scale` takes."""
     d = np.asarray(displacement)
     f = fits(d, np.asarray(years, np.float64), d.shape[0] - 1, horizon, history=history,
-             hindcast=hindcast_origins(inputs), steps=True)
+             hindcast=hindcast_origins(inputs), reference=True)
     scale = np.where(np.isfinite(d).all(axis=0), f.adaptive_scale(), np.nan)
     return np.concatenate([scale, change(reference_curve(f, inputs), history)]).astype(np.float32)
 
