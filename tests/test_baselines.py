@@ -337,3 +337,15 @@ def test_the_reference_keeps_an_annual_cycle_the_ground_has():
     ref = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, reference=True)
     season = change_at_f(plain.long) - (-30.0) * (YEARS[ANCHOR + F] - YEARS[ANCHOR])
     np.testing.assert_allclose(change_at_f(ref.long), change_at_f(plain.long), atol=0.02 * np.abs(season).max())
+
+
+def test_the_reference_of_a_history_too_short_for_a_hindcast_origin_is_the_misfit_rules():
+    # T + F epochs leave no origin a - F - j with T epochs before it: no hindcast, no shrink, no step search
+    from insarcast.baselines import fits
+
+    rng = np.random.default_rng(13)
+    d = -10.0 * YEARS[:, None] + rng.normal(0.0, 1.0, (len(YEARS), 20))
+    a = T + F - 2
+    ref, plain = (fits(d, YEARS, a, F, history=T, hindcast=6, reference=r) for r in (True, False))
+    assert np.isnan(ref.hindcast).all()
+    np.testing.assert_array_equal(ref.adaptive(), plain.adaptive())
