@@ -307,16 +307,17 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
         a = int(a)
         products = forecast_products(cube.isel(t=slice(0, a + 1)), overlap=overlap, **settings)
         median = np.asarray(products["median"].values, np.float32)
-        fitted = bl.fits(d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS)
-        stepped = bl.fits(d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS, reference=True)
-        forecasts = {"model": median, **{name: bl.change(bl.FITTED[name](stepped if name == "adaptive" else fitted),
+        # the practitioner's curves plain (no hindcast needed), the adaptive one as the reference fits it
+        fitted = bl.fits(d_all, years, a, horizon, history=history)
+        ref = bl.fits(d_all, years, a, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS, reference=True)
+        forecasts = {"model": median, **{name: bl.change(bl.FITTED[name](ref if name == "adaptive" else fitted),
                                                          history) if name in bl.FITTED
                                          else bl.forecast(name, d_all, years, a, horizon, history=history)
                                          for name in METHODS_BASE if name != "adaptive_filtered"}}
         forecasts["adaptive_filtered"] = binomial_filter(np.where(valid, forecasts["adaptive"], np.nan))
         observed = d_all[a + 1: a + horizon + 1] - d_all[a]
         scores.anchors.append(a)
-        reference = reference_fits(stepped if hindcast_origins(inputs) else fitted, inputs)
+        reference = reference_fits(ref if hindcast_origins(inputs) else fitted, inputs)
         level = reference.adaptive()[history - 1] - d_all[a]
         scores.calibration.append({"anchor": a, **calibration_scores(
             products, cube["displacement"], a, observed[-1], valid, inputs=inputs, level=level,

@@ -273,7 +273,9 @@ def _fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, histor
     linear = line @ (np.linalg.pinv(line[:history]) @ window)
     bs = _hindcast_origins(anchor, horizon, history, hindcast)
     noise = _noise(past, anchor, history)
-    sigmas = [noise] + ([_noise(past, min(bs), history)] * len(bs) if bs else []) if shrink else None
+    sigmas = None
+    if shrink:          # the hindcast origins share the noise up to the earliest: nothing after an origin
+        sigmas = [noise] + [_noise(past, min(bs), history)] * len(bs) if bs else [noise]
     coef, *hind_coefs = _long_coefficients(past, years, [anchor, *bs], shrink=sigmas)
     long = design(t_out, annual) @ coef
     n_local = min(2 * history, anchor + 1)
