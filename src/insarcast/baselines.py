@@ -154,8 +154,7 @@ class Fits(NamedTuple):
         series = np.asarray(series, np.float64)
         if self.step is None or not np.any(self.step):
             return series
-        epochs = np.arange(anchor - len(series) + 1, anchor + 1).reshape((-1,) + (1,) * np.ndim(self.step))
-        return series + np.where(epochs < self.step_first, self.step, 0.0)
+        return _move_before(series, anchor - len(series) + 1, self.step_first, self.step)
 
     def choice(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where :meth:`adaptive` takes the long fit, where (not long) the local line and where the
@@ -390,8 +389,7 @@ def with_steps(f: Fits, d: np.ndarray, years: np.ndarray, anchor: int, horizon: 
     hit = np.flatnonzero(offset)
     step, step_first = np.zeros(offset.shape), np.zeros(offset.shape, np.int64)
     if hit.size:
-        moved = _series(d, anchor)[:, hit].astype(np.float64)                # a copy: fancy indexing
-        moved += np.where(np.arange(anchor + 1)[:, None] < first[hit], offset[hit], 0.0)
+        moved = _move_before(_series(d, anchor)[:, hit].astype(np.float64), 0, first[hit], offset[hit])
         g = _fits(moved, years, anchor, horizon, history=history, hindcast=hindcast, shrink=True)
         with np.errstate(invalid="ignore"):
             better = np.fmin.reduce(g.hindcast, axis=0) <= STEP_HINDCAST * np.fmin.reduce(
@@ -407,6 +405,13 @@ def with_steps(f: Fits, d: np.ndarray, years: np.ndarray, anchor: int, horizon: 
                 merged[name] = a.reshape(np.shape(getattr(f, name)))
             f = f._replace(**merged)
     return f._replace(step=step.reshape(shape), step_first=step_first.reshape(shape))
+
+
+def _move_before(series: np.ndarray, start: int, first: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """``series (n, ...)`` float64, the epochs ``start .. start + n - 1``, with those before ``first (...)``
+    moved by ``step (...)``: the series without its step, as :func:`with_steps` fits it."""
+    epochs = np.arange(start, start + len(series)).reshape((-1,) + (1,) * np.ndim(step))
+    return series + np.where(epochs < first, step, 0.0)
 
 
 def _design(t: np.ndarray, t0: float, *, seasonal: bool = False, quadratic: bool = False) -> np.ndarray:
