@@ -35,6 +35,23 @@ def test_a_record_that_turns_to_12_days_keeps_every_other_earlier_epoch():
     assert "5 of the 16 input epochs dropped" in cadence.describe()
 
 
+def test_a_record_that_starts_with_12_day_epochs_starts_where_the_6_day_cadence_does():
+    """EGMS's first release: Sentinel-1A alone (12 days) until Sentinel-1B joined, 6 days after."""
+    early = np.arange(np.datetime64("2015-03-03"), np.datetime64("2016-09-30"), 12)       # 48 epochs
+    late = np.arange(early[-1] + 6, np.datetime64("2020-12-31"), 6)
+    dates = np.concatenate([early, late])
+    cadence = regular_dates(dates)
+    assert cadence.days == 6 and cadence.head == len(early) - 1
+    assert list(cadence.dates) == list(dates[len(early) - 1:]) and (cadence.index == np.arange(len(early) - 1,
+                                                                                               len(dates))).all()
+    assert f"the {len(early) - 1} input epochs before {early[-1]} dropped" in cadence.describe()
+    assert len(regular_dates(dates, days=12).dates) > len(early)          # the whole record at 12 days, if asked
+    # a gap of 40 epochs in a 6-day record is not a coarser head: refused, as before
+    full = np.arange(np.datetime64("2019-01-01"), np.datetime64("2019-01-01") + 6 * 300, 6)
+    with pytest.raises(InputError, match="not on a 6-day cadence"):
+        regular_dates(np.delete(full, np.arange(100, 140)))
+
+
 def test_a_regular_record_is_unchanged_and_not_copied():
     dates = np.arange(np.datetime64("2016-01-05"), np.datetime64("2016-06-01"), 6)
     cadence = regular_dates(dates)

@@ -308,6 +308,15 @@ def test_a_cube_on_another_epoch_spacing_is_refused_for_training_and_the_demo_fa
 
     run = Run()
     assert _inputs_for(run) == {"model.inputs": "residual-hindcast"} and "12-day epochs" in run.said[0]
+
+    # one epoch has no spacing: refused for what the windows need, not a crash on the correction's file name
+    single = tmp_path / "single.zarr"
+    ds.isel(t=slice(0, 1)).to_zarr(single, consolidated=True, zarr_format=2)
+    with pytest.raises(InputError, match="holds no window of history 8 and horizon 6") as err:
+        Windows.from_cube(single, history=8, horizon=6, patch=16, stride=8, inputs="residual-corrected")
+    assert str(single) in str(err.value)
+    run.paths = {CUBE: single}
+    assert _inputs_for(run) == {}
     run.paths = {CUBE: tiny_cube}
     assert _inputs_for(run) == {}
 

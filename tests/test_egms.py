@@ -139,6 +139,14 @@ def test_quotes_bom_crlf_blank_lines_and_extra_columns(tmp_path: Path) -> None:
     assert points.quality == {}
 
 
+def test_lines_ended_by_a_lone_carriage_return_are_read(tmp_path: Path) -> None:
+    """Classic Mac OS line ends (\r alone), as some spreadsheet exports still write them."""
+    text = "pid,easting,northing,20200101,20200107\ra,4074950,3100050,1,2\rb,4075050,3100050,3,NaN\r"
+    points = read_egms(write_text(tmp_path / "mac.csv", text))
+    assert list(points.pid) == ["a", "b"]
+    np.testing.assert_array_equal(points.values, np.float32([[1, 2], [3, np.nan]]))
+
+
 def test_coincident_points_with_different_pids_are_kept(tmp_path: Path) -> None:
     text = "pid,easting,northing,20200101\na,4074950,3100050,1\nb,4074950,3100050,2\n"
     points = read_egms(write_text(tmp_path / "same.csv", text))

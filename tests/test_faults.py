@@ -118,6 +118,36 @@ def test_folder_replacement_swaps_whole_folders(tmp_path, monkeypatch, exchange)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_folder_replaces_a_file_of_its_name(tmp_path, monkeypatch, exchange):
+    """``grid --overwrite`` onto a plain file: the cube folder takes its place, nothing left beside it."""
+    from insarcast import fsutil
+
+    if not exchange:
+        monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)
+    target = tmp_path / "out"
+    target.write_text("not a cube")
+    with fsutil.atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "v").write_text("2")
+    assert (target / "v").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_failed_rename_leaves_no_temporary(tmp_path, monkeypatch):
+    from insarcast import fsutil
+
+    def refuse(tmp, target):
+        raise OSError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(fsutil, "_replace", refuse)
+    with pytest.raises(OSError, match="Permission denied"):
+        with fsutil.staged() as stage:
+            for name in ("a", "b"):
+                stage.path(tmp_path / name).write_text(name)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------------- publish
 @pytest.fixture(scope="module")
 def stac_inputs(tmp_path_factory):

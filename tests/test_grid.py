@@ -48,6 +48,46 @@ def test_epoch_with_nan_uses_the_remaining_points():
     assert out[1, 0] == 4.0
 
 
+def test_a_point_on_the_centre_without_a_value_leaves_the_epoch_to_its_neighbours(tmp_path):
+    """EGMS L3 points sit on the cell centres: one empty value must not empty the cell for the whole record.
+    Centre point (0 m): 7, NaN, 9; neighbours at 100 m (value 1) and 200 m (value 4) give, at the second
+    epoch, (1/100^2 * 1 + 1/200^2 * 4) / (1/100^2 + 1/200^2) = 1.6; the centre alone elsewhere."""
+    tree = cKDTree([[0.0, 0.0], [100.0, 0.0], [0.0, 200.0]])
+    values = np.array([[7.0, np.nan, 9.0], [1.0, 1.0, 1.0], [4.0, 4.0, 4.0]], np.float32)
+    out, support = idw(tree, values, np.array([0.0]), np.array([0.0]), IdwParams(radius=500))
+    assert out[:, 0] == pytest.approx([7.0, 1.6, 9.0], rel=1e-6) and support[0] == 3
+    # a whole cube: the centre cell of a 3 x 3 block of points stays valid
+    x, y = np.meshgrid(4000050.0 + 100 * np.arange(3), 3000050.0 + 100 * np.arange(3))
+    grid_values = np.tile(np.array([1.0, 2.0, 3.0], np.float32), (9, 1))
+    grid_values[4, 1] = np.nan
+    cube = open_cube(grid_points(points(x.ravel(), y.ravel(), grid_values), tmp_path / "c.zarr"))
+    assert bool(cube["valid"].all()) and float(cube["displacement"][1, 1, 1]) == pytest.approx(2.0)
+
+
+def test_an_epoch_empty_at_every_point_is_a_missing_acquisition(tmp_path):
+    import warnings
+
+    from insarcast.grid import GapWarning
+
+    dates = np.arange(np.datetime64("2019-01-01"), np.datetime64("2019-01-01") + 6 * 40, 6)
+    values = np.tile(np.arange(40, dtype=np.float32), (2, 1)) * np.float32(0.5)      # 0.5 mm per epoch
+    values[:, 20] = np.nan
+    values[1, 30] = np.nan                                           # one point, no neighbour in reach
+    pts = PointSet(pid=np.array(["a", "b"], dtype=object), easting=np.array([4000050.0, 4009050.0]),
+                   northing=np.array([3000050.0, 3000050.0]), values=values, dates=dates, quality={},
+                   sources=("tile.csv",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cube = open_cube(grid_points(pts, tmp_path / "c.zarr")).load()
+    messages = [str(w.message) for w in caught if issubclass(w.category, GapWarning)]
+    assert any("1 epoch(s) have no value at any point (2019-05-01)" in m for m in messages)
+    # the 4 cells within 300 m of point b (IDW's radius) miss its epoch 30
+    assert any("4 of the 8 cells with points are not valid" in m for m in messages)
+    a, b = (cube.sel(x=x, y=3000050.0) for x in (4000050.0, 4009050.0))
+    assert len(cube["t"]) == 40 and float(a["displacement"][20]) == pytest.approx(10.0)   # filled in time
+    assert bool(a["valid"]) and not bool(b["valid"])
+
+
 def test_coincident_points_are_averaged_at_their_cell():
     pts = points([4000050, 4000050, 4000150], [3000050, 3000050, 3000050], [[2.0], [6.0], [100.0]])
     tree = cKDTree(np.column_stack([pts.easting, pts.northing]))

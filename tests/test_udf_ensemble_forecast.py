@@ -103,6 +103,19 @@ def test_numpy_dask_and_three_chunkings_agree(cube, ensemble_dir):
         assert lazy.attrs["q95"] == pytest.approx(reference.attrs["q95"], rel=1e-6)
 
 
+@pytest.mark.parametrize("size", [(5, 5), (1, 40), (P - 1, 30)])
+def test_a_dask_cube_smaller_than_a_patch_gives_the_numpy_products(cube, ensemble_dir, size):
+    """A tile of a few points: Dask's overlap needs a region larger than its depth (P cells), so such a cube
+    takes the numpy path instead of failing."""
+    ensemble = load_ensemble(ensemble_dir)
+    small = cube.isel(y=slice(0, size[0]), x=slice(0, size[1]))
+    reference = forecast_products(small, **ensemble.settings)
+    lazy = forecast_products(small.chunk({"t": -1, "y": 3, "x": 3}), **ensemble.settings)
+    assert reference["median"].shape[1:] == size and np.isfinite(reference["median"].values).any()
+    for name in ("median", "std", "class"):
+        xr.testing.assert_allclose(lazy[name].compute(), reference[name], atol=1e-6)
+
+
 def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube, ensemble_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(ensemble_dir), "--out", str(tmp_path / "p.zarr"), "--workers", "2", "--chunks", "20",

@@ -145,8 +145,9 @@ def epoch_spacing(times: np.ndarray) -> float:
 def check_correction_grid(*, inputs: str, history: int, horizon: int, patch: int, spacing: float | None,
                           epoch_days: float, path: str | Path | None = None) -> None:
     """``residual-corrected`` needs a cube on the grid and epoch spacing its shipped correction was
-    fitted on (:meth:`insarcast.udf.correction.Correction.check_grid`); the other inputs need nothing."""
-    if inputs != "residual-corrected":
+    fitted on (:meth:`insarcast.udf.correction.Correction.check_grid`); the other inputs need nothing, nor
+    does a cube of fewer than two epochs (no spacing), which the windows refuse naming what they need."""
+    if inputs != "residual-corrected" or not np.isfinite(epoch_days):
         return
     try:
         correction = shipped_correction(history=history, horizon=horizon, patch=patch, static=static_channels(inputs),

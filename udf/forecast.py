@@ -143,6 +143,10 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
         thresholds = Thresholds.from_mapping(thresholds)
 
     lazy = _is_dask(displacement.data) or (valid is not None and _is_dask(valid.data))
+    if lazy and min(displacement.sizes["y"], displacement.sizes["x"]) <= patch:
+        # Dask's overlap needs a region larger than its depth (P cells); one this small fits in memory
+        displacement, valid = displacement.compute(), None if valid is None else valid.compute()
+        lazy = False
     inputs = check_inputs(inputs)
     last = displacement.isel(t=slice(nt - history, None) if inputs == "paper" else slice(None)).data
     years = decimal_years(displacement["t"].values)

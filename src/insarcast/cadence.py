@@ -11,7 +11,11 @@ the latest epochs (:data:`LATEST`), the one the forecast continues. Epochs betwe
 are dropped (every other 6-day epoch before a 12-day period: no value is invented); a multiple
 with no epoch within :data:`TOLERANCE_DAYS` (one missing acquisition) is filled by linear
 interpolation in time between the epochs around it, as long as at most :data:`MAX_FILLED` of the
-kept epochs are filled (more means the cadence is not the data's: refused). :func:`resample`
+kept epochs are filled (more means the cadence is not the data's: refused). A record whose early
+epochs are sampled more coarsely (EGMS's first release: Sentinel-1A alone, every 12 days, until
+Sentinel-1B joined in late 2016) starts where the cadence begins: the coarser head is dropped, with
+the warning, rather than half of it filled (``--cadence`` of the head's spacing keeps the whole
+record at that cadence instead). :func:`resample`
 applies it to a point set's values (``insarcast grid`` does, and records what it did in the cube's
 attributes); :func:`check_regular` refuses an irregular time axis where a cube is used, and
 :func:`median_spacing` is the one measure of an axis's spacing in days (training's ``epoch_days``,
@@ -42,6 +46,7 @@ class Cadence:
     dates: np.ndarray           # (K,) datetime64[D], regular, ending on the last input epoch
     index: np.ndarray           # (K,) int64: the input epoch kept at each date, -1 where filled
     n: int                      # input epochs
+    head: int = 0               # leading input epochs dropped: sampled more coarsely than the cadence
 
     @property
     def filled(self) -> np.ndarray:
@@ -60,8 +65,11 @@ class Cadence:
     def describe(self) -> str:
         """One sentence for a warning and the cube's attributes."""
         parts = [f"a {self.days:g}-day cadence ending on {self.dates[-1]}: {len(self.dates)} epochs"]
-        if self.dropped:
-            parts.append(f"{self.dropped} of the {self.n} input epochs dropped (between its multiples)")
+        if self.head:
+            parts.append(f"the {self.head} input epochs before {self.dates[0]} dropped (sampled more coarsely than "
+                         "this cadence; --cadence of their spacing keeps them)")
+        if self.dropped - self.head:
+            parts.append(f"{self.dropped - self.head} of the {self.n} input epochs dropped (between its multiples)")
         if len(self.filled):
             shown = ", ".join(str(d) for d in self.filled[:5]) + (" ..." if len(self.filled) > 5 else "")
             parts.append(f"{len(self.filled)} missing epoch(s) filled by linear interpolation in time ({shown})")
@@ -108,11 +116,30 @@ def regular_dates(dates: np.ndarray, *, days: float | None = None, source: str |
     out = np.where(on, t[nearest], np.round(targets)).astype("datetime64[D]")
     filled = int((~on).sum())
     if filled > MAX_FILLED * len(index):
+        first = _cadence_start(d, step)
+        if first is not None:
+            try:
+                tail = regular_dates(d[first:], days=step)
+            except InputError:          # the rest is not on the cadence either: the refusal below names it all
+                pass
+            else:
+                index = np.where(tail.index >= 0, tail.index + first, -1)
+                return Cadence(days=step, dates=tail.dates, index=index, n=n, head=first)
+    if filled > MAX_FILLED * len(index):
         raise InputError(f"the epochs are not on a {step:g}-day cadence: {filled} of its {len(index)} dates have no "
                          f"epoch within {TOLERANCE_DAYS:g} day (at most {MAX_FILLED:.0%} may be filled by "
                          "interpolation); the spacings of the input are " + _spacing_summary(d)
                          + "; give the cadence of the data (--cadence DAYS)", path=source, field="--cadence")
     return Cadence(days=step, dates=out, index=index, n=n)
+
+
+def _cadence_start(d: np.ndarray, step: float) -> int | None:
+    """The input epoch where a coarser head of ``d`` ends (the spacings before it at least 1.5 x ``step``, more of
+    them than of finer ones: the end of the longest such run from the start), or None without one."""
+    coarse = spacings(d) >= 1.5 * step
+    score = np.cumsum(np.where(coarse, 1, -1))
+    first = int(np.argmax(score)) + 1
+    return first if score[first - 1] > 0 and first < len(d) - 1 else None
 
 
 def resample(values: np.ndarray, dates: np.ndarray, cadence: Cadence) -> np.ndarray:

@@ -171,9 +171,9 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _replace(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` onto ``target``; a directory target is swapped out (atomically where the system
-    can), then removed."""
-    if target.is_dir() and not target.is_symlink():
+    """Rename ``tmp`` onto ``target``; a directory target, or any target of a directory, is swapped out
+    (atomically where the system can), then removed (``os.replace`` cannot put a folder over a file)."""
+    if (target.is_dir() and not target.is_symlink()) or (tmp.is_dir() and os.path.lexists(target)):
         if _exchange(tmp, target):                # target is new; tmp's name now holds the old version
             _remove(tmp)
             return
@@ -205,9 +205,14 @@ class Staging:
         return tmp
 
     def commit(self) -> None:
-        for tmp, target in self._pending:
-            _replace(tmp, target)
-        self._pending.clear()
+        """Rename every staged path into place; if one rename fails, the rest are discarded (no temporary
+        is left behind) and the error raised."""
+        try:
+            while self._pending:
+                _replace(*self._pending[0])
+                self._pending.pop(0)
+        finally:
+            self.discard()
 
     def discard(self) -> None:
         for tmp, _ in self._pending:

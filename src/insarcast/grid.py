@@ -5,8 +5,11 @@ For a cell centre c and the (at most ``neighbours``) points p_i within ``radius`
     d(c, t) = sum_i w_i d_i(t) / sum_i w_i,      w_i = |c - p_i|^-power,
 
 summed over the points whose value at epoch t is not NaN. A point that lies on the cell centre
-(distance 0) takes the cell alone; several coincident points are averaged. A cell with no point
-within the radius is NaN and not valid. The weights of a block form a sparse matrix, so one
+(distance 0) takes the cell alone; several coincident points are averaged. At an epoch where the
+points on the centre have no value (an empty cell of the EGMS CSV), the other points within the
+radius are weighted as above: one missing value does not empty an EGMS L3 cell, whose point sits on
+the centre, for the whole record. A cell with no point within the radius is NaN and not valid, and
+so is a cell with an epoch at which no point within the radius has a value. The weights of a block form a sparse matrix, so one
 sparse-dense product grids every epoch at once; blocks are written to the Zarr cube as they are
 finished, so memory holds the points plus a few blocks, whatever the size of the region.
 """
@@ -58,6 +61,10 @@ class CadenceWarning(InsarcastWarning):
     """The input's epochs were taken to a regular cadence (some dropped or filled)."""
 
 
+class GapWarning(InsarcastWarning):
+    """The input has values missing: epochs empty at every point, or cells left without a complete series."""
+
+
 MAX_CELLS = 50_000_000
 """Largest grid (cells) gridded without being asked: 5,000 x 10,000 cells is a 500 x 1,000 km region at
 100 m, a cube of 200 GB at 1,000 epochs. Two points far apart (a stray coordinate) would otherwise start
@@ -101,6 +108,7 @@ def idw(tree: cKDTree, values: np.ndarray, xq: np.ndarray, yq: np.ndarray, param
         weight = np.where(found, dist, np.inf) ** -params.power
     exact = found & (dist == 0)
     on_point = exact.any(axis=1)
+    around = np.where(exact, 0.0, weight)         # the other points, where those on the centre have no value
     weight[on_point] = exact[on_point]            # a point on the centre takes the cell alone
     rows = np.broadcast_to(np.arange(m)[:, None], found.shape)[found]
     used, cols = np.unique(idx[found], return_inverse=True)
@@ -115,11 +123,12 @@ def idw(tree: cKDTree, values: np.ndarray, xq: np.ndarray, yq: np.ndarray, param
             out = matrix((weight / weight.sum(axis=1, keepdims=True)).astype(np.float32)) @ block
         out[support == 0] = np.nan
         return np.ascontiguousarray(out.T), support
-    w = matrix(weight)
-    numerator = w @ np.where(finite, block, 0.0)
-    denominator = w @ finite.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(denominator > 0, numerator / denominator, np.nan)
+    filled, present = np.where(finite, block, 0.0), finite.astype(np.float64)
+    out = np.full((m, block.shape[1]), np.nan)
+    for w in (matrix(around), matrix(weight)):    # the centre's points last: they win where they have a value
+        numerator, denominator = w @ filled, w @ present
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(denominator > 0, numerator / denominator, out)
     return out.T.astype(np.float32), support
 
 
@@ -136,6 +145,7 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
     source = ", ".join(points.sources) or None
     if len(points) == 0:
         raise InputError("no points to grid", path=source)
+    points = _without_empty_epochs(points, source)
     regular = regular_dates(points.dates, days=cadence, source=source)
     if not regular.unchanged:
         warnings.warn(f"{source or 'points'}: the epochs are not regular; the cube keeps {regular.describe()}",
@@ -181,7 +191,25 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
         cube["support"][:] = support
         cube["valid"][:] = valid
         finish_cube(tmp)
+    gaps = int(((support > 0) & ~valid).sum())
+    if gaps and np.isfinite(points.values).any():          # an all-empty tile: the reader said so
+        warnings.warn(f"{source or 'points'}: {gaps} of the {int((support > 0).sum())} cells with points are not valid: "
+                      "at some epoch no point within the radius has a value (they are not trained on or forecast)",
+                      GapWarning, stacklevel=2)
     return out
+
+
+def _without_empty_epochs(points: PointSet, source: str | None) -> PointSet:
+    """``points`` without the epochs at which no point has a value (a column left empty): those are missing
+    acquisitions, which the cadence fills or refuses (:func:`insarcast.cadence.regular_dates`), not a
+    record of NaN that would leave no cell valid."""
+    empty = ~np.isfinite(points.values).any(axis=0)
+    if empty.all() or not empty.any():         # all empty: the reader said so (the tile adds no data)
+        return points
+    shown = ", ".join(str(d) for d in points.dates[empty][:5]) + (" ..." if empty.sum() > 5 else "")
+    warnings.warn(f"{source or 'points'}: {int(empty.sum())} epoch(s) have no value at any point ({shown}); they "
+                  "are taken as missing acquisitions", GapWarning, stacklevel=3)
+    return dataclasses.replace(points, values=points.values[:, ~empty], dates=points.dates[~empty])
 
 
 def grid_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, spacing: float = 100.0,

@@ -281,7 +281,7 @@ def _parse_header(path: str, raw: bytes) -> Header:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError("the header is not UTF-8 text; is this an EGMS CSV file?", path=path) from None
-    names = next(csv.reader([text.rstrip("\r\n")]), [])
+    names = next(csv.reader(text.splitlines()[:1]), [])      # a header line ends at \n, \r\n or a lone \r
     dates = _parse_dates(path, names)
     found = match_columns(names)
     for canonical in REQUIRED_COLUMNS:
