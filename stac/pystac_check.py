@@ -9,7 +9,6 @@ nothing is fetched from the network.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,7 +40,7 @@ def pystac_problems(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLik
     from pystac.validation import validate_dict
     from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
-    from .validate import SCHEMAS
+    from .validate import SCHEMAS, read_json
 
     folder = Path(SCHEMAS if schemas is None else schemas).resolve()
     if not folder.is_dir():
@@ -55,16 +54,22 @@ def pystac_problems(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLik
         validator = JsonSchemaSTACValidator()
         for path in sorted(root.rglob("*.json")):
             try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
+                doc = read_json(path)
             except (OSError, ValueError) as err:
                 problems.append(f"{path}: not readable JSON: {err}")
                 continue
             if not isinstance(doc, dict) or "stac_version" not in doc:
                 continue                               # ensemble.json and other assets
+            if not isinstance(doc["stac_version"], str):   # pystac would fail on it, not report it
+                problems.append(f"{path}: stac_version: expected a string such as '1.1.0', "
+                                f"not {doc['stac_version']!r}")
+                continue
             try:
                 validate_dict(doc, href=str(path), validator=validator)
-            except (pystac.STACValidationError, pystac.validation.GetSchemaError) as err:
+            except (pystac.STACValidationError, pystac.STACTypeError, pystac.validation.GetSchemaError) as err:
                 problems.append(f"{path}: {str(err).splitlines()[0]}")
+            except RecursionError:                     # jsonschema (and its messages) recurse into the values
+                problems.append(f"{path}: nested too deeply to validate")
     finally:
         pystac.StacIO._default_io = previous
     return problems

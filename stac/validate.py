@@ -11,7 +11,9 @@ folder is a problem, not a download.
 Beyond the schemas, every JSON reachable from ``catalog.json`` (and every STAC JSON in the folder,
 which must be reachable) is checked for the profile insarcast publishes:
 
+- every JSON is strict JSON (RFC 8259: UTF-8, no NaN or Infinity, which Python's json accepts);
 - links and asset hrefs are relative (the catalog is self-contained) and point at existing files;
+  child and item links form no cycle;
 - an Item that declares the projection extension has a CRS (``proj:code``, or ``proj:wkt2`` /
   ``proj:projjson``), ``proj:shape`` and ``proj:transform`` for its rasters (the schema alone
   accepts an Item without them);
@@ -208,14 +210,19 @@ def _prefixed_keys(obj: dict) -> set[str]:
     return {k.split(":", 1)[0] for k in obj if isinstance(k, str) and ":" in k}
 
 
+def _object(doc: dict, key: str) -> dict:
+    """``doc[key]`` when it is a JSON object, else {} (a missing or mistyped field the schema reports)."""
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _profile_problems(doc: dict, path: str) -> list[Problem]:
     problems = []
-    props = doc.get("properties") or {}
-    assets = doc.get("assets") or {}
+    props, assets = _object(doc, "properties"), _object(doc, "assets")
     # fields of a known extension need the extension declared
     used = _prefixed_keys(props) | {p for a in assets.values() if isinstance(a, dict) for p in _prefixed_keys(a)}
     if doc.get("type") == "Collection":
-        used |= _prefixed_keys(doc.get("summaries") or {})
+        used |= _prefixed_keys(_object(doc, "summaries"))
     for prefix in sorted(used):
         name = _PREFIXES.get(prefix)
         if name and not _ext_used(doc, name):
@@ -256,7 +263,7 @@ def _outside(file: Path, root: Path | None) -> bool:
 
 def _asset_problems(doc: dict, path: Path, check_cogs: bool, root: Path | None = None) -> list[Problem]:
     problems = []
-    for key, asset in (doc.get("assets") or {}).items():
+    for key, asset in _object(doc, "assets").items():
         if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
             continue                                   # the schema reports it
         href = asset["href"]
@@ -288,10 +295,106 @@ def _asset_problems(doc: dict, path: Path, check_cogs: bool, root: Path | None =
 
 
 # ---------------------------------------------------------------------------------------------- walk
+def _shown(path: Path, folder: Path) -> Path:
+    """``path`` (resolved) as the user named it: below ``folder`` when it lies there."""
+    relative = os.path.relpath(path, folder.resolve())
+    return path if relative.startswith("..") else folder / relative
+
+
+def _link_problems(doc: dict, path: Path, shown: Path, root: Path) -> tuple[list[Problem], list[tuple]]:
+    """The problems of the links of ``doc`` and its child / item links to follow: ``(i, href, rel, target)``."""
+    problems, follow = [], []
+    for i, link in enumerate(doc.get("links") or []):
+        if not isinstance(link, dict) or not isinstance(link.get("href"), str):
+            continue
+        href, rel = link["href"], link.get("rel")
+        if rel == "self":
+            continue
+        if not _is_relative(href):
+            if rel in _HIERARCHY:                     # external links (license, about ...) may be absolute
+                problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} is not "
+                                                                        "relative: the catalog is not self-contained"))
+            continue
+        target = (path.parent / href).resolve()
+        if _outside(target, root):
+            problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} lies outside the "
+                                                                    "catalog folder; not read"))
+        elif not target.is_file():
+            problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} does not exist"))
+        elif rel in ("child", "item"):
+            follow.append((i, href, rel, target))
+    return problems, follow
+
+
+def _cycle_problems(edges: dict[Path, list[tuple]], start: Path, folder: Path) -> list[Problem]:
+    """A problem for each child / item link that leads back to a file above it (or to itself): a link cycle.
+
+    A depth-first walk from the root over the links ``edges`` (file -> ``(i, href, rel, target)``), iterative.
+    """
+    problems, done, above = [], set(), {start}
+    stack = [(start, iter(edges.get(start, ())))]
+    while stack:
+        path, links = stack[-1]
+        for i, href, rel, target in links:
+            if target in above:
+                problems.append(Problem(str(_shown(path, folder)), f"links[{i}].href",
+                                        f"{rel} link {href!r} leads back to {_shown(target, folder)}: a link cycle"))
+            elif target not in done:
+                above.add(target)
+                stack.append((target, iter(edges.get(target, ()))))
+                break
+        else:
+            stack.pop()
+            above.discard(path)
+            done.add(path)
+    return problems
+
+
+class NotJSON(ValueError):
+    """A file that is not strict JSON (RFC 8259) in UTF-8; the message says why and where."""
+
+
+_CONSTANT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')     # a string, or a constant outside one
+
+
+def _no_constant(name: str):
+    raise NotJSON(name)
+
+
+def _constant_problem(text: str, name: str) -> NotJSON:
+    """``name`` (NaN, Infinity, -Infinity), which Python's json accepts, as the error that RFC 8259 makes it."""
+    where = next((m.start(1) for m in _CONSTANT.finditer(text) if m.group(1)), None)
+    if where is not None:
+        line, column = text.count("\n", 0, where) + 1, where - text.rfind("\n", 0, where)
+        name = f"{name} at line {line} column {column}"
+    return NotJSON(f"{name} is not a JSON number: RFC 8259 allows no NaN or Infinity")
+
+
+def read_json(path: Path):
+    """The JSON value in ``path``, read strictly: UTF-8, no NaN / Infinity, nesting Python can parse.
+
+    Raises OSError, or a ValueError (:class:`NotJSON`, ``json.JSONDecodeError``) stating the cause and where.
+    """
+    data = path.read_bytes()
+    if not data.strip():
+        raise NotJSON("empty file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise NotJSON(f"not UTF-8 at byte {exc.start} (line {line}): {exc.reason}") from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise NotJSON("nested too deeply to read") from None
+    except NotJSON as exc:
+        raise _constant_problem(text, str(exc)) from None
+
+
 def _load(path: Path) -> tuple[dict | None, Problem | None]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = read_json(path)
+    except (OSError, ValueError) as exc:
         return None, Problem(str(path), None, f"not readable JSON ({exc})")
     if not isinstance(doc, dict):
         return None, Problem(str(path), None, "expected a JSON object")
@@ -301,11 +404,12 @@ def _load(path: Path) -> tuple[dict | None, Problem | None]:
 def _schema_uris(doc: dict) -> tuple[list[str], list[Problem]]:
     uris, problems = [], []
     kind, version = doc.get("type"), doc.get("stac_version")
-    if kind in ext.CORE_SCHEMAS and isinstance(version, str):
-        uris.append(ext.CORE_SCHEMAS[kind].format(version=version))
+    if not isinstance(kind, str) or kind not in ext.CORE_SCHEMAS:
+        problems.append(("type", f"not a STAC Catalog, Collection or Item (type {kind!r}, stac_version {version!r})"))
+    elif not isinstance(version, str):
+        problems.append(("stac_version", f"expected a string such as '1.1.0', not {version!r}"))
     else:
-        problems.append(("type" if kind not in ext.CORE_SCHEMAS else "stac_version",
-                         f"not a STAC Catalog, Collection or Item (type {kind!r}, stac_version {version!r})"))
+        uris.append(ext.CORE_SCHEMAS[kind].format(version=version))
     for uri in doc.get("stac_extensions") or []:
         if isinstance(uri, str):
             uris.append(uri)
@@ -335,14 +439,14 @@ def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLi
     store = SchemaStore(SCHEMAS if schemas is None else schemas)
 
     problems: list[Problem] = []
-    queue, seen = [root_file.resolve()], set()
+    start = root_file.resolve()
+    queue, seen, edges = [start], set(), {}
     while queue:
         path = queue.pop(0)
         if path in seen:
             continue
         seen.add(path)
-        relative = os.path.relpath(path, folder.resolve())
-        shown = path if relative.startswith("..") else folder / relative
+        shown = _shown(path, folder)
         doc, problem = _load(path)
         if problem:
             problems.append(Problem(str(shown), None, problem.message))
@@ -353,25 +457,10 @@ def validate_catalog(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLi
             problems += _schema_problems(store, uri, doc, str(shown))
         problems += _profile_problems(doc, str(shown))
         problems += _asset_problems(doc, shown, check_cogs, root=folder.resolve())
-        for i, link in enumerate(doc.get("links") or []):
-            if not isinstance(link, dict) or not isinstance(link.get("href"), str):
-                continue
-            href, rel = link["href"], link.get("rel")
-            if rel == "self":
-                continue
-            if not _is_relative(href):
-                if rel in _HIERARCHY:             # external links (license, about ...) may be absolute
-                    problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} is not "
-                                                                            "relative: the catalog is not self-contained"))
-                continue
-            target = (path.parent / href).resolve()
-            if _outside(target, folder.resolve()):
-                problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} lies outside the "
-                                                                        "catalog folder; not read"))
-            elif not target.is_file():
-                problems.append(Problem(str(shown), f"links[{i}].href", f"{rel} link {href!r} does not exist"))
-            elif rel in ("child", "item"):
-                queue.append(target)
+        link_problems, edges[path] = _link_problems(doc, path, shown, folder.resolve())
+        problems += link_problems
+        queue += [target for _, _, _, target in edges[path]]
+    problems += _cycle_problems(edges, start, folder)
 
     for file in sorted(folder.rglob("*.json")):
         if file.resolve() in seen:

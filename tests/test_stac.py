@@ -572,3 +572,117 @@ def test_another_ensemble_of_the_same_name_is_refused_then_replaced_with_overwri
     assert all(json.loads(p.read_text())["properties"]["datetime"] == "2026-02-03T04:05:06Z" for p in members)
     problems = validate_catalog(out, schemas=SCHEMAS)
     assert problems == [], "\n".join(map(str, problems))
+
+
+# ---------------------------------------------------------------------------------------------- damaged JSON
+def validate_stac(catalog: Path):
+    """Run ``insarcast validate-stac`` on ``catalog``: (exit code, output); an uncaught exception fails."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    done = CliRunner().invoke(main, ["validate-stac", str(catalog), "--schemas", str(SCHEMAS), "--no-cogs"])
+    assert isinstance(done.exception, (SystemExit, type(None))), (done.output, done.exc_info)
+    return done.exit_code, done.output
+
+
+def forecast_item(catalog: Path) -> Path:
+    return sorted((catalog / "insarcast-forecasts").glob("*-h1/*-h1.json"))[0]
+
+
+@needs_schemas
+def test_a_stac_version_not_a_string_is_reported_not_a_crash(catalog, tmp_path, no_network):
+    """pystac's own validator failed on it (AttributeError in identify); both validators now name the field."""
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    doc = json.loads((broken / "catalog.json").read_text())
+    doc["stac_version"] = 1
+    (broken / "catalog.json").write_text(json.dumps(doc))
+    code, output = validate_stac(broken)
+    assert code == 2, output
+    lines = [line for line in output.splitlines() if "catalog.json" in line]
+    assert len(lines) == 2 and all("stac_version: expected a string such as '1.1.0', not 1" in line
+                                   for line in lines), output
+
+
+@needs_schemas
+@pytest.mark.parametrize("where", ["catalog", "item"])
+def test_json_nested_too_deeply_is_not_readable_json(catalog, tmp_path, no_network, where):
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    path = broken / "catalog.json" if where == "catalog" else forecast_item(broken)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    code, output = validate_stac(broken)
+    assert code == 2, output
+    assert f"{path.name}: not readable JSON (nested too deeply to read)" in output, output
+
+
+@needs_schemas
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(catalog, tmp_path, no_network, constant):
+    """Python's json reads them; RFC 8259 does not allow them: the Item is invalid, the line says where."""
+    from insarcast.stac.validate import validate_catalog
+
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    item = forecast_item(broken)
+    doc = json.loads(item.read_text())
+    doc["bbox"][0] = float(constant.lower().replace("infinity", "inf"))
+    item.write_text(json.dumps(doc, indent=1))                 # json.dumps writes NaN / Infinity as is
+    line = next(n for n, text in enumerate(item.read_text().splitlines(), 1) if constant in text)
+    problems = validate_catalog(broken, schemas=SCHEMAS, check_cogs=False)
+    assert [(Path(p.path).resolve(), p.field) for p in problems] == [(item.resolve(), None)], problems
+    assert f"{constant} at line {line} column " in problems[0].message and "RFC 8259" in problems[0].message
+    code, output = validate_stac(broken)
+    assert code == 2 and f"invalid (pystac): {item}: not readable JSON: {constant} at line {line}" in output, output
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty file"),
+    (b'{"title": "Gr\xf6und"}', "not UTF-8 at byte 13 (line 1)"),
+    (b'{\n "id": "x",\n "links": [', "Expecting value: line 3 column 12"),
+    (b'{"a": "NaN, \\" Infinity", "b": -Infinity}', "-Infinity at line 1 column 32 is not a JSON number"),
+])
+def test_read_json_says_why_and_where(tmp_path, data, message):
+    from insarcast.stac.validate import read_json
+
+    path = tmp_path / "catalog.json"
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as info:
+        read_json(path)
+    assert message in str(info.value)
+
+
+@needs_schemas
+@pytest.mark.parametrize("cycle", ["to the root", "to itself"])
+def test_a_child_link_cycle_is_a_problem(catalog, tmp_path, no_network, cycle):
+    from insarcast.stac.validate import validate_catalog
+
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    path = broken / "insarcast-forecasts" / "collection.json" if cycle == "to the root" else broken / "catalog.json"
+    doc = json.loads(path.read_text())
+    doc["links"].append({"rel": "child", "href": "../catalog.json" if cycle == "to the root" else "./catalog.json",
+                         "type": "application/json"})
+    path.write_text(json.dumps(doc, indent=2))
+    problems = validate_catalog(broken, schemas=SCHEMAS, check_cogs=False)
+    assert len(problems) == 1, problems
+    assert Path(problems[0].path).resolve() == path.resolve()
+    assert problems[0].field == f"links[{len(doc['links']) - 1}].href"
+    assert "leads back to" in problems[0].message and "catalog.json: a link cycle" in problems[0].message
+
+
+@needs_schemas
+@pytest.mark.parametrize("damage", ["properties a list", "assets a list", "bbox nested 850 deep"])
+def test_mistyped_or_deep_fields_are_problems_not_crashes(catalog, tmp_path, no_network, damage):
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    item = forecast_item(broken)
+    doc = json.loads(item.read_text())
+    if damage == "bbox nested 850 deep":
+        item.write_text(json.dumps({**doc, "bbox": None}).replace('"bbox": null', '"bbox": ' + "[" * 850 + "]" * 850))
+    else:
+        doc[damage.split()[0]] = [1]
+        item.write_text(json.dumps(doc))
+    code, output = validate_stac(broken)
+    assert code == 2 and item.name in output, output
