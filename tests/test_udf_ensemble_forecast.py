@@ -116,6 +116,30 @@ def test_a_dask_cube_smaller_than_a_patch_gives_the_numpy_products(cube, ensembl
         xr.testing.assert_allclose(lazy[name].compute(), reference[name], atol=1e-6)
 
 
+def test_an_infinite_value_is_a_missing_one(cube):
+    """A cube made elsewhere may hold inf (grid refuses it): the fits of the residual inputs saw it as a
+    number (RuntimeWarnings from every matrix product); it is a missing value, as NaN is."""
+    import warnings
+
+    def reference(x):                 # members that keep the reference: the products are the fits'
+        return np.zeros((2, len(x), F, P, P), np.float32)
+
+    settings = dict(predict=reference, history=T, horizon_steps=F, patch=P, members=2, inputs="residual-hindcast",
+                    norm={"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0})
+    bad, missing = cube.copy(deep=True), cube.copy(deep=True)
+    bad["displacement"][-3, 4, 5] = np.inf
+    missing["displacement"][-3, 4, 5] = np.nan
+    expected = forecast_products(missing, **settings)
+    for given in (bad, bad.chunk({"t": -1, "y": 16, "x": 16})):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            products = forecast_products(given, **settings)
+            products["median"].compute()
+        assert np.isnan(products["median"].values[:, 4, 5]).all()
+        assert products.attrs["q85"] == pytest.approx(expected.attrs["q85"], rel=1e-6)
+        xr.testing.assert_allclose(products["median"].compute(), expected["median"], atol=1e-6)
+
+
 def test_local_cluster_with_two_workers_gives_the_same_products(tiny_cube, cube, ensemble_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "insarcast", "forecast", str(tiny_cube), "--ensemble",
                            str(ensemble_dir), "--out", str(tmp_path / "p.zarr"), "--workers", "2", "--chunks", "20",

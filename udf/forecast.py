@@ -84,6 +84,8 @@ def split_cube(cube: xr.DataArray | xr.Dataset) -> tuple[xr.DataArray, xr.DataAr
     t = displacement["t"].values
     if len(t) > 1 and not (np.diff(t) > np.timedelta64(0)).all():
         raise InputError("the time coordinate 't' is not strictly increasing", field="t")
+    if _is_dask(displacement.data) or np.isinf(displacement.values).any():
+        displacement = displacement.where(np.isfinite(displacement))      # an infinite value is a missing one
     if valid is not None:
         if set(valid.dims) != {"y", "x"}:
             raise InputError(f"'valid' must have dims ('y', 'x'), got {tuple(valid.dims)}", field="valid")
