@@ -380,7 +380,8 @@ def _cube_zarr(ds, path):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("all NaN", "no valid pixel"),
+    ("all NaN", "no valid pixel: no pixel is finite at each of the last 6 epochs"),
+    ("none marked valid", "no valid pixel: 1 pixel(s) are finite at each of the last 6 epochs, 0 are marked valid"),
     ("fewer epochs than T", "fewer than the model's history T = 6"),
     ("unnamed dims", "expected dims ('t', 'y', 'x')"),
     ("y spacing", "grid spacing 50 m differs from the ensemble's 100 m (along y)"),
@@ -389,6 +390,9 @@ def test_forecast_refuses_bad_cubes_before_any_work_and_writes_nothing(cube, ens
     ds = cube.copy()
     if case == "all NaN":
         ds["displacement"] = ds["displacement"] * np.nan
+    elif case == "none marked valid":       # one finite pixel, and 'valid' (the whole record) false everywhere
+        ds["displacement"] = ds["displacement"].where((ds["y"] == ds["y"][3]) & (ds["x"] == ds["x"][4]))
+        ds["valid"] = ds["valid"] & False
     elif case == "fewer epochs than T":
         ds = ds.isel(t=slice(0, T - 1))
     elif case == "unnamed dims":

@@ -11,6 +11,7 @@ memory by that pass are two float32 numbers per pixel.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -91,6 +92,18 @@ def split_cube(cube: xr.DataArray | xr.Dataset) -> tuple[xr.DataArray, xr.DataAr
             raise InputError(f"'valid' must have dims ('y', 'x'), got {tuple(valid.dims)}", field="valid")
         valid = valid.transpose("y", "x")
     return displacement, valid
+
+
+def no_usable_pixel(history: int, finite: int, marked: int | None, *, path: str | os.PathLike | None = None
+                    ) -> InputError:
+    """The error for a cube without a pixel both finite at each of the last ``history`` epochs (``finite`` of
+    them are) and marked valid by its ``valid`` variable (``marked``, None without one): which one failed."""
+    if finite == 0:
+        why = f"no pixel is finite at each of the last {history} epochs (is the input all NaN?)"
+    else:
+        why = (f"{finite} pixel(s) are finite at each of the last {history} epochs, {marked} are marked valid by "
+               "the cube's 'valid' (a cell with an epoch without data anywhere in the record), none both")
+    return InputError(f"no valid pixel: {why}", path=path, field="displacement")
 
 
 def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.ndarray], np.ndarray], *,
@@ -240,10 +253,10 @@ def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horiz
     last = np.asarray(last)
     if valid_data is not None:
         valid_data = np.asarray(valid_data, bool)
-    usable = np.isfinite(last[last.shape[0] - history:]).all(axis=0) & (True if valid_data is None else valid_data)
+    finite = np.isfinite(last[last.shape[0] - history:]).all(axis=0)
+    usable = finite & (True if valid_data is None else valid_data)
     if not usable.any():
-        raise InputError(f"no valid pixel: the last {history} epochs hold no pixel that is valid and "
-                         "finite throughout (is the input all NaN?)", field="displacement")
+        raise no_usable_pixel(history, int(finite.sum()), None if valid_data is None else int(valid_data.sum()))
     fc = forecast_block(last, valid_data, **settings)
     d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))
     median = _median(fc)

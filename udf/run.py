@@ -118,7 +118,7 @@ def read_thresholds(path: str | os.PathLike) -> dict[str, float]:
 def _check_before_work(data, members, *, path) -> None:
     """What can be refused before the cluster starts and the ensemble runs: too few epochs, and a cube
     without any valid pixel (one read of the last T epochs)."""
-    from insarcast.udf.forecast import split_cube
+    from insarcast.udf.forecast import no_usable_pixel, split_cube
 
     displacement, valid = split_cube(data)
     nt = displacement.sizes["t"]
@@ -126,12 +126,11 @@ def _check_before_work(data, members, *, path) -> None:
         raise InputError(f"the cube has {nt} epochs, fewer than the model's history T = {members.history}",
                          path=path, field="t")
     last = displacement.isel(t=slice(nt - members.history, None))
-    usable = np.isfinite(last).all("t")
-    if valid is not None:
-        usable = usable & valid.astype(bool)
+    finite = np.isfinite(last).all("t")
+    usable = finite if valid is None else finite & valid.astype(bool)
     if not bool(usable.any().compute()):
-        raise InputError(f"no valid pixel: the last {members.history} epochs hold no pixel that is valid and "
-                         "finite throughout (is the input all NaN?)", path=path, field="displacement")
+        raise no_usable_pixel(members.history, int(finite.sum().compute()),
+                              None if valid is None else int(valid.sum().compute()), path=path)
 
 
 def check_settings(*, workers: int | None = None, threads: int | None = None, chunks: int | None = None,
