@@ -371,6 +371,18 @@ def test_forecast_refuses_a_damaged_ensemble_and_a_short_cube(tiny_cube, cube, t
         forecast_products(cube.displacement * np.nan, overlap=P // 2, **ensemble.settings)
 
 
+def test_forecast_refuses_a_horizon_beyond_the_ensembles_naming_the_option(tiny_cube, tmp_path):
+    from insarcast.udf.run import forecast_cube
+
+    folder = write_linear_ensemble(tmp_path / "e")
+    with pytest.raises(InputError, match=rf"option --horizon: must be at most the ensemble's horizon F = {F}, "
+                                         rf"got {F + 1}"):
+        forecast_cube(tiny_cube, folder, tmp_path / "p.zarr", horizon=F + 1)
+    with pytest.raises(InputError, match="option --horizon: must be at least 1, got 0"):
+        forecast_cube(tiny_cube, folder, tmp_path / "p.zarr", horizon=0)
+    assert not (tmp_path / "p.zarr").exists()
+
+
 def _cube_zarr(ds, path):
     ds = ds.copy()
     for variable in ds.variables.values():

@@ -184,6 +184,9 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
         raise InputError(f"expected one of {', '.join(DEVICES)}, got {device!r}", field="--device")
     providers = DEVICES[device]
     members = load_ensemble(ensemble, providers=providers)   # checks the whole ensemble before any work
+    if horizon is not None and horizon > members.horizon:
+        raise InputError(f"must be at most the ensemble's horizon F = {members.horizon}, got {horizon}",
+                         field="--horizon")
     ds = open_cube(cube)
     check_compatible(ds, members.manifest, path=cube)
     names = ["displacement"] + (["valid"] if "valid" in ds else [])
