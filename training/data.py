@@ -64,11 +64,14 @@ class Windows:
                 start, stop = getattr(split, part)
                 raise InputError(f"the {part} period (epochs {start}..{stop - 1}) holds no window of "
                                  f"history {history} and horizon {horizon}", path=source or None, field="t")
-        norm = training_statistics(displacement, mask, split, history=history, horizon=horizon)
+        try:                        # the cube's size and pixels first: the statistics read every window
+            origins = patch_origins(mask, size=patch, stride=stride, min_valid=min_valid)
+            norm = training_statistics(displacement, mask, split, history=history, horizon=horizon)
+        except InputError as err:
+            raise InputError(err.message, path=err.path or source or None, line=err.line, field=err.field) from None
         if inputs != "paper":
             norm = residual_statistics(displacement, mask, split, decimal_years(times), norm, history=history,
                                        horizon=horizon, inputs=inputs)
-        origins = patch_origins(mask, size=patch, stride=stride, min_valid=min_valid)
         if len(origins) == 0:
             raise InputError(f"no {patch} x {patch} patch has {min_valid:.0%} valid pixels",
                              path=source or None, field="valid")
