@@ -103,7 +103,7 @@ def _replicate(src: Path, dst: Path) -> None:
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in [*dirs, *files]:
             if (Path(folder) / name).is_symlink():
-                inside(Path(folder) / name, src, source=Path(folder) / name, what="symlink")
+                inside((Path(folder) / name).absolute(), src, source=Path(folder) / name, what="symlink")
         for name in files:
             s, d = Path(folder) / name, dst / rel / name
             if name.endswith(".json"):
@@ -132,7 +132,7 @@ def _check_links(catalog: Path, *, shown: Path) -> None:
             if not isinstance(href, str) or "://" in href:
                 raise InputError(f"link {href!r} is not a relative path inside the catalog",
                                  path=shown / path.relative_to(catalog), field="links")
-            target = inside(path.parent / href, catalog, source=shown / path.relative_to(catalog), field="links",
+            target = inside((path.parent / href).absolute(), catalog, source=shown / path.relative_to(catalog), field="links",
                             what="link")
             if depth < 2 and target.is_file():
                 check(target, depth + 1)

@@ -288,7 +288,10 @@ def test_a_publish_killed_at_any_rename_loses_no_run(stac_inputs, tmp_path, mode
 
 
 # ---------------------------------------------------------------------------------------------- ensemble
-def test_forecast_refuses_a_member_symlinked_out_of_the_ensemble_without_reading_it(tmp_path):
+@pytest.mark.parametrize("relative", [False, True])
+def test_forecast_refuses_a_member_symlinked_out_of_the_ensemble_without_reading_it(tmp_path, monkeypatch, relative):
+    """Also with the ensemble named by a relative path (``--ensemble e``): the member's name was joined to
+    the folder twice, so the check looked at a path that does not exist, and passed."""
     pytest.importorskip("onnxruntime")
     from test_udf_ensemble_forecast import write_linear_ensemble
 
@@ -298,6 +301,9 @@ def test_forecast_refuses_a_member_symlinked_out_of_the_ensemble_without_reading
     outside = tmp_path / "outside.bin"
     shutil.move(folder / "member_00.onnx", outside)
     (folder / "member_00.onnx").symlink_to(outside)
+    if relative:
+        monkeypatch.chdir(tmp_path)
+        folder = Path("e")
     with pytest.raises(InputError, match="outside") as info:
         load_ensemble(folder)
     assert info.value.field == "members[0].file"

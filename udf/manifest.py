@@ -446,7 +446,9 @@ def member_files(manifest: Manifest) -> list[MemberFile]:
     for entry in manifest.members:
         file = manifest.folder / entry.file
         where = f"members[{entry.index}]"
-        inside(file, manifest.folder, source=manifest.path, field=f"{where}.file", what=f"member {entry.file}")
+        # the name as the manifest gives it, relative to the folder (``file`` would be joined to it twice
+        # when the folder is given as a relative path, and a symlink leaving it would pass)
+        inside(entry.file, manifest.folder, source=manifest.path, field=f"{where}.file", what=f"member {entry.file}")
         try:
             data = file.read_bytes()
         except FileNotFoundError as err:

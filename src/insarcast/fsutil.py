@@ -134,7 +134,8 @@ def inside(path: str | os.PathLike, folder: str | os.PathLike, *, source: str | 
            field: str | None = None, what: str = "path") -> Path:
     """``path`` (relative to ``folder``, or absolute) resolved, symlinks followed; it must lie inside
     ``folder`` (also resolved), else an :class:`InputError` naming ``source`` (the file it was read
-    from) and ``field``. Nothing is read."""
+    from) and ``field``. Nothing is read. A relative ``path`` is taken relative to ``folder``: give the
+    name as the file gives it, not ``folder / name`` (joined twice where ``folder`` is relative)."""
     base = Path(folder).resolve()
     candidate = Path(path)
     resolved = (candidate if candidate.is_absolute() else Path(folder) / candidate).resolve()
