@@ -74,6 +74,12 @@ def _dup(m):
      "members[0].hyperparameters.model.patch", "all members must share T, F, P and C"),
     (lambda m: m["output"].update(shape=[-1, F + 1, P, P]), "output.shape", "give [-1, 3, 8, 8]"),
     (lambda m: m.update(members=[]), "members", "no member"),
+    # Python's json reads NaN and Infinity: a hand-edited manifest crashed publish or named an internal path
+    (lambda m: m["members"][0].update(val_loss=float("nan")), "members[0].val_loss", "must be a finite number"),
+    (lambda m: m.update(epoch_days=0), "epoch_days", "must be a finite number > 0 and <= 366, got 0.0"),
+    (lambda m: m.update(epoch_days=1e308), "epoch_days", "must be a finite number > 0 and <= 366"),
+    (lambda m: m["grid"].update(spacing=0), "grid.spacing", "must be a finite number > 0, got 0.0"),
+    (lambda m: m["members"][1].update(parity_max_abs=-1.0), "members[1].parity_max_abs", "finite number >= 0"),
 ])
 def test_a_bad_manifest_is_refused_naming_the_file_and_the_field(tmp_path, change, field, message):
     folder = _write(tmp_path / "e", edit=change)

@@ -104,6 +104,22 @@ class _Fields:
             raise self.error(key, f"{self.prefix}{key} must be a positive integer, got {value}")
         return value
 
+    def finite(self, key: str, *, least: float | None = None, above: float | None = None,
+               most: float | None = None, optional: bool = False) -> float | None:
+        """A finite number (Python's json reads NaN and Infinity) in the given bounds; None where ``optional``
+        and absent or null."""
+        value = self.get(key, _OPT_NUMBER if optional else _NUMBER, None if optional else _REQUIRED)
+        if value is None:
+            return None
+        value = float(value)
+        bounds = [(least, ">=", lambda v, b: v >= b), (above, ">", lambda v, b: v > b),
+                  (most, "<=", lambda v, b: v <= b)]
+        if not math.isfinite(value) or not all(ok(value, b) for b, _, ok in bounds if b is not None):
+            wanted = " and ".join(f"{sign} {b:g}" for b, sign, _ in bounds if b is not None)
+            raise self.error(key, f"{self.prefix}{key} must be a finite number{' ' + wanted if wanted else ''}, "
+                                  f"got {value!r}")
+        return value
+
 
 class _Document(Mapping):
     """Read-only mapping access to the JSON object a model was read from (extra keys included)."""
@@ -181,9 +197,9 @@ class MemberEntry(_Document):
         f = _Fields(data, path=path, prefix=f"members[{index}].", what=f"member {index} of the manifest")
         entry = cls(index=index, file=f.get("file", _STR), sha256=f.get("sha256", _STR), bytes=f.get("bytes", _INT),
                     arch=f.get("arch", _STR), trial=f.get("trial", _OPT_INT), run_seed=f.get("run_seed", _INT),
-                    strategy=f.get("strategy", _STR), val_loss=float(f.get("val_loss", _NUMBER)),
+                    strategy=f.get("strategy", _STR), val_loss=f.finite("val_loss"),
                     hyperparameters=f.get("hyperparameters", _DICT), exporter=f.get("exporter", _STR),
-                    parity_max_abs=float(f.get("parity_max_abs", _NUMBER)),
+                    parity_max_abs=f.finite("parity_max_abs", least=0.0),
                     parameters=f.get("parameters", _OPT_INT, None), source=f.get("source", _OPT_STR, None), raw=data,
                     zero_output=f.get("zero_output", _BOOL, False))
         pure = PurePosixPath(entry.file)
@@ -264,8 +280,8 @@ class Manifest(_Document):
             path=path, name=f.get("name", _STR), architecture=f.get("architecture", _STR), opset=f.get("opset", _INT),
             created=f.get("created", _STR), history=t, horizon=fh, patch=p, channels=c, inputs=inputs,
             target=f.get("target", _OPT_STR, None), channel_names=names, normalisation=_normalisation(f),
-            grid_spacing=grid.get("spacing", _OPT_NUMBER, None), grid_crs=grid.get("crs", _OPT_STR, None),
-            epoch_days=float(f.get("epoch_days", _NUMBER)), reference_correction=_reference_correction(f, inputs),
+            grid_spacing=grid.finite("spacing", above=0.0, optional=True), grid_crs=grid.get("crs", _OPT_STR, None),
+            epoch_days=f.finite("epoch_days", above=0.0, most=366.0), reference_correction=_reference_correction(f, inputs),
             input=TensorSpec.from_dict(f.get("input", _DICT), key="input", expected=[-1, t, c, p, p],
                                        dims=INPUT_DIMS, path=path, sizes=sizes),
             output=TensorSpec.from_dict(f.get("output", _DICT), key="output", expected=[-1, fh, p, p],
