@@ -159,3 +159,29 @@ def test_the_training_verbs_without_torch_say_which_extra_in_one_line(verb, tmp_
     error = result.stderr.strip()
     assert "\n" not in error and error.startswith(f"insarcast: error: insarcast {verb} needs torch")
     assert "pip install 'insarcast[train]'" in error and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", ["export into its tune folder", "publish-cube onto its cube", "train into its cube",
+                                  "report over its compare folder", "grid over its tile", "forecast holding its cube"])
+def test_an_output_that_is_or_holds_or_lies_in_an_input_is_refused_before_any_work(tmp_path, case):
+    """``export TUNE --out TUNE --overwrite`` deleted every run of the tune, ``publish-cube C --out C
+    --overwrite`` the cube: --out may not be an input, hold one or lie inside one, --overwrite or not."""
+    folder = tmp_path / "in.zarr"
+    folder.mkdir()
+    (folder / "keep").write_text("the user's data")
+    tile = tmp_path / "tile.csv"
+    tile.write_text(BAD_CSV)
+    args, needle = {
+        "export into its tune folder": (["export", folder, "--out", folder], "is the input TUNE_DIR"),
+        "publish-cube onto its cube": (["publish-cube", folder, "--out", folder], "is the input CUBE"),
+        "train into its cube": (["train", folder, "--out", folder / "run"], "lies inside the input CUBE"),
+        "report over its compare folder": (["report", tmp_path / "p.zarr", "--cube", tmp_path / "c.zarr",
+                                            "--compare", folder, "--out", folder], "is the input --compare"),
+        "grid over its tile": (["grid", tile, "--out", tile], "is the input INPUTS"),
+        "forecast holding its cube": (["forecast", folder, "--ensemble", tmp_path / "e", "--out", tmp_path],
+                                      "holds the input CUBE"),
+    }[case]
+    result = run(*args, "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "option --out" in result.output, result.output
+    assert (folder / "keep").read_text() == "the user's data" and tile.read_text() == BAD_CSV

@@ -81,6 +81,25 @@ def _overwrite(f):
     return click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")(f)
 
 
+def _refuse_clobbering(out: Path, inputs: dict[str, Path | tuple[Path, ...] | None]) -> None:
+    """``--out`` may not be an input nor hold one (replacing it would delete the input), nor lie inside a Zarr
+    store or folder given as an input (the output would be written into the input). Checked before any work,
+    ``--overwrite`` or not: ``export --out TUNE --overwrite`` deleted every run of the tune."""
+    target = Path(out).resolve()
+    for name, given in inputs.items():          # name: the argument or option as the user gave it
+        for path in (given if isinstance(given, tuple) else (given,)):
+            if path is None:
+                continue
+            source = Path(path).resolve()
+            if target == source or target in source.parents:
+                held = "is" if target == source else "holds"
+                raise InputError(f"the output {held} the input {name} ({path}): writing it would replace "
+                                 "the input; choose another --out", path=out, field="--out")
+            if source.is_dir() and source in target.parents:
+                raise InputError(f"the output lies inside the input {name} ({path}); choose another --out",
+                                 path=out, field="--out")
+
+
 def _refuse_existing(paths, overwrite: bool) -> None:
     from .fsutil import clean_stale
 
@@ -164,6 +183,7 @@ def grid(inputs: tuple[Path, ...], out: Path, spacing: float, power: float, neig
     check_spacing(spacing)
     if max_cells is not None and max_cells < 0:
         raise InputError(f"must be a number of cells >= 0 (0: no limit), got {max_cells}", field="--max-cells")
+    _refuse_clobbering(out, {"INPUTS": inputs})
     _refuse_existing([out], overwrite)
     params = IdwParams(power=power, neighbours=neighbours, radius=radius)
     limit = MAX_CELLS if max_cells is None else (max_cells or None)
@@ -204,6 +224,7 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
     from .training.params import parse_override
     from .training.runs import train_cube
 
+    _refuse_clobbering(out, {"CUBE": cube})
     _refuse_existing([out / "metrics.json", out / "model.pt"], overwrite)
     metrics = train_cube(cube, arch=arch, params=params, seed=seed, out=out, device=device, progress=not quiet,
                          overrides=dict(parse_override(o) for o in overrides))
@@ -256,6 +277,7 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
     from .training.tune import Tuner
 
     archs = archs or ARCH_NAMES
+    _refuse_clobbering(out, {"CUBE": cube})
     settings = dict(parse_override(o) for o in overrides)
     tuner = Tuner(cube, out, storage=storage, preset=preset, trials=trials, runs=runs, seed0=seed0, keep=keep,
                   manual=not no_manual, overrides=settings, progress=not quiet, heartbeat=heartbeat, device=device)
@@ -325,6 +347,7 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
     from .export import ExportWarning, export_ensemble
     from .log import LOGGER
 
+    _refuse_clobbering(out, {"TUNE_DIR": tune_dir, "--cube": cube})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path = export_ensemble(tune_dir, out, arch=arch, top=top, strict=strict, include_manual=include_manual,
@@ -381,6 +404,7 @@ def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, worke
     from .udf.run import check_settings, forecast_cube, read_thresholds
 
     check_settings(workers=workers, threads=threads, chunks=chunks, overlap=overlap, horizon=horizon)
+    _refuse_clobbering(out, {"CUBE": cube, "--ensemble": ensemble, "--thresholds-from": thresholds_from})
     _refuse_existing([out], overwrite)
     thresholds = read_thresholds(thresholds_from) if thresholds_from is not None else None
     path = forecast_cube(cube, ensemble, out, scheduler=scheduler, workers=workers, chunks=chunks, overlap=overlap,
@@ -413,6 +437,7 @@ def publish(products: Path, ensemble: Path, out: Path, run_id: str | None, colle
     """
     from .stac.publish import publish as run_publish
 
+    _refuse_clobbering(out, {"PRODUCTS": products, "--ensemble": ensemble})
     path = run_publish(products, ensemble, out, run_id=run_id, collection_id=collection_id, overwrite=overwrite,
                        members=members, progress=not quiet)
     click.echo(str(path))
@@ -435,6 +460,7 @@ def publish_cube(cube: Path, out: Path, overwrite: bool, quiet: bool) -> None:
     """
     from .stac.cube_collection import publish_cube as run_publish_cube
 
+    _refuse_clobbering(out, {"CUBE": cube})
     _refuse_existing([out], overwrite)
     click.echo(str(run_publish_cube(cube, out)))
 
@@ -464,6 +490,7 @@ def openeo_build(cube_stac: str, ensemble: Path, bbox: tuple, thresholds_from: P
     from .udf.openeo_job import build_job
     from .udf.run import read_thresholds
 
+    _refuse_clobbering(out, {"--ensemble": ensemble, "--thresholds-from": thresholds_from})
     _refuse_existing([out], overwrite)
     click.echo(str(build_job(cube_stac=cube_stac, ensemble=ensemble, bbox=bbox, archive_url=archive_url,
                              thresholds=None if thresholds_from is None else read_thresholds(thresholds_from),
@@ -497,6 +524,7 @@ def openeo_run(backend: str, job: Path, out: Path, auth: str, poll: float, overw
     from .stac.publish import publish
     from .udf.openeo_submit import run_job
 
+    _refuse_clobbering(out, {"--job": job})
     _refuse_existing([out], overwrite)
     click.echo(str(run_job(backend=backend, job=job, out=out, poll_s=poll, auth=None if auth == "none" else auth,
                            overwrite=overwrite, publish=partial(publish, progress=not quiet))))
@@ -571,6 +599,8 @@ def report(cube: Path, products: Path, compare_dir: Path, zones: Path | None, en
         edges = tuple(float(b) for b in bands.split(","))
     except ValueError:
         raise InputError(f"expected comma-separated metres, got {bands!r}", field="--bands") from None
+    _refuse_clobbering(out, {"--cube": cube, "PRODUCTS": products, "--compare": compare_dir, "--zones": zones,
+                             "--ensemble": ensemble, "--tune-dir": tune_dir, "--truth": truth})
     _refuse_existing([out], overwrite)
     path = build_report(cube=cube, products=products, compare_dir=compare_dir, zones=zones, out=out,
                         tune_dir=tune_dir, ensemble=ensemble, anchor=anchor, bands=edges, browser_check=screenshot,
