@@ -130,3 +130,100 @@ def test_parameter_files_and_overrides(tmp_path):
     path.write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
         read_params(path, arch="cnn-lstm")
+
+
+@pytest.mark.parametrize("setting,expected", [
+    ("train.lr=abc", "expected a finite number > 0, got 'abc'"),
+    ("train.lr=[1,2]", "expected a finite number > 0, got [1, 2]"),
+    ("train.lr=true", "expected a finite number > 0, got True"),       # a bool is not a number here
+    ("train.lr=inf", "expected a finite number > 0, got inf"),
+    ("train.lr=nan", "expected a finite number > 0, got nan"),
+    ("train.lr=0", "expected a finite number > 0, got 0"),
+    ("train.batch_size=1.5", "expected an integer > 0, got 1.5"),
+    ("train.max_epochs=1e9", "expected an integer > 0, got 1000000000.0"),
+    ("train.train_samples=-1", "expected 0 (all) or a positive count, got -1"),
+    ("train.warmup=2", "expected a share in [0, 1], got 2"),
+    ("train.warmup=-0.1", "expected a share in [0, 1], got -0.1"),
+    ("train.min_lr_ratio=1.5", "expected a share in [0, 1], got 1.5"),
+    ("train.weight_decay=-1e-4", "expected a finite number >= 0, got -0.0001"),
+    ("train.min_valid=0", "expected a share in (0, 1], got 0"),
+    ("model.patch=16.0", "expected a positive integer, got 16.0"),
+    ("model.width=8.5", "expected a positive integer, got 8.5"),
+    ("model.width=true", "expected a positive integer, got True"),
+    ("model.history=0", "expected a positive integer, got 0"),
+    ("model.kernel=-1", "expected a positive odd integer, got -1"),
+    ("model.kernel=4", "expected a positive odd integer, got 4"),
+    ("model.dropout=inf", "expected a finite number in [0, 1), got inf"),
+    ("model.graph_radius=0.5", "expected a finite number of cells, at least 1, got 0.5"),
+    ("model.readout=[1]", "expected one of pooled, skip, got [1]"),
+    ("model.inputs=3", "expected one of paper, "),
+])
+def test_a_setting_of_the_wrong_type_or_range_is_refused_naming_it(setting, expected):
+    key, value = parse_override(setting)
+    with pytest.raises(InputError) as err:
+        configs(manual_params()["cnn-lstm"], arch="cnn-lstm", overrides={key: value})
+    assert str(err.value).startswith(f"field '{key}': {expected}")
+
+
+def test_settings_of_the_right_type_are_kept_and_an_integer_is_taken_as_a_number():
+    overrides = dict(parse_override(s) for s in ("train.lr=1", "train.warmup=0", "train.min_lr_ratio=1",
+                                                 "model.dropout=0", "model.graph_radius=2", "model.width=8"))
+    model_cfg, train_cfg = configs(manual_params()["gcn-lstm"], arch="gcn-lstm", overrides=overrides)
+    assert train_cfg.lr == 1.0 and isinstance(train_cfg.lr, float) and train_cfg.warmup == 0.0
+    assert model_cfg.graph_radius == 2.0 and isinstance(model_cfg.graph_radius, float)
+    assert model_cfg.width == 8 and isinstance(model_cfg.width, int)
+
+
+@pytest.mark.parametrize("name,text,expected", [
+    ("bad_type.toml", '[model]\nwidth = "x"\n', "field 'model.width': expected a positive integer, got 'x'"),
+    ("bad_lr.json", '{"train": {"lr": "fast"}}', "field 'train.lr': expected a finite number > 0, got 'fast'"),
+    ("list.json", "[1, 2]", "expected a JSON object with 'model' and 'train' tables, got list [1, 2]"),
+    ("arch_int.json", '{"cnn-lstm": 5}', "expected a JSON object with 'model' and 'train' tables, got int 5"),
+    ("model_int.json", '{"model": 5}', "field 'model': expected a table of settings, got 5"),
+    ("train_list.toml", "train = [1]\n", "field 'train': expected a table of settings, got [1]"),
+    ("keys.json", '{"1": {}}', "field '1': expected only 'model' and 'train' tables"),
+    ("arch.toml", '[model]\narch = "gcn-lstm"\n', "field 'model.arch': the architecture is set by the --arch option"),
+    ("unknown.toml", "[train]\nfoo = 1\n", "field 'train.foo': unknown training setting 'foo'"),
+])
+def test_a_bad_parameter_file_is_refused_naming_the_file_and_the_field(tmp_path, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        configs(read_params(path, arch="cnn-lstm"), arch="cnn-lstm", source=path)
+    assert str(err.value).startswith(f"{path}, {expected}" if "field" in expected else f"{path}: {expected}")
+
+
+def test_a_folder_given_as_parameter_file_is_refused(tmp_path):
+    (tmp_path / "p.toml").mkdir()
+    with pytest.raises(InputError, match=r"p\.toml: expected a parameter file, got a folder"):
+        read_params(tmp_path / "p.toml", arch="cnn-lstm")
+
+
+def test_a_bad_override_does_not_blame_the_parameter_file(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("[model]\nwidth = 8\n")
+    for setting in ("model.width=x", "model.foo=1", "train.foo=1"):
+        key, value = parse_override(setting)
+        with pytest.raises(InputError) as err:
+            configs(read_params(path, arch="cnn-lstm"), arch="cnn-lstm", overrides={key: value}, source=path)
+        assert str(err.value).startswith(f"field '{key}': ")
+
+
+def test_the_architecture_comes_from_arch_and_a_different_model_arch_is_refused():
+    with pytest.raises(InputError) as err:
+        configs(manual_params()["cnn-lstm"], arch="cnn-lstm", overrides={"model.arch": "gcn-lstm"})
+    assert str(err.value).startswith("field 'model.arch': the architecture is set by the --arch option")
+    model_cfg, _ = configs(manual_params()["cnn-lstm"], arch="cnn-lstm", overrides={"model.arch": "cnn-lstm"})
+    assert model_cfg.arch == "cnn-lstm"
+
+
+def test_a_model_file_with_a_bad_config_names_the_file_and_the_field():
+    with pytest.raises(InputError) as err:
+        ModelConfig.from_dict({"arch": "cnn-lstm", "width": "x"}, source="m.pt")
+    assert str(err.value) == "m.pt, field 'model.width': expected a positive integer, got 'x'"
+
+
+def test_an_override_without_equals_names_the_set_option():
+    with pytest.raises(InputError) as err:
+        parse_override("train.lr")
+    assert str(err.value) == "option --set: expected KEY=VALUE, got 'train.lr'"

@@ -15,7 +15,9 @@ from insarcast.training.data import Windows  # noqa: E402
 from insarcast.training.metrics import SkillSums, skill  # noqa: E402
 from insarcast.training.models import ModelConfig, load_model  # noqa: E402
 from insarcast.training.params import TrainConfig  # noqa: E402
-from insarcast.training.trainer import fit, train_run  # noqa: E402
+from insarcast.errors import InputError  # noqa: E402
+from insarcast.training.runs import train_cube  # noqa: E402
+from insarcast.training.trainer import check_seed, fit, resolve_device, seed_everything, train_run  # noqa: E402
 
 T, F, P = 8, 6, 16
 SMALL = dict(width=16, depth=1, d_model=32, heads=2, temporal_layers=1, dropout=0.0)
@@ -146,3 +148,66 @@ def test_evaluation_reuses_the_baselines_and_gives_the_same_figures(tiny_cube):
     fresh = evaluate(second, Windows.from_cube(tiny_cube, history=T, horizon=F, patch=P, stride=16))
     assert cached == fresh
     assert cached["model"]["rmse"] != cached["persistence"]["rmse"]
+
+
+@pytest.mark.parametrize("seed", [2**70, 2**32, -1, 1.5, True, "7"])
+def test_a_seed_out_of_range_or_not_an_integer_is_refused(seed):
+    with pytest.raises(InputError) as err:
+        check_seed(seed)
+    assert str(err.value) == f"option --seed: expected an integer in [0, {2**32 - 1}], got {seed!r}"
+    with pytest.raises(InputError, match="option --seed"):
+        seed_everything(seed)                        # what fit calls, for the tune runs too
+
+
+@pytest.mark.parametrize("seed", [0, 99, 2**32 - 1, np.int64(5)])
+def test_a_seed_in_range_is_taken(seed):
+    assert check_seed(seed) == int(seed) and type(check_seed(seed)) is int
+
+
+def _gpus(monkeypatch, count):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+@pytest.mark.parametrize("device,gpus,expected", [
+    ("bogus", 0, "not a torch device: 'bogus'; this machine has cpu"),
+    ("cuda", 0, "no device 'cuda' on this machine; it has cpu"),
+    ("cuda:1", 1, "no device 'cuda:1' on this machine; it has cpu, cuda:0"),
+    ("cpu:1", 0, "no device 'cpu:1' on this machine; it has cpu"),
+    ("meta", 2, "no device 'meta' on this machine; it has cpu, cuda:0, cuda:1"),
+])
+def test_a_device_this_machine_lacks_is_refused_naming_what_it_has(monkeypatch, device, gpus, expected):
+    _gpus(monkeypatch, gpus)
+    with pytest.raises(InputError) as err:
+        resolve_device(device)
+    assert str(err.value) == f"option --device: {expected}"
+
+
+@pytest.mark.parametrize("device,local_rank,expected", [
+    (None, "0", None), ("cpu", "0", "cpu"), ("cpu:0", "0", "cpu"), ("cuda", "0", "cuda:0"),
+    ("cuda", "1", "cuda:1"), ("cuda:0", "1", "cuda:0"),
+])
+def test_a_device_is_resolved_to_one_with_an_index(monkeypatch, device, local_rank, expected):
+    _gpus(monkeypatch, 2)
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    assert resolve_device(device) == expected        # torch.cuda.set_device refuses a bare "cuda"
+
+
+@pytest.mark.parametrize("change,field", [
+    (dict(seed=2**64), "option --seed"), (dict(device="bogus"), "option --device"),
+    (dict(overrides={"train.lr": "abc"}), "field 'train.lr'"),
+])
+def test_train_refuses_bad_arguments_before_reading_the_cube(tmp_path, change, field):
+    args = {"arch": "cnn-lstm", "seed": 0, "out": tmp_path / "out", **change}
+    with pytest.raises(InputError) as err:
+        train_cube(tmp_path / "missing.zarr", **args)
+    assert str(err.value).startswith(f"{field}: ") and not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_a_bad_setting_and_device_in_one_line(tmp_path):
+    cube = tmp_path / "missing.zarr"                 # never read: the arguments are refused first
+    for args, line in [(("--set", "train.max_epochs=1e9"), "field 'train.max_epochs': expected an integer > 0"),
+                       (("--device", "bogus"), "option --device: not a torch device: 'bogus'")]:
+        proc = _cli("train", str(cube), "--out", str(tmp_path / "o"), *args)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"insarcast: error: {line}"), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1

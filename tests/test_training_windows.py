@@ -117,3 +117,18 @@ def test_masked_loss_ignores_invalid_pixels_in_value_and_gradient():
     loss2, grad2 = loss_and_grad(changed_prediction, changed_target)
     assert loss2 == pytest.approx(loss, rel=1e-6)
     assert torch.equal(grad2, grad) and (grad[invalid] == 0).all() and (grad[~invalid] != 0).any()
+
+
+def test_a_cube_without_a_valid_variable_trains_on_its_finite_pixels(tiny_cube, tmp_path):
+    """A cube made elsewhere may have no 'valid' (forecast accepts it): training read ds['valid'] and
+    raised a KeyError."""
+    pytest.importorskip("torch")
+    from insarcast.cube import open_cube
+    from insarcast.training.data import Windows
+
+    ds = open_cube(tiny_cube).load()
+    bare = tmp_path / "bare.zarr"
+    ds.drop_vars("valid").to_zarr(bare, zarr_format=2, consolidated=True)
+    windows = Windows.from_cube(bare, history=8, horizon=6, patch=16, stride=16)
+    finite = np.isfinite(ds["displacement"].values).all(axis=0)
+    assert (windows.mask == finite).all() and windows.mask.any()

@@ -13,6 +13,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 torch = pytest.importorskip("torch")
 
+from insarcast.errors import InputError  # noqa: E402
 from insarcast.training import tune as tune_module  # noqa: E402
 from insarcast.training.tune import Tuner, make_sampler, paper_gamma, suggest  # noqa: E402
 
@@ -153,6 +154,44 @@ def test_failing_trials_are_recorded_and_the_study_completes(tiny_cube, tmp_path
     trial = json.loads((tmp_path / "t" / "cnn-lstm" / "tpe" / "seed_0" / "trial_003" / "metrics.json").read_text())
     assert trial["threads"]["threads"] == torch.get_num_threads() >= 1
     assert trial["threads"]["wait_policy"] in ("active", "passive") and trial["threads"]["usable_cpus"] >= 1
+
+
+def test_a_tune_folder_is_resumed_only_on_its_own_cube(tiny_cube, tmp_path, monkeypatch):
+    """Resuming on another cube mixed two cubes' trials in one study (the TPE history, export's ranking)."""
+    from insarcast.cube import open_cube
+
+    out = tmp_path / "t"
+    ran = []
+    monkeypatch.setattr(Tuner, "run_manual", lambda self, arch, seed, ctx: ran.append((arch, seed)))
+    monkeypatch.setattr(Tuner, "run_study", lambda self, arch, seed, ctx: None)
+    Tuner(tiny_cube, out, preset="tiny", runs=1).run(("cnn-lstm",))
+    recorded = json.loads((out / "cube.json").read_text())
+    ds = open_cube(tiny_cube)
+    assert recorded["sizes"] == {"t": ds.sizes["t"], "y": ds.sizes["y"], "x": ds.sizes["x"]}
+    Tuner(tiny_cube, out, preset="tiny", runs=1).run(("cnn-lstm",))          # the same cube resumes
+    other = tmp_path / "other.zarr"
+    ds.isel(t=slice(0, ds.sizes["t"] - 1)).to_zarr(other, zarr_format=2, consolidated=True)
+    with pytest.raises(InputError, match="made on another cube") as err:
+        Tuner(other, out, preset="tiny", runs=1).run(("cnn-lstm",))
+    assert err.value.field == "--out" and len(ran) == 2
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"trials": 0}, "option --trials: must be a positive integer, got 0"),
+    ({"runs": -2}, "option --runs: must be a positive integer, got -2"),
+    ({"keep": 0}, "option --keep: must be a positive integer, got 0"),
+    ({"heartbeat": 0}, "option --heartbeat: must be a positive integer, got 0"),
+    ({"storage": "bogus"}, "option --storage: expected an sqlite:///, postgresql:// or mysql:// database URL"),
+    ({"storage": "sqlite:////no/such/folder/x.db"}, "option --storage: the database's folder /no/such/folder"),
+    ({"seed0": 2**40}, "option --seed: expected an integer in [0, 4294967295]"),
+    ({"device": "bogus"}, "option --device: not a torch device: 'bogus'"),
+])
+def test_nonsense_tune_settings_are_refused_before_any_training(tiny_cube, tmp_path, setting, message):
+    """--trials 0 silently ran the preset's 3, a bad --storage failed after the manual run had trained."""
+    with pytest.raises(InputError) as err:
+        Tuner(tiny_cube, tmp_path / "t", preset="tiny", **setting).run(("cnn-lstm",))
+    assert message in str(err.value)
+    assert not (tmp_path / "t").exists()
 
 
 def _trial_folder(root, seed, number, val_loss):

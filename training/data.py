@@ -85,7 +85,9 @@ class Windows:
         check_correction_grid(inputs=kwargs.get("inputs", "paper"), history=kwargs["history"],
                               horizon=kwargs["horizon"], patch=kwargs["patch"], spacing=spacing,
                               epoch_days=epoch_spacing(ds["t"].values), path=path)
-        windows = cls.from_arrays(ds["displacement"].values, ds["valid"].values, ds["t"].values,
+        # a cube made elsewhere may have no 'valid' (forecast accepts it too): its finite pixels are usable
+        valid = ds["valid"].values if "valid" in ds else np.ones((ds.sizes["y"], ds.sizes["x"]), bool)
+        windows = cls.from_arrays(ds["displacement"].values, valid, ds["t"].values,
                                   source=str(path), **kwargs)
         windows.grid = {"spacing": spacing, "crs": ds.rio.crs.to_string()}
         return windows

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,6 +39,51 @@ from insarcast.udf.inputs import INPUTS
 
 READOUTS = ("pooled", "skip")
 GRAPH_BACKENDS = ("grid", "sparse", "pyg")
+
+
+def checked(value: Any, *, kind: type, expected: str, ok: Callable[[Any], bool], field: str) -> Any:
+    """``value`` if it is a ``kind`` (int, float or str; never a bool) for which ``ok`` holds, else an
+    :class:`InputError` naming ``field``: "expected ``expected``, got ...". An int is taken as a float."""
+    if kind is float:
+        right = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    elif kind is int:
+        right = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    else:
+        right = isinstance(value, kind)
+    if not (right and ok(kind(value))):
+        raise InputError(f"expected {expected}, got {value!r}", field=field)
+    return kind(value)
+
+
+def _positive_int(*, odd: bool = False) -> tuple[type, str, Callable[[Any], bool]]:
+    if odd:
+        return int, "a positive odd integer", lambda v: v >= 1 and v % 2 == 1
+    return int, "a positive integer", lambda v: v >= 1
+
+
+def _choice(options: tuple[str, ...] | dict[str, Any]) -> tuple[type, str, Callable[[Any], bool]]:
+    return str, f"one of {', '.join(options)}", lambda v: v in options
+
+
+# Each setting's type, what is expected of it and the check; the cross-field checks are in __post_init__.
+MODEL_RULES: dict[str, tuple[type, str, Callable[[Any], bool]]] = {
+    "arch": _choice(ARCHS),
+    "inputs": _choice(INPUTS),
+    "history": _positive_int(),
+    "horizon": _positive_int(),
+    "patch": _positive_int(),
+    "channels": (int, "0 (the input formulation's count) or a positive integer", lambda v: v >= 0),
+    "width": _positive_int(),
+    "depth": _positive_int(),
+    "kernel": _positive_int(odd=True),
+    "d_model": _positive_int(),
+    "temporal_layers": _positive_int(),
+    "heads": _positive_int(),
+    "dropout": (float, "a finite number in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "readout": _choice(READOUTS),
+    "graph_radius": (float, "a finite number of cells, at least 1", lambda v: v >= 1.0),
+    "graph_backend": _choice(GRAPH_BACKENDS),
+}
 
 
 @dataclass(frozen=True)
@@ -62,27 +108,19 @@ class ModelConfig:
     graph_backend: str = "grid"
 
     def __post_init__(self) -> None:
-        if self.inputs not in INPUTS:
-            raise InputError(f"expected one of {', '.join(INPUTS)}, got {self.inputs!r}", field="inputs")
+        for name, (kind, expected, ok) in MODEL_RULES.items():
+            object.__setattr__(self, name, checked(getattr(self, name), kind=kind, expected=expected, ok=ok,
+                                                   field=f"model.{name}"))
         expected = len(INPUTS[self.inputs])
         if self.channels == 0:
             object.__setattr__(self, "channels", expected)
         checks = [
             (self.channels == expected, "channels", f"{expected}, the channels of the {self.inputs!r} inputs"),
-            (self.arch in ARCHS, "arch", f"one of {', '.join(ARCHS)}"),
-            (self.readout in READOUTS, "readout", f"one of {READOUTS}"),
-            (self.graph_backend in GRAPH_BACKENDS, "graph_backend", f"one of {GRAPH_BACKENDS}"),
             (self.d_model % self.heads == 0, "heads", f"a divisor of d_model={self.d_model}"),
-            (self.kernel % 2 == 1, "kernel", "an odd number"),
-            (0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)"),
-            (self.graph_radius >= 1.0, "graph_radius", "at least 1 cell"),
         ]
-        for value in ("history", "horizon", "patch", "channels", "width", "depth", "d_model",
-                      "temporal_layers", "heads"):
-            checks.append((int(getattr(self, value)) >= 1, value, "a positive integer"))
         for ok, name, expected in checks:
             if not ok:
-                raise InputError(f"expected {expected}, got {getattr(self, name)!r}", field=name)
+                raise InputError(f"expected {expected}, got {getattr(self, name)!r}", field=f"model.{name}")
 
     @property
     def encoder(self) -> str:
@@ -100,10 +138,16 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InputError(f"unknown model setting(s) {', '.join(unknown)}", path=source, field=unknown[0])
+            raise InputError(f"unknown model setting(s) {', '.join(map(str, unknown))}", path=source,
+                             field=f"model.{unknown[0]}")
         if "arch" not in data:
-            raise InputError("missing", path=source, field="arch")
-        return cls(**data)
+            raise InputError("missing", path=source, field="model.arch")
+        try:
+            return cls(**data)
+        except InputError as exc:
+            if source is None or exc.path is not None:
+                raise
+            raise InputError(exc.message, path=source, field=exc.field) from exc
 
 
 # --- 1. spatial encoders: (N, C, P, P) frames -> (N, D, P, P) features -------------------------------

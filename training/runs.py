@@ -10,7 +10,7 @@ from insarcast.training.data import Windows
 from insarcast.training.distributed import setup, teardown
 from insarcast.training.models import ModelConfig
 from insarcast.training.params import TrainConfig, configs, read_params
-from insarcast.training.trainer import train_run
+from insarcast.training.trainer import check_seed, resolve_device, train_run
 
 
 def windows_for(cube: str | Path, model_cfg: ModelConfig, cfg: TrainConfig) -> Windows:
@@ -24,6 +24,8 @@ def train_cube(cube: str | Path, *, arch: str, params: str | Path = "manual", se
                device: str | None = None) -> dict[str, Any]:
     """Train ``arch`` on ``cube`` and write the run folder ``out``; returns its metrics."""
     source = None if str(params) == "manual" else params
+    seed = check_seed(seed)
+    device = resolve_device(device)                  # all refused before the cube is read
     model_cfg, cfg = configs(read_params(params, arch=arch), arch=arch, overrides=overrides, source=source)
     with reading(cube):
         windows = windows_for(cube, model_cfg, cfg)

@@ -16,6 +16,8 @@ import csv
 import io
 import json
 import math
+import numbers
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from insarcast import __version__
 from insarcast.baselines import BASELINES, forecasts as baseline_forecasts, reference_rule
+from insarcast.errors import InputError
 from insarcast.progress import bar
 from insarcast.training.data import Windows, WindowDataset
 from insarcast.training.distributed import Context, setup
@@ -48,7 +51,50 @@ class FitResult:
     samples_per_second: float = 0.0
 
 
+SEED_LIMIT = 2**32                  # numpy's legacy seeds; torch takes 64 bits
+
+
+def check_seed(seed: Any, *, field: str = "--seed") -> int:
+    """``seed`` if it is an integer in [0, 2**32), else an :class:`InputError` naming ``field``."""
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+        raise InputError(f"expected an integer in [0, {SEED_LIMIT - 1}], got {seed!r}", field=field)
+    return int(seed)
+
+
+def resolve_device(device: str | None) -> str | None:
+    """``device`` checked against this machine: None (the default), ``cpu``, ``cuda`` (this process's GPU,
+    LOCAL_RANK under torchrun), ``cuda:N`` or ``mps``; anything else is an :class:`InputError` naming
+    --device and the devices there are."""
+    if device is None:
+        return None
+    available = _devices()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InputError(f"not a torch device: {device!r}; this machine has {', '.join(available)}",
+                         field="--device") from exc
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    name = str(dev)
+    if name not in available and not (dev.type == "cpu" and dev.index in (None, 0)):
+        raise InputError(f"no device {device!r} on this machine; it has {', '.join(available)}",
+                         field="--device")
+    return "cpu" if dev.type == "cpu" else name
+
+
+def _devices() -> list[str]:
+    """The devices torch can use here: cpu, each CUDA GPU, and mps where there is one."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
 def seed_everything(seed: int) -> None:
+    seed = check_seed(seed)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -64,7 +64,7 @@ from insarcast.training.distributed import Context, setup, teardown
 from insarcast.training.models import ARCHS, ModelConfig
 from insarcast.training.params import TrainConfig, configs, manual_params
 from insarcast.training.runs import windows_for
-from insarcast.training.trainer import train_run, windows_used
+from insarcast.training.trainer import check_seed, resolve_device, train_run, windows_used
 
 STARTUP_TRIALS = 20
 GAMMA = 0.25
@@ -287,15 +287,18 @@ class Tuner:
             raise InputError(f"expected one of {', '.join(PRESETS)}, got {preset!r}", field="preset")
         self.preset = PRESETS[preset]
         self.cube, self.out = Path(cube), Path(out)
-        self.trials = trials or self.preset.trials
-        self.runs = runs or self.preset.runs
+        for option, value in (("--trials", trials), ("--runs", runs), ("--keep", keep), ("--heartbeat", heartbeat)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"must be a positive integer, got {value!r}", field=option)
+        self.trials = self.preset.trials if trials is None else trials
+        self.runs = self.preset.runs if runs is None else runs
         self.startup = min(self.preset.startup, self.trials)
-        self.seeds = [seed0 + i for i in range(self.runs)]
+        self.seeds = [check_seed(seed0 + i, field="--seed") for i in range(self.runs)]
         self.keep, self.manual, self.progress = keep, manual, progress
         self.overrides = {**dict(self.preset.overrides), **(overrides or {})}
         self.storage_url = storage or f"sqlite:///{(self.out / 'optuna.db').resolve()}"
         self.heartbeat = heartbeat
-        self.device = device
+        self.device = resolve_device(device)
         # Threads from the CPUs this process may use; the wait policy for a busy machine (insarcast.cpus;
         # OMP_WAIT_POLICY itself must be set before torch is imported: the CLI does). Recorded in every
         # run's metrics.json ("threads").
@@ -305,6 +308,37 @@ class Tuner:
         # only when the insarcast logger asks for debug lines (``--verbose``).
         if not logging.getLogger("insarcast").isEnabledFor(logging.DEBUG):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def check_cube(self, identity: dict[str, Any]) -> None:
+        """Refuse to resume a tune folder made on another cube (:data:`CUBE_RECORD`)."""
+        record = self.out / CUBE_RECORD
+        if not record.is_file():
+            return
+        try:
+            recorded = json.loads(record.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"unreadable record of the tuned cube ({exc}); delete it to resume on this cube",
+                             path=record) from None
+        if recorded != identity:
+            def text(d: Any) -> str:
+                if not isinstance(d, dict):
+                    return repr(d)
+                sizes = d.get("sizes") or {}
+                epochs = d.get("epochs") or ["?", "?"]
+                return f"{sizes.get('t')} epochs {epochs[0]}..{epochs[-1]}, {sizes.get('y')} x {sizes.get('x')} cells"
+            raise InputError(f"this tune folder was made on another cube ({text(recorded)}; {self.cube} has "
+                             f"{text(identity)}): its trials would mix two cubes; tune into a new --out",
+                             path=self.out, field="--out")
+
+    def check_storage(self) -> None:
+        """Open the storage before any training: a bad ``--storage`` fails at once, naming the option."""
+        if self.storage_url.startswith("sqlite:///") and not self.storage_url.startswith(f"sqlite:///{self.out.resolve()}"):
+            folder = Path(self.storage_url.removeprefix("sqlite:///")).parent
+            if not folder.is_dir():
+                raise InputError(f"the database's folder {folder} does not exist", field="--storage")
+        if not self.storage_url.startswith(("sqlite", "postgresql", "mysql", "memory")):
+            raise InputError(f"expected an sqlite:///, postgresql:// or mysql:// database URL, got "
+                             f"{self.storage_url!r}", field="--storage")
 
     def storage(self, *, attempts: int = 5) -> str | optuna.storages.BaseStorage:
         """The Optuna storage. Workers that start together race to create the schema of a new
@@ -434,7 +468,9 @@ class Tuner:
         return _estimate(self, archs, time_step)
 
     def run(self, archs: tuple[str, ...] = ARCHS) -> dict[str, Any]:
-        open_cube(self.cube)                           # a bad cube is refused before the folder exists
+        identity = cube_identity(open_cube(self.cube))   # a bad cube is refused before the folder exists
+        self.check_cube(identity)
+        self.check_storage()
         created = not self.out.exists()
         ctx = setup(device=self.device)
         torch.set_num_threads(self.sharing.threads)
@@ -442,6 +478,8 @@ class Tuner:
             self.out.mkdir(parents=True, exist_ok=True)
             if ctx.is_main:
                 clean_stale_tree(self.out)               # what a killed tune left in its trial folders
+                if not (self.out / CUBE_RECORD).exists():
+                    _write_json(self.out / CUBE_RECORD, identity)
             started = time.perf_counter()
             jobs = [(arch, seed) for arch in archs for seed in self.seeds]
             for arch, seed in bar(jobs, enabled=self.progress and ctx.is_main, desc="studies", unit="study"):
@@ -450,11 +488,34 @@ class Tuner:
                 self.run_study(arch, seed, ctx)
             return {"studies": len(jobs), "seconds": time.perf_counter() - started, "out": str(self.out)}
         except BaseException:
-            if created:
-                _remove_empty_folders(self.out)          # a failed first run leaves no empty tune folder
+            if created:                                  # a failed first run leaves no tune folder
+                (self.out / CUBE_RECORD).unlink(missing_ok=True)
+                _remove_empty_folders(self.out)
             raise
         finally:
             teardown()
+
+
+CUBE_RECORD = "cube.json"
+"""The tune folder's record of the cube it was tuned on (:func:`cube_identity`): a rerun resumes it only on
+that cube, so the trials, the TPE history and export's ranking never mix two cubes."""
+
+
+def cube_identity(ds) -> dict[str, Any]:
+    """What tells two cubes apart for a tune: the path as given, the sizes, the first and last epochs and
+    the grid's first cell and spacing."""
+    t, x, y = ds["t"].values, ds["x"].values, ds["y"].values
+    return {"sizes": {"t": int(t.size), "y": int(y.size), "x": int(x.size)},
+            "epochs": [str(np.datetime64(t[0], "D")), str(np.datetime64(t[-1], "D"))] if t.size else [],
+            "origin": [float(x[0]), float(y[0])] if x.size and y.size else [],
+            "spacing": float(abs(x[1] - x[0])) if x.size > 1 else None}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    from insarcast.fsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _remove_empty_folders(root: Path) -> None:
