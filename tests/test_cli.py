@@ -185,3 +185,11 @@ def test_an_output_that_is_or_holds_or_lies_in_an_input_is_refused_before_any_wo
     assert result.exit_code == 2, result.output
     assert needle in result.output and "option --out" in result.output, result.output
     assert (folder / "keep").read_text() == "the user's data" and tile.read_text() == BAD_CSV
+
+
+@pytest.mark.parametrize("verb", ["synth", "train", "tune", "demo"])
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_numpy_cannot_take_is_refused_naming_the_option(tmp_path, verb, seed):
+    result = run(verb, *(["c.zarr"] if verb in ("train", "tune") else []), "--seed", seed, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "option --seed" in result.output and "4294967295" in result.output, result.output
+    assert not (tmp_path / "o").exists()

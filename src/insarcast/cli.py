@@ -77,6 +77,10 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+#: ``--seed``: numpy's seeds are 32-bit (a larger one failed deep inside synth, train or tune)
+SEED = click.IntRange(min=0, max=2**32 - 1)
+
+
 def _overwrite(f):
     return click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")(f)
 
@@ -124,7 +128,7 @@ def main() -> None:
 @main.command(context_settings=CONTEXT)
 @click.option("--preset", type=click.Choice(["tiny", "demo", "rhineland"]), default="demo", show_default=True,
               help="Scenario size: tiny (tests, seconds), demo (~25 km, a minute), rhineland (200 x 100 km).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same bytes.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed; the same seed gives the same bytes.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write into (created if missing).")
 @_overwrite
@@ -203,7 +207,7 @@ ARCH_NAMES = ARCHS
               help="`manual` (the packaged manual configurations) or a TOML/JSON file with [model] and [train].")
 @click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE",
               help="Override one setting, e.g. --set train.max_epochs=5 --set model.readout=skip (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same model.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed; the same seed gives the same model.")
 @click.option("--device", default=None, help="torch device (default: the GPU when there is one, else cpu).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder to write.")
 @_overwrite
@@ -243,7 +247,7 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
                    "cores; tiny: tests.")
 @click.option("--trials", type=int, help="Complete trials per study (default: the preset's).")
 @click.option("--runs", type=int, help="Runs (seeds) per architecture (default: the preset's).")
-@click.option("--seed", "seed0", type=int, default=0, show_default=True, help="First run seed; runs use seed, seed+1, ...")
+@click.option("--seed", "seed0", type=SEED, default=0, show_default=True, help="First run seed; runs use seed, seed+1, ...")
 @click.option("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
                                 "[default: sqlite:///OUT/optuna.db].")
 @click.option("--keep", type=int, default=10, show_default=True,
@@ -569,7 +573,7 @@ def validate_stac(catalog: Path, schemas: Path | None, no_cogs: bool, quiet: boo
               help="Ensemble folder for the hindcast (default: the one the products name).")
 @click.option("--tune-dir", type=click.Path(path_type=Path),
               help="Tune folder with the manual and TPE models (default: where the compare runs came from).")
-@click.option("--anchor", type=int, help="Hindcast anchor epoch index (default: F epochs before the cube's end).")
+@click.option("--anchor", type=int, help="Hindcast anchor epoch index, negative counting from the end (default: F epochs before the cube's end).")
 @click.option("--truth", type=click.Path(path_type=Path),
               help="Noise-free cube of a synthetic scenario (truth.zarr): the skill table scores against it too.")
 @click.option("--origins", type=click.IntRange(min=1), default=6, show_default=True,
@@ -617,7 +621,7 @@ def report(cube: Path, products: Path, compare_dir: Path, zones: Path | None, en
 @click.option("--egms", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="EGMS L3 vertical tile (.csv, .csv.gz, .zip) or folder of them, gridded instead of the "
                    "synthetic scenario (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scenario and of the first tune run.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the scenario and of the first tune run.")
 @_overwrite
 @_quiet
 def demo(out: Path, preset: str, egms: tuple[Path, ...], seed: int, overwrite: bool, quiet: bool) -> None:
