@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -30,14 +31,14 @@ import xarray as xr
 
 from insarcast import baselines as bl
 from insarcast.contract import ARCHS, PAPER_ARCH, TEST_START
-from insarcast.errors import InputError, MissingDependencyError
+from insarcast.errors import InputError, InsarcastWarning, MissingDependencyError
 from insarcast.fsutil import atomic_path
 from insarcast.udf.inputs import hindcast_origins
 
 from . import calibration, figures, residuals, tables
 from .hindcast import best_models, hindcast, model_forecast
 from .html import Numbers, Section, esc, figure_html, note_html, page_html, table_html
-from .zones import DEFAULT_BANDS, read_zones, zone_distances
+from .zones import DEFAULT_BANDS, check_bands, read_zones, zone_distances
 
 SECTIONS = ("worth", "overview", "metrics", "susceptibility", "bivariate", "skill", "residuals", "zones", "calibration",
             "tiers", "provenance")
@@ -53,6 +54,10 @@ LOGGER = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 
+class ReportWarning(InsarcastWarning):
+    """Part of the report could not be made (the page says so in its notes too)."""
+
+
 def _open_products(path) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
@@ -64,7 +69,27 @@ def _open_products(path) -> xr.Dataset:
     for name in ("median", "class", "bivariate", "std", "confidence", "rank_variance", "p85", "p95", "p99"):
         if name not in ds:
             raise InputError("not an `insarcast forecast` store: variable missing", path=path, field=name)
+    _check_product_attrs(ds, path=path)
     return ds
+
+
+def _check_product_attrs(ds: xr.Dataset, *, path) -> None:
+    """The attributes ``publish`` requires of a products store (:data:`insarcast.stac.products.REQUIRED_ATTRS`:
+    thresholds, horizon ...), checked before any work, and the horizon one of the store's steps."""
+    from insarcast.stac.products import REQUIRED_ATTRS
+
+    missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
+    if missing:
+        raise InputError(f"products are missing the attributes {missing}", path=path, field=missing[0])
+    steps = [int(h) for h in ds["horizon"].values] if "horizon" in ds.variables else []
+    horizon = ds.attrs["horizon"]
+    try:
+        whole = not isinstance(horizon, bool) and float(horizon) == int(horizon)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole or int(horizon) not in steps:
+        raise InputError(f"the products' horizon {horizon!r} is not one of the horizon steps {steps}", path=path,
+                         field="horizon")
 
 
 def _check_same_grid(cube: xr.Dataset, products: xr.Dataset, *, path) -> None:
@@ -192,13 +217,16 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
     folder whose best manual and TPE ResNet+Transformer models get the side-by-side residual maps
     (default: the folder the compare runs came from; skipped without torch); ``ensemble``: the
     ensemble folder (default: the one recorded in the products); ``anchor``: the hindcast's anchor
-    epoch (default: F epochs before the end). ``truth``: the noise-free cube of a synthetic scenario
+    epoch, an index (a negative one counts from the end, as in Python: -1 is the last epoch) or a date
+    (default: F epochs before the end); ``bands``: the distance band edges around the zones, finite
+    positive increasing metres. ``truth``: the noise-free cube of a synthetic scenario
     (``truth.zarr``), scored against beside the observations; ``origins``: forecast origins of the
     skill table (:mod:`insarcast.report.skill`). ``browser_check``: load the page in headless
     Chromium, fail on a broken image or script error, and keep ``screenshot.png``. ``progress``:
     log what it is doing and its notes (the ``insarcast`` logger, information lines).
     """
     say = _say(progress)
+    bands = check_bands(bands, field="--bands")
     inputs = _read_inputs(cube=cube, products=products, compare_dir=compare_dir, zones=zones, ensemble=ensemble,
                           tune_dir=tune_dir)
     maps = _maps(inputs.ds)
@@ -206,7 +234,12 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
     horizon = int(prod.attrs.get("horizon", prod.sizes["horizon"]))
     layers = _product_layers(prod, maps.km2)
     say("report: hindcast of the test period ...")
-    hind = _hindcast(inputs, anchor=anchor, horizon=horizon)
+    try:
+        hind = _hindcast(inputs, anchor=anchor, horizon=horizon)
+    except InputError as exc:
+        if exc.field == "anchor" and exc.path is None:
+            raise InputError(exc.message, field="--anchor") from exc
+        raise
     say(f"report: skill over {origins} forecast origins ...")
     scores = _skill_scores(inputs.ds, inputs.ensemble, truth=truth, zones=inputs.zone_set, origins=origins,
                            history=hind.history, horizon_steps=hind.steps)
@@ -272,19 +305,40 @@ def _read_inputs(*, cube: PathLike, products: PathLike, compare_dir: PathLike, z
         zone_set = read_zones(zones, crs=ds.rio.crs.to_string())
         notes += list(zone_set.notes)
     if tune_dir is None:
-        tune_dir = _tune_dir_of(compare_tables)
+        tune_dir = _tune_dir_of(compare_tables, compare_dir, notes)
+    elif not Path(tune_dir).is_dir():
+        raise InputError("no such tune folder", path=tune_dir, field="--tune-dir")
     return _Inputs(ds=ds, prod=prod, ensemble=load_ensemble(ensemble), ensemble_path=Path(ensemble),
                    compare_tables=compare_tables, compare_figures=compare_figures, zone_set=zone_set,
                    tune_dir=None if tune_dir is None else Path(tune_dir), notes=notes)
 
 
-def _tune_dir_of(compare_tables: dict[str, pd.DataFrame]) -> Path | None:
-    """The folder the compare runs came from (their common parent), if it exists."""
+def _tune_dir_of(compare_tables: dict[str, pd.DataFrame], compare_dir: PathLike | None = None,
+                 notes: list[str] | None = None) -> Path | None:
+    """The folder the compare runs came from (their common parent), if it exists. The runs name their
+    files as compare was given them, relative to the folder it ran in; where that path does not exist
+    from here, the same folder is looked for beside the compare folder (its trailing parts under the
+    compare folder's parent, which must hold the runs' files): a note says which folder is used."""
     if "runs" not in compare_tables or not len(compare_tables["runs"]):
         return None
     files = [Path(f) for f in compare_tables["runs"]["file"] if isinstance(f, str)]
-    common = Path(os.path.commonpath([str(f.parent) for f in files])) if files else None
-    return common if common is not None and common.is_dir() else None
+    if not files:
+        return None
+    common = Path(os.path.commonpath([str(f.parent) for f in files]))
+    if common.is_dir():
+        return common
+    if compare_dir is None:
+        return None
+    base = Path(compare_dir).parent
+    parts = common.parts
+    for start in range(1 if common.is_absolute() else 0, len(parts)):
+        candidate = base.joinpath(*parts[start:])
+        if candidate.is_dir() and all((candidate / f.relative_to(common)).is_file() for f in files):
+            if notes is not None:
+                notes.append(f"the compare runs name their files below {common}, which is not here: the tune "
+                             f"folder {candidate} beside the compare folder is used")
+            return candidate
+    return None
 
 
 def _maps(ds: xr.Dataset) -> _Maps:
@@ -330,15 +384,16 @@ def _best_single_models(inputs: _Inputs, hind: _Hindcast, *, horizon: int,
     entries: list[dict] = []
     sources: dict[str, np.ndarray] = {}
     if inputs.tune_dir is None:
-        inputs.notes.append("no tune folder found: the manual-versus-TPE residual maps are missing")
+        _dropped(inputs.notes, "no tune folder found (pass --tune-dir): the manual-versus-TPE residual maps "
+                               "are missing")
         return entries, sources
     try:
         best = best_models(inputs.tune_dir, archs=ARCHS)
         missing = [f"{arch} {strategy}" for arch in ARCHS for strategy in ("manual", "tpe")
                    if (arch, strategy) not in best]
         if missing:
-            inputs.notes.append(f"no model.pt below {inputs.tune_dir} for {', '.join(missing)}: their residual "
-                                "maps are missing")
+            _dropped(inputs.notes, f"no model.pt below {inputs.tune_dir} for {', '.join(missing)}: their residual "
+                                   "maps are missing")
         for (arch, strategy), m in sorted(best.items(), key=lambda kv: (ARCHS.index(kv[0][0]), kv[0][1])):
             say(f"report: {strategy} {arch} model on the hindcast window ...")
             fc, info = model_forecast(m.path, inputs.ds, anchor=hind.anchor)
@@ -351,8 +406,14 @@ def _best_single_models(inputs: _Inputs, hind: _Hindcast, *, horizon: int,
             if arch == PAPER_ARCH and info["horizon"] == hind.steps:
                 sources[f"{PAPER_ARCH} {strategy}"] = fc.astype(np.float64)
     except MissingDependencyError as exc:
-        inputs.notes.append(f"manual-versus-TPE residual maps skipped: {exc}")
+        _dropped(inputs.notes, f"manual-versus-TPE residual maps skipped: {exc}")
     return entries, sources
+
+
+def _dropped(notes: list[str], message: str) -> None:
+    """A part of the page left out: a note in the page and a :class:`ReportWarning` (stderr)."""
+    notes.append(message)
+    warnings.warn(message, ReportWarning, stacklevel=3)
 
 
 def _residuals(inputs: _Inputs, hind: _Hindcast, *, horizon: int, maps: _Maps,

@@ -80,9 +80,12 @@ def resolve_anchor(times: np.ndarray, horizon_steps: int, history: int, anchor=N
             raise InputError(f"expected an epoch index or a date, got {anchor!r}", field="anchor") from None
         a = int(np.searchsorted(np.asarray(times, "datetime64[ns]"), when, side="right")) - 1
     if a < history - 1 or a + horizon_steps > nt - 1:
-        raise InputError(f"anchor epoch {a} leaves no room for the history T = {history} before it and the "
+        given = f"anchor {anchor} (epoch {a}, counted from the end)" if isinstance(anchor, (int, np.integer)) \
+            and not isinstance(anchor, bool) and anchor < 0 else f"anchor epoch {a}"
+        raise InputError(f"{given} leaves no room for the history T = {history} before it and the "
                          f"F = {horizon_steps} observed epochs after it (the cube has {nt} epochs; valid anchors "
-                         f"{history - 1}..{nt - 1 - horizon_steps})", field="anchor")
+                         f"{history - 1}..{nt - 1 - horizon_steps}, or {history - 1 - nt}..{-1 - horizon_steps} "
+                         "counted from the end)", field="anchor")
     return a
 
 

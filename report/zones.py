@@ -221,11 +221,22 @@ def zone_distances(zones: Zones, x: np.ndarray, y: np.ndarray) -> dict[str, np.n
     return out
 
 
+def check_bands(edges, *, field: str = "bands") -> tuple[float, ...]:
+    """The distance band edges, metres: one or more finite numbers > 0, strictly increasing."""
+    try:
+        values = tuple(float(e) for e in edges)
+    except (TypeError, ValueError):
+        raise InputError(f"distance bands must be numbers of metres, got {edges!r}", field=field) from None
+    if not values or not all(math.isfinite(e) and e > 0 for e in values) \
+            or any(b <= a for a, b in zip(values, values[1:])):
+        raise InputError("distance bands must be finite positive increasing distances in metres, got "
+                         f"{', '.join(f'{e:g}' for e in values) or 'none'}", field=field)
+    return values
+
+
 def band_labels(edges=DEFAULT_BANDS) -> list[tuple[str, float, float]]:
     """(label, lower, upper) metres of the distance bands: 0-e1, e1-e2, ..., > e_last."""
-    edges = [float(e) for e in edges]
-    if not edges or any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise InputError(f"distance bands must be positive and increasing, got {edges}", field="bands")
+    edges = list(check_bands(edges))
     lows = [0.0, *edges]
     highs = [*edges, math.inf]
     return [(f"{lo:g}-{hi:g} m" if math.isfinite(hi) else f"> {lo:g} m", lo, hi) for lo, hi in zip(lows, highs)]

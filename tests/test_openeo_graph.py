@@ -53,10 +53,104 @@ def test_the_graph_loads_the_stac_cube_moves_time_into_bands_and_stamps_the_refe
     ({"epochs": ["yesterday"]}, "ISO 8601"),
     ({"halo": -1}, "halo >= 0"),
     ({"overlap": -2}, "overlap"),
+    ({"tile": 0}, "field 'tile': expected tile >= 1"),
+    ({"bbox": (float("nan"), 3082000, 4083600, 3101200)}, "field 'bbox': expected finite"),
+    ({"bbox": (4058000, 3082000, float("inf"), 3101200)}, "field 'bbox': expected finite"),
+    ({"bbox": (4083600, 3082000, 4058000, 3101200)}, "west < east and south < north"),
+    ({"bbox": (4058000, 3101200, 4083600, 3082000)}, "west < east and south < north"),
+    ({"bbox": (4058000, 3082000, 4083600)}, "four numbers"),
 ])
 def test_the_builder_refuses_what_the_backend_would(kwargs, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=re.escape(message)):
         _graph(**kwargs)
+
+
+# ------------------------------------------------------------------------- openeo build's options
+
+def _strict_json(path):
+    """The file parsed as strict JSON: a NaN or Infinity literal fails."""
+    def refuse(constant):
+        raise AssertionError(f"{path}: {constant} is not JSON")
+    return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+@pytest.fixture
+def build_inputs(tmp_path):
+    """A tiny ensemble (patch 8) and a cube Collection as `publish-cube` writes its cube:dimensions:
+    x 4058000..4083600, y 3082000..3101200 (the cells' edges), EPSG:3035."""
+    pytest.importorskip("onnx")
+    from conftest import linear_member, write_ensemble
+
+    ensemble = write_ensemble(tmp_path / "ensemble", [linear_member(0.5, history=2, horizon=1, patch=8)],
+                              history=2, horizon=1, patch=8, norm={"input_mean": 0.0, "input_std": 1.0,
+                                                                   "target_mean": 0.0, "target_std": 1.0})
+    collection = tmp_path / "collection.json"
+    collection.write_text(json.dumps({"type": "Collection", "cube:dimensions": {
+        "x": {"type": "spatial", "axis": "x", "extent": [4058000.0, 4083600.0], "step": 100.0,
+              "reference_system": 3035},
+        "y": {"type": "spatial", "axis": "y", "extent": [3082000.0, 3101200.0], "step": -100.0,
+              "reference_system": 3035},
+        "t": {"type": "temporal", "values": EPOCHS}}}))
+    return {"ensemble": ensemble, "collection": collection}
+
+
+def _build(inputs, tmp_path, *, bbox=(4060000, 3085000, 4070000, 3095000), **kwargs):
+    from insarcast.udf.openeo_job import build_job
+
+    args = dict(cube_stac=str(inputs["collection"]), ensemble=inputs["ensemble"], bbox=bbox, thresholds=None,
+                archive_url="https://example.org/u.zip", out=tmp_path / "job")
+    return build_job(**{**args, **kwargs})
+
+
+def test_openeo_build_writes_strict_json(build_inputs, tmp_path):
+    job = _build(build_inputs, tmp_path, thresholds=THRESHOLDS)
+    for name in ("job.json", "statistics_graph.json", "process_graph.json", "job_options.json"):
+        _strict_json(job / name)
+    assert _strict_json(job / "job.json")["bbox"] == [4060000, 3085000, 4070000, 3095000]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"bbox": (float("nan"), 3085000, 4070000, 3095000)}, "option --bbox: expected finite"),
+    ({"bbox": (4060000, 3085000, 4070000, float("inf"))}, "option --bbox: expected finite"),
+    ({"bbox": (4070000, 3085000, 4060000, 3095000)}, "option --bbox: expected west < east and south < north"),
+    ({"bbox": (4060000, 3095000, 4070000, 3085000)}, "option --bbox: expected west < east and south < north"),
+    ({"bbox": (0, 0, 1, 1)}, "option --bbox: the bbox (west 0, south 0, east 1, north 1) does not meet the cube's"),
+    ({"bbox": (4083600, 3085000, 4090000, 3095000)}, "does not meet the cube's extent"),     # touches the edge only
+    ({"tile": 0}, "option --tile: expected 32..256"),
+    ({"tile": 16}, "option --tile: expected 32..256"),
+    ({"tile": 99999999}, "option --tile: expected 32..256"),
+    ({"archive_url": "ftp://x"}, "option --archive-url: expected an https:// URL"),
+    ({"archive_url": "http://example.org/u.zip"}, "option --archive-url: expected an https:// URL"),
+    ({"archive_url": "https:///u.zip"}, "option --archive-url: expected an https:// URL"),
+    ({"archive_url": "https://example.org/u.zip#x"}, "option --archive-url: expected a URL without a #fragment"),
+])
+def test_openeo_build_refuses_bad_options_and_writes_nothing(build_inputs, tmp_path, kwargs, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        _build(build_inputs, tmp_path, **kwargs)
+    assert not (tmp_path / "job").exists()
+
+
+def test_openeo_build_without_the_cubes_extent_takes_any_ordered_bbox(build_inputs, tmp_path):
+    doc = json.loads(build_inputs["collection"].read_text())
+    for axis in ("x", "y"):
+        del doc["cube:dimensions"][axis]["extent"]
+    build_inputs["collection"].write_text(json.dumps(doc))
+    assert (_build(build_inputs, tmp_path, bbox=(0, 0, 1, 1)) / "job.json").is_file()
+
+
+def test_openeo_build_cli_names_the_tile_option(build_inputs, tmp_path):
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    base = ["openeo", "build", "--cube-stac", str(build_inputs["collection"]), "--ensemble",
+            str(build_inputs["ensemble"]), "--archive-url", "https://example.org/u.zip", "--out", str(tmp_path / "job")]
+    for extra, expected in ((["--bbox", "4060000", "3085000", "4070000", "3095000", "--tile", "0"], "option --tile"),
+                            (["--bbox", "nan", "3085000", "4070000", "3095000"], "option --bbox")):
+        result = CliRunner().invoke(main, base + extra)
+        assert result.exit_code == 2 and expected in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and "halo" not in result.stderr
+        assert not (tmp_path / "job").exists()
 
 
 @needs_definitions

@@ -139,6 +139,17 @@ def test_without_thresholds_the_statistics_job_runs_first_and_its_exact_threshol
     assert all(p["job_options"] == options for p in posted)
 
 
+@pytest.mark.parametrize("bbox, message", [([float("nan"), 3082000, 4083600, 3101200], "expected finite"),
+                                           ([4083600, 3082000, 4058000, 3101200], "west < east")])
+def test_a_job_json_with_a_bad_bbox_is_refused_before_any_job_runs(dummy, tmp_path, bbox, message):
+    job = _job_folder(tmp_path / "job", tmp_path)
+    (job / "job.json").write_text(json.dumps({**SPEC, "bbox": bbox}))       # NaN: Python's json writes it
+    with pytest.raises(InputError, match=f"job/job.json, field 'bbox': not a job .*{message}"):
+        run_job(backend=URL, job=job, out=tmp_path / "r", auth=None, connect=lambda url: dummy.connection,
+                sleep=lambda s: None)
+    assert not dummy.batch_jobs_full and not (tmp_path / "r").exists()
+
+
 def test_the_cli_refuses_a_folder_that_is_no_job_with_one_line_and_exit_2(tmp_path):
     from click.testing import CliRunner
 

@@ -7,6 +7,7 @@ the distance bands, a forecast calibrated by construction for the reliability di
 
 import math
 import os
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -94,6 +95,106 @@ def test_hindcast_residuals_equal_the_known_values():
 def test_hindcast_refuses_an_anchor_without_room_for_history_and_targets():
     with pytest.raises(InputError, match="anchor"):
         hindcast(_velocity_cube(), _ConstantEnsemble(0.0), anchor=-2)
+
+
+def test_a_negative_anchor_counts_from_the_end_and_a_bad_one_says_both_ranges():
+    ds, F = _velocity_cube(), 4                                       # 40 epochs, T = 6
+    assert hindcast(ds, _ConstantEnsemble(0.0, steps=F), anchor=-5).products.attrs["anchor_index"] == 35
+    message = r"anchor -2 \(epoch 38, counted from the end\) leaves no room .* valid anchors 5..35, or -35..-5 counted"
+    with pytest.raises(InputError, match=message):
+        hindcast(ds, _ConstantEnsemble(0.0, steps=F), anchor=-2)
+
+
+# -------------------------------------------------------------- the report's inputs, checked up front
+
+def _small_stores(tmp_path, **attrs):
+    """A small cube and the products of a constant ensemble on it (a hindcast's products are the products
+    of `insarcast forecast` on the cut cube), as Zarr stores; ``attrs`` changed (None: deleted)."""
+    ds = _velocity_cube()
+    products = hindcast(ds, _ConstantEnsemble(-1.0)).products
+    for name, value in attrs.items():
+        if value is None:
+            del products.attrs[name]
+        else:
+            products.attrs[name] = value
+    for store, data in (("cube.zarr", ds), ("products.zarr", products)):
+        data = data.copy()
+        for variable in data.variables.values():
+            variable.encoding = {}
+        data.to_zarr(tmp_path / store, zarr_format=2, consolidated=True)
+    return tmp_path / "cube.zarr", tmp_path / "products.zarr"
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ({"q85": None}, "products.zarr, field 'q85': products are missing the attributes ['q85']"),
+    ({"horizon": 99}, "products.zarr, field 'horizon': the products' horizon 99 is not one of the horizon steps"),
+])
+def test_a_products_store_without_what_the_report_needs_is_refused_before_any_work(tmp_path, attrs, message):
+    from insarcast.report import build_report
+
+    cube, products = _small_stores(tmp_path, **attrs)
+    with pytest.raises(InputError, match=re.escape(message)):        # before the (missing) compare folder
+        build_report(cube=cube, products=products, compare_dir=tmp_path / "no-compare", out=tmp_path / "r",
+                     progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("bands", [(float("nan"),), (float("inf"),), (250.0, float("nan")), (-1.0,), (500.0, 250.0),
+                                   ()])
+def test_distance_bands_must_be_finite_positive_and_increasing(tmp_path, bands):
+    from insarcast.report import build_report
+    from insarcast.report.zones import band_labels
+
+    with pytest.raises(InputError, match="field 'bands': distance bands must be finite positive increasing"):
+        band_labels(bands)
+    with pytest.raises(InputError, match="option --bands: distance bands must be finite positive increasing"):
+        build_report(cube=tmp_path / "none.zarr", products=tmp_path / "none.zarr", compare_dir=tmp_path,
+                     out=tmp_path / "r", bands=bands, progress=False)        # refused before anything is read
+
+
+def test_the_report_names_the_anchor_option(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from insarcast.report import build, build_report
+
+    ds = _velocity_cube()
+    inputs = SimpleNamespace(ds=ds, prod=hindcast(ds, _ConstantEnsemble(-1.0)).products,
+                             ensemble=_ConstantEnsemble(0.0), notes=[])
+    monkeypatch.setattr(build, "_read_inputs", lambda **kwargs: inputs)
+    monkeypatch.setattr(build, "_product_layers", lambda prod, km2: None)
+    with pytest.raises(InputError, match=r"^option --anchor: anchor -2 \(epoch 38, counted from the end\)"):
+        build_report(cube=tmp_path, products=tmp_path, compare_dir=tmp_path, out=tmp_path / "r", anchor=-2,
+                     progress=False)
+
+
+def test_the_tune_folder_of_runs_recorded_from_another_folder_is_found_beside_compare(tmp_path):
+    from insarcast.report.build import _tune_dir_of
+
+    names = ["cnn-lstm/manual/seed_0/metrics.json", "gru/tpe/seed_0/trial_001/metrics.json"]
+    for name in names:
+        (tmp_path / "demo" / "tune" / name).parent.mkdir(parents=True)
+        (tmp_path / "demo" / "tune" / name).write_text("{}")
+    (tmp_path / "demo" / "compare").mkdir()
+    for recorded in ("demo_base/tune", "/elsewhere/demo_base/tune"):     # compare ran in another folder
+        runs = pd.DataFrame({"file": [f"{recorded}/{n}" for n in names]})
+        notes = []
+        assert _tune_dir_of({"runs": runs}, tmp_path / "demo" / "compare", notes) == tmp_path / "demo" / "tune"
+        assert recorded in notes[0] and "beside the compare folder" in notes[0]
+    runs = pd.DataFrame({"file": [f"demo_base/tune/{n}" for n in names + ["lstm/manual/seed_9/metrics.json"]]})
+    assert _tune_dir_of({"runs": runs}, tmp_path / "demo" / "compare", []) is None     # not those runs' folder
+
+
+def test_residual_maps_left_out_are_a_warning_not_only_a_note():
+    from types import SimpleNamespace
+
+    from insarcast.errors import InsarcastWarning
+    from insarcast.report import build
+
+    inputs = SimpleNamespace(tune_dir=None, ds=None, notes=[])
+    with pytest.warns(InsarcastWarning, match="no tune folder found .*residual maps are missing"):
+        entries, _ = build._best_single_models(inputs, SimpleNamespace(anchor=10, steps=3), horizon=3,
+                                               say=lambda _: None)
+    assert entries == [] and "no tune folder found" in inputs.notes[0]
 
 
 def test_the_robust_qq_fit_ignores_planted_outliers_where_ols_does_not():

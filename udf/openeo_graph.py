@@ -62,6 +62,26 @@ def _iso_dates(epochs: Sequence[Any]) -> list[str]:
     return [str(t) for t in times]
 
 
+def check_bbox(bbox: Sequence[Any], *, field: str = "bbox") -> tuple[float, ...]:
+    """``(west, south, east, north)``, checked: four finite numbers with west < east and south < north
+    (what load_stac's ``spatial_extent`` means; a NaN would also make the graph invalid JSON)."""
+    try:
+        values = tuple(float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise InputError(f"expected four numbers west south east north, got {bbox!r}", field=field) from None
+    if len(values) != 4:
+        raise InputError(f"expected four numbers west south east north, got {len(values)}", field=field)
+    if not all(np.isfinite(values)):
+        raise InputError(f"expected finite numbers west south east north, got {list(values)}", field=field)
+    west, south, east, north = values
+    if not (west < east and south < north):
+        raise InputError(f"expected west < east and south < north, got west {west:.12g}, south {south:.12g}, "
+                         f"east {east:.12g}, north {north:.12g}", field=field)
+    # the numbers as given (4058000 stays an int in the JSON), anything else as its float
+    return tuple(v if isinstance(v, (int, float)) and not isinstance(v, bool) else f
+                 for v, f in zip(bbox, values))
+
+
 def udf_context(*, ensemble: str, thresholds: Mapping[str, float] | None, band: str = "displacement",
                 mode: str = "change", horizon: int | None = None, overlap: int | None = None,
                 python_path: Sequence[str] = (), stage: str = "products", member_bands: bool = False
@@ -108,12 +128,14 @@ def process_graph(*, stac_url: str, bbox: tuple[float, float, float, float], epo
     ``member_bands``: the UDF's context key of that name (the products stage only).
     """
     halo = int(patch) if halo is None else int(halo)
-    if halo < 0 or tile < 1:
-        raise InputError(f"expected tile >= 1 and halo >= 0 cells, got tile {tile} and halo {halo}", field="halo")
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise InputError(f"expected tile >= 1 cells, got {tile!r}", field="tile")
+    if halo < 0:
+        raise InputError(f"expected halo >= 0 cells, got {halo}", field="halo")
+    west, south, east, north = check_bbox(bbox)
     dates = _iso_dates(epochs)
     context = udf_context(ensemble=ensemble, thresholds=thresholds, band=band, mode=mode, horizon=horizon,
                           overlap=overlap, python_path=python_path, stage=stage, member_bands=member_bands)
-    west, south, east, north = bbox
     identity = {"process_graph": {"arrayconcat1": {"process_id": "array_concat", "result": True, "arguments": {
         "array1": {"from_parameter": "data"}, "array2": []}}}}
     udf = {"process_graph": {"runudf1": {"process_id": "run_udf", "result": True, "arguments": {

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 from insarcast.errors import InputError
 from insarcast.fsutil import staged
 
-from .openeo_graph import process_graph
+from .openeo_graph import check_bbox, process_graph
 
 ARCHIVE = "insarcast-udf.zip"
 ARCHIVE_FOLDER = "insarcast-udf"
@@ -39,6 +39,12 @@ ARCHIVE_FOLDER = "insarcast-udf"
 # a trained ResNet-Transformer's session memory is not in it (job_options adds the members' file size and
 # a 1.5 x margin; rerun the bench with --ensemble for a real ensemble's figure)
 UDF_PEAK_MIB = 431
+# --tile bounds: GeoPySpark's apply_neighborhood refuses UDF windows under 32 cells ("window sizes smaller
+# then 32 are not yet supported for UDFs"), and a tile under the ensemble's patch P cannot hold one model
+# tile; UDF_PEAK_MIB (and so job_options' python-memory) is measured on a 256-cell tile, so a larger tile
+# would run out of the memory the job asks for (rerun bench/openeo.py and raise this bound with its figure)
+TILE_MIN = 32
+TILE_MAX = 256
 # modules of the foundation the UDF part never needs (and that pull in more than numpy / xarray)
 _LEFT_OUT = {"cli.py", "cliutil.py", "demo.py", "compare.py", "report", "__main__.py", "__pycache__"}
 
@@ -60,6 +66,52 @@ def read_cube_collection(url: str) -> dict[str, Any]:
         raise InputError("not a cube Collection from `insarcast publish-cube` (no cube:dimensions t values)",
                          path=url, field="cube:dimensions")
     return doc
+
+
+def check_archive_url(url: str) -> str:
+    """The archive's URL: ``https://host/...`` (the backend downloads the code it runs from it, so never
+    plain http), without a ``#fragment`` (the job option appends ``#insarcast-udf``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(url))
+    if parts.scheme.lower() != "https" or not parts.netloc or any(c.isspace() for c in str(url)):
+        raise InputError(f"expected an https:// URL where insarcast-udf.zip will be served, got {url!r}",
+                         field="--archive-url")
+    if parts.fragment or str(url).endswith("#"):
+        raise InputError(f"expected a URL without a #fragment (the job option appends #{ARCHIVE_FOLDER}), "
+                         f"got {url!r}", field="--archive-url")
+    return str(url)
+
+
+def check_tile(tile: Any, patch: int) -> int:
+    """``--tile``: an integer from max(TILE_MIN, P) to TILE_MAX cells (see the constants)."""
+    low = max(TILE_MIN, int(patch))
+    if isinstance(tile, bool) or not isinstance(tile, int) or not low <= tile <= TILE_MAX:
+        raise InputError(f"expected {low}..{TILE_MAX} cells per side (at least {TILE_MIN}, the backend's "
+                         f"smallest UDF window, and the ensemble's patch {int(patch)}; at most the tile whose "
+                         f"memory job_options is measured on), got {tile!r}", field="--tile")
+    return tile
+
+
+def cube_extent(collection: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) of the cube's cells in its own CRS, from the Collection's
+    ``cube:dimensions`` x / y extents (the cells' edges, as ``publish-cube`` writes them); None when
+    either is missing or not two finite numbers."""
+    dims = collection.get("cube:dimensions") or {}
+    edges = []
+    for axis in ("x", "y"):
+        extent = dims[axis].get("extent") if isinstance(dims.get(axis), Mapping) else None
+        if not isinstance(extent, (list, tuple)) or len(extent) != 2:
+            return None
+        try:
+            low, high = sorted(float(v) for v in extent)
+        except (TypeError, ValueError):
+            return None
+        if not (math.isfinite(low) and math.isfinite(high)):
+            return None
+        edges.append((low, high))
+    (west, east), (south, north) = edges
+    return west, south, east, north
 
 
 def job_options(*, archive_url: str, peak_mib: float = UDF_PEAK_MIB, ensemble_mib: float = 0.0) -> dict[str, Any]:
@@ -122,13 +174,22 @@ def build_job(*, cube_stac: str, ensemble: str | os.PathLike, bbox: Sequence[flo
     products graph is left to ``openeo run``, which takes them from the statistics job first."""
     from .ensemble import load_ensemble
 
+    bbox = check_bbox(bbox, field="--bbox")
+    archive_url = check_archive_url(archive_url)
     ensemble = Path(ensemble)
     checked = load_ensemble(ensemble, cache=False)              # the manifest and every member's sha256
+    tile = check_tile(tile, checked.manifest["patch"])
     collection = read_cube_collection(cube_stac)
     epochs = collection["cube:dimensions"]["t"]["values"]
-    if len(bbox) != 4:
-        raise InputError(f"bbox is west, south, east, north: 4 numbers, got {len(bbox)}", field="bbox")
-    reference = collection["cube:dimensions"]["x"].get("reference_system", 3035)
+    extent = cube_extent(collection)
+    if extent is not None:
+        west, south, east, north = (float(v) for v in bbox)
+        if not (west < extent[2] and east > extent[0] and south < extent[3] and north > extent[1]):
+            raise InputError(f"the bbox (west {west:.12g}, south {south:.12g}, east {east:.12g}, north "
+                             f"{north:.12g}) does not meet the cube's extent (west {extent[0]:.12g}, south "
+                             f"{extent[1]:.12g}, east {extent[2]:.12g}, north {extent[3]:.12g}, in the cube's CRS)",
+                             path=cube_stac, field="--bbox")
+    reference = (collection["cube:dimensions"].get("x") or {}).get("reference_system", 3035)
     spec = {"stac_url": cube_stac, "bbox": list(bbox), "epochs": epochs, "patch": checked.manifest["patch"],
             "ensemble": f"{ARCHIVE_FOLDER}/ensemble", "python_path": [ARCHIVE_FOLDER], "tile": tile,
             "overlap": overlap, "crs": reference if isinstance(reference, int) else 3035}
@@ -141,7 +202,8 @@ def build_job(*, cube_stac: str, ensemble: str | os.PathLike, bbox: Sequence[flo
         folder.mkdir(parents=True)
         size = write_archive(folder / ARCHIVE, ensemble, checked.manifest)
         for name, graph in {**graphs, "job.json": spec}.items():
-            (folder / name).write_text(json.dumps(graph, indent=2) + "\n", encoding="utf-8")
+            (folder / name).write_text(json.dumps(graph, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         options = job_options(archive_url=archive_url, ensemble_mib=size / 2**20)
-        (folder / "job_options.json").write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+        (folder / "job_options.json").write_text(json.dumps(options, indent=2, allow_nan=False) + "\n",
+                                                 encoding="utf-8")
     return out

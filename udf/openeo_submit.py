@@ -96,13 +96,20 @@ def _products_graph(connection, job: Path, root: Path, options: dict, *, title: 
     from .openeo_thresholds import read_statistics, thresholds_from_statistics
 
     spec = _read(job / "job.json")
+    try:                                    # what the products graph is built from, checked before any job runs
+        products_graph(spec, None)
+    except (InputError, KeyError, TypeError, ValueError) as err:
+        raise InputError(f"not a job of `insarcast openeo build` ({getattr(err, 'message', None) or err!r})",
+                         path=job / "job.json", field=getattr(err, "field", None)) from err
     stats = run_one(connection, _read(job / "statistics_graph.json"), options, root / "statistics",
                     title=f"{title}: statistics", poll_s=poll_s, sleep=sleep)
     thresholds = thresholds_from_statistics(read_statistics(stats)).to_dict()
-    (root / "thresholds.json").write_text(json.dumps(thresholds, indent=2) + "\n", encoding="utf-8")
+    (root / "thresholds.json").write_text(json.dumps(thresholds, indent=2, allow_nan=False) + "\n",
+                                          encoding="utf-8")
     log.info("thresholds from the statistics job: %s", thresholds)
     graph = products_graph(spec, thresholds)
-    (root / "process_graph.json").write_text(json.dumps(graph, indent=2) + "\n", encoding="utf-8")
+    (root / "process_graph.json").write_text(json.dumps(graph, indent=2, allow_nan=False) + "\n",
+                                             encoding="utf-8")
     return graph, False
 
 
