@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,11 +113,18 @@ def find_runs(tune_dir: str | Path) -> list[Run]:
     root = Path(tune_dir)
     if not root.is_dir():
         raise InputError("no such tune folder", path=root)
+    from insarcast.fsutil import inside
+
     runs = []
     for metrics in sorted(root.rglob("metrics.json")):
         rel = metrics.parent.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not (metrics.parent / "model.pt").is_file():
+        model = metrics.parent / "model.pt"
+        if any(part.startswith(".") for part in rel.parts) or not os.path.lexists(model):
             continue
+        for path in (metrics, model):             # a symlink leaving the tune folder is never read
+            inside(path.absolute(), root, source=path, what=path.name)
+        if not model.is_file():
+            raise InputError("expected the run's weights file, found a folder or something else", path=model)
         runs.append(Run(metrics.parent, rel.as_posix() or ".", _read_metrics(metrics)))
     return runs
 

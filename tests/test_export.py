@@ -122,6 +122,26 @@ def test_fewer_trials_than_top_warn_or_fail_when_strict(tune, tmp_path):
         select_runs(tune, arch="gcn-lstm")
 
 
+@pytest.mark.parametrize("case", ["weights symlinked out", "weights a folder"])
+def test_a_run_whose_weights_leave_the_tune_folder_or_are_no_file_is_refused(windows, tmp_path, case):
+    """A model.pt symlinked out of the tune folder was opened; one that was a folder was skipped silently."""
+    tune_dir = tmp_path / "tune"
+    fabricate(tune_dir, windows, tiny_config(), seed=0, trial=0, val_loss=1.0)
+    odd = fabricate(tune_dir, windows, tiny_config(), seed=1, trial=1, val_loss=0.5)
+    (odd / "model.pt").unlink()
+    if case == "weights symlinked out":
+        outside = tmp_path / "outside.pt"
+        outside.write_bytes(b"not yours")
+        (odd / "model.pt").symlink_to(outside)
+        match = "lies outside"
+    else:
+        (odd / "model.pt").mkdir()
+        match = "expected the run's weights file"
+    with pytest.raises(InputError, match=match) as err:
+        select_runs(tune_dir, arch=ARCH, top=2)
+    assert "model.pt" in str(err.value)
+
+
 def test_members_that_disagree_on_the_window_or_normalisation_are_refused(windows, tmp_path):
     fabricate(tmp_path, windows, tiny_config(), seed=0, trial=0, val_loss=1.0)
     odd = fabricate(tmp_path, windows, tiny_config(), seed=1, trial=1, val_loss=2.0)

@@ -134,6 +134,15 @@ def test_a_folder_replaces_a_file_of_its_name(tmp_path, monkeypatch, exchange):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_json_we_write_is_strict_json():
+    """A run's metrics.json held NaN (the R^2 of constant ground), which is not JSON: other tools refuse it."""
+    from insarcast.fsutil import strict_json
+
+    text = strict_json({"r2": float("nan"), "rmse": [float("inf"), 1.5], "nested": {"mae": -float("inf")}}, indent=None)
+    assert text == '{"r2": null, "rmse": [null, 1.5], "nested": {"mae": null}}\n'
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the output"))["rmse"][1] == 1.5
+
+
 def test_a_failed_rename_leaves_no_temporary(tmp_path, monkeypatch):
     from insarcast import fsutil
 

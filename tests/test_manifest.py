@@ -80,6 +80,7 @@ def _dup(m):
     (lambda m: m.update(epoch_days=1e308), "epoch_days", "must be a finite number > 0 and <= 366"),
     (lambda m: m["grid"].update(spacing=0), "grid.spacing", "must be a finite number > 0, got 0.0"),
     (lambda m: m["members"][1].update(parity_max_abs=-1.0), "members[1].parity_max_abs", "finite number >= 0"),
+    (lambda m: m["members"][0].update(parameters=-5), "members[0].parameters", "a count >= 0, got -5"),
 ])
 def test_a_bad_manifest_is_refused_naming_the_file_and_the_field(tmp_path, change, field, message):
     folder = _write(tmp_path / "e", edit=change)

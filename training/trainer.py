@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from insarcast import __version__
 from insarcast.baselines import BASELINES, forecasts as baseline_forecasts, reference_rule
 from insarcast.errors import InputError
+from insarcast.fsutil import strict_json
 from insarcast.progress import bar
 from insarcast.training.data import Windows, WindowDataset
 from insarcast.training.distributed import Context, setup
@@ -324,4 +325,4 @@ def write_run(out: Path, result: FitResult, metrics: dict[str, Any]) -> None:
                           "seed": metrics["seed"]})
         stage.path(out / "config.json").write_text(config_json(result.model.cfg))
         stage.path(out / "history.csv").write_text(_history_csv(result.history))
-        stage.path(out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        stage.path(out / "metrics.json").write_text(strict_json(metrics))

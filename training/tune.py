@@ -57,7 +57,7 @@ from optuna.trial import TrialState
 from insarcast.cpus import thread_settings
 from insarcast.cube import open_cube, reading
 from insarcast.errors import InputError
-from insarcast.fsutil import clean_stale_tree
+from insarcast.fsutil import clean_stale_tree, strict_json
 from insarcast.progress import bar
 from insarcast.training.data import Windows
 from insarcast.training.distributed import Context, setup, teardown
@@ -457,7 +457,7 @@ class Tuner:
         best = min(complete, key=lambda t: (t.value, t.number))
         metrics = json.loads((folder / f"trial_{best.number:03d}" / "metrics.json").read_text())
         metrics.update(kind="run", best_trial=best.number, trials_complete=len(complete))
-        _write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        _write_text(folder / "metrics.json", strict_json(metrics))
 
     def estimate_seconds(self, archs: tuple[str, ...] = ARCHS, *,
                          time_step: Callable[[ModelConfig, TrainConfig, Windows], tuple[float, float]] | None = None,

@@ -206,6 +206,8 @@ class MemberEntry(_Document):
         if pure.name != entry.file or entry.file in ("", ".", "..") or "\\" in entry.file:
             raise f.error("file", f"member {index}: file must be a plain file name inside the ensemble folder, "
                                   f"got {entry.file!r}")
+        if entry.parameters is not None and entry.parameters < 0:
+            raise f.error("parameters", f"member {entry.file}: parameters must be a count >= 0, got {entry.parameters}")
         if not _is_sha256(entry.sha256):
             raise f.error("sha256", f"member {entry.file}: sha256 must be 64 lower-case hex digits, got "
                                     f"{entry.sha256!r}")

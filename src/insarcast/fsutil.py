@@ -23,6 +23,8 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import json
+import math
 import os
 import re
 import shutil
@@ -30,7 +32,7 @@ import socket
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import InputError, InsarcastWarning
 
@@ -152,6 +154,21 @@ def _has_symlink(folder: Path, rel: Path) -> bool:
         if p.is_symlink():
             return True
     return False
+
+
+def strict_json(data: Any, *, indent: int | None = 2) -> str:
+    """``data`` as JSON text (RFC 8259), a non-finite float as ``null``: Python's json would write ``NaN``,
+    which is not JSON (an undefined R^2 of a run on constant ground, say), and other tools refuse the file."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(data), indent=indent, allow_nan=False) + "\n"
 
 
 def _exchange(a: Path, b: Path) -> bool:
