@@ -224,11 +224,11 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
       metrics.json  test RMSE / MAE / R2 in mm (also per horizon step) beside the baselines
     Data-parallel: torchrun --nproc_per_node N -m insarcast train ... (gloo on CPU, NCCL on GPU).
     """
+    _refuse_clobbering(out, {"CUBE": cube})           # before torch is needed: a check of paths only
     _needs_torch("train")
     from .training.params import parse_override
     from .training.runs import train_cube
 
-    _refuse_clobbering(out, {"CUBE": cube})
     _refuse_existing([out / "metrics.json", out / "model.pt"], overwrite)
     metrics = train_cube(cube, arch=arch, params=params, seed=seed, out=out, device=device, progress=not quiet,
                          overrides=dict(parse_override(o) for o in overrides))
@@ -276,12 +276,12 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
     from .cpus import apply_openmp, thread_settings
 
     apply_openmp(thread_settings())                  # before torch is imported: OpenMP reads it at start
+    _refuse_clobbering(out, {"CUBE": cube})           # before torch is needed: a check of paths only
     _needs_torch("tune")
     from .training.params import parse_override
     from .training.tune import Tuner
 
     archs = archs or ARCH_NAMES
-    _refuse_clobbering(out, {"CUBE": cube})
     settings = dict(parse_override(o) for o in overrides)
     tuner = Tuner(cube, out, storage=storage, preset=preset, trials=trials, runs=runs, seed0=seed0, keep=keep,
                   manual=not no_manual, overrides=settings, progress=not quiet, heartbeat=heartbeat, device=device)
@@ -348,10 +348,10 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
     """
     import warnings
 
+    _refuse_clobbering(out, {"TUNE_DIR": tune_dir, "--cube": cube})   # before torch is imported
     from .export import ExportWarning, export_ensemble
     from .log import LOGGER
 
-    _refuse_clobbering(out, {"TUNE_DIR": tune_dir, "--cube": cube})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path = export_ensemble(tune_dir, out, arch=arch, top=top, strict=strict, include_manual=include_manual,
