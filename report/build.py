@@ -333,6 +333,8 @@ def _tune_dir_of(compare_tables: dict[str, pd.DataFrame], compare_dir: PathLike 
     parts = common.parts
     for start in range(1 if common.is_absolute() else 0, len(parts)):
         candidate = base.joinpath(*parts[start:])
+        if ".." in parts[start:]:                     # only below the compare folder's parent
+            continue
         if candidate.is_dir() and all((candidate / f.relative_to(common)).is_file() for f in files):
             if notes is not None:
                 notes.append(f"the compare runs name their files below {common}, which is not here: the tune "
