@@ -268,6 +268,7 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
     \b
     Reads CUBE. Writes into OUT (resumes what is there; several workers may share --storage):
       optuna.db                      the studies (unless --storage names another database)
+      cube.json                      the cube it was tuned on: a rerun resumes only on that cube
       ARCH/manual/seed_S/            the manual configuration's run (model.pt, metrics.json, ...)
       ARCH/tpe/seed_S/metrics.json   the study's best trial; trials.csv its optimisation history
       ARCH/tpe/seed_S/trial_NNN/     each trial's metrics; model.pt for the --keep best
