@@ -9,6 +9,7 @@ nothing is fetched from the network.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -49,6 +50,9 @@ def pystac_problems(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLik
     root = root.parent if root.is_file() else root
     previous = pystac.StacIO._default_io
     pystac.StacIO.set_default(_offline_io(folder))
+    # pystac logs each failure it raises (a traceback per missing schema) and we report it as one line
+    quiet, level = logging.getLogger("pystac"), logging.getLogger("pystac").level
+    quiet.setLevel(logging.CRITICAL)
     problems = []
     try:
         validator = JsonSchemaSTACValidator()
@@ -72,4 +76,5 @@ def pystac_problems(catalog_dir: str | os.PathLike, *, schemas: str | os.PathLik
                 problems.append(f"{path}: nested too deeply to validate")
     finally:
         pystac.StacIO._default_io = previous
+        quiet.setLevel(level)
     return problems

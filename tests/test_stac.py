@@ -9,6 +9,7 @@ Validation uses the offline schemas shipped in the package (``stac/schemas``, a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -686,3 +687,20 @@ def test_mistyped_or_deep_fields_are_problems_not_crashes(catalog, tmp_path, no_
         item.write_text(json.dumps(doc))
     code, output = validate_stac(broken)
     assert code == 2 and item.name in output, output
+
+
+@needs_schemas
+def test_an_unknown_extension_is_one_problem_without_pystacs_logged_tracebacks(catalog, tmp_path, no_network, caplog):
+    """pystac logs a traceback for each schema it cannot fetch, which reached stderr beside our one line."""
+    from insarcast.stac.pystac_check import pystac_problems
+
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    item = forecast_item(broken)
+    doc = json.loads(item.read_text())
+    doc["stac_extensions"].append("https://stac-extensions.github.io/unknown/v9.9.9/schema.json")
+    item.write_text(json.dumps(doc))
+    problems = pystac_problems(broken, schemas=SCHEMAS)
+    assert len(problems) == 1 and "unknown/v9.9.9" in problems[0] and str(item) in problems[0]
+    assert [r for r in caplog.records if r.name.startswith("pystac")] == []
+    assert logging.getLogger("pystac").level == logging.NOTSET          # restored
