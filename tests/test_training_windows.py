@@ -132,3 +132,28 @@ def test_a_cube_without_a_valid_variable_trains_on_its_finite_pixels(tiny_cube, 
     windows = Windows.from_cube(bare, history=8, horizon=6, patch=16, stride=16)
     finite = np.isfinite(ds["displacement"].values).all(axis=0)
     assert (windows.mask == finite).all() and windows.mask.any()
+
+
+def test_an_infinite_value_is_a_missing_one_for_training(tiny_cube):
+    """As in forecast: the pixel is left out, and the residual statistics' fits raise no RuntimeWarning."""
+    import warnings
+
+    pytest.importorskip("torch")
+    from insarcast.cube import open_cube
+    from insarcast.training.data import Windows
+
+    ds = open_cube(tiny_cube).load()
+    d = ds["displacement"].values.copy()
+    missing = d.copy()
+    d[5, 3, 4], missing[5, 3, 4] = np.inf, np.nan
+    kwargs = dict(history=8, horizon=6, patch=16, stride=16, inputs="residual-hindcast")
+    expected = Windows.from_arrays(missing, ds["valid"].values, ds["t"].values, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        windows = Windows.from_arrays(d, ds["valid"].values, ds["t"].values, **kwargs)
+        anchor = int(windows.anchors("train")[-1])            # after the infinite epoch: it is in the history
+        sample = windows.sample(anchor, (0, 0))
+    assert not windows.mask[3, 4] and (windows.mask == expected.mask).all()
+    assert windows.norm == expected.norm
+    for got, want in zip(sample, expected.sample(anchor, (0, 0))):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -57,6 +57,8 @@ class Windows:
         inputs = check_inputs(inputs)
         check_regular(times, source=source or None)
         displacement = np.asarray(displacement, np.float32)
+        if np.isinf(displacement).any():          # an infinite value is a missing one (as in forecast)
+            displacement = np.where(np.isinf(displacement), np.float32(np.nan), displacement)
         mask = pixel_mask(displacement, valid)
         split = Split.temporal(displacement.shape[0], fractions=fractions)
         for part in PARTS:
