@@ -281,9 +281,7 @@ def test_the_publish_and_validate_stac_commands(inputs, tmp_path, no_network):
 def test_missing_schema_and_missing_asset_are_problems(catalog, tmp_path):
     from insarcast.stac.validate import validate_catalog
 
-    broken = tmp_path / "catalog"
-    shutil.copytree(catalog, broken)
-    item = sorted((broken / "insarcast-forecasts").glob("*-h1/*-h1.json"))[0]
+    broken, item, _ = damaged_copy(catalog, tmp_path)
     (item.parent / "median.tif").unlink()
     fields = {p.field for p in validate_catalog(broken, schemas=SCHEMAS)}
     assert "assets.median.href" in fields
@@ -495,10 +493,7 @@ def test_pystac_validates_the_catalog_offline_as_a_second_validator(catalog, tmp
     from insarcast.stac.pystac_check import pystac_problems
 
     assert pystac_problems(catalog) == []
-    broken = tmp_path / "catalog"
-    shutil.copytree(catalog, broken)
-    item = sorted((broken / "insarcast-forecasts").glob("*-h1/*-h1.json"))[0]
-    doc = json.loads(item.read_text())
+    broken, item, doc = damaged_copy(catalog, tmp_path)
     doc["properties"]["proj:code"] = 3035                              # a number, not "EPSG:3035"
     item.write_text(json.dumps(doc))
     problems = pystac_problems(broken)
@@ -591,6 +586,14 @@ def forecast_item(catalog: Path) -> Path:
     return sorted((catalog / "insarcast-forecasts").glob("*-h1/*-h1.json"))[0]
 
 
+def damaged_copy(catalog: Path, tmp_path: Path) -> tuple[Path, Path, dict]:
+    """A copy of ``catalog`` to damage, its first forecast Item and that Item's JSON."""
+    broken = tmp_path / "catalog"
+    shutil.copytree(catalog, broken)
+    item = forecast_item(broken)
+    return broken, item, json.loads(item.read_text())
+
+
 @needs_schemas
 def test_a_stac_version_not_a_string_is_reported_not_a_crash(catalog, tmp_path, no_network):
     """pystac's own validator failed on it (AttributeError in identify); both validators now name the field."""
@@ -624,10 +627,7 @@ def test_nan_and_infinity_are_not_json(catalog, tmp_path, no_network, constant):
     """Python's json reads them; RFC 8259 does not allow them: the Item is invalid, the line says where."""
     from insarcast.stac.validate import validate_catalog
 
-    broken = tmp_path / "catalog"
-    shutil.copytree(catalog, broken)
-    item = forecast_item(broken)
-    doc = json.loads(item.read_text())
+    broken, item, doc = damaged_copy(catalog, tmp_path)
     doc["bbox"][0] = float(constant.lower().replace("infinity", "inf"))
     item.write_text(json.dumps(doc, indent=1))                 # json.dumps writes NaN / Infinity as is
     line = next(n for n, text in enumerate(item.read_text().splitlines(), 1) if constant in text)
@@ -676,10 +676,7 @@ def test_a_child_link_cycle_is_a_problem(catalog, tmp_path, no_network, cycle):
 @needs_schemas
 @pytest.mark.parametrize("damage", ["properties a list", "assets a list", "bbox nested 850 deep"])
 def test_mistyped_or_deep_fields_are_problems_not_crashes(catalog, tmp_path, no_network, damage):
-    broken = tmp_path / "catalog"
-    shutil.copytree(catalog, broken)
-    item = forecast_item(broken)
-    doc = json.loads(item.read_text())
+    broken, item, doc = damaged_copy(catalog, tmp_path)
     if damage == "bbox nested 850 deep":
         item.write_text(json.dumps({**doc, "bbox": None}).replace('"bbox": null', '"bbox": ' + "[" * 850 + "]" * 850))
     else:
@@ -694,10 +691,7 @@ def test_an_unknown_extension_is_one_problem_without_pystacs_logged_tracebacks(c
     """pystac logs a traceback for each schema it cannot fetch, which reached stderr beside our one line."""
     from insarcast.stac.pystac_check import pystac_problems
 
-    broken = tmp_path / "catalog"
-    shutil.copytree(catalog, broken)
-    item = forecast_item(broken)
-    doc = json.loads(item.read_text())
+    broken, item, doc = damaged_copy(catalog, tmp_path)
     doc["stac_extensions"].append("https://stac-extensions.github.io/unknown/v9.9.9/schema.json")
     item.write_text(json.dumps(doc))
     problems = pystac_problems(broken, schemas=SCHEMAS)

@@ -479,7 +479,7 @@ class Tuner:
             if ctx.is_main:
                 clean_stale_tree(self.out)               # what a killed tune left in its trial folders
                 if not (self.out / CUBE_RECORD).exists():
-                    _write_json(self.out / CUBE_RECORD, identity)
+                    _write_text(self.out / CUBE_RECORD, strict_json(identity, indent=1))
             started = time.perf_counter()
             jobs = [(arch, seed) for arch in archs for seed in self.seeds]
             for arch, seed in bar(jobs, enabled=self.progress and ctx.is_main, desc="studies", unit="study"):
@@ -509,13 +509,6 @@ def cube_identity(ds) -> dict[str, Any]:
             "epochs": [str(np.datetime64(t[0], "D")), str(np.datetime64(t[-1], "D"))] if t.size else [],
             "origin": [float(x[0]), float(y[0])] if x.size and y.size else [],
             "spacing": float(abs(x[1] - x[0])) if x.size > 1 else None}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from insarcast.fsutil import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _remove_empty_folders(root: Path) -> None:
