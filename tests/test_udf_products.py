@@ -97,6 +97,66 @@ def test_products_with_given_thresholds_by_hand():
     np.testing.assert_array_equal(out["bivariate"], [[4, 0, 0], [7, 2, 255]])
 
 
+def test_a_constant_map_is_classed_low_not_highest():
+    """Ground that does not move, or members that all give 0: every |m| equals Q85 = Q95 = Q99 and
+    every std equals both terciles. The ties stay in the lowest class; the paper's ``>=`` put the
+    whole map in Highest (class 3, bivariate 8, P99 = 1)."""
+    for value in (0.0, -2.5):
+        d = np.full((K, 2, 3), value, np.float32)
+        th = thresholds(np.abs(np.median(d, axis=0)), np.zeros((2, 3)))
+        assert th.levels == (abs(value),) * 3 and th.std_tercile_1 == th.std_tercile_2 == 0.0
+        out = products(d, th)
+        np.testing.assert_array_equal(out["class"], 0)
+        np.testing.assert_array_equal(out["bivariate"], 0)           # Low susceptibility, Low uncertainty
+        for name, expected in (("p85", 0), ("p95", 0), ("p99", 0), ("mass_low", 1), ("mass_highest", 0),
+                               ("confidence", 1), ("rank_variance", 0)):
+            np.testing.assert_array_equal(out[name], expected, err_msg=name)
+
+
+def test_ties_at_degenerate_thresholds_stay_below_and_proper_ties_climb():
+    """21 pixels, two equal members: 19 at 0 mm, one at 5 and one at -7. Sorted |m| 0 (x19) 5 7:
+    Q85 at position 0.85 * 20 = 17 -> 0 (degenerate: 0, the least magnitude), Q95 at 19 -> 5 (a
+    proper threshold, 0 < 5 < Q99), Q99 at 19.8 -> 5 + 0.8 * 2 = 6.6. The zeros stay Low (the
+    paper's >= made 19 of 21 pixels Medium), 5 is a tie at a proper Q95 and climbs to High as in
+    the paper, 7 is Highest. std is 0 everywhere: terciles 0, uncertainty Low."""
+    d = np.zeros((2, 3, 7), np.float32)
+    d[:, 1, 2], d[:, 2, 6] = 5.0, -7.0
+    th = thresholds(np.abs(np.median(d, axis=0)), np.abs(d).std(axis=0))
+    assert (th.q85, th.q95) == (0.0, 5.0) and th.q99 == pytest.approx(6.6)
+    out = products(d, th)
+    expected = np.zeros((3, 7), np.uint8)
+    expected[1, 2], expected[2, 6] = 2, 3
+    np.testing.assert_array_equal(out["class"], expected)
+    np.testing.assert_array_equal(out["bivariate"], np.minimum(expected, 2) * 3)
+    # the members' votes follow the same rule: P85 = share of members at least Medium
+    np.testing.assert_array_equal(out["p85"], expected >= 1)
+    np.testing.assert_array_equal(out["p95"], expected >= 2)
+    np.testing.assert_array_equal(out["p99"], expected >= 3)
+    np.testing.assert_array_equal(out["confidence"], 1.0)
+    # equal Q95 = Q99 = 2 given by hand: a tie at 2 stays Medium, 2.5 passes both; 1 > Q85 = 0
+    th = {"q85": 0.0, "q95": 2.0, "q99": 2.0, "std_tercile_1": 0.0, "std_tercile_2": 1.0}
+    d = np.array([0.0, 1.0, 2.0, 2.5], np.float32).reshape(1, 1, 4)
+    np.testing.assert_array_equal(products(d, th)["class"], [[0, 1, 1, 3]])
+
+
+def test_a_constant_forecast_is_low_on_numpy_and_dask_alike():
+    """Members that all give 0 (normalised): every valid pixel forecasts 0 * 3 - 0.5 = -0.5 mm, so
+    Q85 = Q95 = Q99 = 0.5 and std = 0; both paths class every valid pixel Low (0), 255 elsewhere."""
+    ds = make_cube()
+
+    def zeros(x):
+        return np.zeros((K, x.shape[0], F, P, P), np.float32)
+
+    eager = forecast_products(ds, zeros, **SETTINGS)
+    lazy = forecast_products(ds.chunk({"t": 3, "y": 7, "x": 5}), zeros, **SETTINGS).compute()
+    assert (eager.attrs["q85"], eager.attrs["q99"]) == (0.5, 0.5)
+    usable = ds["valid"].values & np.isfinite(ds["displacement"].values[-T:]).all(axis=0)
+    np.testing.assert_array_equal(eager["class"].values, np.where(usable, 0, 255))
+    np.testing.assert_array_equal(eager["bivariate"].values, np.where(usable, 0, 255))
+    for name in eager.data_vars:
+        assert np.array_equal(eager[name].values, lazy[name].values, equal_nan=True), name
+
+
 # ---------------------------------------------------------------- inputs
 def test_history_inputs_follow_the_contract():
     d = np.arange(2 * 6 * 2 * 2, dtype=np.float32).reshape(2, 6, 2, 2)
@@ -399,8 +459,8 @@ def test_a_forecast_error_scale_spreads_each_member_by_hand():
     assert float(normal_cdf(np.array(1.0))) == pytest.approx(0.8413447, abs=1e-6)
     d = np.array([[[0.0, 2.0, 5.0]]])                                   # K = 1, y = 1, x = 3
     s = np.array([[2.0, 1e-6, 0.0]])
-    np.testing.assert_allclose(exceedance(d, 2.0, s)[0], [0.3173105, 0.5, 1.0], atol=1e-6)
-    np.testing.assert_array_equal(exceedance(d, 2.0, None), exceedance(d, 2.0, np.zeros((1, 3))))
+    np.testing.assert_allclose(exceedance(d, (2.0,), s)[0, 0], [0.3173105, 0.5, 1.0], atol=1e-6)
+    np.testing.assert_array_equal(exceedance(d, (2.0,), None), exceedance(d, (2.0,), np.zeros((1, 3))))
     th = {"q85": 1.0, "q95": 2.0, "q99": 3.0, "std_tercile_1": 0.5, "std_tercile_2": 1.0}
     out = products(d.astype(np.float32), th, s)
     masses = np.stack([out[f"mass_{c}"][0, 0] for c in ("low", "medium", "high", "highest")])

@@ -8,11 +8,16 @@ NaN where the pixel is not valid. With ``a_k = |d_k|`` and ``m = median_k d_k``:
   They are global: compute them over the whole region (:func:`thresholds`) and pass them to
   :func:`products` block by block;
 - ``class``: 0 Low ``|m| < Q85``, 1 Medium ``< Q95``, 2 High ``< Q99``, 3 Highest otherwise
-  (uint8, 255 where not valid); the class of a value v is the number of thresholds with v >= Q;
+  (uint8, 255 where not valid); the class of a value v is the number of thresholds it reaches
+  (:func:`classify`): ``v >= Q`` where Q is a proper threshold, ``v > Q`` where Q is degenerate
+  (equal to the threshold below it or above it, or to 0 for the first), so that a constant map is
+  Low, not Highest, and a map with distinct thresholds keeps the paper's classes exactly;
 - ``p85, p95, p99``: ``P_tau = mean_k P(|d_k + e| >= Q_tau)`` with ``e ~ N(0, s^2)``, ``s (y, x)``
   the forecast's own error scale (:func:`insarcast.baselines.Fits.adaptive_scale`, given by the
   residual formulation; see :func:`products`); where ``s = 0`` (the paper's formulation, which gives
-  none) this is the paper's share of members ``mean_k 1[a_k >= Q_tau]``;
+  none) this is the paper's share of members ``mean_k 1[a_k >= Q_tau]`` (``a_k > Q_tau`` where
+  ``Q_tau`` is degenerate, the rule of ``class``: P_tau is the share of members classed at least
+  Medium, High or Highest);
 - masses ``mass_low = 1 - P85``, ``mass_medium = P85 - P95``, ``mass_high = P95 - P99``,
   ``mass_highest = P99``; ``confidence`` = the mass of the assigned class;
 - ``std``: ``sqrt(std_k(a_k)^2 + s^2)`` with ``std_k`` the population standard deviation (ddof = 0)
@@ -143,18 +148,26 @@ def normal_cdf(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.sign(z) * erf)
 
 
-def exceedance(d: np.ndarray, level: float, scale: np.ndarray | None = None) -> np.ndarray:
-    """``mean_k P(|d_k + e| >= level)``, ``e ~ N(0, scale^2)`` (y, x) float64; the share of members
-    with ``|d_k| >= level`` where ``scale`` is None, 0 or not finite."""
+def exceedance(d: np.ndarray, levels, scale: np.ndarray | None = None) -> np.ndarray:
+    """``P_i = mean_k P(|d_k + e| >= levels[i])``, ``e ~ N(0, scale^2)``, ``(len(levels), y, x)`` float64.
+
+    Where ``scale`` is None, 0 or not finite: the share of members that :func:`classify` puts at level
+    ``i + 1`` or above (``|d_k| >= Q``, or ``> Q`` at a degenerate threshold), so that the class masses
+    are the shares of the members' own classes. With a spread, a tie has probability 0 and ``>=`` and
+    ``>`` give the same P.
+    """
+    levels = tuple(float(q) for q in levels)
     d = np.asarray(d, np.float64)
-    votes = classify(np.abs(d), (level,)).mean(axis=0)
+    ranks = classify(np.abs(d), levels)
+    votes = np.stack([(ranks >= i + 1).mean(axis=0) for i in range(len(levels))])
     if scale is None:
         return votes
     s = np.asarray(scale, np.float64)
     spread = np.isfinite(s) & (s > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         s_safe = np.where(spread, s, 1.0)
-        p = (normal_cdf((-level - d) / s_safe) + 1.0 - normal_cdf((level - d) / s_safe)).mean(axis=0)
+        p = np.stack([(normal_cdf((-q - d) / s_safe) + 1.0 - normal_cdf((q - d) / s_safe)).mean(axis=0)
+                      for q in levels])
     return np.where(spread, p, votes)
 
 
@@ -177,10 +190,26 @@ def thresholds(m_abs: np.ndarray, std: np.ndarray) -> Thresholds:
 
 
 def classify(values: np.ndarray, levels) -> np.ndarray:
-    """Number of ``levels`` that ``values`` reach (``v >= level``), int; NaN gives 0 (mask it)."""
+    """Number of ``levels`` (ascending) that the magnitudes ``values`` reach, int; NaN gives 0 (mask it).
+
+    A value reaches a proper level ``Q`` when ``v >= Q``, the paper's section 4.4: "the surface
+    deformation susceptibility within the study area is categorized into four levels, corresponding
+    to the intervals |m| < Q85, Q85 <= |m| < Q95, Q95 <= |m| < Q99, and |m| >= Q99, respectively:
+    Low, Medium, High, and Highest". A level equal to the one below it (0 below the first:
+    magnitudes are never below 0) or to the one above it is degenerate: a block of equal values
+    spans that quantile (a constant map, an ensemble that gives 0, ground that does not move), the
+    paper's intervals that start there are empty or cut a block of ties, and its ``>=`` would class
+    the whole block in the top class (a constant map all Highest). There a value reaches the level
+    only when ``v > Q``: ties stay in the class below. Levels that differ from their neighbours
+    and from 0 (any map whose values are distinct) keep the paper's ``>=`` exactly.
+    """
+    levels = [float(q) for q in levels]
+    below = [0.0, *levels[:-1]]
+    above = [*levels[1:], np.inf]
     values = np.asarray(values)
     with np.errstate(invalid="ignore"):
-        return sum((values >= level).astype(np.int64) for level in levels)
+        return sum(((values >= q) if lo < q < hi else (values > q)).astype(np.int64)
+                   for q, lo, hi in zip(levels, below, above))
 
 
 def products(d: np.ndarray, th: Thresholds | Mapping[str, Any], scale: np.ndarray | None = None
@@ -192,7 +221,7 @@ def products(d: np.ndarray, th: Thresholds | Mapping[str, Any], scale: np.ndarra
     valid = np.isfinite(d).all(axis=0)
     m_abs, std = member_statistics(d, scale)
     cls = classify(m_abs, th.levels)
-    p = [exceedance(d, q, scale) for q in th.levels]                 # P85, P95, P99
+    p = exceedance(d, th.levels, scale)                              # P85, P95, P99
     masses = np.stack([1 - p[0], p[0] - p[1], p[1] - p[2], p[2]])
     confidence = np.take_along_axis(masses, cls[None], axis=0)[0]
     codes = np.arange(4.0).reshape(4, *([1] * (masses.ndim - 1)))
