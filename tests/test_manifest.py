@@ -81,6 +81,23 @@ def _dup(m):
     (lambda m: m["grid"].update(spacing=0), "grid.spacing", "must be a finite number > 0, got 0.0"),
     (lambda m: m["members"][1].update(parity_max_abs=-1.0), "members[1].parity_max_abs", "finite number >= 0"),
     (lambda m: m["members"][0].update(parameters=-5), "members[0].parameters", "a count >= 0, got -5"),
+    # read but not checked before: a CRS pyproj does not know crashed the forecast's CRS comparison with
+    # pyproj's traceback; a created that is no date gave the STAC Items the publishing time, silently
+    (lambda m: m["grid"].update(crs="EPSG:99999"), "grid.crs", "must be a CRS that pyproj reads, such as "
+                                                               "'EPSG:3035', got 'EPSG:99999'"),
+    (lambda m: m["grid"].update(crs=""), "grid.crs", "must be a CRS that pyproj reads"),
+    (lambda m: m["grid"].update(crs=3035), "grid.crs", "'grid.crs' must be a str or null, got int 3035"),
+    (lambda m: m.update(created="next tuesday"), "created", "must be an ISO 8601 date and time such as "
+                                                            "'2026-01-01T00:00:00Z', got 'next tuesday'"),
+    (lambda m: m.update(created="2026-01-01"), "created", "must be an ISO 8601 date and time"),
+    (lambda m: m.update(created="2026-02-30T00:00:00Z"), "created", "must be an ISO 8601 date and time"),
+    (lambda m: m.update(created=20260101), "created", "'created' must be a str, got int 20260101"),
+    (lambda m: m.update(architecture=" "), "architecture", "architecture must be a non-empty name, got ' '"),
+    (lambda m: m["members"][0].update(arch=""), "members[0].arch", "members[0].arch must be a non-empty name"),
+    (lambda m: m.update(name=""), "name", "name must be a non-empty name"),
+    (lambda m: m.update(opset=0), "opset", "opset must be a positive integer, got 0"),
+    (lambda m: m["members"][1].update(bytes=-1), "members[1].bytes", "must be an integer >= 0, got -1"),
+    (lambda m: m["members"][2].update(trial=-2), "members[2].trial", "must be an integer >= 0, got -2"),
 ])
 def test_a_bad_manifest_is_refused_naming_the_file_and_the_field(tmp_path, change, field, message):
     folder = _write(tmp_path / "e", edit=change)
@@ -89,6 +106,16 @@ def test_a_bad_manifest_is_refused_naming_the_file_and_the_field(tmp_path, chang
     assert err.value.field == field and message in err.value.message
     assert err.value.path == str(folder / "ensemble.json")
     assert str(err.value).startswith(f"{folder / 'ensemble.json'}, field '{field}': ")
+
+
+@pytest.mark.parametrize("crs", [None, "EPSG:3035", "epsg:3035",
+                                 "+proj=laea +lat_0=52 +lon_0=10 +x_0=4321000 +y_0=3210000 +ellps=GRS80 +units=m"])
+@pytest.mark.parametrize("created", ["2026-01-01T00:00:00Z", "2026-01-01T02:00:00+02:00", "2026-01-01T00:00:00",
+                                     "20260101T000000Z"])
+def test_every_iso_datetime_and_crs_that_pyproj_reads_is_accepted(tmp_path, crs, created):
+    folder = _write(tmp_path / "e", crs=crs, created=created)
+    manifest = read_manifest(folder)
+    assert manifest.grid_crs == crs and manifest.created == created          # kept as written
 
 
 def test_not_json_or_missing_is_refused_naming_the_file(tmp_path):

@@ -8,6 +8,9 @@ and writes it (:func:`write_manifest`), the UDF (:func:`insarcast.udf.ensemble.l
 
 - a key missing or of the wrong type, an unknown ``format`` or ``format_version``, a framework other
   than ONNX;
+- ``name``, ``architecture`` or a member's ``arch`` blank, ``opset`` not positive, ``created`` not an
+  ISO 8601 date and time (``2026-01-01T00:00:00Z``), ``grid.crs`` not a CRS that pyproj reads
+  (``EPSG:3035``; the check against a cube's CRS uses it);
 - T, F, P, C not positive, the channel list not the one this package builds for the ensemble's input
   formulation (``inputs``; an ensemble written before the key existed is ``paper``);
 - normalisation statistics not finite, or a standard deviation <= 0;
@@ -16,7 +19,8 @@ and writes it (:func:`write_manifest`), the UDF (:func:`insarcast.udf.ensemble.l
   synthetic-truth correction the members were trained against (:mod:`insarcast.udf.correction`;
   :meth:`Manifest.check_correction` compares it with the installed file before a forecast);
 - no member, a member file that is not a plain name in the folder or is listed twice, a sha256 that
-  is not 64 hex digits, members disagreeing on T, F, P or C (their recorded hyperparameters).
+  is not 64 hex digits, a ``bytes`` or ``trial`` below 0, members disagreeing on T, F, P or C (their
+  recorded hyperparameters).
 
 :func:`member_files` then checks the files the manifest lists (inside the folder, present, of the
 recorded size and sha256); the ONNX graphs themselves are checked by the UDF's loader.
@@ -24,7 +28,7 @@ recorded size and sha256); the ONNX graphs themselves are checked by the UDF's l
 The model is also a read-only mapping of the JSON object it was read from (``manifest["history"]``,
 ``manifest.get("grid")``), extra keys included, so code that only copies fields through (the STAC
 model Item) reads it as it reads JSON. Only numpy-free standard library code and the UDF's input
-definitions are imported: no torch, no onnxruntime.
+definitions are imported (and pyproj, when a manifest names a CRS): no torch, no onnxruntime.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
@@ -102,6 +107,50 @@ class _Fields:
         value = self.get(key, _INT)
         if value < 1:
             raise self.error(key, f"{self.prefix}{key} must be a positive integer, got {value}")
+        return value
+
+    def name(self, key: str) -> str:
+        """A string that is not blank (a name shown in STAC titles and the products' attributes)."""
+        value = self.get(key, _STR)
+        if not value.strip():
+            raise self.error(key, f"{self.prefix}{key} must be a non-empty name, got {value!r}")
+        return value
+
+    def count(self, key: str, *, optional: bool = False) -> int | None:
+        """An integer >= 0; None where ``optional`` and absent or null."""
+        value = self.get(key, _OPT_INT if optional else _INT, None if optional else _REQUIRED)
+        if value is not None and value < 0:
+            raise self.error(key, f"{self.prefix}{key} must be an integer >= 0, got {value}")
+        return value
+
+    def timestamp(self, key: str) -> str:
+        """An ISO 8601 date and time (``2026-01-01T00:00:00Z``, what export writes), as written."""
+        value = self.get(key, _STR)
+        try:
+            datetime.fromisoformat(value)
+            ok = "T" in value.upper()
+        except ValueError:
+            ok = False
+        if not ok:
+            raise self.error(key, f"{self.prefix}{key} must be an ISO 8601 date and time such as "
+                                  f"'2026-01-01T00:00:00Z', got {value!r}")
+        return value
+
+    def crs(self, key: str) -> str | None:
+        """A coordinate reference system pyproj reads (``EPSG:3035``, WKT, PROJ), as written; None where
+        absent or null."""
+        value = self.get(key, _OPT_STR, None)
+        if value is None:
+            return None
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(value)
+        except CRSError as err:
+            reason = " ".join(str(err).split())
+            raise self.error(key, f"{self.prefix}{key} must be a CRS that pyproj reads, such as 'EPSG:3035', "
+                                  f"got {value!r} ({reason})") from None
         return value
 
     def finite(self, key: str, *, least: float | None = None, above: float | None = None,
@@ -195,8 +244,8 @@ class MemberEntry(_Document):
     @classmethod
     def from_dict(cls, data: Any, *, index: int, path: Path) -> MemberEntry:
         f = _Fields(data, path=path, prefix=f"members[{index}].", what=f"member {index} of the manifest")
-        entry = cls(index=index, file=f.get("file", _STR), sha256=f.get("sha256", _STR), bytes=f.get("bytes", _INT),
-                    arch=f.get("arch", _STR), trial=f.get("trial", _OPT_INT), run_seed=f.get("run_seed", _INT),
+        entry = cls(index=index, file=f.get("file", _STR), sha256=f.get("sha256", _STR), bytes=f.count("bytes"),
+                    arch=f.name("arch"), trial=f.count("trial", optional=True), run_seed=f.get("run_seed", _INT),
                     strategy=f.get("strategy", _STR), val_loss=f.finite("val_loss"),
                     hyperparameters=f.get("hyperparameters", _DICT), exporter=f.get("exporter", _STR),
                     parity_max_abs=f.finite("parity_max_abs", least=0.0),
@@ -279,10 +328,10 @@ class Manifest(_Document):
         sizes = f"T={t}, F={fh}, P={p}, C={c}"
         grid = _Fields(f.get("grid", _DICT), path=path, prefix="grid.")
         manifest = cls(
-            path=path, name=f.get("name", _STR), architecture=f.get("architecture", _STR), opset=f.get("opset", _INT),
-            created=f.get("created", _STR), history=t, horizon=fh, patch=p, channels=c, inputs=inputs,
+            path=path, name=f.name("name"), architecture=f.name("architecture"), opset=f.positive("opset"),
+            created=f.timestamp("created"), history=t, horizon=fh, patch=p, channels=c, inputs=inputs,
             target=f.get("target", _OPT_STR, None), channel_names=names, normalisation=_normalisation(f),
-            grid_spacing=grid.finite("spacing", above=0.0, optional=True), grid_crs=grid.get("crs", _OPT_STR, None),
+            grid_spacing=grid.finite("spacing", above=0.0, optional=True), grid_crs=grid.crs("crs"),
             epoch_days=f.finite("epoch_days", above=0.0, most=366.0), reference_correction=_reference_correction(f, inputs),
             input=TensorSpec.from_dict(f.get("input", _DICT), key="input", expected=[-1, t, c, p, p],
                                        dims=INPUT_DIMS, path=path, sizes=sizes),
