@@ -1,5 +1,6 @@
 """The command line as a user meets it: help, version, exit codes, one-line errors, quiet runs."""
 
+import signal
 import subprocess
 import sys
 
@@ -193,3 +194,59 @@ def test_a_seed_numpy_cannot_take_is_refused_naming_the_option(tmp_path, verb, s
     result = run(verb, *(["c.zarr"] if verb in ("train", "tune") else []), "--seed", seed, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "option --seed" in result.output and "4294967295" in result.output, result.output
     assert not (tmp_path / "o").exists()
+
+
+# A `python -m` entry (as torchrun and the tests start insarcast) whose training is replaced: STOPPED_TRAINING
+# says "training" and waits for a signal, STRING_EXEC_INTERRUPT raises Ctrl-C's KeyboardInterrupt from inside a
+# string exec, as torch's dataclasses can be when the signal lands.
+STOPPED_TRAINING = """
+import sys, time
+import insarcast.training.runs as runs
+
+def train_run(*args, **kwargs):
+    print("training", flush=True)
+    time.sleep(60)
+
+runs.train_run = train_run
+from insarcast.cli import main
+main()
+"""
+STRING_EXEC_INTERRUPT = """
+import insarcast.training.runs as runs
+
+def train_run(*args, **kwargs):
+    exec("raise KeyboardInterrupt", {})
+
+runs.train_run = train_run
+from insarcast.cli import main
+main()
+"""
+
+
+def _train_module(tmp_path, name, source, cube):
+    (tmp_path / f"{name}.py").write_text(source)
+    return [sys.executable, "-m", name, "train", str(cube), "--arch", "cnn-lstm", "--set", "model.inputs=paper",
+            "--out", str(tmp_path / "run"), "-q"]
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "Ctrl-C (SIGINT)"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_an_interrupted_train_is_one_line_with_the_signals_exit_code_and_writes_nothing(tiny_cube, tmp_path, sig,
+                                                                                         code, name):
+    """Ctrl-C printed a traceback or click's "Aborted!" with exit code 1."""
+    proc = subprocess.Popen(_train_module(tmp_path, "stopped_training", STOPPED_TRAINING, tiny_cube), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "training", proc.stderr.read()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.splitlines() == [f"insarcast: error: interrupted by {name}; the run {tmp_path / 'run'} was not written "
+                                "(a run is written whole at its end); run the command again to train from the start"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_interrupt_that_left_a_string_exec_still_exits_130(tiny_cube, tmp_path):
+    """CPython recorded the KeyboardInterrupt as unhandled and `python -m` ended by SIGINT (-2), not 130."""
+    proc = subprocess.run(_train_module(tmp_path, "exec_interrupt", STRING_EXEC_INTERRUPT, tiny_cube), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "interrupted by Ctrl-C" in proc.stderr

@@ -365,3 +365,65 @@ def test_the_paper_preset_prints_its_cost_before_it_starts(tiny_cube, tmp_path, 
     result = CliRunner().invoke(main, ["tune", str(tiny_cube), "--preset", "tiny", "--arch", "cnn-lstm",
                                        "--out", str(tmp_path / "t"), "-q"])
     assert result.exit_code == 0 and events == ["run"] and "at most" not in result.stderr
+
+
+def _running_trial(storage) -> bool:
+    try:
+        study = optuna.load_study(study_name="cnn-lstm-seed0", storage=storage)
+        return any(t.state.name == "RUNNING" for t in study.trials)
+    except Exception:                                  # the database or the study not made yet
+        return False
+
+
+def test_ctrl_c_during_a_trial_is_one_line_exit_130_and_the_rerun_resumes(tiny_cube, tmp_path):
+    """Ctrl-C printed Optuna's traceback of the trial and click's "Aborted!" (exit 1); an interrupt that landed
+    while Optuna wrote to SQLite left the database locked and the trial RUNNING."""
+    from insarcast.export.select import find_runs
+
+    out = tmp_path / "t"
+    args = [sys.executable, "-m", "insarcast", "tune", str(tiny_cube), "--preset", "tiny", "--arch", "cnn-lstm",
+            "--runs", "1", "--trials", "2", "--no-manual", "--out", str(out), "-q", "--set", "train.max_epochs=1"]
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not _running_trial(storage):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("insarcast: error: interrupted by Ctrl-C"), err[-3000:]
+    assert str(out) in lines[0] and "to resume" in lines[0]
+    study = optuna.load_study(study_name="cnn-lstm-seed0", storage=storage)
+    assert "RUNNING" not in {t.state.name for t in study.trials}          # the storage says what happened
+    complete = {t.number for t in study.trials if t.state.name == "COMPLETE"}
+    # no checkpoint of an unfinished trial is offered to export as a finished run
+    assert {int(run.source.rsplit("_", 1)[1]) for run in find_runs(out)} <= complete
+    assert (out / "cube.json").is_file()                                    # a rerun checks it is the same cube
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    states = [t.state.name for t in optuna.load_study(study_name="cnn-lstm-seed0", storage=storage).trials]
+    assert states.count("COMPLETE") == 2 and "RUNNING" not in states
+
+
+def test_a_ctrl_c_while_optuna_writes_the_storage_waits_for_the_write(tiny_cube, tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised inside Optuna's write of a finished trial left it RUNNING (Optuna then failed on
+    its own state, with a traceback, or met SQLite's lock): the signal now waits until the write is done."""
+    real = optuna.storages.RDBStorage.set_trial_state_values
+    sent = []
+
+    def interrupted_write(self, *args, **kwargs):
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)           # Ctrl-C in the middle of the storage's write
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", interrupted_write)
+    tuner = Tuner(tiny_cube, tmp_path / "t", preset="tiny", trials=2, runs=1, manual=False,
+                  overrides={"train.max_epochs": 1, "train.train_samples": 32, "train.eval_samples": 32})
+    with pytest.raises(KeyboardInterrupt):
+        tuner.run(("cnn-lstm",))
+    assert sent and signal.getsignal(signal.SIGINT) is signal.default_int_handler     # the handler is put back
+    study = optuna.load_study(study_name="cnn-lstm-seed0", storage=tuner.storage_url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]        # written whole, then stopped before trial 1
+    assert (tmp_path / "t" / "cnn-lstm" / "tpe" / "seed_0" / "trial_000" / "model.pt").is_file()

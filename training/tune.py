@@ -31,16 +31,21 @@ broadcasts the hyperparameters). A killed tune resumes: its stale RUNNING trial 
 by Optuna's heartbeat (once ``2 x heartbeat`` seconds have passed), and the study goes on until
 exactly ``trials`` trials are COMPLETE. The sampler draws trial k's randomness from (seed, k), so a
 resumed study does not repeat the start-up trials it already made, and workers sharing a study draw
-different start-up points (``constant_liar`` keeps their TPE proposals apart as well).
+different start-up points (``constant_liar`` keeps their TPE proposals apart as well). Ctrl-C or SIGTERM
+stops a tune at once while it trains and otherwise once Optuna has finished writing to the storage
+(:class:`_StorageGuard`): the trial that was training is recorded as FAIL and loses its checkpoint, and a rerun
+resumes at once (no heartbeat to wait for).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import math
+import signal
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -237,6 +242,97 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+class _InterruptedTrialLines(logging.Filter):
+    """Drops Optuna's two lines about a trial that Ctrl-C or SIGTERM stopped ("Trial N failed with
+    parameters ... because of the following error: KeyboardInterrupt()", with its traceback, and "Trial N failed
+    with value None"): the trial is recorded as FAIL all the same, and the CLI says in one line that the command
+    was interrupted and how to resume. Lines about other trials pass."""
+
+    def __init__(self, numbers: set[int]) -> None:
+        super().__init__()
+        self.numbers = numbers
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(f"Trial {n} failed ") for n in self.numbers)
+
+
+@contextlib.contextmanager
+def _quiet_interrupted_trials(numbers: set[int]):
+    """:class:`_InterruptedTrialLines` on the logger of Optuna's optimisation loop while the block runs."""
+    logger = logging.getLogger("optuna.study._optimize")
+    quiet = _InterruptedTrialLines(numbers)
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+class _StorageGuard:
+    """Ctrl-C and SIGTERM never cut a conversation with the study's storage.
+
+    A KeyboardInterrupt raised inside SQLAlchemy can leave the interrupted connection holding SQLite's write
+    lock: Optuna's own record of the trial as FAIL then met "database is locked" and the trial stayed RUNNING
+    (and the command ended on a traceback). While :meth:`installed`, a signal is acted on at once only inside
+    :meth:`interruptible` (training a model: no storage is touched there but by Optuna's heartbeat thread,
+    which signals never stop); elsewhere it waits for :meth:`checkpoint` (between trials) or the next
+    interruptible block. A second signal while one waits is acted on at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Callable] = {}
+        self.pending: tuple[int, Any] | None = None
+        self.open = True
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.open or self.pending is not None:
+            self.pending = None
+            self.previous[signum](signum, frame)
+        else:
+            self.pending = (signum, frame)
+
+    def checkpoint(self) -> None:
+        """Act on a signal that waited (raise what its handler raises)."""
+        if self.pending is not None:
+            signum, frame = self.pending
+            self.pending = None
+            self.previous[signum](signum, frame)
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Guard the block: signals wait outside :meth:`interruptible` (handlers that are Python functions only:
+        an ignored signal stays ignored; nothing is installed outside the main thread)."""
+        for sig in self.SIGNALS:
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                try:
+                    signal.signal(sig, self._handle)
+                except ValueError:                     # not the main thread: signals never arrive here
+                    break
+                self.previous[sig] = handler
+        self.open = False
+        try:
+            yield self
+            self.checkpoint()
+        finally:
+            self.open = True
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
+            self.previous.clear()
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        """A block that a signal may stop at once (a model's training)."""
+        was, self.open = self.open, True
+        try:
+            self.checkpoint()
+            yield
+        finally:
+            self.open = was
+
+
 def _completed(study: optuna.Study) -> int:
     return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
@@ -304,6 +400,7 @@ class Tuner:
         # run's metrics.json ("threads").
         self.sharing = thread_settings()
         self._windows: dict[tuple, Windows] = {}
+        self._guard = _StorageGuard()                # signals wait while the storage is written (run)
         # Optuna's per-trial INFO lines would flood the terminal between the progress bars: shown
         # only when the insarcast logger asks for debug lines (``--verbose``).
         if not logging.getLogger("insarcast").isEnabledFor(logging.DEBUG):
@@ -387,7 +484,7 @@ class Tuner:
     def windows(self, model_cfg: ModelConfig, cfg: TrainConfig) -> Windows:
         key = (model_cfg.history, model_cfg.horizon, model_cfg.patch, cfg.stride, cfg.min_valid, model_cfg.inputs)
         if key not in self._windows:
-            with reading(self.cube):
+            with self._guard.interruptible(), reading(self.cube):
                 self._windows[key] = windows_for(self.cube, model_cfg, cfg)
         return self._windows[key]
 
@@ -396,8 +493,10 @@ class Tuner:
         if (folder / "metrics.json").exists():
             return
         model_cfg, cfg = self.base(arch)
-        train_run(self.windows(model_cfg, cfg), model_cfg, cfg, seed=seed, out=folder, strategy="manual",
-                  ctx=ctx, extra={"kind": "run", "threads": self.sharing.to_dict()})
+        windows = self.windows(model_cfg, cfg)
+        with self._guard.interruptible():
+            train_run(windows, model_cfg, cfg, seed=seed, out=folder, strategy="manual", ctx=ctx,
+                      extra={"kind": "run", "threads": self.sharing.to_dict()})
 
     def run_study(self, arch: str, seed: int, ctx: Context) -> optuna.Study | None:
         """Optimise until the study has ``trials`` COMPLETE trials; rank > 0 only follows rank 0."""
@@ -409,10 +508,11 @@ class Tuner:
             trial = optuna.trial.FixedTrial(params)
             model_cfg, cfg = suggest(trial, arch, base_model, base_train, small=self.preset.small_space,
                     fixed=self.preset.fixed)
-            metrics = train_run(windows, model_cfg, cfg, seed=seed, out=folder / f"trial_{number:03d}",
-                                strategy="tpe", ctx=ctx,
-                                extra={"kind": "trial", "trial": number, "study": f"{arch}-seed{seed}",
-                                       "params": params, "threads": self.sharing.to_dict()})
+            with self._guard.interruptible():
+                metrics = train_run(windows, model_cfg, cfg, seed=seed, out=folder / f"trial_{number:03d}",
+                                    strategy="tpe", ctx=ctx,
+                                    extra={"kind": "trial", "trial": number, "study": f"{arch}-seed{seed}",
+                                           "params": params, "threads": self.sharing.to_dict()})
             return metrics["val_loss"]
 
         if not ctx.is_main:                          # follow rank 0's trials until it says stop
@@ -427,22 +527,33 @@ class Tuner:
         study = optuna.create_study(study_name=f"{arch}-seed{seed}", storage=storage, direction="minimize",
                                     sampler=make_sampler(seed, startup=self.startup), load_if_exists=True)
 
+        interrupted: set[int] = set()
+
         def objective(trial: optuna.Trial) -> float:
             suggest(trial, arch, base_model, base_train, small=self.preset.small_space,
                     fixed=self.preset.fixed)   # records the params
             message = (dict(trial.params), trial.number)
             ctx.broadcast(message)
-            value = train(*message)
-            prune_checkpoints(self.out, arch, keep=self.keep, states=self.trial_states(storage, arch),
-                              current=(seed, trial.number))
+            try:
+                value = train(*message)
+                prune_checkpoints(self.out, arch, keep=self.keep, states=self.trial_states(storage, arch),
+                                  current=(seed, trial.number))
+            except KeyboardInterrupt:
+                # Optuna records the trial as FAIL and raises this on: a checkpoint it wrote is not a finished
+                # run (export would take it), as for the FAIL trial of a killed process (prune_checkpoints)
+                interrupted.add(trial.number)
+                (folder / f"trial_{trial.number:03d}" / "model.pt").unlink(missing_ok=True)
+                raise
             return value
 
         stop = optuna.study.MaxTrialsCallback(self.trials, states=(TrialState.COMPLETE,))
         attempts = 0
-        while _completed(study) < self.trials and attempts < 3 * self.trials:
-            missing = self.trials - _completed(study)
-            attempts += missing
-            study.optimize(objective, n_trials=missing, callbacks=[stop], gc_after_trial=True, catch=TRIAL_ERRORS)
+        with _quiet_interrupted_trials(interrupted):
+            while _completed(study) < self.trials and attempts < 3 * self.trials:
+                missing = self.trials - _completed(study)
+                attempts += missing
+                study.optimize(objective, n_trials=missing, callbacks=[stop, lambda *_: self._guard.checkpoint()],
+                               gc_after_trial=True, catch=TRIAL_ERRORS)
         ctx.broadcast(None)
         prune_checkpoints(self.out, arch, keep=self.keep, states=self.trial_states(storage, arch))
         self.write_summary(study, arch, seed)
@@ -482,15 +593,18 @@ class Tuner:
                     _write_text(self.out / CUBE_RECORD, strict_json(identity, indent=1))
             started = time.perf_counter()
             jobs = [(arch, seed) for arch in archs for seed in self.seeds]
-            for arch, seed in bar(jobs, enabled=self.progress and ctx.is_main, desc="studies", unit="study"):
-                if self.manual:
-                    self.run_manual(arch, seed, ctx)
-                self.run_study(arch, seed, ctx)
+            with self._guard.installed():
+                for arch, seed in bar(jobs, enabled=self.progress and ctx.is_main, desc="studies", unit="study"):
+                    if self.manual:
+                        self.run_manual(arch, seed, ctx)
+                    self.run_study(arch, seed, ctx)
             return {"studies": len(jobs), "seconds": time.perf_counter() - started, "out": str(self.out)}
         except BaseException:
-            if created:                                  # a failed first run leaves no tune folder
-                (self.out / CUBE_RECORD).unlink(missing_ok=True)
-                _remove_empty_folders(self.out)
+            if created:                                  # a failed first run leaves no tune folder, or
+                _remove_empty_folders(self.out)          # keeps the record of the cube of what it finished
+                if _only_the_cube_record(self.out):
+                    (self.out / CUBE_RECORD).unlink()
+                    _remove_empty_folders(self.out)
             raise
         finally:
             teardown()
@@ -509,6 +623,13 @@ def cube_identity(ds) -> dict[str, Any]:
             "epochs": [str(np.datetime64(t[0], "D")), str(np.datetime64(t[-1], "D"))] if t.size else [],
             "origin": [float(x[0]), float(y[0])] if x.size and y.size else [],
             "spacing": float(abs(x[1] - x[0])) if x.size > 1 else None}
+
+
+def _only_the_cube_record(root: Path) -> bool:
+    """Whether ``root`` holds :data:`CUBE_RECORD` and nothing else (its empty folders removed): a first run that
+    failed before anything was finished. Once a run or the study's storage is there, the record stays, so that a
+    rerun resumes only on that cube."""
+    return root.is_dir() and [p.name for p in root.iterdir()] == [CUBE_RECORD]
 
 
 def _remove_empty_folders(root: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cliutil import main_input, terminate_like_interrupt, usage_line
+from .cliutil import interrupted, main_input, on_interrupt, terminate_like_interrupt, usage_line
 from .contract import ARCHS, DEFAULT_ARCH
 from .errors import InputError, MissingDependencyError
 
@@ -45,6 +45,10 @@ class _Group(click.Group):
         except (OSError, MemoryError) as exc:
             click.echo(f"insarcast: error: {exc}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt as exc:                # Ctrl-C or SIGTERM: one line, how to resume, 130 / 143
+            line, code = interrupted(exc, ctx)
+            click.echo(line, err=True)
+            sys.exit(code)
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -230,6 +234,8 @@ def train(cube: Path, arch: str, params: str, overrides: tuple[str, ...], seed: 
     from .training.runs import train_cube
 
     _refuse_existing([out / "metrics.json", out / "model.pt"], overwrite)
+    on_interrupt(f"the run {out} was not written (a run is written whole at its end); run the command again to "
+                 "train from the start")
     metrics = train_cube(cube, arch=arch, params=params, seed=seed, out=out, device=device, progress=not quiet,
                          overrides=dict(parse_override(o) for o in overrides))
     if metrics.get("world_size", 1) == 1 or _is_rank_zero():
@@ -293,6 +299,8 @@ def tune(cube: Path, archs: tuple[str, ...], preset: str, trials: int | None, ru
                    "(early stopping shortens it)", err=True)
         if estimate:
             return
+    on_interrupt(f"the finished runs and trials in {out} are kept (a trial that was running is recorded as failed); "
+                 "run the same command again to resume")
     summary = tuner.run(archs)
     if _is_rank_zero():
         click.echo(f"{summary['out']}  {summary['studies']} studies in {summary['seconds']:.0f} s")
@@ -643,6 +651,8 @@ def demo(out: Path, preset: str, egms: tuple[Path, ...], seed: int, overwrite: b
     _needs_torch("demo")
     from .demo import run_demo
 
+    on_interrupt(f"the finished stages in {out} are kept; run the same command again without --overwrite to "
+                 "resume")
     run_demo(out, preset=preset, egms=list(egms) or None, seed=seed, overwrite=overwrite, progress=not quiet,
              echo=click.echo)
 
