@@ -38,7 +38,7 @@ from insarcast.training.windows import Normalisation
 from insarcast.udf.inputs import INPUTS, NORM_KEYS
 
 from .manifest import INPUT_NAME, OUTPUT_NAME, build_manifest, member_entry, write_manifest
-from .select import ExportWarning, Run, _same, select_runs
+from .select import ExportWarning, Run, _same, recorded_cube, select_runs
 
 DEFAULT_OPSET = 20
 DEFAULT_TOLERANCE = 1e-4
@@ -210,16 +210,7 @@ def _parity_cube(parity_windows: str | Path | None, runs: list[Run], tune_dir: P
         if not cube.exists():
             raise InputError("no such cube for the parity check", path=cube, field="parity_windows")
         return cube
-    recorded = runs[0].metrics.get("cube")
-    if recorded:
-        for candidate in (Path(recorded), tune_dir / recorded, runs[0].folder / recorded):
-            if candidate.exists():
-                return candidate
-        raise InputError(f"the run records the cube {recorded!r}, which does not exist here; pass the cube "
-                         "for the parity check (parity_windows=, insarcast export --cube)",
-                         path=runs[0].metrics_path, field="cube")
-    raise InputError("the run records no cube; pass the cube for the parity check (parity_windows=, "
-                     "insarcast export --cube)", path=runs[0].metrics_path, field="cube")
+    return recorded_cube(runs[0], tune_dir)
 
 
 # --- the ensemble ------------------------------------------------------------------------------------------

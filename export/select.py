@@ -5,7 +5,8 @@ A finished run is a folder, at any depth under the tune folder, holding ``metric
 (staging ones such as ``.tmp-…``) are skipped. ``metrics.json`` holds at least ``arch``,
 ``strategy`` ("tpe" or "manual"), ``seed`` (the run seed), ``val_loss``, ``model`` (ModelConfig),
 ``train`` (TrainConfig), ``normalisation``, ``epoch_days`` and ``grid``; ``trial`` (the Optuna
-trial number) may be absent for manual runs.
+trial number) may be absent for manual runs. ``cube`` names the cube the run was trained on, where export
+reads its parity windows (:func:`recorded_cube`).
 
 Selection: the runs of ``arch`` whose strategy is "tpe" (the searched trials; with
 ``include_manual`` runs of every strategy, manual ones included), with a finite validation loss,
@@ -127,6 +128,56 @@ def find_runs(tune_dir: str | Path) -> list[Run]:
             raise InputError("expected the run's weights file, found a folder or something else", path=model)
         runs.append(Run(metrics.parent, rel.as_posix() or ".", _read_metrics(metrics)))
     return runs
+
+
+def recorded_cube(run: Run, tune_dir: str | Path) -> Path:
+    """The cube ``run`` was trained on, as its metrics.json records it (``cube``), to read export's parity
+    windows from.
+
+    Runs record the cube's absolute path, symlinks resolved: it is used while it still is that (no symlink or
+    '..' on the way now). Older runs recorded the path as given, relative to the folder the tune ran in: it is
+    tried relative to the current folder, then its trailing parts below the tune folder's parent
+    (``demo/cube.zarr`` beside ``demo/tune``), as the report finds the tune folder beside the compare folder.
+    That path is read from a file: the first that exists must resolve inside the folder it is taken in, symlinks
+    followed (:func:`insarcast.fsutil.inside`), or it is refused. A cube found nowhere, or refused, is an
+    :class:`InputError` naming the run's metrics.json and suggesting ``--cube``."""
+    recorded = run.metrics.get("cube")
+    if not isinstance(recorded, str) or not recorded:
+        raise InputError("the run records no cube; pass the cube for the parity check (insarcast export --cube, "
+                         "parity_windows=)", path=run.metrics_path, field="cube")
+    path = Path(recorded)
+    found = _absolute_cube(run, path) if path.is_absolute() else _relative_cube(run, path, tune_dir)
+    if found is None:
+        looked = "" if path.is_absolute() else \
+            f" (looked in the current folder and below {Path(os.path.abspath(tune_dir)).parent})"
+        raise InputError(f"the run records the cube {recorded!r}, which does not exist here{looked}; pass the cube "
+                         "for the parity check (insarcast export --cube, parity_windows=)",
+                         path=run.metrics_path, field="cube")
+    return found
+
+
+def _absolute_cube(run: Run, path: Path) -> Path | None:
+    if not os.path.lexists(path):
+        return None
+    if path.resolve() != path:
+        raise InputError(f"the recorded cube {str(path)!r} now leads elsewhere (a symlink or '..' on the way), "
+                         "refused; pass the cube with --cube", path=run.metrics_path, field="cube")
+    return path
+
+
+def _relative_cube(run: Run, path: Path, tune_dir: str | Path) -> Path | None:
+    from insarcast.fsutil import inside
+
+    base = Path(os.path.abspath(tune_dir)).parent
+    tails = [Path(*path.parts[start:]) for start in range(len(path.parts)) if ".." not in path.parts[start:]]
+    for folder, tail in [(Path.cwd(), path), *((base, tail) for tail in tails)]:
+        if os.path.lexists(folder / tail):
+            try:
+                return inside(tail, folder, source=run.metrics_path, field="cube", what="recorded cube")
+            except InputError as err:
+                raise InputError(f"{err.message}; pass the cube with --cube", path=run.metrics_path,
+                                 field="cube") from None
+    return None
 
 
 def _same(a: Any, b: Any) -> bool:

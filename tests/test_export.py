@@ -174,6 +174,66 @@ def test_an_existing_output_and_a_missing_cube_are_refused_before_any_export(tun
     assert not (tmp_path / "out").exists()
 
 
+def test_a_run_records_its_cube_absolute_so_export_finds_it_from_another_folder(tiny_cube, tmp_path, monkeypatch):
+    """A tune given a relative cube recorded it as given: `insarcast export TUNE` run elsewhere could not find it."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    monkeypatch.chdir(tiny_cube.parent)
+    relative = Windows.from_cube(tiny_cube.name, history=T, horizon=F, patch=P, stride=TRAIN.stride)
+    tune_dir = tmp_path / "tune"
+    metrics = train_run(relative, tiny_config(), TRAIN, seed=0, out=tune_dir / ARCH / "seed_0" / "trial_000",
+                        strategy="tpe", extra={"trial": 0})
+    assert metrics["cube"] == str(tiny_cube.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = CliRunner().invoke(main, ["export", str(tune_dir), "--top", "1", "--out", str(tmp_path / "ens"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ens" / "member_00.onnx").is_file()
+
+
+def _old_run(tmp_path, windows, recorded):
+    """A run of an older insarcast that recorded its cube as given, in proj/tune beside proj/cube.zarr."""
+    fabricate(tmp_path / "proj" / "tune", windows, tiny_config(), seed=0, trial=0, val_loss=1.0, cube=recorded)
+    (tmp_path / "elsewhere").mkdir()
+    return tmp_path / "proj" / "tune"
+
+
+def test_an_old_relative_record_is_found_beside_the_tune_folder(tiny_cube, windows, tmp_path, monkeypatch):
+    """The tune ran in tmp_path with the cube proj/cube.zarr; export runs in another folder."""
+    shutil.copytree(tiny_cube, tmp_path / "proj" / "cube.zarr")
+    tune_dir = _old_run(tmp_path, windows, "proj/cube.zarr")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    out = export_ensemble(tune_dir, tmp_path / "ens", top=1)
+    assert (out / "member_00.onnx").is_file()
+
+
+@pytest.mark.parametrize("case", ["a symlink out of the folder", "'..' out of the current folder",
+                                  "an absolute path through a symlink", "gone"])
+def test_a_recorded_cube_that_leaves_its_folder_or_is_gone_is_refused_naming_the_run(tiny_cube, windows, tmp_path,
+                                                                                      monkeypatch, case):
+    """The recorded path is read from a file: like a member's path it may not lead out of its folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copytree(tiny_cube, outside / "cube.zarr")
+    (tmp_path / "proj").mkdir()
+    recorded, message = {
+        "a symlink out of the folder": ("proj/cube.zarr", "lies outside .* symlink"),
+        "'..' out of the current folder": ("../outside/cube.zarr", "lies outside"),
+        "an absolute path through a symlink": (str(tmp_path / "link" / "cube.zarr"), "now leads elsewhere"),
+        "gone": (str(tmp_path / "gone.zarr"), "does not exist here"),
+    }[case]
+    (tmp_path / "proj" / "cube.zarr").symlink_to(outside / "cube.zarr")
+    (tmp_path / "link").symlink_to(outside)
+    tune_dir = _old_run(tmp_path, windows, recorded)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match=message) as err:
+        export_ensemble(tune_dir, tmp_path / "ens", top=1)
+    assert err.value.path.endswith("trial_000/metrics.json") and err.value.field == "cube"
+    assert "--cube" in str(err.value) and not (tmp_path / "ens").exists()
+
+
 # ---------------------------------------------------------------- export
 
 def test_export_passes_parity_and_the_manifest_has_every_field(ensemble, tune, windows):

@@ -305,12 +305,18 @@ def train_run(windows: Windows, model_cfg: ModelConfig, cfg: TrainConfig, *, see
         "test_windows_scored": windows_used(cfg.test_samples, len(windows.samples("test"))),
         "epoch_days": windows.epoch_days, "grid": windows.grid, "reference_correction": windows.correction,
         "reference_rule": None if model_cfg.inputs == "paper" else reference_rule(),
-        "cube": windows.source, "insarcast_version": __version__,
+        "cube": cube_record(windows.source), "insarcast_version": __version__,
         "torch_version": torch.__version__, **(extra or {}),
     }
     if out is not None and ctx.is_main:
         write_run(out, result, metrics)
     return metrics
+
+
+def cube_record(source: str) -> str:
+    """The cube as a run records it (metrics.json, ``cube``): its absolute path, symlinks resolved, so that
+    `insarcast export` finds it from any working folder; "" for windows made from arrays."""
+    return str(Path(source).resolve()) if source else ""
 
 
 def write_run(out: Path, result: FitResult, metrics: dict[str, Any]) -> None:

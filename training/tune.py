@@ -616,8 +616,8 @@ that cube, so the trials, the TPE history and export's ranking never mix two cub
 
 
 def cube_identity(ds) -> dict[str, Any]:
-    """What tells two cubes apart for a tune: the path as given, the sizes, the first and last epochs and
-    the grid's first cell and spacing."""
+    """What tells two cubes apart for a tune: the sizes, the first and last epochs and the grid's first cell and
+    spacing (not the path: a moved cube resumes its tune)."""
     t, x, y = ds["t"].values, ds["x"].values, ds["y"].values
     return {"sizes": {"t": int(t.size), "y": int(y.size), "x": int(x.size)},
             "epochs": [str(np.datetime64(t[0], "D")), str(np.datetime64(t[-1], "D"))] if t.size else [],
