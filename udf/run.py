@@ -133,6 +133,11 @@ def _check_before_work(data, members, *, path) -> None:
                               None if valid is None else int(valid.sum().compute()), path=path)
 
 
+def _native_float32(block: np.ndarray) -> np.ndarray:
+    """``block`` as float32 in the machine's byte order, spelt as numpy spells it (``=``)."""
+    return block.astype(np.float32)
+
+
 def check_settings(*, workers: int | None = None, threads: int | None = None, chunks: int | None = None,
                    overlap: int | None = None, horizon: int | None = None) -> None:
     """Refuse a nonsensical setting at once, naming its option (``forecast --workers -1`` would hang)."""
@@ -218,7 +223,12 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
         import dask.array as da
 
         run(da.to_zarr(fc, str(scratch), compute=False))
-        return da.from_zarr(str(scratch))
+        stored = da.from_zarr(str(scratch))
+        # zarr reads the store back as dtype('<f4'), its byte order spelt out, which dask's astype takes for
+        # float32 already (equal dtypes), so xarray's own conversion to the native order does nothing and
+        # netCDF4 warned "endian-ness of dtype and endian kwarg do not match" on every `--format netcdf`:
+        # the forecasts go on as the native float32 they were computed in
+        return stored.map_blocks(_native_float32, dtype=np.float32, meta=np.empty((0,) * stored.ndim, np.float32))
 
     try:
         with reading(cube):
