@@ -460,22 +460,6 @@ def test_forecast_names_a_damaged_zarr_chunk(tiny_cube, tmp_path):
     assert not (tmp_path / "p.zarr").exists()
 
 
-def test_forecast_names_a_lost_zarr_chunk(tiny_cube, tmp_path):
-    """A chunk file gone (an interrupted copy) read as NaN: the forecast was NaN there, exit 0."""
-    pytest.importorskip("onnxruntime")
-    from test_udf_ensemble_forecast import write_linear_ensemble
-
-    lost = tmp_path / "lost.zarr"
-    shutil.copytree(tiny_cube, lost)
-    chunk = sorted(p for p in (lost / "displacement").iterdir() if not p.name.startswith("."))[-1]
-    chunk.unlink()
-    ensemble = write_linear_ensemble(tmp_path / "e")
-    code, _, lines = cli("forecast", lost, "--ensemble", ensemble, "--out", tmp_path / "p.zarr",
-                         "--workers", 1, "-q")
-    one_line_refusal(code, lines, str(chunk), "field 'displacement'", "chunk files of 'displacement' are missing")
-    assert not (tmp_path / "p.zarr").exists()
-
-
 @pytest.mark.parametrize("case", ["damaged", "missing"])
 def test_tune_on_a_bad_cube_is_refused_and_leaves_no_folder(tiny_cube, tmp_path, case):
     pytest.importorskip("optuna")

@@ -145,39 +145,6 @@ def test_products_do_not_depend_on_the_block_size(tmp_path, scattered):
     np.testing.assert_array_equal(a.support.values, b.support.values)
 
 
-def test_every_chunk_is_stored_and_a_lost_one_is_refused_on_opening(tmp_path):
-    """An interrupted copy that lost a chunk file read as NaN there, with ``valid`` still True: the
-    forecast came out NaN on that block without a word. Two points 2 km apart, 300 m radius, blocks of
-    5 cells: 21 cells in x give 5 blocks, of which the middle three (cells 5-14) are all NaN and were
-    not stored at all (so an old cube cannot be checked this way: a missing chunk was normal)."""
-    import shutil
-
-    import zarr
-
-    pts = points([4000050, 4002050], [3000050, 3000050], [[1, 2, 3], [4, 5, 6]])
-    path = grid_points(pts, tmp_path / "c.zarr", params=IdwParams(radius=300), chunk=5)
-    chunks = sorted(f.name for f in (path / "displacement").iterdir() if not f.name.startswith("."))
-    assert chunks == ["0.0.0", "0.0.1", "0.0.2", "0.0.3", "0.0.4"]          # (t, y, x) chunk keys
-    cube = open_cube(path)
-    assert {"displacement", "valid", "support"} <= set(cube.attrs["complete_variables"])
-    assert cube.valid.values[0, 0] and cube.displacement.values[0, 0, 0] == 1.0
-
-    lost = tmp_path / "lost.zarr"
-    shutil.copytree(path, lost)
-    (lost / "displacement" / "0.0.0").unlink()                              # the first point's block
-    with pytest.raises(InputError) as err:
-        open_cube(lost)
-    assert err.value.field == "displacement" and err.value.path == str(lost / "displacement" / "0.0.0")
-    assert "1 of the 5 chunk files of 'displacement' are missing" in err.value.message
-
-    # a cube written before the record (or by another tool) opens unchecked, as before
-    group = zarr.open_group(lost, mode="r+")
-    del group.attrs["complete_variables"]
-    zarr.consolidate_metadata(lost, zarr_format=2)
-    old = open_cube(lost)
-    assert np.isnan(old.displacement.values[:, 0, :5]).all() and old.valid.values[0, 0]
-
-
 def test_bad_parameters_are_refused():
     with pytest.raises(InputError, match="radius"):
         IdwParams(radius=0)

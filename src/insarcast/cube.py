@@ -4,14 +4,6 @@ A cube is an ``xarray.Dataset`` with ``displacement(t, y, x)`` float32 in mm (Na
 ``valid(y, x)`` and ``support(y, x)``, a strictly increasing ``datetime64[ns]`` coordinate ``t``,
 ``y`` descending (north up), and its CRS as a rioxarray ``spatial_ref`` coordinate.
 Cubes are written block by block so that memory does not grow with the region.
-
-A chunk file missing from a Zarr store reads as the fill value, NaN: a cube whose copy was interrupted
-would forecast NaN on the lost blocks without a word. So every chunk of a cube's variables is stored,
-all-NaN blocks too (``write_empty_chunks``: a few hundred bytes each), :func:`finish_cube` records in
-the attribute ``complete_variables`` the arrays whose every chunk it found, and :func:`open_cube`
-refuses a cube where one of those lacks a chunk file, naming it (:func:`check_chunks`). A cube
-without the record (written by insarcast before it, or by another tool, where an empty block was
-legitimately not stored) opens as before, unchecked.
 """
 
 from __future__ import annotations
@@ -33,8 +25,6 @@ DEFAULT_CRS = "EPSG:3035"
 DEFAULT_CHUNK = 128
 # Zarr v2 with consolidated metadata: read by every xarray, GDAL and openEO backend in use today.
 ZARR_FORMAT = 2
-#: The cube attribute listing the arrays whose every chunk file :func:`finish_cube` found.
-COMPLETE_VARIABLES = "complete_variables"
 
 
 @dataclass(frozen=True)
@@ -112,13 +102,11 @@ def _jsonable(attrs: Mapping) -> dict:
 
 
 def create_cube(path: str | os.PathLike, grid: GridSpec, times: np.ndarray, *, attrs: Mapping,
-                chunk: int = DEFAULT_CHUNK, with_support: bool = True) -> dict:
-    """Write a cube's metadata and coordinates to ``path``; return its data arrays (Zarr, by name) for
-    block writes.
+                chunk: int = DEFAULT_CHUNK, with_support: bool = True):
+    """Write a cube's metadata and coordinates to ``path``; return its Zarr group for block writes.
 
-    ``displacement`` starts as all-NaN; fill it with ``arrays["displacement"][:, ys, xs] = block``
-    for the slices of :meth:`GridSpec.blocks`, then ``valid`` (and ``support``) the same way, then
-    :func:`finish_cube`. The arrays store every chunk written, one equal to the fill value too.
+    ``displacement`` starts as all-NaN; fill it with ``group["displacement"][:, ys, xs] = block``
+    for the slices of :meth:`GridSpec.blocks`, then ``valid`` (and ``support``) the same way.
     """
     import dask.array as da
     import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -149,9 +137,7 @@ def create_cube(path: str | os.PathLike, grid: GridSpec, times: np.ndarray, *, a
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(_affine(grid))
     encoding = {"t": {"units": f"days since {np.datetime_as_string(times[0], unit='D')}", "dtype": "int64"}}
     ds.to_zarr(path, mode="w-", compute=False, encoding=encoding, consolidated=False, zarr_format=ZARR_FORMAT)
-    with zarr.config.set({"array.write_empty_chunks": True}):      # an array takes its config when opened
-        group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
-        return {name: group[name] for name in variables}
+    return zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
 
 
 def _affine(grid: GridSpec):
@@ -161,13 +147,9 @@ def _affine(grid: GridSpec):
 
 
 def finish_cube(path: str | os.PathLike) -> None:
-    """Record the arrays whose every chunk file is there (:data:`COMPLETE_VARIABLES`) and consolidate the
-    cube's metadata, once every block is written."""
+    """Consolidate the cube's metadata once every block is written."""
     import zarr
 
-    group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
-    group.attrs[COMPLETE_VARIABLES] = sorted(name for name, array in group.arrays()
-                                             if array.nchunks_initialized == array.nchunks)
     zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
 
 
@@ -186,49 +168,8 @@ def open_store(path: str | os.PathLike, *, what: str = "cube") -> xr.Dataset:
 
 
 def open_cube(path: str | os.PathLike) -> xr.Dataset:
-    """Open a cube lazily and check the conventions and its chunk files; errors name the file and the field."""
-    ds = open_store(path)
-    check_chunks(path, ds.attrs.get(COMPLETE_VARIABLES))
-    return check_cube(ds, path=os.fspath(path))
-
-
-def check_chunks(path: str | os.PathLike, complete) -> None:
-    """Every chunk file of the arrays ``complete`` (the cube's :data:`COMPLETE_VARIABLES`; None: not
-    recorded, nothing to check) is in the store ``path``, or an :class:`InputError` names the first
-    missing one and its variable. Lists each array's chunk keys once; reads no chunk."""
-    if complete is None:
-        return
-    import zarr
-
-    path = os.fspath(path)
-    if not isinstance(complete, (list, tuple)) or not all(isinstance(n, str) for n in complete):
-        raise InputError(f"attribute {COMPLETE_VARIABLES!r} must list variable names, got {complete!r}", path=path,
-                         field=COMPLETE_VARIABLES)
-    try:
-        group = zarr.open_group(path, mode="r")
-    except Exception as exc:  # zarr raises many types for a damaged store
-        raise InputError(f"not a readable Zarr cube ({exc})", path=path) from exc
-    for name in complete:
-        if name not in group:
-            raise InputError(f"the cube records {name!r} among its variables but the store has no such array: "
-                             "the copy is incomplete, copy or write the cube again", path=path, field=name)
-        array = group[name]
-        found, expected = array.nchunks_initialized, array.nchunks
-        if found < expected:
-            raise InputError(f"{expected - found} of the {expected} chunk files of {name!r} are missing (the "
-                             "first is named): the copy of the cube is incomplete, and a missing chunk would read "
-                             "as NaN; copy or write it again", path=_missing_chunk(path, name, array),
-                             field=name)
-
-
-def _missing_chunk(store: str, name: str, array) -> str:
-    """The file of the first chunk of ``array`` (at ``name`` in ``store``) that is not there."""
-    counts = [math.ceil(s / c) if c else 1 for s, c in zip(array.shape, array.chunks)]
-    for index in itertools.product(*(range(n) for n in counts)):
-        candidate = _chunk_file(store, name, index)
-        if not os.path.exists(candidate):
-            return candidate
-    return os.path.join(store, name)
+    """Open a cube lazily and check the conventions; errors name the file and the field."""
+    return check_cube(open_store(path), path=os.fspath(path))
 
 
 def check_cube(ds: xr.Dataset, *, path: str | None = None) -> xr.Dataset:
