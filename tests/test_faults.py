@@ -662,3 +662,20 @@ def test_a_publish_stopped_mid_run_keeps_the_catalog_and_leaves_or_cleans_its_te
     publish(stac_inputs["p2"], stac_inputs["ensemble"], catalog, run_id="run2")
     assert run_ids(catalog) == {"run1", "run2"}
     assert [p.name for p in tmp_path.iterdir()] == ["catalog"]
+
+
+def test_forecast_names_a_lost_zarr_chunk(tiny_cube, tmp_path):
+    """A chunk file gone (a copy cut short) read as NaN: the forecast was NaN there, or said the input
+    held no finite pixel. Now one line names the file, and nothing is written."""
+    pytest.importorskip("onnxruntime")
+    from test_udf_ensemble_forecast import write_linear_ensemble
+
+    lost = tmp_path / "lost.zarr"
+    shutil.copytree(tiny_cube, lost)
+    chunk = sorted(p for p in (lost / "displacement").iterdir() if not p.name.startswith("."))[-1]
+    chunk.unlink()
+    ensemble = write_linear_ensemble(tmp_path / "e")
+    code, _, lines = cli("forecast", lost, "--ensemble", ensemble, "--out", tmp_path / "p.zarr",
+                         "--workers", 1, "-q")
+    one_line_refusal(code, lines, str(chunk), "field 'displacement'", "chunk files of 'displacement' are missing")
+    assert not (tmp_path / "p.zarr").exists()

@@ -175,3 +175,27 @@ def test_synth_then_grid_recovers_the_truth_within_the_noise(tmp_path):
     rmse = float(np.sqrt(np.mean(residual**2)))
     assert 0.5 * noise < rmse < noise
     assert abs(float(residual.mean())) < 0.2 * noise
+
+
+def test_a_lost_chunk_is_refused_and_an_empty_one_left_out_is_not(tmp_path):
+    """A copy cut short lost a chunk file: Zarr read it as NaN, with ``valid`` still True there, and the
+    forecast came out NaN on that block without a word. Two points 2 km apart, 300 m radius, blocks of 5
+    cells: 21 cells in x make 5 blocks, of which the second and third (cells 5 to 14, beyond 300 m of
+    either point) are all NaN and not stored at all (Zarr leaves out a chunk equal to its fill value): those are no loss, as no cell of
+    them is valid."""
+    import shutil
+
+    pts = points([4000050, 4002050], [3000050, 3000050], [[1, 2, 3], [4, 5, 6]])
+    path = grid_points(pts, tmp_path / "c.zarr", params=IdwParams(radius=300), chunk=5)
+    chunks = sorted(f.name for f in (path / "displacement").iterdir() if not f.name.startswith("."))
+    assert chunks == ["0.0.0", "0.0.3", "0.0.4"]                             # (t, y, x) chunk keys
+    cube = open_cube(path)                                                   # the empty blocks are no loss
+    assert cube.valid.values[0, 0] and cube.displacement.values[0, 0, 0] == 1.0
+
+    lost = tmp_path / "lost.zarr"
+    shutil.copytree(path, lost)
+    (lost / "displacement" / "0.0.4").unlink()                              # the second point's block
+    with pytest.raises(InputError) as err:
+        open_cube(lost)
+    assert err.value.field == "displacement" and err.value.path == str(lost / "displacement" / "0.0.4")
+    assert "1 of the 5 chunk files of 'displacement' are missing where 'valid' marks cells valid" in err.value.message

@@ -400,8 +400,9 @@ def _cube_zarr(ds, path):
 ])
 def test_forecast_refuses_bad_cubes_before_any_work_and_writes_nothing(cube, ensemble_dir, tmp_path, case, message):
     ds = cube.copy()
-    if case == "all NaN":
+    if case == "all NaN":         # and so no cell valid: NaN where 'valid' says finite reads as a lost chunk
         ds["displacement"] = ds["displacement"] * np.nan
+        ds["valid"] = ds["valid"] & False
     elif case == "none marked valid":       # one finite pixel, and 'valid' (the whole record) false everywhere
         ds["displacement"] = ds["displacement"].where((ds["y"] == ds["y"][3]) & (ds["x"] == ds["x"][4]))
         ds["valid"] = ds["valid"] & False

@@ -168,8 +168,60 @@ def open_store(path: str | os.PathLike, *, what: str = "cube") -> xr.Dataset:
 
 
 def open_cube(path: str | os.PathLike) -> xr.Dataset:
-    """Open a cube lazily and check the conventions; errors name the file and the field."""
-    return check_cube(open_store(path), path=os.fspath(path))
+    """Open a cube lazily and check the conventions and that no chunk of it was lost (:func:`check_chunks`);
+    errors name the file and the field."""
+    ds = check_cube(open_store(path), path=os.fspath(path))
+    check_chunks(path, ds)
+    return ds
+
+
+def check_chunks(path: str | os.PathLike, ds: xr.Dataset) -> None:
+    """Refuse a cube whose ``displacement`` lacks a chunk file where ``valid`` marks cells valid.
+
+    Zarr reads a missing chunk as the fill value, NaN, so a copy of the cube that was cut short would
+    forecast NaN on the lost blocks without a word. A writer may leave out a chunk it holds for empty
+    (every value NaN: zarr's ``write_empty_chunks`` is off by default), but such a block has no valid
+    cell, since ``valid`` means finite at every epoch: a missing chunk whose cells include valid ones is
+    lost, whoever wrote the cube and whatever was done to it since. Lists the store once; reads only
+    ``valid`` (y, x), and only when a chunk file is missing. Stores that are not a local folder are not
+    checked."""
+    import zarr
+
+    path = os.fspath(path)
+    if "valid" not in ds or not os.path.isdir(os.path.join(path, "displacement")):
+        return
+    try:
+        array = zarr.open_group(path, mode="r")["displacement"]
+        if array.nchunks_initialized == array.nchunks:
+            return
+    except Exception:                                      # noqa: BLE001 - open_store read it; leave it to the read
+        return
+    dims = ds["displacement"].dims                           # as stored: (t, y, x) for our cubes
+    stored = dict(zip(_stored_dims(array, dims), range(array.ndim)))
+    valid = np.asarray(ds["valid"].transpose("y", "x").values, bool)
+    counts = [math.ceil(s / c) if c else 1 for s, c in zip(array.shape, array.chunks)]
+    missing = valid_lost = 0
+    first = None
+    for index in itertools.product(*(range(n) for n in counts)):
+        file = _chunk_file(path, "displacement", index)
+        if os.path.exists(file):
+            continue
+        missing += 1
+        ys, xs = (slice(index[stored[d]] * array.chunks[stored[d]], (index[stored[d]] + 1) * array.chunks[stored[d]])
+                  for d in ("y", "x"))
+        if valid[ys, xs].any():
+            valid_lost += 1
+            first = first or file
+    if first is not None:
+        raise InputError(f"{valid_lost} of the {array.nchunks} chunk files of 'displacement' are missing where "
+                         "'valid' marks cells valid (the first is named): they would read as NaN; the copy of the "
+                         "cube is incomplete, copy or write it again", path=first, field="displacement")
+
+
+def _stored_dims(array, dims: tuple) -> tuple:
+    """The dimension names of a stored Zarr array (xarray's ``_ARRAY_DIMENSIONS``), else ``dims``."""
+    names = array.attrs.get("_ARRAY_DIMENSIONS") if hasattr(array, "attrs") else None
+    return tuple(names) if isinstance(names, list) and len(names) == array.ndim else tuple(dims)
 
 
 def check_cube(ds: xr.Dataset, *, path: str | None = None) -> xr.Dataset:
