@@ -152,6 +152,25 @@ def test_bad_parameters_are_refused():
         IdwParams(neighbours=0)
 
 
+def test_infinite_power_or_radius_is_refused_naming_the_option():
+    """Both are kept in the cube's attributes as JSON, which has no Infinity (`grid --radius inf` wrote one)."""
+    for kwargs, option in (({"power": float("inf")}, "--power"), ({"radius": float("inf")}, "--radius")):
+        with pytest.raises(InputError, match="finite") as info:
+            IdwParams(**kwargs)
+        assert info.value.field == option
+
+
+def test_a_large_power_does_not_underflow_the_weights_to_nan():
+    """`grid --power 200` left cells NaN and not valid: 100^-200 and 300^-200 are 0 in float64, 0/0 is NaN.
+    A large power tends to the nearest point's value, with or without a value at every epoch."""
+    tree = cKDTree([[100.0, 0.0], [0.0, 300.0]])
+    for values in (np.array([[1.0, 5.0], [4.0, 6.0]], np.float32), np.array([[1.0, np.nan], [4.0, 6.0]], np.float32)):
+        out, support = idw(tree, values, np.array([0.0]), np.array([0.0]), IdwParams(power=200, radius=500))
+        assert support[0] == 2
+        expected = [1.0, 5.0] if np.isfinite(values).all() else [1.0, 6.0]
+        np.testing.assert_allclose(out[:, 0], expected, rtol=1e-6)
+
+
 def test_synth_then_grid_recovers_the_truth_within_the_noise(tmp_path):
     """Where the truth is smooth at the scale of the search radius, IDW of the noisy points is
     within the scenario's noise level of the noise-free truth (interpolation error ~ gradient x

@@ -49,12 +49,13 @@ class IdwParams:
     radius: float = 300.0
 
     def __post_init__(self) -> None:
-        if not self.power > 0:
-            raise InputError(f"power must be > 0, got {self.power}", field="power")
+        # finite: the settings are kept in the cube's attributes as JSON, which has no Infinity
+        if not (self.power > 0 and math.isfinite(self.power)):
+            raise InputError(f"power must be a finite number > 0, got {self.power}", field="--power")
         if not 1 <= self.neighbours <= 255:
-            raise InputError(f"neighbours must be in 1..255, got {self.neighbours}", field="neighbours")
-        if not self.radius > 0:
-            raise InputError(f"radius must be > 0 m, got {self.radius}", field="radius")
+            raise InputError(f"neighbours must be in 1..255, got {self.neighbours}", field="--neighbours")
+        if not (self.radius > 0 and math.isfinite(self.radius)):
+            raise InputError(f"radius must be a finite number of m > 0, got {self.radius}", field="--radius")
 
 
 class CadenceWarning(InsarcastWarning):
@@ -104,8 +105,11 @@ def idw(tree: cKDTree, values: np.ndarray, xq: np.ndarray, yq: np.ndarray, param
                            distance_upper_bound=params.radius * (1 + 1e-9))
     found = np.isfinite(dist)
     support = found.sum(axis=1).astype(np.uint8)
-    with np.errstate(divide="ignore"):
-        weight = np.where(found, dist, np.inf) ** -params.power
+    # distances relative to the nearest point off the centre: the same weights once normalised, but the
+    # nearest weighs 1, so a large power cannot underflow every weight of a cell to 0 (0/0: NaN)
+    nearest = np.where(found & (dist > 0), dist, np.inf).min(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weight = np.where(found, dist / np.where(np.isfinite(nearest), nearest, 1.0), np.inf) ** -params.power
     exact = found & (dist == 0)
     on_point = exact.any(axis=1)
     around = np.where(exact, 0.0, weight)         # the other points, where those on the centre have no value
