@@ -6,6 +6,7 @@ the Dataset itself and checks what publishing needs, naming the store and the fi
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import xarray as xr
 
 from insarcast.cube import open_store
 from insarcast.errors import InputError
-from insarcast.udf.products import BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, FLOAT_PRODUCTS
+from insarcast.udf.products import BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, FLOAT_PRODUCTS, Thresholds
 
 REQUIRED_ATTRS = ("reference_time", "horizon", "horizon_steps", "members", "history_epochs", "patch",
                   "q85", "q95", "q99", "std_tercile_1", "std_tercile_2")
@@ -79,6 +80,14 @@ def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
             or ds["time"].dims != ("horizon",):
         raise InputError("expected a datetime64 coordinate 'time(horizon)' of valid times", path=path,
                          field="time")
+    for name in ("horizon", "horizon_steps", "members", "history_epochs", "patch"):
+        value = ds.attrs[name]
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise InputError(f"expected a whole number, got {value!r}", path=path, field=name)
+    try:                                        # finite and ordered: the items' class descriptions show them
+        Thresholds.from_mapping({name: ds.attrs[name] for name in Thresholds.__dataclass_fields__})
+    except InputError as exc:
+        raise InputError(exc.message, path=path, field=exc.field) from None
     try:
         np.datetime64(ds.attrs["reference_time"])
     except ValueError as exc:

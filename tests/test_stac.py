@@ -277,6 +277,28 @@ def test_the_publish_and_validate_stac_commands(inputs, tmp_path, no_network):
     assert "assets.median.file:checksum" in done.output and item.name in done.output, done.output
 
 
+@pytest.mark.parametrize("attr, value, field", [
+    ("q99", float("nan"), "thresholds"), ("q85", "NaN", "q85"), ("q85", 100.0, "thresholds"),
+    ("std_tercile_1", 1e9, "thresholds"), ("horizon", "abc", "horizon"), ("members", 2.5, "members")])
+def test_publish_refuses_edited_threshold_and_count_attributes(inputs, tmp_path, attr, value, field):
+    """A products store whose thresholds were edited (NaN, a string, out of order) or whose counts are not whole
+    numbers: `publish` stopped with a traceback (a NaN q99 only when writing the Item JSON, or `:.4g` of a
+    string) or published classes described by thresholds out of order. One line, exit 2, nothing written."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    ds = xr.open_zarr(inputs["products"]).load()
+    ds.attrs[attr] = value
+    ds.to_zarr(tmp_path / "edited.zarr", zarr_format=2, consolidated=True)
+    out = tmp_path / "catalog"
+    done = CliRunner().invoke(main, ["publish", str(tmp_path / "edited.zarr"), "--ensemble", str(inputs["ensemble"]),
+                                     "--out", str(out), "-q"])
+    assert done.exit_code == 2, done.output
+    assert "edited.zarr" in done.output and f"field {field!r}" in done.output and "Traceback" not in done.output
+    assert not out.exists()
+
+
 @needs_schemas
 def test_missing_schema_and_missing_asset_are_problems(catalog, tmp_path):
     from insarcast.stac.validate import validate_catalog
