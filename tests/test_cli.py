@@ -233,6 +233,7 @@ def _train_module(tmp_path, name, source, cube):
 def test_an_interrupted_train_is_one_line_with_the_signals_exit_code_and_writes_nothing(tiny_cube, tmp_path, sig,
                                                                                          code, name):
     """Ctrl-C printed a traceback or click's "Aborted!" with exit code 1."""
+    pytest.importorskip("torch")                    # the entry replaces training; the lowest-deps venv has none
     proc = subprocess.Popen(_train_module(tmp_path, "stopped_training", STOPPED_TRAINING, tiny_cube), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "training", proc.stderr.read()
@@ -246,6 +247,7 @@ def test_an_interrupted_train_is_one_line_with_the_signals_exit_code_and_writes_
 
 def test_an_interrupt_that_left_a_string_exec_still_exits_130(tiny_cube, tmp_path):
     """CPython recorded the KeyboardInterrupt as unhandled and `python -m` ended by SIGINT (-2), not 130."""
+    pytest.importorskip("torch")
     proc = subprocess.run(_train_module(tmp_path, "exec_interrupt", STRING_EXEC_INTERRUPT, tiny_cube), cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 130, proc.stderr
