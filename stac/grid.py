@@ -39,6 +39,10 @@ class ProductGrid:
         if crs is None:
             raise InputError("products have no CRS (expected a rioxarray spatial_ref coordinate)",
                              path=path, field="spatial_ref")
+        for name in ("x", "y"):    # without one, xarray's ds[name] is the index 0, 1, ...: a 1 m grid at 0, 0
+            if name not in ds.coords:
+                raise InputError(f"expected a coordinate {name!r} of cell centres (the store lost it?)", path=path,
+                                 field=name)
         x, y = np.asarray(ds["x"].values, np.float64), np.asarray(ds["y"].values, np.float64)
         for name, c in (("x", x), ("y", y)):
             if c.size >= 2:

@@ -299,6 +299,24 @@ def test_publish_refuses_edited_threshold_and_count_attributes(inputs, tmp_path,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("coordinate", ["x", "y"])
+def test_publish_refuses_products_that_lost_a_coordinate(inputs, tmp_path, coordinate):
+    """Without its 'x' coordinate xarray indexes x as 0, 1, ...: `publish` placed the COGs on a 1 m grid at
+    easting 0 (the Items' bbox in the Atlantic) and exited 0."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    xr.open_zarr(inputs["products"]).load().drop_vars(coordinate).to_zarr(tmp_path / "edited.zarr", zarr_format=2,
+                                                                          consolidated=True)
+    out = tmp_path / "catalog"
+    done = CliRunner().invoke(main, ["publish", str(tmp_path / "edited.zarr"), "--ensemble", str(inputs["ensemble"]),
+                                     "--out", str(out), "-q"])
+    assert done.exit_code == 2, done.output
+    assert "edited.zarr" in done.output and f"field {coordinate!r}" in done.output
+    assert not out.exists()
+
+
 @needs_schemas
 def test_missing_schema_and_missing_asset_are_problems(catalog, tmp_path):
     from insarcast.stac.validate import validate_catalog
