@@ -348,6 +348,12 @@ def test_inconsistent_baselines_are_recorded(run_dir, tmp_path, caplog):
     (lambda d: d["test"].update(r2="high"), "test.r2"),
     (lambda d: d["baselines"]["linear"].pop("mae"), "baselines.linear.mae"),
     (lambda d: d.pop("test"), "test"),
+    # finite but so large that the Welch test overflowed (a RuntimeError traceback, scipy "disagreeing")
+    (lambda d: d["test"].update(rmse=1e308), "test.rmse"),
+    (lambda d: d["baselines"]["linear"].update(r2=-1e200), "baselines.linear.r2"),
+    # impossible values, compared as if they were skill
+    (lambda d: d["test"].update(mae=-1.0), "test.mae"),
+    (lambda d: d["test"].update(r2=1.5), "test.r2"),
 ])
 def test_a_bad_metrics_file_names_the_file_and_the_field(run_dir, tmp_path, edit, field):
     path = run_dir / "tpe" / "resnet-transformer" / "seed2" / "metrics.json"

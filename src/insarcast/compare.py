@@ -54,6 +54,8 @@ METRIC_LABELS = {"rmse": "RMSE (mm)", "mae": "MAE (mm)", "r2": "R²"}
 HIGHER_IS_BETTER = {"rmse": False, "mae": False, "r2": True}
 CONFIDENCE = 0.95          # the CI and LB of welch.csv and the forest plot (column lb95)
 
+MAX_METRIC = 1e100         # larger values in a metrics.json are refused: their squares overflow the statistics
+
 TABLES = ("runs", "summary", "welch", "baselines", "histories", "readouts")
 FIGURES = ("violins", "forest", "histories")
 
@@ -94,6 +96,12 @@ def _number(obj: dict, key: str, *, path: Path, where: str, required: bool = Tru
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InputError(f"expected a finite number, got {value!r}", path=path, field=name)
+    if abs(value) > MAX_METRIC:      # the Welch test's squared deviations would overflow to inf
+        raise InputError(f"expected a number of magnitude at most {MAX_METRIC:g}, got {value!r}", path=path,
+                         field=name)
+    if key in ("rmse", "mae") and value < 0 or key == "r2" and value > 1:
+        raise InputError(f"expected {'r2 <= 1' if key == 'r2' else key + ' >= 0'}, got {value!r}", path=path,
+                         field=name)
     return float(value)
 
 
