@@ -400,6 +400,46 @@ def test_a_bad_trials_file_names_the_file_line_and_column(run_dir):
     assert (info.value.path, info.value.field) == (str(path), "state")
 
 
+def test_a_metrics_file_that_is_not_utf8_names_the_file(run_dir, tmp_path):
+    """A metrics.json of other bytes stopped `compare` with a UnicodeDecodeError traceback."""
+    path = run_dir / "tpe" / "cnn-lstm" / "seed0" / "metrics.json"
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(InputError, match="UTF-8") as info:
+        compare(run_dir, tmp_path / "out", figures=False)
+    assert info.value.path == str(path)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308"])
+def test_a_trial_value_too_large_to_plot_names_the_line(run_dir, tmp_path, value):
+    """A trials.csv value of inf or 1e308 stopped `compare` in matplotlib ('arange: cannot compute length')."""
+    path = run_dir / "tpe" / "cnn-lstm" / "seed0" / "trials.csv"
+    text = path.read_text().splitlines()
+    cells = text[1].split(",")
+    cells[4] = value                                      # the value of data row 1: arch,seed,number,state,value
+    text[1] = ",".join(cells)
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(InputError) as info:
+        compare(run_dir, tmp_path / "out")
+    assert (info.value.path, info.value.line, info.value.field) == (str(path), 2, "value")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", [".", "sub"])
+def test_the_compare_command_refuses_an_output_in_or_over_the_tune_folder(run_dir, where):
+    """`compare TUNE --out TUNE` wrote its tables among the runs; the rule of every verb refuses it."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    out = run_dir / where
+    done = CliRunner().invoke(main, ["compare", str(run_dir), "--out", str(out), "--overwrite", "-q"])
+    assert done.exit_code == 2, done.output
+    assert "option --out" in done.output and "TUNE_DIR" in done.output
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+
+
 def test_no_histories_is_a_warning_not_an_error(run_dir, tmp_path, caplog):
     for path in run_dir.rglob("trials.csv"):
         path.unlink()

@@ -325,6 +325,7 @@ def compare(tune_dir: Path, out: Path, alpha: float, overwrite: bool, quiet: boo
     """
     from .compare import compare as run_compare
 
+    _refuse_clobbering(out, {"TUNE_DIR": tune_dir})
     _refuse_existing([out / "welch.csv"], overwrite)
     result = run_compare(tune_dir, out, alpha=alpha)         # its notes are logged as warnings
     for path in result.paths.values():

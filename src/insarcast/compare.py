@@ -122,6 +122,8 @@ def read_metrics(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, flo
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start}): not a metrics.json of insarcast", path=path) from None
     if not isinstance(doc, dict):
         raise InputError("expected a JSON object at the top level", path=path)
     for key in ("arch", "strategy"):
@@ -211,12 +213,15 @@ def _load_trials(run_dir: str | os.PathLike) -> pd.DataFrame:
         for column in ("seed", "number", "value"):
             values = pd.to_numeric(df[column], errors="coerce")
             bad = values.isna() & df[column].notna()          # present but not a number
+            limit = MAX_METRIC if column == "value" else 2 ** 53  # inf, or too large to plot (the axis overflowed)
+            bad |= values.abs() > limit
             if column != "value":
                 bad |= values.isna() | (values != values.round())  # seed and number: integers, never empty
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise InputError(f"expected {'a number' if column == 'value' else 'an integer'}, "
-                                 f"got {df[column].iloc[i]!r}", path=path, line=i + 2, field=column)
+                raise InputError(f"expected {'a finite number' if column == 'value' else 'an integer'} of magnitude "
+                                 f"at most {limit:g}, "
+                                 f"got {str(df[column].iloc[i])!r}", path=path, line=i + 2, field=column)
             df[column] = values
         complete = df["state"].str.upper().eq("COMPLETE") & df["value"].notna()
         df["value"] = df["value"].where(complete)
