@@ -87,6 +87,15 @@ def test_a_cadence_the_data_do_not_have_is_refused():
         regular_dates(dates, days=0)
 
 
+def test_a_cadence_longer_than_the_record_is_refused():
+    """`grid --cadence 1e9` wrote a cube of one epoch (a warning, exit 0): nothing to train or forecast on."""
+    dates = np.arange(np.datetime64("2019-01-01"), np.datetime64("2019-06-01"), 6)     # 151 days
+    with pytest.raises(InputError, match="longer than the record") as err:
+        regular_dates(dates, days=1e9, source="tile.csv")
+    assert err.value.field == "--cadence" and "tile.csv" in str(err.value)
+    assert len(regular_dates(dates, days=150).dates) == 2                   # the record's span: 2 epochs
+
+
 def test_an_irregular_time_axis_is_refused_where_a_cube_is_used():
     with pytest.raises(InputError, match=r"not regular: 9 x 6 days, 6 x 12 days \(12 days since 2021-12-23\)"):
         check_regular(six_then_twelve(), source="cube.zarr")

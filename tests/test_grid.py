@@ -145,6 +145,15 @@ def test_products_do_not_depend_on_the_block_size(tmp_path, scattered):
     np.testing.assert_array_equal(a.support.values, b.support.values)
 
 
+def test_a_spacing_that_leaves_no_cell_near_a_point_is_refused_and_writes_nothing(tmp_path):
+    """`grid --spacing 1e300` wrote one cell centred 5e299 m away from every point, all NaN, and exited 0."""
+    pts = points([4000050, 4002050], [3000050, 3000050], [[1, 2, 3], [4, 5, 6]])
+    with pytest.raises(InputError, match="no cell centre has a point") as err:
+        grid_points(pts, tmp_path / "c.zarr", spacing=1e300)
+    assert err.value.field == "--spacing"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_parameters_are_refused():
     with pytest.raises(InputError, match="radius"):
         IdwParams(radius=0)

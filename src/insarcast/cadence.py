@@ -107,6 +107,9 @@ def regular_dates(dates: np.ndarray, *, days: float | None = None, source: str |
     if not np.isfinite(step) or step < 1:
         raise InputError(f"expected a cadence of at least 1 day, got {step!r}", path=source, field="--cadence")
     t = d.astype(np.int64)
+    if step > t[-1] - t[0] + TOLERANCE_DAYS:
+        raise InputError(f"a cadence of {step:g} days is longer than the record ({d[0]} to {d[-1]}, "
+                         f"{int(t[-1] - t[0])} days): the cube would have 1 epoch", path=source, field="--cadence")
     k = np.arange(int(np.floor((t[-1] - t[0] + TOLERANCE_DAYS) / step)) + 1)[::-1]
     targets = t[-1] - k * step
     nearest = np.clip(np.searchsorted(t, targets), 1, n - 1)

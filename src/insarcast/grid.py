@@ -192,6 +192,10 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
             done = pool.map(work, blocks)
             for _ in bar(done, enabled=progress, desc="grid", unit="block", total=len(blocks)):
                 pass
+        if not support.any():      # raised inside atomic_path: nothing is written
+            raise InputError(f"no cell centre has a point within the radius ({params.radius:g} m) at a spacing of "
+                             f"{grid.spacing:g} m: the cube would be all NaN; choose a --spacing at most about twice "
+                             "--radius", path=source, field="--spacing")
         cube["support"][:] = support
         cube["valid"][:] = valid
         finish_cube(tmp)
