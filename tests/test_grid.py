@@ -154,6 +154,14 @@ def test_a_spacing_that_leaves_no_cell_near_a_point_is_refused_and_writes_nothin
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_record_of_one_epoch_is_refused_and_writes_nothing(tmp_path):
+    """A tile with one epoch column gridded to a cube of one epoch, all 0 mm, and exited 0."""
+    pts = points([4000050, 4000150], [3000050, 3000050], [[1], [4]])
+    with pytest.raises(InputError, match="at least 2"):
+        grid_points(pts, tmp_path / "c.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_parameters_are_refused():
     with pytest.raises(InputError, match="radius"):
         IdwParams(radius=0)

@@ -150,6 +150,9 @@ def grid_points(points: PointSet, out: str | os.PathLike, *, spacing: float = 10
     if len(points) == 0:
         raise InputError("no points to grid", path=source)
     points = _without_empty_epochs(points, source)
+    if len(points.dates) < 2:
+        raise InputError(f"{len(points.dates)} epoch(s) with values: a displacement record needs at least 2 "
+                         "(the cube is in mm since the first)", path=source)
     regular = regular_dates(points.dates, days=cadence, source=source)
     if not regular.unchanged:
         warnings.warn(f"{source or 'points'}: the epochs are not regular; the cube keeps {regular.describe()}",
