@@ -162,6 +162,14 @@ def test_a_record_of_one_epoch_is_refused_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_tiny_spacing_is_refused_in_a_line_of_readable_size(tmp_path):
+    """`grid --spacing 1e-300` was refused in a line of 2,000 digits (nx, ny and their product in full)."""
+    pts = points([4000000, 4000050], [3000000, 3000050], [[1, 2], [4, 5]])
+    with pytest.raises(InputError, match="--max-cells") as err:
+        grid_points(pts, tmp_path / "c.zarr", spacing=1e-300)
+    assert len(str(err.value)) < 400 and "e301" in str(err.value)
+
+
 def test_bad_parameters_are_refused():
     with pytest.raises(InputError, match="radius"):
         IdwParams(radius=0)

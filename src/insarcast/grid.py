@@ -87,8 +87,10 @@ def check_size(grid: GridSpec, *, max_cells: int | None = MAX_CELLS, source: str
     cells = grid.nx * grid.ny
     if max_cells is not None and cells > max_cells:
         west, south, east, north = grid.bounds
-        raise InputError(f"the points span {(east - west) / 1000:,.0f} x {(north - south) / 1000:,.0f} km: "
-                         f"{grid.nx:,} x {grid.ny:,} = {cells:,} cells at {grid.spacing:g} m, more than the limit "
+        # --spacing 1e-300: not 300 digits (and cells, an int, can exceed a float)
+        n = lambda v: f"{v:,.0f}" if v < 10 ** 15 else f"{v:.3g}" if isinstance(v, float) else f"~1e{len(str(v)) - 1}"
+        raise InputError(f"the points span {n((east - west) / 1000)} x {n((north - south) / 1000)} km: "
+                         f"{n(grid.nx)} x {n(grid.ny)} = {n(cells)} cells at {grid.spacing:g} m, more than the limit "
                          f"of {max_cells:,} (a stray coordinate?); raise --max-cells, or 0 for no limit, to grid it",
                          path=source, field="--max-cells")
 
