@@ -192,6 +192,9 @@ def publish(products: str | os.PathLike | xr.Dataset, ensemble: str | os.PathLik
     """
     _require()
     prods = open_products(products)
+    if members and "forecast" not in prods.ds:        # the Items were published without it, not a word said
+        raise InputError("--members publishes the member forecasts, but the products have no 'forecast' variable",
+                         path=prods.path, field="forecast")
     ens = read_ensemble(ensemble)
     check_matches(ens, prods.ds.attrs, products_path=prods.path)
     grid = ProductGrid.of(prods.ds, path=prods.path)

@@ -317,6 +317,22 @@ def test_publish_refuses_products_that_lost_a_coordinate(inputs, tmp_path, coord
     assert not out.exists()
 
 
+def test_publish_members_refuses_products_without_member_forecasts(inputs, tmp_path):
+    """`publish --members` on products without 'forecast' published Items without the members' COG and exit 0."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    xr.open_zarr(inputs["products"]).load().drop_vars("forecast").to_zarr(tmp_path / "edited.zarr", zarr_format=2,
+                                                                          consolidated=True)
+    out = tmp_path / "catalog"
+    done = CliRunner().invoke(main, ["publish", str(tmp_path / "edited.zarr"), "--ensemble", str(inputs["ensemble"]),
+                                     "--out", str(out), "--members", "-q"])
+    assert done.exit_code == 2, done.output
+    assert "edited.zarr" in done.output and "field 'forecast'" in done.output
+    assert not out.exists()
+
+
 @needs_schemas
 def test_missing_schema_and_missing_asset_are_problems(catalog, tmp_path):
     from insarcast.stac.validate import validate_catalog
