@@ -93,6 +93,16 @@ def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
     except ValueError as exc:
         raise InputError(f"reference_time is not an ISO time: {ds.attrs['reference_time']!r}", path=path,
                          field="reference_time") from exc
+    steps, times = ds["horizon"].values, ds["time"].values
+    if not np.issubdtype(steps.dtype, np.integer) or steps.size == 0 or steps.min() < 1 or np.any(np.diff(steps) <= 0):
+        raise InputError(f"expected horizon steps 1, 2, ... increasing, got {steps.tolist()}", path=path,
+                         field="horizon")
+    if np.isnat(times).any() or np.any(np.diff(times) <= np.timedelta64(0)):
+        raise InputError(f"expected valid times increasing with the horizon, got {[str(t)[:19] for t in times]}",
+                         path=path, field="time")
+    if "member" in ds.coords and not np.issubdtype(ds["member"].dtype, np.integer):
+        raise InputError(f"expected member numbers 0, 1, ..., got {ds['member'].values.tolist()}", path=path,
+                         field="member")
     horizon = int(ds.attrs["horizon"])
     if horizon not in [int(h) for h in ds["horizon"].values]:
         raise InputError(f"the products' horizon {horizon} is not one of the horizon steps", path=path,

@@ -317,6 +317,28 @@ def test_publish_refuses_products_that_lost_a_coordinate(inputs, tmp_path, coord
     assert not out.exists()
 
 
+@pytest.mark.parametrize("edit, field", [
+    (lambda ds: ds.assign_coords(time=("horizon", np.r_[ds.time.values[:1], np.datetime64("NaT"),
+                                                         ds.time.values[2:]])), "time"),
+    (lambda ds: ds.assign_coords(time=("horizon", ds.time.values[::-1])), "time"),
+    (lambda ds: ds.assign_coords(horizon=[1, 1, 3]), "horizon"),
+    (lambda ds: ds.assign_coords(member=[f"m{k}" for k in range(ds.sizes["member"])]), "member")])
+def test_publish_refuses_edited_horizon_time_and_member_coordinates(inputs, tmp_path, edit, field):
+    """A NaT valid time, a repeated horizon step or member names stopped `publish --members` with a traceback
+    (int(NaN), rioxarray's band names, int('m0')); valid times out of order were published as they were."""
+    from click.testing import CliRunner
+
+    from insarcast.cli import main
+
+    edit(xr.open_zarr(inputs["products"]).load()).to_zarr(tmp_path / "edited.zarr", zarr_format=2, consolidated=True)
+    out = tmp_path / "catalog"
+    done = CliRunner().invoke(main, ["publish", str(tmp_path / "edited.zarr"), "--ensemble", str(inputs["ensemble"]),
+                                     "--out", str(out), "--members", "-q"])
+    assert done.exit_code == 2, done.output
+    assert "edited.zarr" in done.output and f"field {field!r}" in done.output
+    assert not out.exists()
+
+
 def test_publish_members_refuses_products_without_member_forecasts(inputs, tmp_path):
     """`publish --members` on products without 'forecast' published Items without the members' COG and exit 0."""
     from click.testing import CliRunner
