@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from insarcast.contract import NODATA
 from insarcast.cube import open_store
 from insarcast.errors import InputError
 from insarcast.udf.products import BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, FLOAT_PRODUCTS, Thresholds
@@ -93,6 +94,12 @@ def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
     except ValueError as exc:
         raise InputError(f"reference_time is not an ISO time: {ds.attrs['reference_time']!r}", path=path,
                          field="reference_time") from exc
+    for name, meanings in CLASS_MEANINGS.items():     # their COGs are described by these codes alone
+        codes = np.asarray(ds[name].values)
+        bad = ~(np.isin(codes, np.arange(len(meanings))) | (codes == NODATA))
+        if bad.any():
+            raise InputError(f"expected class codes 0..{len(meanings) - 1} or {NODATA} (no data), got "
+                             f"{codes[bad].ravel()[0].item()!r}", path=path, field=name)
     steps, times = ds["horizon"].values, ds["time"].values
     if not np.issubdtype(steps.dtype, np.integer) or steps.size == 0 or steps.min() < 1 or np.any(np.diff(steps) <= 0):
         raise InputError(f"expected horizon steps 1, 2, ... increasing, got {steps.tolist()}", path=path,

@@ -322,7 +322,11 @@ def test_publish_refuses_products_that_lost_a_coordinate(inputs, tmp_path, coord
                                                          ds.time.values[2:]])), "time"),
     (lambda ds: ds.assign_coords(time=("horizon", ds.time.values[::-1])), "time"),
     (lambda ds: ds.assign_coords(horizon=[1, 1, 3]), "horizon"),
-    (lambda ds: ds.assign_coords(member=[f"m{k}" for k in range(ds.sizes["member"])]), "member")])
+    (lambda ds: ds.assign_coords(member=[f"m{k}" for k in range(ds.sizes["member"])]), "member"),
+    # codes outside the classes were published, described by the class names of other codes
+    (lambda ds: ds.assign(**{"class": ds["class"] * 0 + 9}), "class"),
+    (lambda ds: ds.assign(bivariate=ds["bivariate"].where(ds["x"] != ds["x"][0], 200).astype(np.uint8)),
+     "bivariate")])
 def test_publish_refuses_edited_horizon_time_and_member_coordinates(inputs, tmp_path, edit, field):
     """A NaT valid time, a repeated horizon step or member names stopped `publish --members` with a traceback
     (int(NaN), rioxarray's band names, int('m0')); valid times out of order were published as they were."""
