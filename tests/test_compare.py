@@ -440,6 +440,13 @@ def test_the_compare_command_refuses_an_output_in_or_over_the_tune_folder(run_di
     assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0, float("nan")])
+def test_a_bad_alpha_names_the_option(run_dir, tmp_path, alpha):
+    with pytest.raises(InputError, match="option --alpha"):
+        compare(run_dir, tmp_path / "out", alpha=alpha, figures=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_no_histories_is_a_warning_not_an_error(run_dir, tmp_path, caplog):
     for path in run_dir.rglob("trials.csv"):
         path.unlink()

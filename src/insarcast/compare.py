@@ -543,7 +543,7 @@ def compare(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, alpha: fl
     :class:`MissingDependencyError` when figures are asked for without matplotlib, before writing
     anything; otherwise every output appears together."""
     if not 0.0 < alpha < 1.0:
-        raise InputError(f"alpha must lie in (0, 1), got {alpha}")
+        raise InputError(f"alpha must lie in (0, 1), got {alpha}", field="--alpha")
     if figures:
         _matplotlib()
     runs, base = load_runs(run_dir)
