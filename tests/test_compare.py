@@ -470,3 +470,14 @@ def test_the_improvement_panel_draws_the_relative_gain_of_tpe_by_hand(run_dir):
     bars = {p.get_gid(): p.get_height() for ax in fig.axes for p in ax.patches if p.get_gid()}
     for _, r in rows.iterrows():
         assert bars[f"improvement:{r.arch}:{r.metric}"] == pytest.approx(r.improvement_percent)
+
+
+def test_a_folder_named_metrics_json_is_named(run_dir, tmp_path):
+    """A folder where a run's metrics.json belongs stopped `compare` with '[Errno 21] Is a directory' (exit 1)."""
+    path = run_dir / "tpe" / "cnn-lstm" / "seed0" / "metrics.json"
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(InputError, match="expected a file, found a folder") as info:
+        compare(run_dir, tmp_path / "out", figures=False)
+    assert info.value.path == str(path)
+    assert not (tmp_path / "out").exists()

@@ -679,3 +679,18 @@ def test_forecast_names_a_lost_zarr_chunk(tiny_cube, tmp_path):
                          "--workers", 1, "-q")
     one_line_refusal(code, lines, str(chunk), "field 'displacement'", "chunk files of 'displacement' are missing")
     assert not (tmp_path / "p.zarr").exists()
+
+
+def test_a_cube_without_its_crs_is_one_line(tiny_cube, tmp_path):
+    """A cube whose spatial_ref was deleted: xarray's 'Variable(s) referenced in grid_mapping not in variables'
+    warning was printed twice, with its source line, before the one-line refusal."""
+    import xarray as xr
+
+    bare = tmp_path / "bare.zarr"
+    ds = xr.open_zarr(tiny_cube, decode_coords="all").load()
+    ds = ds.drop_vars("spatial_ref")
+    for v in ds.variables.values():
+        v.encoding.pop("chunks", None)
+    ds.to_zarr(bare, zarr_format=2)
+    code, _, lines = cli("publish-cube", bare, "--out", tmp_path / "c")
+    one_line_refusal(code, lines, str(bare), "no CRS")

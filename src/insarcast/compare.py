@@ -114,10 +114,10 @@ def _object(obj: dict, key: str, *, path: Path, where: str = "") -> dict:
     return value
 
 
-def read_metrics(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, float]]]:
-    """One ``metrics.json``: the run row (arch, strategy, seed, rmse, mae, r2, val_loss, n, file)
-    and its baselines {name: {metric: value}}. Raises :class:`InputError` naming file and field."""
-    path = Path(path)
+def _read_object(path: Path) -> dict:
+    """The JSON object in the file ``path``; :class:`InputError` naming it where it is not one."""
+    if not path.is_file():
+        raise InputError("expected a file, found a folder" if path.is_dir() else "no such file", path=path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -126,6 +126,14 @@ def read_metrics(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, flo
         raise InputError(f"not UTF-8 text (byte {exc.start}): not a metrics.json of insarcast", path=path) from None
     if not isinstance(doc, dict):
         raise InputError("expected a JSON object at the top level", path=path)
+    return doc
+
+
+def read_metrics(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, float]]]:
+    """One ``metrics.json``: the run row (arch, strategy, seed, rmse, mae, r2, val_loss, n, file)
+    and its baselines {name: {metric: value}}. Raises :class:`InputError` naming file and field."""
+    path = Path(path)
+    doc = _read_object(path)
     for key in ("arch", "strategy"):
         if key not in doc:
             raise InputError("missing field", path=path, field=key)
@@ -181,7 +189,7 @@ def _is_trial(path: Path) -> bool:
     """Whether a metrics.json describes one trial of a study rather than a run."""
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("kind") == "trial"
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError, IsADirectoryError):
         return False          # read_metrics reports what is wrong with it
 
 

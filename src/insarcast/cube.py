@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Iterator, Mapping
 
@@ -162,7 +163,11 @@ def open_store(path: str | os.PathLike, *, what: str = "cube") -> xr.Dataset:
     if not os.path.exists(path):
         raise InputError(f"no such {what}", path=path)
     try:
-        return xr.open_zarr(path, decode_coords="all")
+        with warnings.catch_warnings():
+            # a store without its spatial_ref: check_cube says so in one line, naming the file
+            warnings.filterwarnings("ignore", r"Variable\(s\) referenced in grid_mapping not in variables",
+                                    UserWarning)
+            return xr.open_zarr(path, decode_coords="all")
     except Exception as exc:  # zarr raises many types for a damaged store
         raise InputError(f"not a readable Zarr {what} ({exc})", path=path) from exc
 
