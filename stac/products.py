@@ -63,14 +63,21 @@ def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
         path = os.fspath(source)
         ds = open_store(path, what="products store")
 
+    _check_variables(ds, path)
+    _check_attributes(ds, path)
+    _check_coordinates(ds, path)
+    if ds.sizes["y"] >= 2 and ds["y"].values[1] > ds["y"].values[0]:
+        ds = ds.isel(y=slice(None, None, -1))
+    return Products(ds=ds, path=path)
+
+
+def _check_variables(ds: xr.Dataset, path: str | None) -> None:
+    """The product variables and their dims, the valid-time coordinate and the class codes (:func:`open_products`)."""
     need = ("median",) + FLOAT_PRODUCTS + CLASS_PRODUCTS
     for name in need:
         if name not in ds:
             raise InputError(f"expected a {name!r} variable (products of insarcast forecast)", path=path,
                              field=name)
-    missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
-    if missing:
-        raise InputError(f"products are missing the attributes {missing}", path=path, field=missing[0])
     if set(ds["median"].dims) != {"horizon", "y", "x"}:
         raise InputError(f"'median' must have dims (horizon, y, x), got {ds['median'].dims}", path=path,
                          field="median")
@@ -81,6 +88,19 @@ def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
             or ds["time"].dims != ("horizon",):
         raise InputError("expected a datetime64 coordinate 'time(horizon)' of valid times", path=path,
                          field="time")
+    for name, meanings in CLASS_MEANINGS.items():     # their COGs are described by these codes alone
+        codes = np.asarray(ds[name].values)
+        bad = ~(np.isin(codes, np.arange(len(meanings))) | (codes == NODATA))
+        if bad.any():
+            raise InputError(f"expected class codes 0..{len(meanings) - 1} or {NODATA} (no data), got "
+                             f"{codes[bad].ravel()[0].item()!r}", path=path, field=name)
+
+
+def _check_attributes(ds: xr.Dataset, path: str | None) -> None:
+    """The attributes there, and the counts, thresholds and reference time among them (:func:`open_products`)."""
+    missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
+    if missing:
+        raise InputError(f"products are missing the attributes {missing}", path=path, field=missing[0])
     for name in ("horizon", "horizon_steps", "members", "history_epochs", "patch"):
         value = ds.attrs[name]
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -94,12 +114,10 @@ def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
     except ValueError as exc:
         raise InputError(f"reference_time is not an ISO time: {ds.attrs['reference_time']!r}", path=path,
                          field="reference_time") from exc
-    for name, meanings in CLASS_MEANINGS.items():     # their COGs are described by these codes alone
-        codes = np.asarray(ds[name].values)
-        bad = ~(np.isin(codes, np.arange(len(meanings))) | (codes == NODATA))
-        if bad.any():
-            raise InputError(f"expected class codes 0..{len(meanings) - 1} or {NODATA} (no data), got "
-                             f"{codes[bad].ravel()[0].item()!r}", path=path, field=name)
+
+
+def _check_coordinates(ds: xr.Dataset, path: str | None) -> None:
+    """Horizon steps, valid times and members in order, and the products' horizon among the steps."""
     steps, times = ds["horizon"].values, ds["time"].values
     if not np.issubdtype(steps.dtype, np.integer) or steps.size == 0 or steps.min() < 1 or np.any(np.diff(steps) <= 0):
         raise InputError(f"expected horizon steps 1, 2, ... increasing, got {steps.tolist()}", path=path,
@@ -114,6 +132,3 @@ def open_products(source: str | os.PathLike | xr.Dataset) -> Products:
     if horizon not in [int(h) for h in ds["horizon"].values]:
         raise InputError(f"the products' horizon {horizon} is not one of the horizon steps", path=path,
                          field="horizon")
-    if ds.sizes["y"] >= 2 and ds["y"].values[1] > ds["y"].values[0]:
-        ds = ds.isel(y=slice(None, None, -1))
-    return Products(ds=ds, path=path)
