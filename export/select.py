@@ -166,11 +166,10 @@ def _absolute_cube(run: Run, path: Path) -> Path | None:
 
 
 def _relative_cube(run: Run, path: Path, tune_dir: str | Path) -> Path | None:
-    from insarcast.fsutil import inside
+    from insarcast.fsutil import inside, tails
 
     base = Path(os.path.abspath(tune_dir)).parent
-    tails = [Path(*path.parts[start:]) for start in range(len(path.parts)) if ".." not in path.parts[start:]]
-    for folder, tail in [(Path.cwd(), path), *((base, tail) for tail in tails)]:
+    for folder, tail in [(Path.cwd(), path), *((base, tail) for tail in tails(path))]:
         if os.path.lexists(folder / tail):
             try:
                 return inside(tail, folder, source=run.metrics_path, field="cube", what="recorded cube")

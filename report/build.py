@@ -32,7 +32,7 @@ import xarray as xr
 from insarcast import baselines as bl
 from insarcast.contract import ARCHS, PAPER_ARCH, TEST_START
 from insarcast.errors import InputError, InsarcastWarning, MissingDependencyError
-from insarcast.fsutil import atomic_path
+from insarcast.fsutil import atomic_path, tails
 from insarcast.udf.inputs import hindcast_origins
 
 from . import calibration, figures, residuals, tables
@@ -330,11 +330,8 @@ def _tune_dir_of(compare_tables: dict[str, pd.DataFrame], compare_dir: PathLike 
     if compare_dir is None:
         return None
     base = Path(compare_dir).parent
-    parts = common.parts
-    for start in range(1 if common.is_absolute() else 0, len(parts)):
-        candidate = base.joinpath(*parts[start:])
-        if ".." in parts[start:]:                     # only below the compare folder's parent
-            continue
+    for tail in tails(common):                        # only below the compare folder's parent
+        candidate = base / tail
         if candidate.is_dir() and all((candidate / f.relative_to(common)).is_file() for f in files):
             if notes is not None:
                 notes.append(f"the compare runs name their files below {common}, which is not here: the tune "

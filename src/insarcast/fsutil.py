@@ -148,6 +148,15 @@ def inside(path: str | os.PathLike, folder: str | os.PathLike, *, source: str | 
     return resolved
 
 
+def tails(path: str | os.PathLike) -> list[Path]:
+    """The trailing parts of ``path``, longest first, that hold no ``..`` (an absolute path's root left
+    out): where a path recorded from another working folder may now lie below a folder of ours (a tune
+    folder beside the compare folder, a cube beside the tune folder). Check what is found with :func:`inside`."""
+    path = Path(path)
+    parts = path.parts[1 if path.is_absolute() else 0:]
+    return [Path(*parts[start:]) for start in range(len(parts)) if ".." not in parts[start:]]
+
+
 def _has_symlink(folder: Path, rel: Path) -> bool:
     current = rel if rel.is_absolute() else folder / rel
     for p in (current, *current.parents):
