@@ -205,13 +205,11 @@ def check_chunks(path: str | os.PathLike, ds: xr.Dataset) -> None:
     stored = dict(zip(_stored_dims(array, dims), range(array.ndim)))
     valid = np.asarray(ds["valid"].transpose("y", "x").values, bool)
     counts = [math.ceil(s / c) if c else 1 for s, c in zip(array.shape, array.chunks)]
-    missing = valid_lost = 0
-    first = None
+    valid_lost, first = 0, None
     for index in itertools.product(*(range(n) for n in counts)):
         file = _chunk_file(path, "displacement", index)
         if os.path.exists(file):
             continue
-        missing += 1
         ys, xs = (slice(index[stored[d]] * array.chunks[stored[d]], (index[stored[d]] + 1) * array.chunks[stored[d]])
                   for d in ("y", "x"))
         if valid[ys, xs].any():

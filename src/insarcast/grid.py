@@ -80,6 +80,14 @@ def check_spacing(spacing: float) -> float:
     return float(spacing)
 
 
+def _size_text(v: float | int) -> str:
+    """``v`` with thousands separators, or in powers of ten from 1e15 on (``--spacing 1e-300`` gives
+    counts of 300 digits; an int that large cannot become a float)."""
+    if v < 10 ** 15:
+        return f"{v:,.0f}"
+    return f"{v:.3g}" if isinstance(v, float) else f"~1e{len(str(v)) - 1}"
+
+
 def check_size(grid: GridSpec, *, max_cells: int | None = MAX_CELLS, source: str | None = None) -> None:
     """Refuse a grid of more than ``max_cells`` cells before any work, saying how large it would be."""
     if max_cells is not None and (isinstance(max_cells, bool) or max_cells < 0):
@@ -87,8 +95,7 @@ def check_size(grid: GridSpec, *, max_cells: int | None = MAX_CELLS, source: str
     cells = grid.nx * grid.ny
     if max_cells is not None and cells > max_cells:
         west, south, east, north = grid.bounds
-        # --spacing 1e-300: not 300 digits (and cells, an int, can exceed a float)
-        n = lambda v: f"{v:,.0f}" if v < 10 ** 15 else f"{v:.3g}" if isinstance(v, float) else f"~1e{len(str(v)) - 1}"
+        n = _size_text
         raise InputError(f"the points span {n((east - west) / 1000)} x {n((north - south) / 1000)} km: "
                          f"{n(grid.nx)} x {n(grid.ny)} = {n(cells)} cells at {grid.spacing:g} m, more than the limit "
                          f"of {max_cells:,} (a stray coordinate?); raise --max-cells, or 0 for no limit, to grid it",
