@@ -24,13 +24,12 @@ time constant tau, within 3 tau, or earlier.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from outside import HERE, _gauss, field, folder_name, write_tile, years_since
+from outside import HERE, _gauss, field, scenario, years_since
 
 T, F = 12, 6                  # the demo preset's history and horizon
 PHASES = ("ahead > F", "reached within F", "passed < tau", "passed tau..3 tau", "passed earlier")
@@ -90,22 +89,14 @@ def tunnel_phase(p: dict, x: np.ndarray, y: np.ndarray, t_anchor: float) -> np.n
 
 def floors_on(seed: int, *, data: Path, origins: int) -> dict:
     from insarcast import baselines as bl
-    from insarcast.cube import open_cube
-    from insarcast.grid import grid_files
     from insarcast.report import skill
     from insarcast.udf.spatial import binomial_filter
 
-    folder = data / folder_name(seed, mixed=False, slip=False)
-    tile = write_tile(folder, seed)
-    if not (folder / "cube.zarr").exists():
-        grid_files([tile], folder / "cube.zarr")
-    cube = open_cube(folder / "cube.zarr").load()
-    p = json.loads((folder / "params.json").read_text())
+    folder, cube, p, truth, zones = scenario(seed, data=data)
     d = cube["displacement"].transpose("t", "y", "x").values
     years = bl.decimal_years(cube["t"].values)
     x, y = np.meshgrid(cube["x"].values, cube["y"].values)
     t = years_since(cube["t"].values, p["start"])
-    truth = field(x[None], y[None], t[:, None, None], p)
     gridded = noise_free_cube(folder, p)
     valid = np.isfinite(d).all(axis=0)
     label, names = physics(p, x, y)
@@ -134,7 +125,6 @@ def floors_on(seed: int, *, data: Path, origins: int) -> dict:
         for k, m in maps.items():
             sq[k].append(np.where(valid, (m - true) ** 2, np.nan))
         phases.append(tunnel_phase(p, x, y, t[a]))
-    zones = np.abs(field(x[None], y[None], t[:, None, None], p, tilt=False)).max(axis=0) > 15
     out = {"seed": seed, "cells": int(valid.sum()), "physics": names,
            "share_of_cells": [float((valid & (label == i)).sum() / valid.sum()) for i in range(len(names))]}
     for k, e in sq.items():

@@ -203,35 +203,43 @@ def folder_name(seed: int, *, mixed: bool, slip: bool, afterslip: bool = False) 
     return f"outside-{seed}{'-mixed' if mixed else ''}{'-afterslip' if afterslip else '-slip' if slip else ''}"
 
 
+def scenario(seed: int, *, data: Path, mixed: bool = False, slip: bool = False, afterslip: bool = False):
+    """``(folder, cube, params, truth, zones)`` of a seed's tile, written and gridded once: the cube (t, y, x)
+    loaded, the noise-free truth at its cell centres (t, y, x) float32, and the zones (y, x): the cells whose
+    truth, without the tilt, moves more than 15 mm over the record."""
+    from insarcast.cube import open_cube
+    from insarcast.grid import grid_files
+
+    folder = data / folder_name(seed, mixed=mixed, slip=slip, afterslip=afterslip)
+    tile = write_tile(folder, seed, mixed=mixed, slip=slip, afterslip=afterslip)
+    if not (folder / "cube.zarr").exists():
+        grid_files([tile], folder / "cube.zarr")
+    cube = open_cube(folder / "cube.zarr").load()
+    p = json.loads((folder / "params.json").read_text())
+    x, y = np.meshgrid(cube["x"].values, cube["y"].values)
+    t = years_since(cube["t"].values, p["start"])[:, None, None]
+    truth = field(x[None], y[None], t, p).astype(np.float32)
+    zones = np.abs(field(x[None], y[None], t, p, tilt=False)).max(axis=0) > 15
+    return folder, cube, p, truth, zones
+
+
 def outside_on(seed: int, ensemble, *, data: Path, origins: int, mixed: bool, slip: bool = False,
                afterslip: bool = False) -> dict | None:
     import xarray as xr
 
     from skill import scored
 
-    from insarcast.cube import open_cube
     from insarcast.errors import InputError
-    from insarcast.grid import grid_files
     from insarcast.report import skill
     from insarcast.udf.run import check_compatible
 
-    folder = data / folder_name(seed, mixed=mixed, slip=slip, afterslip=afterslip)
-    tile = write_tile(folder, seed, mixed=mixed, slip=slip, afterslip=afterslip)
-    cube_path = folder / "cube.zarr"
-    if not cube_path.exists():
-        grid_files([tile], cube_path)
-    cube = open_cube(cube_path).load()
+    folder, cube, p, true, zones = scenario(seed, data=data, mixed=mixed, slip=slip, afterslip=afterslip)
     try:
-        check_compatible(cube["displacement"], ensemble.manifest, path=str(cube_path))
+        check_compatible(cube["displacement"], ensemble.manifest, path=str(folder / "cube.zarr"))
     except InputError as err:
         print(f"\n== outside-{seed}: not scored: {err}")
         return None
-    p = json.loads((folder / "params.json").read_text())
-    x, y = np.meshgrid(cube["x"].values, cube["y"].values)
-    t = years_since(cube["t"].values, p["start"])[:, None, None]
-    truth = xr.DataArray(field(x[None], y[None], t, p).astype(np.float32), dims=("t", "y", "x"),
-                         coords={"t": cube["t"], "y": cube["y"], "x": cube["x"]})
-    zones = np.abs(field(x[None], y[None], t, p, tilt=False)).max(axis=0) > 15
+    truth = xr.DataArray(true, dims=("t", "y", "x"), coords={"t": cube["t"], "y": cube["y"], "x": cube["x"]})
     nt = cube.sizes["t"]
     anchors = skill.origins(nt, history=ensemble.history, horizon=ensemble.horizon,
                             start=int(round(0.9 * nt)), count=origins)
