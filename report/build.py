@@ -696,7 +696,7 @@ def _worth_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], v
             "adaptive baseline (per pixel, a parabola where its errors at "
             f"{bl.HINDCAST_ORIGINS} past origins are below 1/{bl.QUADRATIC_MARGIN:g} of every other curve's, else "
             "the smoothest of the window's line, a local line and the long fit whose errors there are within "
-            f"{bl.HINDCAST_MARGIN:g} x the best) and that baseline through the products' 3 x 3 spatial filter "
+            f"{bl.HINDCAST_MARGIN:g} x the best) and that baseline through the products' spatial filter (a width per pixel chosen by hindcast) "
             "(adaptive_filtered): where the ensemble equals it, its networks add nothing. "
             "Against the observations the noise of two epochs dominates every score; against the noise-free "
             "truth (synthetic scenarios) the score is the ground's own motion. dm_p: Diebold-Mariano test of "

@@ -290,8 +290,8 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
     """Hindcast ``ensemble`` (an :class:`insarcast.udf.ensemble.Ensemble` or anything with its
     ``settings``) at every anchor and score it beside the baselines (see the module docstring)."""
     from insarcast.udf.forecast import forecast_products
-    from insarcast.udf.inputs import hindcast_origins, reference_fits
-    from insarcast.udf.spatial import binomial_filter
+    from insarcast.udf.inputs import hindcast_origins, hindcast_widths, reference_fits
+    from insarcast.udf.spatial import adaptive_filter
 
     settings = dict(ensemble.settings)
     history, horizon = int(settings["history"]), int(settings["horizon_steps"])
@@ -314,7 +314,8 @@ def score(cube: xr.Dataset, ensemble: Any, *, anchors, truth: xr.DataArray | Non
                                                          history) if name in bl.FITTED
                                          else bl.forecast(name, d_all, years, a, horizon, history=history)
                                          for name in METHODS_BASE if name != "adaptive_filtered"}}
-        forecasts["adaptive_filtered"] = binomial_filter(np.where(valid, forecasts["adaptive"], np.nan))
+        widths = hindcast_widths(ref, d_all, a, horizon=horizon, history=history, valid=valid)
+        forecasts["adaptive_filtered"] = adaptive_filter(np.where(valid, forecasts["adaptive"], np.nan), widths)
         observed = d_all[a + 1: a + horizon + 1] - d_all[a]
         scores.anchors.append(a)
         reference = reference_fits(ref if hindcast_origins(inputs) else fitted, inputs)

@@ -38,7 +38,8 @@ def test_the_graph_loads_the_stac_cube_moves_time_into_bands_and_stamps_the_refe
     assert (to_bands["dimension"], to_bands["target_dimension"]) == ("t", "bands")
     assert labels["target"] == EPOCHS
     assert [s["dimension"] for s in neighbourhood["size"]] == ["x", "y"]        # purely spatial
-    assert [o["value"] for o in neighbourhood["overlap"]] == [32, 32]          # halo P >= P - 1
+    # the default halo: the 31 cells of the model tiles meeting the core, the 6 the widest filter reads: 37
+    assert [o["value"] for o in neighbourhood["overlap"]] == [37, 37]
     udf = neighbourhood["process"]["process_graph"]["runudf1"]["arguments"]
     assert udf["runtime"] == "Python" and "def apply_datacube(cube: xarray.DataArray" in udf["udf"]
     assert udf["context"] == {"ensemble": "/data/ensemble", "thresholds": THRESHOLDS, "band": "displacement",

@@ -394,16 +394,16 @@ def test_the_reference_error_scale_matches_the_spread_of_its_forecasts():
 @pytest.mark.parametrize("inputs", ["residual", "residual-hindcast"])
 def test_residual_products_with_their_error_scale_are_the_same_in_numpy_and_dask(inputs):
     """The error scale is computed per pixel from the whole series (and, with the spatial filter, the
-    filtered reference reads one cell of the neighbouring chunks): any chunking (5 < P) gives the
+    filtered reference reads the neighbouring chunks): any chunking (5 < P) gives the
     numpy products, including the scale itself, and the exceedance probabilities are no longer
     all 0 or 1 (an ensemble whose members agree still says how sure it is)."""
     import xarray as xr
 
     from insarcast.udf.forecast import forecast_products
 
-    d, valid, times, _ = _cube(n=90, size=20, seed=4)
+    d, valid, times, _ = _cube(n=90, size=30, seed=4)       # larger than the filter width's reach: Dask runs
     cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
-                      coords={"t": times, "y": np.arange(20.0)[::-1] * 100, "x": np.arange(20.0) * 100})
+                      coords={"t": times, "y": np.arange(30.0)[::-1] * 100, "x": np.arange(30.0) * 100})
     settings = {"predict": lambda x: np.full((2, x.shape[0], F, P, P), 0.3, np.float32), "history": T,
                 "horizon_steps": F, "patch": P, "members": 2, "inputs": inputs,
                 "norm": {"input_mean": 0.0, "input_std": 1.0, "target_mean": 0.0, "target_std": 1.0}}

@@ -8,7 +8,9 @@ import pytest
 import xarray as xr
 
 from insarcast.udf.forecast import forecast_products
-from insarcast.udf.spatial import RADIUS, binomial_filter
+from insarcast.udf.inputs import filter_widths
+from insarcast.udf.spatial import CHOICE_RADIUS, RADIUS, WIDTHS, adaptive_filter, binomial_filter, \
+    filter_widths as choose_widths, gaussian_filter
 from insarcast.udf.tiling import forecast_block
 
 T, F, P, K = 4, 3, 8, 2
@@ -55,42 +57,86 @@ SETTINGS = dict(predict=_zero, history=T, horizon_steps=F, members=K, patch=P, o
                 inputs="residual-hindcast")
 
 
-def test_the_filter_cuts_white_forecast_noise_by_the_kernel_gain():
-    """With independent errors from pixel to pixel, the filter's variance gain is sum(w^2) =
-    (6/16)^2 = 0.1406 (1-D: (1 + 4 + 1) / 16): RMSE x 0.375 inside, less reduction at the edges."""
-    d, valid, years, _ = _noisy_trend()
+def test_the_gaussian_kernel_by_hand_and_beside_a_gap():
+    a = np.zeros((9, 9))
+    a[4, 4] = 1.0
+    out = gaussian_filter(a, 1.0)
+    # sigma 1 truncated at 2: 1-D weights exp(-i^2 / 2), i = -2..2, over their sum 1 + 2 e^-0.5 + 2 e^-2
+    s1 = 1 + 2 * np.exp(-0.5) + 2 * np.exp(-2)
+    assert out[4, 4] == pytest.approx(1 / s1 ** 2, rel=1e-6)
+    assert out[4, 5] == pytest.approx(np.exp(-0.5) / s1 ** 2, rel=1e-6)
+    assert out[4, 7] == 0 and out[2, 2] == pytest.approx(np.exp(-2) ** 2 / s1 ** 2, rel=1e-5)
+    # a constant map with a gap stays constant (renormalised over the valid cells), the gap NaN
+    c = np.full((7, 8), 3.0)
+    c[2, 3] = np.nan
+    out = gaussian_filter(c, 3.0)
+    assert np.isnan(out[2, 3]) and np.nanmax(np.abs(out - 3.0)) < 1e-6
+
+
+def test_the_width_is_chosen_by_the_hindcast_narrow_on_sharp_ground_wide_on_noise():
+    rng = np.random.default_rng(1)
+    ny, nx = 40, 40
+    # sharp ground: stripes two cells wide; the hindcast maps are the ground, the observations the ground
+    # plus a little noise: any smoothing blurs the stripes, so the binomial kernel (index 0) wins
+    stripes = np.where((np.arange(nx) // 2) % 2 == 0, 5.0, -5.0) * np.ones((6, ny, 1))
+    observed = stripes + rng.normal(0, 0.1, stripes.shape)
+    assert (choose_widths(stripes, observed) == 0).all()
+    # still ground seen through noise: the hindcast maps are noise, the observations 0, so the widest wins
+    noise = rng.normal(0, 3.0, (6, ny, nx))
+    assert (choose_widths(noise, np.zeros_like(noise)) == len(WIDTHS) - 1).all()
+    # no origin: the binomial kernel
+    assert (choose_widths(np.zeros((0, ny, nx)), np.zeros((0, ny, nx))) == 0).all()
+
+
+def test_each_pixel_is_filtered_at_its_own_width():
+    a = np.random.default_rng(2).normal(size=(2, 12, 14)).astype(np.float32)
+    widths = np.zeros((12, 14), np.int8)
+    widths[:, 7:] = 4
+    out = adaptive_filter(a, widths)
+    np.testing.assert_array_equal(out[..., :7], binomial_filter(a)[..., :7])
+    np.testing.assert_array_equal(out[..., 7:], gaussian_filter(a, WIDTHS[4])[..., 7:])
+
+
+def test_the_filter_cuts_white_forecast_noise_at_least_by_the_binomial_gain():
+    """With independent errors from pixel to pixel, the binomial kernel's variance gain is sum(w^2) =
+    (6/16)^2 = 0.1406 (1-D: (1 + 4 + 1) / 16): RMSE x 0.375 inside. On still ground the hindcast
+    chooses wider kernels, which cut more."""
+    d, valid, years, _ = _noisy_trend(ny=40, nx=41)
     raw = forecast_block(d, valid, years=years, spatial_filter=False, **SETTINGS)
     filtered = forecast_block(d, valid, years=years, **SETTINGS)       # residual-hindcast: filtered
-    np.testing.assert_array_equal(filtered, binomial_filter(raw))
+    widths = filter_widths(np.where(valid, d, np.nan), years, history=T, horizon=F, inputs="residual-hindcast")
+    np.testing.assert_array_equal(filtered, adaptive_filter(raw, widths))
+    assert (widths > 0).mean() > 0.9
     true_change = RATE * 6 / 365.25 * np.arange(1, F + 1)[None, :, None, None]    # k epochs of 6 days
-    inside = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    inside = (slice(None), slice(None), slice(6, -6), slice(6, -6))
     err_raw = np.sqrt(np.nanmean((raw[inside] - true_change) ** 2))
     err_f = np.sqrt(np.nanmean((filtered[inside] - true_change) ** 2))
-    assert 0.33 < err_f / err_raw < 0.43
+    err_b = np.sqrt(np.nanmean((binomial_filter(raw)[inside] - true_change) ** 2))
+    assert 0.33 < err_b / err_raw < 0.43 and err_f < 0.8 * err_b
     assert np.isnan(filtered[:, :, 5, 7]).all()
 
 
 def test_a_sub_block_with_the_grown_halo_gives_the_whole_array_core_exactly():
-    d, valid, years, _ = _noisy_trend()
+    d, valid, years, _ = _noisy_trend(ny=50, nx=49)
     whole = forecast_block(d, valid, years=years, **SETTINGS)
-    y0, x0, depth = 1, 2, P - 1 + RADIUS
+    y0, x0, depth = 1, 2, max(P - 1 + RADIUS, CHOICE_RADIUS)
     sub = forecast_block(d[:, y0:, x0:], valid[y0:, x0:], offset_y=y0, offset_x=x0, depth=depth, years=years,
                          **SETTINGS)
-    core = whole[:, :, y0 + depth:20 - depth, x0 + depth:19 - depth]
+    core = whole[:, :, y0 + depth:50 - depth, x0 + depth:49 - depth]
     assert sub.shape == core.shape and np.array_equal(sub, core, equal_nan=True)
 
 
 def test_dask_with_chunks_smaller_than_the_patch_equals_numpy_and_records_the_filter():
-    d, valid, years, _ = _noisy_trend()
+    d, valid, years, _ = _noisy_trend(ny=30, nx=27)
     t0 = np.datetime64("2020-01-01")
     times = t0 + (years * 365.25 * 86400).astype("timedelta64[s]")
     cube = xr.Dataset({"displacement": (("t", "y", "x"), d), "valid": (("y", "x"), valid)},
-                      coords={"t": times, "y": 3.0e6 - 100.0 * np.arange(20), "x": 4.0e6 + 100.0 * np.arange(19)})
+                      coords={"t": times, "y": 3.0e6 - 100.0 * np.arange(30), "x": 4.0e6 + 100.0 * np.arange(27)})
     kw = {k: v for k, v in SETTINGS.items() if k != "predict"}
     eager = forecast_products(cube, _zero, **kw)
     lazy = forecast_products(cube.chunk({"t": -1, "y": 5, "x": 3}), _zero, **kw).compute()
     for name in ("forecast", "median", "std", "class"):
         np.testing.assert_array_equal(eager[name].values, lazy[name].values)
-    assert eager.attrs["spatial_filter"].startswith("binomial 3x3")
+    assert eager.attrs["spatial_filter"].startswith("hindcast-chosen width")
     paper = forecast_products(cube, _zero, **{**kw, "inputs": "paper"})
     assert paper.attrs["spatial_filter"] == "none"

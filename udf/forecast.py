@@ -23,11 +23,11 @@ from insarcast.baselines import decimal_years
 from insarcast.cadence import median_spacing
 
 from .correction import EPOCH_DAYS as CORRECTION_EPOCH_DAYS, provenance as correction_provenance
-from .inputs import check_inputs, forecast_scale, norm_values, reference_fit, uses_spatial_filter
+from .inputs import check_inputs, forecast_scale, hindcast_origins, norm_values, reference_fit, uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
-from .spatial import FILTER_NAME, RADIUS
+from .spatial import BINOMIAL_NAME, CHOICE_RADIUS, FILTER_NAME, RADIUS
 from .tiling import check_tiling, default_overlap, forecast_block, forecast_dask, grid_offsets
 
 CUBE_DIMS = ("t", "y", "x")
@@ -158,8 +158,9 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
         thresholds = Thresholds.from_mapping(thresholds)
 
     lazy = _is_dask(displacement.data) or (valid is not None and _is_dask(valid.data))
-    if lazy and min(displacement.sizes["y"], displacement.sizes["x"]) <= patch:
-        # Dask's overlap needs a region larger than its depth (P cells); one this small fits in memory
+    if lazy and min(displacement.sizes["y"], displacement.sizes["x"]) <= max(patch, CHOICE_RADIUS):
+        # Dask's overlap needs a region larger than its depth (P cells, or the filter width's reach); one
+        # this small fits in memory
         displacement, valid = displacement.compute(), None if valid is None else valid.compute()
         lazy = False
     inputs = check_inputs(inputs)
@@ -206,7 +207,8 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
                          "the adaptive curve and the median's departure from that curve (what was learnt "
                          "elsewhere) in quadrature, the spread the products give each member"})
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs,
-                     spatial_filter=FILTER_NAME if uses_spatial_filter(inputs, spatial_filter) else "none")
+                     spatial_filter=(FILTER_NAME if hindcast_origins(inputs) else BINOMIAL_NAME)
+                     if uses_spatial_filter(inputs, spatial_filter) else "none")
     if inputs == "residual-corrected":
         t = template["t"].values if "t" in template.coords else ()
         days = median_spacing(t) if len(t) > 1 else CORRECTION_EPOCH_DAYS
@@ -220,17 +222,29 @@ def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizo
     given) from one pass over the region, then the products; returns ``(fc, median, stack, thresholds)``."""
     import dask.array as da
 
-    fc = forecast_dask(last, valid_data, **settings)
+    fitted = widths = None
+    if settings["inputs"] != "paper":
+        steps, series = settings["horizon_steps"], da.asarray(last).rechunk({0: -1})
+        if valid_data is not None:
+            series = da.where(da.asarray(valid_data).astype(bool).rechunk(series.chunks[1:]), series, np.nan)
+        # a pixel's filter width reads CHOICE_RADIUS cells of the neighbouring chunks
+        epochs, layers = series.shape[0], 2 * steps + 1
+        if epochs < layers:             # room for the layers of reference_fit in a block of the series' shape
+            series = da.concatenate([series, da.full((layers - epochs,) + series.shape[1:], np.nan, np.float32,
+                                                     chunks=(-1,) + series.chunks[1:])]).rechunk({0: -1})
+        fitted = da.map_overlap(_reference_fit, series, depth={0: 0, 1: CHOICE_RADIUS, 2: CHOICE_RADIUS},
+                                boundary=np.nan, epochs=epochs, years=settings["years"], history=settings["history"],
+                                horizon=steps, inputs=settings["inputs"], dtype=np.float32)[:layers]
+        if settings["spatial_filter"]:
+            widths = fitted[2 * steps]
+    fc = forecast_dask(last, valid_data, widths=widths, **settings)
     if materialise is not None:
         fc = materialise(fc)
     d = fc[:, horizon - 1] if offset is None else fc[:, horizon - 1] + da.asarray(offset).rechunk(fc.chunks[2:])
     median = da.map_blocks(_median, fc, drop_axis=0, dtype=np.float32)
     scale = None
-    if settings["inputs"] != "paper":
-        steps, series = settings["horizon_steps"], da.asarray(last).rechunk({0: -1})
-        fitted = da.map_blocks(reference_fit, series, settings["years"], history=settings["history"],
-                               horizon=steps, inputs=settings["inputs"], dtype=np.float32,
-                               chunks=((2 * steps,),) + series.chunks[1:]).rechunk(((2 * steps,),) + median.chunks[1:])
+    if fitted is not None:
+        fitted = fitted.rechunk(((2 * steps + 1,),) + median.chunks[1:])
         # the filter of the reference reads RADIUS cells of the neighbouring chunks, as the members' did
         both = da.concatenate([fitted, median], axis=0).rechunk({0: -1})
         scale = da.map_overlap(_forecast_scale, both, depth={0: 0, 1: RADIUS, 2: RADIUS}, boundary=np.nan,
@@ -257,14 +271,18 @@ def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horiz
     usable = finite & (True if valid_data is None else valid_data)
     if not usable.any():
         raise no_usable_pixel(history, int(finite.sum()), None if valid_data is None else int(valid_data.sum()))
-    fc = forecast_block(last, valid_data, **settings)
+    fitted = widths = None
+    if settings["inputs"] != "paper":
+        series = last if valid_data is None else np.where(valid_data, last, np.nan)
+        fitted = reference_fit(series, settings["years"], history=history, horizon=settings["horizon_steps"],
+                               inputs=settings["inputs"])
+        widths = fitted[-1] if settings["spatial_filter"] else None
+    fc = forecast_block(last, valid_data, widths=widths, **settings)
     d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))
     median = _median(fc)
     scale = None
-    if settings["inputs"] != "paper":
-        scale = forecast_scale(reference_fit(last, settings["years"], history=history,
-                                             horizon=settings["horizon_steps"], inputs=settings["inputs"]),
-                               median, spatial_filter=settings["spatial_filter"])
+    if fitted is not None:
+        scale = forecast_scale(fitted, median, spatial_filter=settings["spatial_filter"])
     at_h = None if scale is None else scale[horizon - 1]
     if thresholds is None:
         thresholds = compute_thresholds(*member_statistics(d, at_h))
@@ -278,11 +296,20 @@ def _median(fc: np.ndarray) -> np.ndarray:
 
 
 def _forecast_scale(both: np.ndarray, *, spatial_filter: bool) -> np.ndarray:
-    """:func:`insarcast.udf.inputs.forecast_scale` of ``reference_fit`` and the median stacked ``(3F, y, x)``,
+    """:func:`insarcast.udf.inputs.forecast_scale` of ``reference_fit`` and the median stacked ``(3F + 1, y, x)``,
     in the first F layers of a block of the same shape (Dask's overlap keeps the block's shape)."""
     steps = both.shape[0] // 3
     out = np.zeros(both.shape, np.float32)
-    out[:steps] = forecast_scale(both[:2 * steps], both[2 * steps:], spatial_filter=spatial_filter)
+    out[:steps] = forecast_scale(both[:2 * steps + 1], both[2 * steps + 1:], spatial_filter=spatial_filter)
+    return out
+
+
+def _reference_fit(series: np.ndarray, *, epochs: int, **kwargs) -> np.ndarray:
+    """:func:`insarcast.udf.inputs.reference_fit` of the first ``epochs`` of a block ``(t, y, x)`` in the first
+    ``2F + 1`` layers of an array of the block's shape (Dask's overlap keeps it)."""
+    fitted = reference_fit(series[:epochs], **kwargs)
+    out = np.full(series.shape, np.nan, np.float32)
+    out[: len(fitted)] = fitted
     return out
 
 

@@ -56,13 +56,13 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from insarcast.baselines import HINDCAST_ORIGINS, Fits, change, fits
+from insarcast.baselines import HINDCAST_ORIGINS, Fits, change, fits, hindcast_epochs
 from insarcast.contract import PAPER_CHANNELS
 from insarcast.errors import InputError
 
 from .correction import EPOCH_DAYS as CORRECTION_EPOCH_DAYS, LAGS, features as correction_features, \
     identity as correction_identity, shipped as shipped_correction
-from .spatial import binomial_filter
+from .spatial import adaptive_filter, filter_widths as choose_widths
 
 INPUTS: dict[str, tuple[str, ...]] = {
     "paper": PAPER_CHANNELS,
@@ -82,7 +82,8 @@ TARGETS = {"paper": "change d(a+k) - d(a)",
            "residual-corrected": "residual d(a+k) - R(a+k) - c_k to the adaptive baseline plus the synthetic-truth "
                                  "correction c_k (insarcast.udf.correction)"}
 #: Whether the members' forecast maps of formulation ``inputs`` are smoothed by
-#: :func:`insarcast.udf.spatial.binomial_filter` (:func:`insarcast.udf.tiling.forecast_block`). The
+#: :func:`insarcast.udf.spatial.adaptive_filter` (:func:`insarcast.udf.tiling.forecast_block`), at the
+#: widths :func:`filter_widths` chooses (the binomial kernel for formulations without a hindcast). The
 #: paper's formulation stays as the paper has it; so does ``residual``, kept for the ensembles trained
 #: with it.
 SPATIAL_FILTER = {"paper": False, "residual": False, "residual-hindcast": True, "residual-corrected": True}
@@ -299,21 +300,45 @@ def reference_scale(displacement: np.ndarray, years: np.ndarray, *, history: int
 
 def reference_fit(displacement: np.ndarray, years: np.ndarray, *, history: int,
                   horizon: int, inputs: str = "residual") -> np.ndarray:
-    """``(2F, y, x)`` float32 mm from ``displacement (t, y, x)`` (anchor: the last epoch): the reference's
-    error scale (:meth:`insarcast.baselines.Fits.adaptive_scale`, NaN where the series is not finite)
-    over its forecast change ``R(a+k) - R(a)`` as the members' reference holds it, without the
-    synthetic-truth correction (NaN where not finite): what :func:`forecast_scale` takes."""
+    """``(2F + 1, y, x)`` float32 from ``displacement (t, y, x)`` (anchor: the last epoch): the reference's
+    error scale in mm (:meth:`insarcast.baselines.Fits.adaptive_scale`, NaN where the series is not
+    finite), its forecast change ``R(a+k) - R(a)`` in mm as the members' reference holds it, without the
+    synthetic-truth correction (NaN where not finite), and the spatial filter's width at each pixel
+    (:func:`filter_widths`, an index of :data:`insarcast.udf.spatial.WIDTHS`): what
+    :func:`forecast_scale` takes. The width reads :data:`insarcast.udf.spatial.CHOICE_RADIUS` cells
+    around the pixel."""
     d = np.asarray(displacement)
     f = fits(d, np.asarray(years, np.float64), d.shape[0] - 1, horizon, history=history,
              hindcast=hindcast_origins(inputs), reference=True)
-    scale = np.where(np.isfinite(d).all(axis=0), f.adaptive_scale(), np.nan)
-    return np.concatenate([scale, change(reference_curve(f, inputs), history)]).astype(np.float32)
+    finite = np.isfinite(d).all(axis=0)
+    scale = np.where(finite, f.adaptive_scale(), np.nan)
+    widths = (hindcast_widths(f, d, d.shape[0] - 1, horizon=horizon, history=history, valid=finite)
+              if hindcast_origins(inputs) and d.ndim == 3 else np.zeros(d.shape[1:], np.int8))   # a map: (t, y, x)
+    return np.concatenate([scale, change(reference_curve(f, inputs), history), widths[None]]).astype(np.float32)
+
+
+def filter_widths(displacement: np.ndarray, years: np.ndarray, *, history: int, horizon: int,
+                  inputs: str = "residual") -> np.ndarray:
+    """``(y, x)`` int8: the spatial filter's width at each pixel of ``displacement (t, y, x)`` (anchor: the
+    last epoch), an index of :data:`insarcast.udf.spatial.WIDTHS` (:func:`insarcast.udf.spatial.filter_widths`
+    on the reference's hindcast maps); 0, the binomial kernel, where the formulation has no hindcast."""
+    return reference_fit(displacement, years, history=history, horizon=horizon, inputs=inputs)[-1].astype(np.int8)
+
+
+def hindcast_widths(f: Fits, d: np.ndarray, anchor: int, *, horizon: int, history: int,
+                    valid: np.ndarray) -> np.ndarray:
+    """``(y, x)`` int8: :func:`insarcast.udf.spatial.filter_widths` of the reference ``f`` (fitted at ``anchor``
+    with hindcast errors) from its hindcast maps and the changes ``d (t, y, x)`` observed at their origins,
+    over the ``valid (y, x)`` cells."""
+    bs = hindcast_epochs(anchor, horizon, history, len(f.hindcast_change))
+    observed = np.stack([d[b + horizon] - d[b] for b in bs]) if bs else np.zeros((0,) + d.shape[1:])
+    return choose_widths(np.where(valid, f.adaptive_hindcast(), np.nan), observed)
 
 
 def forecast_scale(fitted: np.ndarray, median: np.ndarray, *, spatial_filter: bool) -> np.ndarray:
     """The products' ``forecast_scale (F, y, x)`` float32 mm: ``sqrt(s^2 + (m - r)^2)`` from
     :func:`reference_fit` (``s`` and ``r``, the reference's change, through the members' spatial filter
-    when they have one) and the ensemble median ``m (F, y, x)``; NaN where ``m`` or ``s`` is.
+    at its widths when they have one) and the ensemble median ``m (F, y, x)``; NaN where ``m`` or ``s`` is.
 
     ``s`` is the error of what the pixel's own series supports; ``m - r`` is what the forecast adds to
     it, learnt elsewhere (the synthetic-truth correction, the networks' residual), which the pixel's
@@ -323,11 +348,11 @@ def forecast_scale(fitted: np.ndarray, median: np.ndarray, *, spatial_filter: bo
     correction's family with ``s`` alone, 0.80 to 0.86 with this (and 0.86 to 0.92 on the others,
     against 0.72 to 0.87); ``bench/skill.py``'s ensemble, 0.81 to 0.91 on all fourteen."""
     steps = fitted.shape[0] // 2
-    scale, reference = fitted[:steps], fitted[steps:]
+    scale, reference = fitted[:steps], fitted[steps:2 * steps]
     ok = np.isfinite(median)
     reference = np.where(ok & np.isfinite(reference), reference, np.float32(np.nan))
     if spatial_filter:
-        reference = binomial_filter(reference)
+        reference = adaptive_filter(reference, fitted[2 * steps])
     departure = np.where(np.isfinite(reference), median - reference, 0.0)
     return np.where(ok, np.sqrt(scale.astype(np.float64) ** 2 + departure ** 2), np.nan).astype(np.float32)
 

@@ -29,9 +29,9 @@ The nodes, and the sentence of the process definitions (``../shared/openeo-proce
                      the specified label"); the valid time of ``fc_hN`` is the reference time plus N epochs.
 ``save_result``      GTiff.
 
-A halo of at least P - 1 cells (P with the spatial filter of the residual-hindcast ensembles,
-:mod:`insarcast.udf.spatial`) makes every tile's core equal to what ``insarcast forecast`` computes over
-the whole region. ``overlap`` is something else: the cells shared by neighbouring *model* tiles inside
+A halo of at least P - 1 cells (:func:`insarcast.udf.spatial.halo` with the spatial filter of the
+residual-hindcast ensembles, :mod:`insarcast.udf.spatial`: 37 cells for P = 32) makes every tile's core equal
+to what ``insarcast forecast`` computes over the whole region. ``overlap`` is something else: the cells shared by neighbouring *model* tiles inside
 one UDF call (the UDF's context key, default P / 4), as in ``insarcast forecast --overlap``.
 """
 
@@ -43,6 +43,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from insarcast.errors import InputError
+
+from .spatial import halo as spatial_halo
 
 UDF_FILE = "openeo_udf.py"
 
@@ -121,13 +123,14 @@ def process_graph(*, stac_url: str, bbox: tuple[float, float, float, float], epo
     ``ensemble``: the ensemble folder as the backend sees it; ``python_path``: folders where the backend
     unpacked insarcast (both relative to the job's working directory when shipped with the
     ``udf-dependency-archives`` job option). ``tile``: cells per side of one UDF call, ``halo``: cells of
-    context around it (default P; at least P - 1, or P with the spatial filter, for results independent of the tiling); ``overlap``:
+    context around it (default :func:`insarcast.udf.spatial.halo`, which the spatial filter needs; at least P - 1
+    without it, for results independent of the tiling); ``overlap``:
     the UDF's model-tile overlap (default: the UDF's, P / 4). ``stage="statistics"``: the first job of the
     backend-only path, whose bands are every pixel's ``m_abs`` and ``std`` (no thresholds needed), from
     which :func:`insarcast.udf.openeo_thresholds.thresholds_from_statistics` gives the exact thresholds.
     ``member_bands``: the UDF's context key of that name (the products stage only).
     """
-    halo = int(patch) if halo is None else int(halo)
+    halo = spatial_halo(patch) if halo is None else int(halo)
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
         raise InputError(f"expected tile >= 1 cells, got {tile!r}", field="tile")
     if halo < 0:

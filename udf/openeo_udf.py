@@ -1,7 +1,8 @@
 """insarcast as an openEO UDF: the ensemble forecast and its products for ``apply_neighborhood``.
 
-Use it with spatial tiles with a halo (``overlap``) of at least P - 1 cells (P with the spatial filter,
-:mod:`insarcast.udf.spatial`), P the ensemble's patch size (:func:`insarcast.udf.openeo_graph.process_graph` uses P): the tiles lie on the grid's global
+Use it with spatial tiles with a halo (``overlap``) of at least P - 1 cells (:func:`insarcast.udf.spatial.halo`
+with the spatial filter, 37 for P = 32), P the ensemble's patch size (:func:`insarcast.udf.openeo_graph.process_graph`
+uses that halo): the tiles lie on the grid's global
 tiling (derived from the x / y coordinates), so every cell of a tile's core then gets exactly the
 values ``insarcast forecast`` computes over the whole region. The graph sends (bands, y, x), one band
 per epoch labelled by its date (``apply_dimension(dimension="t", target_dimension="bands")`` then
@@ -28,9 +29,9 @@ x). Float32 with NaN nodata, y descending. A tile without any valid pixel gives 
     python_path  folders appended to ``sys.path`` before insarcast is imported: where the backend
                  unpacked an archive holding the insarcast package (and onnxruntime, if it lacks it)
     member_bands true: also return the members' forecasts and the forecast error scale (default false)
-    spatial_filter true / false: smooth each member's map with the 3 x 3 binomial kernel (default: as
+    spatial_filter true / false: smooth each member's map (:mod:`insarcast.udf.spatial`; default: as
                  the ensemble's inputs have it, :data:`insarcast.udf.inputs.SPATIAL_FILTER`); with
-                 it the halo must be at least P
+                 it the halo must be at least :func:`insarcast.udf.spatial.halo` of P
 
 The tile's grid spacing and epoch spacing must be the ensemble's. The entry points need numpy,
 xarray, onnxruntime and the ``insarcast`` package (whose UDF part imports nothing else, torch least

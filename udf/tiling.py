@@ -28,7 +28,9 @@ Chunk invariance
     whatever the chunking, as long as the predictor's output for a tile does not depend on which
     other tiles share its batch. With the spatial filter (:mod:`insarcast.udf.spatial`) a core
     pixel also reads the blended forecast :data:`~insarcast.udf.spatial.RADIUS` cells around it:
-    the tiles are evaluated for that ring too and the halo grows by as much.
+    the tiles are evaluated for that ring too and the halo grows by as much; its width, chosen from the
+    series :data:`~insarcast.udf.spatial.CHOICE_RADIUS` cells around it, is computed from the block
+    unless given, and the halo is then at least that deep.
 
 Predictor
     ``predict(x)`` takes ``x (N, T, C, P, P)`` float32 (see :mod:`insarcast.udf.inputs`) and returns
@@ -43,8 +45,9 @@ import numpy as np
 
 from insarcast.errors import InputError
 
-from .inputs import check_inputs, denormalise, history_mask, model_inputs, norm_values, uses_spatial_filter
-from .spatial import RADIUS, binomial_filter
+from .inputs import check_inputs, denormalise, filter_widths, hindcast_origins, history_mask, model_inputs, norm_values, \
+    uses_spatial_filter
+from .spatial import CHOICE_RADIUS, RADIUS, adaptive_filter
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -110,7 +113,8 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
                    offset_x: int = 0, depth: int = 0, predict: Predictor, history: int,
                    horizon_steps: int, members: int, patch: int, overlap: int,
                    norm: Mapping[str, Any], batch_size: int = 64, inputs: str = "paper",
-                   years: np.ndarray | None = None, spatial_filter: bool | None = None) -> np.ndarray:
+                   years: np.ndarray | None = None, spatial_filter: bool | None = None,
+                   widths: np.ndarray | None = None) -> np.ndarray:
     """Blended ensemble forecast ``(K, F, ny - 2 depth, nx - 2 depth)`` float32 mm of a block's core.
 
     ``block`` is ``(t, ny, nx)`` displacement in mm whose pixel ``[:, 0, 0]`` has global coordinates
@@ -123,23 +127,50 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     evaluated, with anything outside the block taken as invalid. The value is NaN at invalid pixels.
 
     ``spatial_filter`` (default: :data:`insarcast.udf.inputs.SPATIAL_FILTER` of ``inputs``) filters
-    each member's map with :func:`insarcast.udf.spatial.binomial_filter`; the tiles are then
-    evaluated for the core and a ring of :data:`insarcast.udf.spatial.RADIUS` cells around it, so
-    the core equals the whole-array computation when ``depth >= P - 1 + RADIUS``.
+    each member's map with :func:`insarcast.udf.spatial.adaptive_filter` at the widths ``widths (ny, nx)``
+    (an index of :data:`insarcast.udf.spatial.WIDTHS` per pixel of the block; by default
+    :func:`insarcast.udf.inputs.filter_widths` of the block); the tiles are then evaluated for the core
+    and a ring of :data:`insarcast.udf.spatial.RADIUS` cells around it, so the core equals the
+    whole-array computation when ``depth >= P - 1 + RADIUS`` (and ``>= CHOICE_RADIUS`` without ``widths``).
     """
     inputs = check_inputs(inputs)
-    r = RADIUS if uses_spatial_filter(inputs, spatial_filter) else 0       # the ring the filter reads
+    filtered = uses_spatial_filter(inputs, spatial_filter)
+    r = RADIUS if filtered else 0       # the ring the filter reads
+    if filtered:
+        widths = _block_widths(block, valid, widths, years=years, history=history, horizon=horizon_steps,
+                               inputs=inputs)
     grow = max(0, r - depth)
     block = np.asarray(block)
     if grow:                          # no data beyond the block: a ring of invalid cells
         block = np.pad(block, ((0, 0), (grow, grow), (grow, grow)), constant_values=np.nan)
         valid = None if valid is None else np.pad(np.asarray(valid, bool), grow, constant_values=False)
+        widths = None if widths is None else np.pad(widths, grow)
     wide = _blend_tiles(block, valid, offset_y=offset_y - grow, offset_x=offset_x - grow, depth=depth + grow - r,
                         predict=predict, history=history, horizon_steps=horizon_steps, members=members,
                         patch=patch, overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years)
     if not r:
         return wide
-    return binomial_filter(wide)[..., r:wide.shape[-2] - r, r:wide.shape[-1] - r]
+    core = (slice(depth + grow - r, widths.shape[0] - depth - grow + r),
+            slice(depth + grow - r, widths.shape[1] - depth - grow + r))
+    return adaptive_filter(wide, widths[core])[..., r:wide.shape[-2] - r, r:wide.shape[-1] - r]
+
+
+def _block_widths(block: np.ndarray, valid: np.ndarray | None, widths: np.ndarray | None, *,
+                  years: np.ndarray | None, history: int, horizon: int, inputs: str) -> np.ndarray:
+    """The filter's widths ``(ny, nx)`` of a block: ``widths`` as given, else those of its series (the
+    binomial kernel, 0, where the formulation has no hindcast or no times are given)."""
+    shape = np.shape(block)[1:]
+    if widths is not None:
+        widths = np.asarray(widths)
+        if widths.shape != shape:
+            raise InputError(f"widths has shape {widths.shape}, expected the block's {shape}", field="widths")
+        return np.nan_to_num(widths).astype(np.int8)
+    if not hindcast_origins(inputs) or years is None:
+        return np.zeros(shape, np.int8)
+    d = np.asarray(block)
+    if valid is not None:
+        d = np.where(np.asarray(valid, bool), d, np.nan)
+    return filter_widths(d, years, history=history, horizon=horizon, inputs=inputs)
 
 
 def _blend_tiles(block: np.ndarray, valid: np.ndarray | None, *, offset_y: int, offset_x: int, depth: int,
@@ -226,7 +257,7 @@ def _gather(d: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np
 def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int, horizon_steps: int,
                   members: int, patch: int, overlap: int, norm: Mapping[str, Any], batch_size: int = 64,
                   offset_y: int = 0, offset_x: int = 0, inputs: str = "paper", years: np.ndarray | None = None,
-                  spatial_filter: bool | None = None):
+                  spatial_filter: bool | None = None, widths=None):
     """Lazy :func:`forecast_block` over a Dask array ``(t, y, x)``: ``(K, F, y, x)`` float32 mm.
 
     ``offset_y``, ``offset_x``: global coordinates of the array's pixel ``[:, 0, 0]`` (see
@@ -236,7 +267,9 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
     ``P - 1`` pixels (``P - 1 + RADIUS`` with the spatial filter) from its neighbours, NaN / invalid beyond the region
     (``dask.array.overlap.overlap`` with constant boundaries; Dask merges chunks smaller than
     the halo first), and :func:`forecast_block` returns the block's core. Output chunks are
-    ``(K, F)`` whole and the (possibly merged) spatial chunks.
+    ``(K, F)`` whole and the (possibly merged) spatial chunks. ``widths (y, x)``: the spatial filter's
+    widths (:func:`insarcast.udf.inputs.filter_widths` of the whole array); without them each block
+    computes its own and the halo is at least :data:`~insarcast.udf.spatial.CHOICE_RADIUS`.
     """
     import dask.array as da
 
@@ -245,6 +278,8 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
     inputs = check_inputs(inputs)
     spatial_filter = uses_spatial_filter(inputs, spatial_filter)
     depth = patch - 1 + (RADIUS if spatial_filter else 0)
+    if spatial_filter and widths is None:
+        depth = max(depth, CHOICE_RADIUS)
     d = da.asarray(displacement)
     if inputs == "paper":
         d = d[d.shape[0] - history:]
@@ -257,18 +292,24 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
     else:
         d_o = da.overlap.overlap(d, depth={0: 0, 1: depth, 2: depth},
                                  boundary={0: "none", 1: np.nan, 2: np.nan})
+    w_o = None
+    if spatial_filter and widths is not None:
+        w = da.asarray(widths).astype(np.int8).rechunk(d.chunks[1:])
+        w_o = da.overlap.overlap(w, depth={0: depth, 1: depth}, boundary={0: 0, 1: 0}) if depth else w
     core_y = tuple(int(c) - 2 * depth for c in d_o.chunks[1])
     core_x = tuple(int(c) - 2 * depth for c in d_o.chunks[2])
     start_y = np.concatenate([[0], np.cumsum(core_y)[:-1]]).astype(int)
     start_x = np.concatenate([[0], np.cumsum(core_x)[:-1]]).astype(int)
 
-    def run(block, block_id=None):
+    def run(block, w=None, block_id=None):
         iy, ix = block_id[2], block_id[3]
         return forecast_block(block, None, offset_y=int(offset_y) + int(start_y[iy]) - depth,
                               offset_x=int(offset_x) + int(start_x[ix]) - depth, depth=depth, predict=predict,
                               history=history, horizon_steps=horizon_steps, members=members, patch=patch,
                               overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years,
-                              spatial_filter=spatial_filter)
+                              spatial_filter=spatial_filter, widths=w)
 
-    return da.map_blocks(run, d_o, drop_axis=0, new_axis=[0, 1], dtype=np.float32,
+    args = (d_o,) if w_o is None else (d_o, w_o[None])
+    return da.map_blocks(lambda block, *w, block_id=None: run(block, *(x[0] for x in w), block_id=block_id),
+                         *args, drop_axis=0, new_axis=[0, 1], dtype=np.float32,
                          chunks=((members,), (horizon_steps,), core_y, core_x), meta=np.empty((0,) * 4, np.float32))

@@ -146,6 +146,7 @@ class Fits(NamedTuple):
     level_factors: np.ndarray | None = None   # (4, F) x_k' (X'X)^+ x_k: the same for the level R(a+k) itself
     step: np.ndarray | None = None   # (...) mm: the step removed before the curves were fitted (with_steps), 0 if none
     step_first: np.ndarray | None = None   # (...) int: the first epoch after that step (0 where none)
+    hindcast_change: np.ndarray | None = None   # (origins, 4, ...) each curve's R(b+F) - R(b) at the hindcast origins
 
     def without_step(self, series: np.ndarray, anchor: int) -> np.ndarray:
         """``series (n, ...)``, the epochs ``anchor-n+1 .. anchor``, as the curves were fitted to it: the
@@ -191,6 +192,17 @@ class Fits(NamedTuple):
         """The curve that forecast the pixel's recent past best (:meth:`choice`)."""
         long_, local, quad = self.choice()
         return np.where(long_, self.long, np.where(local, self.local, np.where(quad, self.quadratic, self.linear)))
+
+    def adaptive_hindcast(self) -> np.ndarray:
+        """(origins, ...) the change ``R(b+F) - R(b)`` of the curve :meth:`choice` takes at the anchor, as it
+        was fitted at each hindcast origin ``b = a - F - j`` (:func:`hindcast_epochs`): the maps the
+        reference would have forecast there, which the spatial filter's width is chosen on
+        (:func:`insarcast.udf.spatial.filter_widths`)."""
+        if self.hindcast_change is None:
+            raise ValueError("these fits carry no hindcast (fits(..., hindcast=...))")
+        long_, local, quad = self.choice()
+        h = self.hindcast_change
+        return np.where(long_, h[:, 2], np.where(local, h[:, 1], np.where(quad, h[:, 3], h[:, 0])))
 
     def adaptive_scale(self, *, level: bool = False) -> np.ndarray:
         """(F, ...) standard error of the adaptive forecast of the change ``R(a+k) - R(a)``, mm; with
@@ -290,11 +302,14 @@ def _fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, histor
     pairs = [_factors(fitted, out, history) for fitted, out in designs]
     factors = np.stack([change for change, _ in pairs])
     level_factors = np.stack([level for _, level in pairs])
-    scores = _hindcast(past, years, horizon, history, bs, hind_coefs).reshape(-1, *shape) if hindcast else None
+    scores = changes = None
+    if hindcast:
+        scores, changes = _hindcast_curves(past, years, horizon, history, bs, hind_coefs)
+        scores, changes = scores.reshape(-1, *shape), changes.reshape(len(bs), len(CURVES), *shape)
     return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), local.reshape(-1, *shape),
                 quadratic.reshape(-1, *shape), _rms(window, linear).reshape(shape), _rms(window, long).reshape(shape),
                 _rms(window, local).reshape(shape), _rms(window, quadratic).reshape(shape), noise.reshape(shape),
-                history, factors, scores, level_factors)
+                history, factors, scores, level_factors, hindcast_change=changes)
 
 
 def _noise(past: np.ndarray, b: int, history: int) -> np.ndarray:
@@ -399,7 +414,7 @@ def with_steps(f: Fits, d: np.ndarray, years: np.ndarray, anchor: int, horizon: 
             step[hit], step_first[hit] = offset[hit], first[hit]
             merged = {}
             for name in ("linear", "long", "local", "quadratic", "window_misfit", "long_misfit", "local_misfit",
-                         "quadratic_misfit", "noise", "hindcast"):
+                         "quadratic_misfit", "noise", "hindcast", "hindcast_change"):
                 a = np.array(getattr(f, name)).reshape(-1, offset.size)
                 a[:, hit] = np.asarray(getattr(g, name)).reshape(-1, better.size)[:, better]
                 merged[name] = a.reshape(np.shape(getattr(f, name)))
@@ -441,29 +456,32 @@ def _quadratic(past: np.ndarray, years: np.ndarray, origin: int, t_out: np.ndarr
     return _design(t_out, t0, quadratic=True) @ coef + cycle(t_out)
 
 
-def _curves(past: np.ndarray, years: np.ndarray, origin: int, horizon: int, history: int,
-            coef: np.ndarray) -> np.ndarray:
-    """(4, F, n) the :data:`CURVES` fitted to ``past[: origin + 1]`` (t, n) at the F
-    epochs after ``origin`` (their true times, which lie inside the series); ``coef`` is the long
-    fit's (:func:`_long_coefficients`)."""
+def _curve_coefficients(past: np.ndarray, years: np.ndarray, origin: int, history: int,
+                        coef: np.ndarray) -> tuple[list[np.ndarray], bool]:
+    """The coefficients of the :data:`CURVES` fitted to ``past[: origin + 1]`` (t, n), times counted from
+    ``years[origin]``: the window's line, the local line (less the long fit's season), the long fit
+    ``coef`` (:func:`_long_coefficients`) and the parabola (less the season); and whether the season is fitted."""
     t0 = years[origin]
     annual = t0 - years[0] >= ANNUAL_MIN_SPAN
-
-    def design(t: np.ndarray, seasonal: bool) -> np.ndarray:
-        return _design(t, t0, seasonal=seasonal)
-
-    t_out = years[origin + 1: origin + horizon + 1]
     n_local = min(2 * history, origin + 1)
     t_local = years[origin - n_local + 1: origin + 1]
-    season_out = design(t_out, annual)[:, 2:] @ coef[2:]
-    season_local = design(t_local, annual)[:, 2:] @ coef[2:]
-    line_out = design(t_out, False)
-    linear = line_out @ (np.linalg.pinv(design(years[origin - history + 1: origin + 1], False))
-                         @ past[origin - history + 1: origin + 1])
-    local = line_out @ (np.linalg.pinv(design(t_local, False)) @ (past[origin - n_local + 1: origin + 1]
-                                                                  - season_local)) + season_out
-    quadratic = _quadratic(past, years, origin, t_out, coef[2:], annual, history)
-    return np.stack([linear, local, design(t_out, annual) @ coef, quadratic])
+    season_local = _design(t_local, t0, seasonal=annual)[:, 2:] @ coef[2:]
+    linear = np.linalg.pinv(_design(years[origin - history + 1: origin + 1], t0)) @ past[origin - history + 1: origin + 1]
+    local = np.linalg.pinv(_design(t_local, t0)) @ (past[origin - n_local + 1: origin + 1] - season_local)
+    n = _quadratic_span(history, origin)
+    t_fit = years[origin - n + 1: origin + 1]
+    cycle = _design(t_fit, t0, seasonal=True)[:, 2:] @ coef[2:] if annual else 0.0
+    quadratic = np.linalg.pinv(_design(t_fit, t0, quadratic=True)) @ (past[origin - n + 1: origin + 1] - cycle)
+    return [linear, local, coef, quadratic], annual
+
+
+def _curve_values(coefs: list[np.ndarray], annual: bool, t0: float, t: np.ndarray) -> np.ndarray:
+    """(4, len(t), n) the curves of :func:`_curve_coefficients` at the times ``t``."""
+    linear, local, long_, quadratic = coefs
+    season = _design(t, t0, seasonal=annual)[:, 2:] @ long_[2:]
+    line = _design(t, t0)
+    return np.stack([line @ linear, line @ local + season, _design(t, t0, seasonal=annual) @ long_,
+                     _design(t, t0, quadratic=True) @ quadratic + (season if annual else 0.0)])
 
 
 def hindcast_errors(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, history: int,
@@ -491,6 +509,12 @@ def _series(d: np.ndarray, anchor: int) -> np.ndarray:
     return past if past.dtype in (np.float32, np.float64) else past.astype(np.float64)
 
 
+def hindcast_epochs(anchor: int, horizon: int, history: int, origins: int = HINDCAST_ORIGINS) -> list[int]:
+    """The origins ``b = a - F - j``, j = 0 .. ``origins`` - 1, with at least ``history`` epochs up to ``b``:
+    where :func:`hindcast_errors` refits the curves, in the order of :attr:`Fits.hindcast_change`."""
+    return _hindcast_origins(anchor, horizon, history, origins)
+
+
 def _hindcast_origins(anchor: int, horizon: int, history: int, origins: int) -> list[int]:
     """The origins ``b = a - F - j``, j = 0 .. ``origins`` - 1, with at least ``history`` epochs up to ``b``."""
     return [b for b in range(anchor - horizon, anchor - horizon - origins, -1) if b >= history - 1]
@@ -501,13 +525,23 @@ def _hindcast(past: np.ndarray, years: np.ndarray, horizon: int, history: int, b
     """:func:`hindcast_errors` of ``past (anchor + 1, n)`` (float32 or float64, :func:`_series`) at the origins
     ``bs`` (:func:`_hindcast_origins`): ``(4, n)`` float64; ``coefs``: the long fit's at each of them
     (:func:`_long_coefficients`)."""
+    return _hindcast_curves(past, years, horizon, history, bs, coefs)[0]
+
+
+def _hindcast_curves(past: np.ndarray, years: np.ndarray, horizon: int, history: int, bs: list[int],
+                     coefs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_hindcast`'s errors ``(4, n)`` and each curve's forecast change ``R(b+F) - R(b)`` at each origin,
+    ``(len(bs), 4, n)`` float64 (what a map of the curve's forecasts looked like at those origins)."""
     if not bs:
-        return np.full((len(CURVES), past.shape[1]), np.nan)
+        return np.full((len(CURVES), past.shape[1]), np.nan), np.zeros((0, len(CURVES), past.shape[1]))
     total = np.zeros((len(CURVES), past.shape[1]))
-    for b, coef in zip(bs, coefs):
-        total += np.mean((_curves(past, years, b, horizon, history, coef) - past[b + 1: b + horizon + 1]) ** 2,
-                         axis=1)
-    return total / len(bs)
+    changes = np.empty((len(bs), len(CURVES), past.shape[1]))
+    for i, (b, coef) in enumerate(zip(bs, coefs)):
+        curves, annual = _curve_coefficients(past, years, b, history, coef)
+        out = _curve_values(curves, annual, years[b], years[b + 1: b + horizon + 1])
+        total += np.mean((out - past[b + 1: b + horizon + 1]) ** 2, axis=1)
+        changes[i] = out[:, -1] - _curve_values(curves, annual, years[b], years[b: b + 1])[:, 0]
+    return total / len(bs), changes
 
 
 def _long_coefficients(past: np.ndarray, years: np.ndarray, origins: list[int], *,

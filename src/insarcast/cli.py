@@ -398,8 +398,9 @@ def export(tune_dir: Path, arch: str, top: int, strict: bool, include_manual: bo
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when onnxruntime offers it, else the CPU; cuda: fail unless the sessions run on CUDA.")
 @click.option("--spatial-filter/--no-spatial-filter", default=None,
-              help="Smooth each member's map with the 3 x 3 binomial kernel (default: as the ensemble's inputs "
-                   "have it: on for residual-hindcast and residual-corrected, off for the paper's).")
+              help="Smooth each member's map in space: at a width per pixel chosen by hindcast (residual-hindcast, "
+                   "residual-corrected), else the 3 x 3 binomial kernel (default: as the ensemble's inputs have "
+                   "it: on for residual-hindcast and residual-corrected, off for the paper's).")
 @_overwrite
 @_quiet
 def forecast(cube: Path, ensemble: Path, out: Path, scheduler: str | None, workers: int | None, chunks: int,
