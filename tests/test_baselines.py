@@ -72,6 +72,31 @@ def test_hindcast_errors_are_out_of_sample_line_fits_worked_by_polyfit():
     assert np.isnan(hindcast_errors(d, YEARS, T + F - 2, F, history=T)).all()   # no origin with T epochs
 
 
+def test_the_hindcast_maps_are_each_curves_change_as_fitted_at_each_origin_worked_by_polyfit():
+    """Fits.hindcast_change[j, curve] is R(b+F) - R(b) of the curve fitted at b = a-F-j: for the window's
+    line, polyfit over the T epochs up to b; adaptive_hindcast takes the curve the anchor chose; nothing
+    after the anchor is read."""
+    from insarcast.baselines import fits, hindcast_epochs
+
+    rng = np.random.default_rng(4)
+    d = series() + rng.normal(0, 2.0, (len(YEARS), 2, 3))
+    f = fits(d, YEARS, ANCHOR, F, history=T, hindcast=6, reference=True)
+    assert hindcast_epochs(ANCHOR, F, T) == [ANCHOR - F - j for j in range(6)]
+    assert f.hindcast_change.shape == (6, 4, 2, 3)
+    for j, b in enumerate(hindcast_epochs(ANCHOR, F, T)):
+        coef = np.polyfit(YEARS[b - T + 1: b + 1], d[b - T + 1: b + 1, 0, 1], 1)
+        by_hand = np.polyval(coef, YEARS[b + F]) - np.polyval(coef, YEARS[b])
+        assert f.hindcast_change[j, 0, 0, 1] == pytest.approx(by_hand, rel=1e-9)
+    long_, local, quad = f.choice()
+    chosen = np.where(long_, 2, np.where(local, 1, np.where(quad, 3, 0)))
+    expected = np.take_along_axis(f.hindcast_change, chosen[None, None], axis=1)[:, 0]
+    np.testing.assert_array_equal(f.adaptive_hindcast(), expected)
+    spoiled = d.copy()
+    spoiled[ANCHOR + 1:] = 1e9
+    g = fits(spoiled, YEARS, ANCHOR, F, history=T, hindcast=6, reference=True)
+    np.testing.assert_array_equal(g.hindcast_change, f.hindcast_change)
+
+
 def test_the_adaptive_curve_is_the_one_that_forecast_the_recent_past():
     """Pixel 0 keeps its trend + annual habit: the long fit is exact, so it is kept. Pixel 1's rate
     jumped from -5 to -60 mm/yr 40 epochs (240 days) before the anchor: the long fit, dragged by 150

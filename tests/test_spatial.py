@@ -126,6 +126,22 @@ def test_a_sub_block_with_the_grown_halo_gives_the_whole_array_core_exactly():
     assert sub.shape == core.shape and np.array_equal(sub, core, equal_nan=True)
 
 
+def test_a_sub_block_given_the_whole_arrays_widths_needs_only_the_filters_ring():
+    """What forecast does: the widths computed once over the region, handed to each block, whose halo
+    then needs only P - 1 + RADIUS cells (not CHOICE_RADIUS) for its core to equal the whole array's."""
+    d, valid, years, _ = _noisy_trend(ny=50, nx=49)
+    widths = filter_widths(np.where(valid, d, np.nan), years, history=T, horizon=F, inputs="residual-hindcast")
+    whole = forecast_block(d, valid, years=years, widths=widths, **SETTINGS)
+    np.testing.assert_array_equal(whole, forecast_block(d, valid, years=years, **SETTINGS))
+    y0, x0, depth = 3, 1, P - 1 + RADIUS
+    sub = forecast_block(d[:, y0:, x0:], valid[y0:, x0:], offset_y=y0, offset_x=x0, depth=depth, years=years,
+                         widths=widths[y0:, x0:], **SETTINGS)
+    core = whole[:, :, y0 + depth:50 - depth, x0 + depth:49 - depth]
+    assert sub.shape == core.shape and np.array_equal(sub, core, equal_nan=True)
+    with pytest.raises(Exception, match="widths has shape"):
+        forecast_block(d, valid, years=years, widths=widths[1:], **SETTINGS)
+
+
 def test_dask_with_chunks_smaller_than_the_patch_equals_numpy_and_records_the_filter():
     d, valid, years, _ = _noisy_trend(ny=30, nx=27)
     t0 = np.datetime64("2020-01-01")

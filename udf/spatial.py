@@ -32,6 +32,7 @@ import numpy as np
 WIDTHS: tuple[str | float, ...] = ("binomial", 1.0, 1.5, 2.0, 3.0)
 CHOICE_BOX = 31                                 # cells a side of the box whose hindcast error chooses a width
 RADIUS = 6                                      # cells a filtered value reads on each side (the widest kernel)
+BINOMIAL_RADIUS = 1                             # ... where every width is the binomial kernel's (no hindcast)
 #: Cells a pixel's width reads on each side: the box, and the filter of the hindcast maps within it.
 CHOICE_RADIUS = CHOICE_BOX // 2 + RADIUS
 

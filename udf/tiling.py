@@ -47,7 +47,7 @@ from insarcast.errors import InputError
 
 from .inputs import check_inputs, denormalise, filter_widths, hindcast_origins, history_mask, model_inputs, norm_values, \
     uses_spatial_filter
-from .spatial import CHOICE_RADIUS, RADIUS, adaptive_filter
+from .spatial import BINOMIAL_RADIUS, CHOICE_RADIUS, RADIUS, adaptive_filter
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -135,7 +135,7 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     """
     inputs = check_inputs(inputs)
     filtered = uses_spatial_filter(inputs, spatial_filter)
-    r = RADIUS if filtered else 0       # the ring the filter reads
+    r = ring(inputs) if filtered else 0       # the ring the filter reads
     if filtered:
         widths = _block_widths(block, valid, widths, years=years, history=history, horizon=horizon_steps,
                                inputs=inputs)
@@ -153,6 +153,12 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     core = (slice(depth + grow - r, widths.shape[0] - depth - grow + r),
             slice(depth + grow - r, widths.shape[1] - depth - grow + r))
     return adaptive_filter(wide, widths[core])[..., r:wide.shape[-2] - r, r:wide.shape[-1] - r]
+
+
+def ring(inputs: str) -> int:
+    """Cells the spatial filter of formulation ``inputs`` reads around a pixel: :data:`RADIUS` where the
+    widths are chosen by hindcast, :data:`BINOMIAL_RADIUS` where every width is the binomial kernel's."""
+    return RADIUS if hindcast_origins(inputs) else BINOMIAL_RADIUS
 
 
 def _block_widths(block: np.ndarray, valid: np.ndarray | None, widths: np.ndarray | None, *,
@@ -277,8 +283,8 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
     norm = norm_values(norm)
     inputs = check_inputs(inputs)
     spatial_filter = uses_spatial_filter(inputs, spatial_filter)
-    depth = patch - 1 + (RADIUS if spatial_filter else 0)
-    if spatial_filter and widths is None:
+    depth = patch - 1 + (ring(inputs) if spatial_filter else 0)
+    if spatial_filter and widths is None and hindcast_origins(inputs):
         depth = max(depth, CHOICE_RADIUS)
     d = da.asarray(displacement)
     if inputs == "paper":
