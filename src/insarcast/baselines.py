@@ -305,7 +305,8 @@ def _fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, histor
     scores = changes = None
     if hindcast:
         scores, changes = _hindcast_curves(past, years, horizon, history, bs, hind_coefs)
-        scores, changes = scores.reshape(-1, *shape), changes.reshape(len(bs), len(CURVES), *shape)
+        # float32: 24 values per pixel, read only by the spatial filter's choice of width (float32 itself)
+        scores, changes = scores.reshape(-1, *shape), changes.astype(np.float32).reshape(len(bs), len(CURVES), *shape)
     return Fits(linear.reshape(-1, *shape), long.reshape(-1, *shape), local.reshape(-1, *shape),
                 quadratic.reshape(-1, *shape), _rms(window, linear).reshape(shape), _rms(window, long).reshape(shape),
                 _rms(window, local).reshape(shape), _rms(window, quadratic).reshape(shape), noise.reshape(shape),
