@@ -18,8 +18,9 @@ the anchors of the training period (every 5th epoch from 30 % to 80 % of the cub
 
 Both are scored on the test origins of ``bench/skill.py`` (6 in the last 10 % of the epochs)
 against the true change at F and against the observed change less the anchor's departure
-``d(a+F) - d(a) - (R(a) - d(a))``, each map through the products' spatial filter, beside the
-filtered reference. A linear model is a lower bound on what a network could fit, but with about 1.5 million
+``d(a+F) - d(a) - (R(a) - d(a))``, each map through the 3 x 3 binomial kernel (the products' spatial
+filter when the README's figures were measured; the products now choose a width per pixel), beside
+the filtered reference. A linear model is a lower bound on what a network could fit, but with about 1.5 million
 pixel-anchors per scenario the ridge is not short of data: where the oracle gains and the observed
 fit does not, what the inputs could teach is not in the targets training has.
 
