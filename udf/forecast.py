@@ -124,7 +124,10 @@ def forecast_products(cube: xr.DataArray | xr.Dataset, predict: Callable[[np.nda
     when given, else computed exactly over the region. ``materialise`` (Dask input only) receives
     the lazy member forecasts ``(K, F, y, x)`` and returns them computed and stored (for example
     written to a scratch Zarr store and read back), so that the ensemble runs once although the
-    thresholds need a pass over the whole region before the products.
+    thresholds need a pass over the whole region before the products; with inputs other than the
+    paper's it is called first, once more, with the reference's fit ``(2F + 1, y, x)``
+    (:func:`insarcast.udf.inputs.reference_fit`), which the members' filter widths and the products'
+    error scale both read, so that it too is computed once.
 
     ``overlap``: cells shared by neighbouring tiles (default
     :func:`insarcast.udf.tiling.default_overlap`, P / 4). Tiles lie on the grid's global tiling
@@ -235,6 +238,8 @@ def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizo
         fitted = da.map_overlap(_reference_fit, series, depth={0: 0, 1: CHOICE_RADIUS, 2: CHOICE_RADIUS},
                                 boundary=np.nan, epochs=epochs, years=settings["years"], history=settings["history"],
                                 horizon=steps, inputs=settings["inputs"], dtype=np.float32)[:layers]
+        if materialise is not None:
+            fitted = materialise(fitted)
         if settings["spatial_filter"]:
             widths = fitted[2 * steps]
     fc = forecast_dask(last, valid_data, widths=widths, **settings)

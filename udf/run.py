@@ -1,12 +1,13 @@
 """`insarcast forecast`: an ensemble over a Zarr cube on dask.distributed, products to Zarr.
 
 The cube is read lazily in spatial chunks (time whole); each Dask task runs the ensemble on its chunk
-plus a halo of P - 1 cells, P with the spatial filter (so the products do not depend on the chunking), in worker processes that
-each load the ensemble once and keep its ONNX Runtime sessions. The class thresholds are exact over
-the whole region: a first pass runs the ensemble, writes the member forecasts to a scratch Zarr store
-beside the output and computes the thresholds; the second derives the products from the stored
-forecasts, so the ensemble runs once (with ``thresholds`` given, there is one pass and no scratch
-store). The Zarr store appears whole or not at all; the scratch store is removed in every case.
+plus a halo of P - 1 cells, P - 1 + ``spatial.RADIUS`` with the spatial filter (so the products do not
+depend on the chunking), in worker processes that each load the ensemble once and keep its ONNX Runtime
+sessions. The class thresholds are exact over the whole region: a first pass fits the reference
+(inputs other than the paper's) and runs the ensemble, writes the fit and the member forecasts to a
+scratch folder of Zarr stores beside the output and computes the thresholds; the second derives the
+products from the stored arrays, so the ensemble and the fits run once (with ``thresholds`` given,
+there is one pass and no scratch store). The Zarr store appears whole or not at all; the scratch store is removed in every case.
 """
 
 from __future__ import annotations
@@ -219,11 +220,15 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
                 show(future)
         return future.result()
 
+    stored_arrays = []
+
     def materialise(fc):
         import dask.array as da
 
-        run(da.to_zarr(fc, str(scratch), compute=False))
-        stored = da.from_zarr(str(scratch))
+        path = scratch / str(len(stored_arrays))        # one store per array (the reference's fit, the members)
+        run(da.to_zarr(fc, str(path), compute=False))
+        stored = da.from_zarr(str(path))
+        stored_arrays.append(path)
         # zarr reads the store back as dtype('<f4'), its byte order spelt out, which dask's astype takes for
         # float32 already (equal dtypes), so xarray's own conversion to the native order does nothing and
         # netCDF4 warned "endian-ness of dtype and endian kwarg do not match" on every `--format netcdf`:
