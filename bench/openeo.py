@@ -1,6 +1,6 @@
 """One openEO UDF call on a backend-sized tile: wall time and peak memory; the Rhineland's call count.
 
-    python bench/openeo.py --ensemble ENSEMBLE_DIR [--tile 256] [--halo P] [--epochs T] [--threads 1]
+    python bench/openeo.py --ensemble ENSEMBLE_DIR [--tile 256] [--halo H] [--epochs T] [--threads 1]
                            [--region 2000x1000] [--out bench/results/openeo.json]
     python bench/openeo.py --stand-in [...]      # no exported ensemble at hand: 10 linear ONNX members at
                                                  # the demo's shapes (T 12, F 6, P 32); model cost ~ none
@@ -50,7 +50,8 @@ print(json.dumps({"wall_s": wall, "peak_mib": (after - before) / 1024, "rss_mib"
 
 def stand_in(folder: Path, members: int) -> Path:
     """10 linear members at the demo's shapes, written with the tests' helper."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(root), str(root / "tests")]          # the test module imports its conftest by name
     import tests.test_udf_ensemble_forecast as fixture
 
     fixture.T, fixture.F, fixture.P = 12, 6, 32
@@ -58,12 +59,14 @@ def stand_in(folder: Path, members: int) -> Path:
 
 
 def main() -> None:
+    from insarcast.udf.spatial import halo as spatial_halo
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ensemble", type=Path)
     parser.add_argument("--stand-in", action="store_true")
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--tile", type=int, default=256)
-    parser.add_argument("--halo", type=int)
+    parser.add_argument("--halo", type=int, help="cells of context (default: the graph's, spatial.halo(P))")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--region", default="2000x1000")
@@ -76,7 +79,7 @@ def main() -> None:
         if ensemble is None:
             parser.error("give --ensemble DIR or --stand-in")
         manifest = json.loads((Path(ensemble) / "ensemble.json").read_text())
-        halo = manifest["patch"] if args.halo is None else args.halo
+        halo = spatial_halo(manifest["patch"]) if args.halo is None else args.halo       # the graph's default
         thresholds = {"q85": 1.0, "q95": 2.0, "q99": 3.0, "std_tercile_1": 0.1, "std_tercile_2": 0.2}
         spec = {"cells": args.tile + 2 * halo, "epochs": args.epochs or manifest["history"],
                 "spacing": manifest["grid"]["spacing"], "epoch_days": manifest["epoch_days"],

@@ -33,12 +33,13 @@ from .openeo_graph import check_bbox, process_graph
 
 ARCHIVE = "insarcast-udf.zip"
 ARCHIVE_FOLDER = "insarcast-udf"
-# peak resident memory (MiB) of the Python process of one UDF call on a 256 x 256 tile plus a 32-cell halo,
-# 12 epochs, 10 members, interpreter and imports included: 431 MiB measured by `bench/openeo.py --stand-in`
-# on the development machine (2026-12-03), whose members are linear ONNX graphs at the demo's shapes, so
+# peak resident memory (MiB) of the Python process of one UDF call on a 256 x 256 tile plus the graph's
+# default halo (37 cells for P = 32, spatial.halo), 12 epochs, 10 members, interpreter and imports included:
+# 461 MiB measured by `bench/openeo.py --stand-in` on the development machine (2026-12-05; 431 MiB with the
+# 32-cell halo of 2026-12-03), whose members are linear ONNX graphs at the demo's shapes, so
 # a trained ResNet-Transformer's session memory is not in it (job_options adds the members' file size and
 # a 1.5 x margin; rerun the bench with --ensemble for a real ensemble's figure)
-UDF_PEAK_MIB = 431
+UDF_PEAK_MIB = 461
 # --tile bounds: GeoPySpark's apply_neighborhood refuses UDF windows under 32 cells ("window sizes smaller
 # then 32 are not yet supported for UDFs"), and a tile under the ensemble's patch P cannot hold one model
 # tile; UDF_PEAK_MIB (and so job_options' python-memory) is measured on a 256-cell tile, so a larger tile
