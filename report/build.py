@@ -251,6 +251,11 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
                          km2=maps.km2)
         if note:
             inputs.notes.append(note)
+        if str(prod.attrs.get("spatial_filter", "none")) != "none":
+            inputs.notes.append(width_note(np.asarray(inputs.ds["displacement"].transpose("t", "y", "x").values,
+                                                      np.float32), bl.decimal_years(inputs.ds["t"].values),
+                                           history=hind.history, horizon=hind.steps,
+                                           inputs=str(prod.attrs["inputs"])))
     zone_tab = _zone_table(inputs, hind, maps=maps, zones=zones, bands=bands)
     key_tab = tables.key_numbers(_key_entries(prod, layers, hind, res, cal, horizon=horizon, km2=maps.km2)
                                  + _skill_entries(scores))
@@ -861,6 +866,22 @@ def step_note(d: np.ndarray, years: np.ndarray, *, history: int, horizon: int, k
             f"{np.median(found):.1f}), and the reference forecast there is fitted without the jump "
             "(insarcast.baselines.with_steps): a sudden movement of the ground, or an unwrapping error or a change "
             "of the points behind the cell, worth checking in the EGMS points")
+
+
+def width_note(d: np.ndarray, years: np.ndarray, *, history: int, horizon: int, inputs: str) -> str:
+    """The spatial filter's widths at the last epoch of ``d (t, y, x)`` (the products' anchor), chosen by
+    hindcast (:func:`insarcast.udf.inputs.filter_widths`): the share of the valid pixels at each."""
+    from insarcast.udf.inputs import filter_widths
+    from insarcast.udf.spatial import WIDTHS
+
+    finite = np.isfinite(d).all(axis=0)
+    widths = filter_widths(d, years, history=history, horizon=horizon, inputs=inputs)[finite]
+    shares = np.bincount(widths, minlength=len(WIDTHS)) / max(widths.size, 1)
+    names = ["the 3 x 3 binomial kernel" if w == "binomial" else f"a Gaussian of sigma {w:g} cells" for w in WIDTHS]
+    return ("the spatial filter's width, chosen at each pixel by the hindcast of its 31 x 31-cell neighbourhood "
+            "(insarcast.udf.spatial; wide where the forecast's noise dominates, narrow where the ground varies "
+            "faster): " + ", ".join(f"{name} on {100 * share:.0f} %" for name, share in zip(names, shares))
+            + " of the valid pixels")
 
 
 def _provenance_section(inputs: dict, notes: list[str]) -> Section:
