@@ -246,16 +246,13 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
     res = _residuals(inputs, hind, horizon=horizon, maps=maps, say=say)
     cal = _calibration(inputs.ds, hind, horizon=horizon)
     if hindcast_origins(str(prod.attrs.get("inputs", "paper"))):
-        note = step_note(np.asarray(inputs.ds["displacement"].transpose("t", "y", "x").values, np.float32),
-                         bl.decimal_years(inputs.ds["t"].values), history=hind.history, horizon=hind.steps,
-                         km2=maps.km2)
+        d = np.asarray(inputs.ds["displacement"].transpose("t", "y", "x").values, np.float32)
+        ref = final_reference(d, bl.decimal_years(inputs.ds["t"].values), history=hind.history, horizon=hind.steps)
+        note = step_note(ref, d, history=hind.history, km2=maps.km2)
         if note:
             inputs.notes.append(note)
         if str(prod.attrs.get("spatial_filter", "none")) != "none":
-            inputs.notes.append(width_note(np.asarray(inputs.ds["displacement"].transpose("t", "y", "x").values,
-                                                      np.float32), bl.decimal_years(inputs.ds["t"].values),
-                                           history=hind.history, horizon=hind.steps,
-                                           inputs=str(prod.attrs["inputs"])))
+            inputs.notes.append(width_note(ref, d, history=hind.history, horizon=hind.steps))
     zone_tab = _zone_table(inputs, hind, maps=maps, zones=zones, bands=bands)
     key_tab = tables.key_numbers(_key_entries(prod, layers, hind, res, cal, horizon=horizon, km2=maps.km2)
                                  + _skill_entries(scores))
@@ -701,8 +698,8 @@ def _worth_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str], v
             "adaptive baseline (per pixel, a parabola where its errors at "
             f"{bl.HINDCAST_ORIGINS} past origins are below 1/{bl.QUADRATIC_MARGIN:g} of every other curve's, else "
             "the smoothest of the window's line, a local line and the long fit whose errors there are within "
-            f"{bl.HINDCAST_MARGIN:g} x the best) and that baseline through the products' spatial filter (a width per pixel chosen by hindcast) "
-            "(adaptive_filtered): where the ensemble equals it, its networks add nothing. "
+            f"{bl.HINDCAST_MARGIN:g} x the best) and that baseline through the products' spatial filter "
+            "(a width per pixel chosen by hindcast; adaptive_filtered): where the ensemble equals it, its networks add nothing. "
             "Against the observations the noise of two epochs dominates every score; against the noise-free "
             "truth (synthetic scenarios) the score is the ground's own motion. dm_p: Diebold-Mariano test of "
             "the model against that method (Harvey-Leybourne-Newbold correction).")
@@ -853,11 +850,17 @@ def _tiers_section(t: dict[str, pd.DataFrame], fig: Callable[[str, str], str]) -
     return tiers
 
 
-def step_note(d: np.ndarray, years: np.ndarray, *, history: int, horizon: int, km2: float) -> str | None:
-    """What :func:`insarcast.baselines.with_steps` removed from the reference at the last epoch of ``d (t, y,
-    x)`` (the cube's: the products' anchor): a sentence naming the pixels whose recent series jumps, or None."""
+def final_reference(d: np.ndarray, years: np.ndarray, *, history: int, horizon: int) -> bl.Fits:
+    """The reference's fits at the last epoch of ``d (t, y, x)`` (the cube's: the products' anchor), with
+    hindcast errors, as the products fitted it: what :func:`step_note` and :func:`width_note` read."""
+    return bl.fits(d, years, d.shape[0] - 1, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS, reference=True)
+
+
+def step_note(ref: bl.Fits, d: np.ndarray, *, history: int, km2: float) -> str | None:
+    """What :func:`insarcast.baselines.with_steps` removed from the reference ``ref`` (:func:`final_reference`
+    of ``d (t, y, x)``): a sentence naming the pixels whose recent series jumps, or None."""
     anchor = d.shape[0] - 1
-    step = bl.fits(d, years, anchor, horizon, history=history, hindcast=bl.HINDCAST_ORIGINS, reference=True).step
+    step = ref.step
     found = np.abs(step[np.isfinite(step) & (step != 0)])
     if found.size == 0:
         return None
@@ -868,14 +871,15 @@ def step_note(d: np.ndarray, years: np.ndarray, *, history: int, horizon: int, k
             "of the points behind the cell, worth checking in the EGMS points")
 
 
-def width_note(d: np.ndarray, years: np.ndarray, *, history: int, horizon: int, inputs: str) -> str:
+def width_note(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int) -> str:
     """The spatial filter's widths at the last epoch of ``d (t, y, x)`` (the products' anchor), chosen by
-    hindcast (:func:`insarcast.udf.inputs.filter_widths`): the share of the valid pixels at each."""
-    from insarcast.udf.inputs import filter_widths
+    hindcast (:func:`insarcast.udf.inputs.hindcast_widths` of the reference ``ref``, :func:`final_reference`):
+    the share of the valid pixels at each."""
+    from insarcast.udf.inputs import hindcast_widths
     from insarcast.udf.spatial import WIDTHS
 
     finite = np.isfinite(d).all(axis=0)
-    widths = filter_widths(d, years, history=history, horizon=horizon, inputs=inputs)[finite]
+    widths = hindcast_widths(ref, d, d.shape[0] - 1, horizon=horizon, history=history, valid=finite)[finite]
     shares = np.bincount(widths, minlength=len(WIDTHS)) / max(widths.size, 1)
     names = ["the 3 x 3 binomial kernel" if w == "binomial" else f"a Gaussian of sigma {w:g} cells" for w in WIDTHS]
     return ("the spatial filter's width, chosen at each pixel by the hindcast of its 31 x 31-cell neighbourhood "

@@ -322,14 +322,17 @@ def test_smooth_motion_is_not_fitted_as_a_step(kind):
 
 
 def test_the_report_names_the_pixels_whose_series_jumps():
-    from insarcast.report.build import step_note
+    from insarcast.report.build import final_reference, step_note
+
+    def note_of(d):
+        return step_note(final_reference(d, YEARS[: ANCHOR + 1], history=T, horizon=F), d, history=T, km2=0.01)
 
     d = _stepped(pixels=400).reshape(len(YEARS), 20, 20)[: ANCHOR + 1]      # 200 pixels jump by -15 mm
-    note = step_note(d.astype(np.float32), YEARS[: ANCHOR + 1], history=T, horizon=F, km2=0.01)
+    note = note_of(d.astype(np.float32))
     count = int(note.split()[1])
     assert 180 <= count <= 200 and f"({count * 0.01:.2f} km²)" in note and "within its last 48 epochs" in note
-    assert step_note(-20.0 * np.broadcast_to(YEARS[: ANCHOR + 1, None, None], (ANCHOR + 1, 4, 4)).astype(np.float32),
-                     YEARS[: ANCHOR + 1], history=T, horizon=F, km2=0.01) is None
+    still = -20.0 * np.broadcast_to(YEARS[: ANCHOR + 1, None, None], (ANCHOR + 1, 4, 4))
+    assert note_of(still.astype(np.float32)) is None
 
 
 def test_the_reference_drops_an_annual_sinusoid_its_data_cannot_tell_from_noise():

@@ -163,10 +163,11 @@ def test_dask_with_chunks_smaller_than_the_patch_equals_numpy_and_records_the_fi
 def test_the_report_says_how_wide_the_filter_was_where():
     """On still ground seen through noise the hindcast takes the widest kernel nearly everywhere, and the
     report's note says so in shares that add up to the valid pixels."""
-    from insarcast.report.build import width_note
+    from insarcast.report.build import final_reference, width_note
 
     d, valid, years, _ = _noisy_trend(ny=40, nx=41)
-    note = width_note(np.where(valid, d, np.nan), years, history=T, horizon=F, inputs="residual-hindcast")
+    d = np.where(valid, d, np.nan)
+    note = width_note(final_reference(d, years, history=T, horizon=F), d, history=T, horizon=F)
     shares = [int(x) for x in re.findall(r"on (\d+) %", note)]
     assert len(shares) == len(WIDTHS) and 98 <= sum(shares) <= 102
     assert "a Gaussian of sigma 3 cells on" in note and shares[-1] > 90

@@ -7,11 +7,13 @@ sessions. The class thresholds are exact over the whole region: a first pass fit
 (inputs other than the paper's) and runs the ensemble, writes the fit and the member forecasts to a
 scratch folder of Zarr stores beside the output and computes the thresholds; the second derives the
 products from the stored arrays, so the ensemble and the fits run once (with ``thresholds`` given,
-there is one pass and no scratch store). The Zarr store appears whole or not at all; the scratch store is removed in every case.
+there is one pass and no scratch store). The Zarr store appears whole or not at all; the scratch store is
+removed in every case.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -220,15 +222,14 @@ def forecast_cube(cube: str | os.PathLike, ensemble: str | os.PathLike, out: str
                 show(future)
         return future.result()
 
-    stored_arrays = []
+    stores = itertools.count()
 
     def materialise(fc):
         import dask.array as da
 
-        path = scratch / str(len(stored_arrays))        # one store per array (the reference's fit, the members)
+        path = scratch / str(next(stores))        # one store per array (the reference's fit, the members)
         run(da.to_zarr(fc, str(path), compute=False))
         stored = da.from_zarr(str(path))
-        stored_arrays.append(path)
         # zarr reads the store back as dtype('<f4'), its byte order spelt out, which dask's astype takes for
         # float32 already (equal dtypes), so xarray's own conversion to the native order does nothing and
         # netCDF4 warned "endian-ness of dtype and endian kwarg do not match" on every `--format netcdf`:

@@ -54,12 +54,18 @@ FILTER_NAME = ("hindcast-chosen width: per pixel, of the binomial 3x3 kernel and
 
 def binomial_filter(a: np.ndarray) -> np.ndarray:
     """``a (..., y, x)`` filtered over its last two axes (module docstring); NaN stays NaN; float32."""
+    return _over_valid(a, _smooth)
+
+
+def _over_valid(a: np.ndarray, smooth) -> np.ndarray:
+    """``a (..., y, x)`` through the linear filter ``smooth`` (zero beyond the edges), renormalised over the
+    valid cells: ``smooth(a, 0 where NaN) / smooth(valid)``; NaN stays NaN; float32."""
     a = np.asarray(a, np.float32)
     ok = np.isfinite(a)
     flat = ok.reshape(-1, *ok.shape[-2:])
     # the members and steps of a forecast share one mask (the valid pixels): its weights once
     mask = flat[0] if (flat == flat[:1]).all() else ok
-    num, den = _smooth(np.where(ok, a, np.float32(0))), _smooth(mask.astype(np.float32))
+    num, den = smooth(np.where(ok, a, np.float32(0))), smooth(mask.astype(np.float32))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ok, num / den, np.float32(np.nan)).astype(np.float32)
 
@@ -79,16 +85,10 @@ def _smooth(a: np.ndarray) -> np.ndarray:
 def gaussian_filter(a: np.ndarray, sigma: float) -> np.ndarray:
     """``a (..., y, x)`` filtered with a Gaussian of ``sigma`` cells truncated at ``2 sigma``, renormalised
     over the valid cells like :func:`binomial_filter` (numpy only); NaN stays NaN; float32."""
-    a = np.asarray(a, np.float32)
-    ok = np.isfinite(a)
-    flat = ok.reshape(-1, *ok.shape[-2:])
-    mask = flat[0] if (flat == flat[:1]).all() else ok       # one mask for every map, as the binomial filter
     r = int(np.ceil(2 * sigma))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     k = (k / k.sum()).astype(np.float32)
-    num, den = _separable(np.where(ok, a, np.float32(0)), k), _separable(mask.astype(np.float32), k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, num / den, np.float32(np.nan)).astype(np.float32)
+    return _over_valid(a, lambda x: _separable(x, k))
 
 
 def _separable(a: np.ndarray, k: np.ndarray) -> np.ndarray:

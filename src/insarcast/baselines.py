@@ -447,14 +447,19 @@ def _quadratic(past: np.ndarray, years: np.ndarray, origin: int, t_out: np.ndarr
     """The parabola through the last :data:`QUADRATIC_SPAN` x T epochs up to ``origin`` of ``past (t, n)``,
     less the long fit's annual cycle (coefficients ``season``, none without ``annual``), at ``t_out``."""
     t0 = years[origin]
+    cycle = _design(t_out, t0, seasonal=True)[:, 2:] @ season if annual else 0.0
+    return _design(t_out, t0, quadratic=True) @ _quadratic_coefficients(past, years, origin, season, annual,
+                                                                        history) + cycle
+
+
+def _quadratic_coefficients(past: np.ndarray, years: np.ndarray, origin: int, season: np.ndarray, annual: bool,
+                            history: int) -> np.ndarray:
+    """The coefficients (times from ``years[origin]``) of :func:`_quadratic`'s parabola."""
+    t0 = years[origin]
     n = _quadratic_span(history, origin)
     t_fit = years[origin - n + 1: origin + 1]
-
-    def cycle(t: np.ndarray) -> np.ndarray:
-        return _design(t, t0, seasonal=True)[:, 2:] @ season if annual else 0.0
-
-    coef = np.linalg.pinv(_design(t_fit, t0, quadratic=True)) @ (past[origin - n + 1: origin + 1] - cycle(t_fit))
-    return _design(t_out, t0, quadratic=True) @ coef + cycle(t_out)
+    cycle = _design(t_fit, t0, seasonal=True)[:, 2:] @ season if annual else 0.0
+    return np.linalg.pinv(_design(t_fit, t0, quadratic=True)) @ (past[origin - n + 1: origin + 1] - cycle)
 
 
 def _curve_coefficients(past: np.ndarray, years: np.ndarray, origin: int, history: int,
@@ -467,12 +472,10 @@ def _curve_coefficients(past: np.ndarray, years: np.ndarray, origin: int, histor
     n_local = min(2 * history, origin + 1)
     t_local = years[origin - n_local + 1: origin + 1]
     season_local = _design(t_local, t0, seasonal=annual)[:, 2:] @ coef[2:]
-    linear = np.linalg.pinv(_design(years[origin - history + 1: origin + 1], t0)) @ past[origin - history + 1: origin + 1]
+    window = slice(origin - history + 1, origin + 1)
+    linear = np.linalg.pinv(_design(years[window], t0)) @ past[window]
     local = np.linalg.pinv(_design(t_local, t0)) @ (past[origin - n_local + 1: origin + 1] - season_local)
-    n = _quadratic_span(history, origin)
-    t_fit = years[origin - n + 1: origin + 1]
-    cycle = _design(t_fit, t0, seasonal=True)[:, 2:] @ coef[2:] if annual else 0.0
-    quadratic = np.linalg.pinv(_design(t_fit, t0, quadratic=True)) @ (past[origin - n + 1: origin + 1] - cycle)
+    quadratic = _quadratic_coefficients(past, years, origin, coef[2:], annual, history)
     return [linear, local, coef, quadratic], annual
 
 
@@ -541,6 +544,7 @@ def _hindcast_curves(past: np.ndarray, years: np.ndarray, horizon: int, history:
         curves, annual = _curve_coefficients(past, years, b, history, coef)
         out = _curve_values(curves, annual, years[b], years[b + 1: b + horizon + 1])
         total += np.mean((out - past[b + 1: b + horizon + 1]) ** 2, axis=1)
+        # R(b) from its own product: the errors above stay those of the F-row products, to the bit
         changes[i] = out[:, -1] - _curve_values(curves, annual, years[b], years[b: b + 1])[:, 0]
     return total / len(bs), changes
 
