@@ -2,6 +2,7 @@
 linear map, the ``residual-corrected`` reference equal to the ``residual-hindcast`` one plus the
 correction of the same window, refusals naming the field, and the shipped files."""
 
+import dataclasses
 import json
 import warnings
 
@@ -418,3 +419,30 @@ def test_the_wide_family_draws_short_records_quiet_and_loud_ground_and_turned_fa
     assert np.ptp(strikes) > 90                                            # the preset's one strike is 135
     assert {f.hanging_wall for c in family for f in c.faults} == {"left", "right"}
     assert all(b.start >= c.start for c in family for b in c.rebound)     # no bowl before its record
+
+
+def test_the_scenario_family_draws_fronts_that_travel_at_the_speed_and_depth_it_says():
+    """bench/outside.py's tunnel showed a correction that had never seen a fast front: it did not see it
+    coming. The family with fronts (measured, not shipped) draws narrow panels whose face crosses the region at 1.5 to 5 km/yr; a cell on
+    a panel's centre line, far from its start, settles half-way ln 2 / c after the face passes it
+    (Knothe's time function) and ends 15 to 120 mm down. The rest of the family is drawn as without them."""
+    from insarcast.synth.physics import mine_displacement
+    from insarcast.training.correction import scenario_family
+
+    family = scenario_family(20, fronts=True)
+    panels = [(c, m) for c in family for m in c.mines if m.name.startswith("panel")]
+    assert 10 <= len(panels) <= 40 and sum(not any(m.name.startswith("panel") for m in c.mines) for c in family) >= 2
+    assert all(1500 <= m.advance_rate <= 5000 and 100 <= m.width <= 350 for _, m in panels)
+    without = scenario_family(20, fronts=False)
+    assert [dataclasses.replace(c, mines=c.mines[:len(w.mines)]) for c, w in zip(family, without)] == list(without)
+    for config, m in [p for p in panels if p[1].stop is None][:4]:
+        u0 = 4 * m.influence_radius + 500.0                     # along the panel, past the start's edge effect
+        passes = u0 / m.advance_rate                            # years after the start
+        a = np.radians(m.azimuth)
+        x, y = m.x + u0 * np.sin(a), m.y + u0 * np.cos(a)
+        t = passes + np.array([-5 * m.influence_radius / m.advance_rate, np.log(2) / m.time_coefficient, 3.0])
+        u = mine_displacement(m, np.array([x]), np.array([y]), np.r_[0.0, t], start=config.start)[0, 1:]
+        assert abs(u[0]) < 0.01 * abs(u[2])                     # still ahead of the face
+        assert -120.5 <= u[2] <= -14.5                          # settled by the drawn depth
+        # half-way ln 2 / c after the face: the trough behind the face lifts it a little earlier
+        assert 0.4 < u[1] / u[2] < 0.65, (u, m)
