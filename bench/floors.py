@@ -1,6 +1,7 @@
 """Where the reference's error lies on the other simulator's ground, and what bounds it.
 
     python bench/floors.py [--seeds 404,808] [--origins 6] [--data DIR]
+    python bench/floors.py --scenarios quiet,demo [--origins 6]
 
 On ``bench/outside.py``'s ground the ensemble is not much better than trend + annual on some seeds
 (README, "Forecast skill"). This splits the error of the filtered adaptive reference at the horizon F
@@ -19,6 +20,12 @@ The cells are labelled by the physics that moves them most (the tunnel's strip f
 landslide, the three bowls, the dome, and the rest), and the tunnel's cells also by where the face is
 at each origin: ahead by more than the horizon, reaching them within it, passed within the settling's
 time constant tau, within 3 tau, or earlier.
+
+``--scenarios`` takes ``bench/skill.py``'s scenarios instead (this project's simulator) and scores, as
+the skill table does (every step 1..F, overall and in the zones), the ``gridded truth`` floor beside the
+three simple baselines: the ratio a forecast that knew the cube's noise-free ground exactly would
+reach against the best of them. On quiet ground the gridding's smoothing of the troughs is most of
+the error left (README, "Forecast skill").
 
 "Filtered" here is the 3 x 3 binomial kernel, as the products had it when the README's figures were
 measured; the products now choose a width per pixel by hindcast (:mod:`insarcast.udf.spatial`), which
@@ -147,6 +154,61 @@ def floors_on(seed: int, *, data: Path, origins: int) -> dict:
     return out
 
 
+def gridding_floor_on(name: str, *, data: Path, origins: int) -> dict:
+    """The gridded noise-free truth's own change against the truth at the cell centres, and the simple
+    baselines, at every step 1..F over the skill origins of ``bench/skill.py``'s scenario ``name``."""
+    import dataclasses
+
+    import xarray as xr
+    from skill import scenario_config, scenario_cube
+
+    from insarcast import baselines as bl
+    from insarcast.cube import open_cube
+    from insarcast.egms import read_egms
+    from insarcast.grid import grid_points
+    from insarcast.report import skill
+    from insarcast.synth.physics import truth_displacement
+
+    cube_path, folder = scenario_cube(name, data)
+    out = folder / "noise-free.zarr"
+    if not out.exists():
+        points = read_egms(sorted(folder.glob("*.csv")))
+        true = truth_displacement(scenario_config(name), points.easting, points.northing)
+        grid_points(dataclasses.replace(points, values=np.where(np.isfinite(points.values), true, np.nan)
+                                        .astype(np.float32)), out)
+    cube = open_cube(cube_path).load()
+    d = cube["displacement"].transpose("t", "y", "x").values.astype(np.float32)
+    gridded = open_cube(out)["displacement"].load().transpose("t", "y", "x").values
+    truth = xr.open_zarr(folder / "truth.zarr")["displacement"].transpose("t", "y", "x").values
+    valid = cube["valid"].values.astype(bool) & np.isfinite(d).all(0) & np.isfinite(gridded).all(0)
+    zones = skill.zone_mask(folder / "zones.geojson", cube)
+    years = bl.decimal_years(cube["t"].values)
+    nt = d.shape[0]
+    sq: dict[str, list] = {k: [] for k in ("gridded truth", "persistence", "linear", "trend_annual")}
+    for a in skill.origins(nt, history=T, horizon=F, start=int(round(0.9 * nt)), count=origins):
+        true = truth[a + 1: a + F + 1] - truth[a]
+        maps = {"gridded truth": gridded[a + 1: a + F + 1] - gridded[a],
+                **bl.forecasts(("persistence", "linear", "trend_annual"), d, years, a, F, history=T)}
+        for k, m in maps.items():
+            sq[k].append((m - true)[:, valid])
+    zone = zones[valid] if zones is not None else np.zeros(int(valid.sum()), bool)
+    result = {"scenario": name}
+    for region, keep in (("overall", slice(None)), ("zones", zone)):
+        rmse = {k: float(np.sqrt(np.mean(np.stack(v)[..., keep] ** 2))) for k, v in sq.items()}
+        best = min(("persistence", "linear", "trend_annual"), key=rmse.get)
+        result[region] = {**rmse, "best": best, "ratio": rmse["gridded truth"] / rmse[best]}
+    return result
+
+
+def print_gridding_floor(r: dict) -> None:
+    print(f"\n== {r['scenario']} (RMSE of the change at steps 1..F against the truth at the cell centres, mm)")
+    for region in ("overall", "zones"):
+        v = r[region]
+        print(f"  {region:8s} gridded truth {v['gridded truth']:.3f}  persistence {v['persistence']:.3f}  linear "
+              f"{v['linear']:.3f}  trend_annual {v['trend_annual']:.3f}  -> the best ratio a forecast of the "
+              f"cube can reach: {v['ratio']:.2f} of {v['best']}")
+
+
 def print_floors(r: dict) -> None:
     names = r["physics"]
     print(f"\n== outside-{r['seed']} ({r['cells']} cells; RMSE of the change at F against the truth, mm)")
@@ -164,6 +226,7 @@ def print_floors(r: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="404,808")
+    parser.add_argument("--scenarios", default=None, help="bench/skill.py scenarios: the gridding's floor")
     parser.add_argument("--origins", type=int, default=6)
     parser.add_argument("--data", type=Path, default=HERE / "results" / "data")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "floors.json")
@@ -171,6 +234,12 @@ def main(argv=None) -> int:
     from common import write_json
 
     results = []
+    if args.scenarios:
+        for name in args.scenarios.split(","):
+            results.append(gridding_floor_on(name, data=args.data, origins=args.origins))
+            print_gridding_floor(results[-1])
+        write_json(args.out.with_name("gridding-floor.json"), {"results": results})
+        return 0
     for seed in (int(s) for s in args.seeds.split(",")):
         results.append(floors_on(seed, data=args.data, origins=args.origins))
         print_floors(results[-1])
