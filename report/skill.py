@@ -179,8 +179,10 @@ class SkillScores:
         targets = [t for t in ("truth", "observed") if (t, "overall") in self.count]
         return pd.concat([self.horizon_table(t).assign(target=t) for t in targets], ignore_index=True)
 
-    def verdict(self) -> list[str]:
-        """Plain sentences: where the ensemble beats the best simple baseline and the adaptive one."""
+    def verdict(self, *, alpha: float = 0.05) -> list[str]:
+        """Plain sentences: where the ensemble beats the best simple baseline and the adaptive one. A
+        difference counts only where the Diebold-Mariano test finds it at level ``alpha``; otherwise the
+        sentence says the two are level, whichever RMSE is the smaller."""
         table = self.table()
         lines = []
         for (target, region), part in table.groupby(["target", "region"], sort=False):
@@ -190,18 +192,26 @@ class SkillScores:
             best = min(simple, key=simple.get)
             where = {"overall": "over the whole region", "zones": "inside the zones",
                      "moving": "where the ground truly moves"}[region]
-            verb = "beats" if model < simple[best] else "does not beat"
-            line = (f"Against the {target}, {where}: the ensemble median ({model:.2f} mm) {verb} the best simple "
-                    f"baseline, {best} ({simple[best]:.2f} mm; ratio {model / simple[best]:.2f}, "
-                    f"Diebold-Mariano p = {rows.loc[best, 'dm_p']:.3f})")
+            p = rows.loc[best, "dm_p"]
+            line = (f"Against the {target}, {where}: the ensemble median ({model:.3f} mm) "
+                    f"{_compared(model, simple[best], p, alpha, 'beats', 'is worse than', 'is level with')} the "
+                    f"best simple baseline, {best} ({simple[best]:.3f} mm; ratio {model / simple[best]:.2f}, "
+                    f"Diebold-Mariano p = {p:.3f})")
             for name, what in (("adaptive", "the adaptive baseline"),
                                ("adaptive_filtered", "that baseline through the spatial filter")):
                 if name in rows.index:
-                    ad = rows.loc[name, "rmse_mm"]
-                    gain = "improves on" if model < ad else "does not improve on"
-                    line += f"; it {gain} {what} ({ad:.2f} mm, p = {rows.loc[name, 'dm_p']:.3f})"
-            lines.append(line + ".")
+                    ad, p = rows.loc[name, "rmse_mm"], rows.loc[name, "dm_p"]
+                    verb = _compared(model, ad, p, alpha, "improves on", "is worse than", "is level with")
+                    line += f"; it {verb} {what} ({ad:.3f} mm, p = {p:.3f})"
+            lines.append(line + f" (a difference counts where p < {alpha:g}).")
         return lines
+
+
+def _compared(model: float, other: float, p: float, alpha: float, better: str, worse: str, level: str) -> str:
+    """The verb for the model's RMSE against another's: ``level`` unless the test finds the difference."""
+    if not (p < alpha) or model == other:
+        return level
+    return better if model < other else worse
 
 
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, *, lag: int = 1) -> tuple[float, float]:

@@ -436,3 +436,30 @@ def test_what_the_members_add_to_the_reference_widens_the_forecast_scale_by_its_
     ok = np.isfinite(scales[0])
     assert ok.sum() > 100 and np.nanmin(scales[0]) > 0
     np.testing.assert_allclose(scales[1][ok], np.sqrt(scales[0][ok] ** 2 + 0.5 ** 2), rtol=1e-5)
+
+
+def test_the_verdict_calls_a_difference_only_where_the_test_finds_it():
+    """The report's sentences: a forecast 0.5 mm better at every origin beats that baseline; one that
+    wins some origins and loses others is level with it, even where its RMSE is lower; one worse at
+    every origin is worse. The old sentences read the RMSE alone ("beats" for 3.63 against 3.63 mm)."""
+    from insarcast.report.skill import SkillScores
+
+    model = np.array([1.0, 1.1, 0.9, 1.0, 1.05, 0.95])
+    errors = {"model": model, "persistence": model + 0.5, "trend_annual": np.full(6, 3.0),
+              "linear": np.array([1.2, 0.9, 1.1, 0.85, 1.15, 0.9]),           # wins three origins, loses three
+              "adaptive": np.array([0.98, 1.12, 0.88, 1.03, 1.0, 0.96]),      # lower RMSE, no consistent gain
+              "adaptive_filtered": model - 0.2}
+    scores = SkillScores(horizon=1, anchors=list(range(0, 60, 10)))
+    for o in range(6):
+        scores.add("observed", "overall", {k: np.full((1, 5), v[o]) for k, v in errors.items()},
+                   np.zeros((1, 5)), np.ones(5, bool))
+    rmse = {k: math.sqrt(np.mean(v ** 2)) for k, v in errors.items()}
+    assert rmse["adaptive"] < rmse["model"] and rmse["linear"] < rmse["persistence"]
+    (line,) = scores.verdict()
+    assert f"the ensemble median ({rmse['model']:.3f} mm) is level with the best simple baseline, linear" in line
+    assert f"it is level with the adaptive baseline ({rmse['adaptive']:.3f} mm" in line
+    assert "it is worse than that baseline through the spatial filter" in line
+    without_linear = SkillScores(horizon=1, anchors=scores.anchors, count=scores.count,
+                                 sse={k: v for k, v in scores.sse.items() if k[2] != "linear"})
+    assert f"the ensemble median ({rmse['model']:.3f} mm) beats the best simple baseline, persistence" \
+        in without_linear.verdict()[0]
