@@ -481,3 +481,22 @@ def test_a_folder_named_metrics_json_is_named(run_dir, tmp_path):
         compare(run_dir, tmp_path / "out", figures=False)
     assert info.value.path == str(path)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_files_of_single_trials_are_skipped_and_only_trials_is_no_run(run_dir, tmp_path):
+    """insarcast tune writes a metrics.json per trial ("kind": "trial") beside the run's: a trial with the
+    run's arch, strategy and seed is not a duplicate run, and a folder of trials alone holds no run."""
+    from insarcast.compare import load_runs
+
+    before, _ = load_runs(run_dir)
+    doc = json.loads((run_dir / "tpe" / "cnn-lstm" / "seed0" / "metrics.json").read_text())
+    trial = run_dir / "tpe" / "cnn-lstm" / "seed0" / "trial_003"
+    trial.mkdir()
+    (trial / "metrics.json").write_text(json.dumps({**doc, "kind": "trial", "test": {"rmse": 9.0}}))
+    after, _ = load_runs(run_dir)
+    pd.testing.assert_frame_equal(after, before)
+    only = tmp_path / "only-trials"
+    only.mkdir()
+    (only / "metrics.json").write_text((trial / "metrics.json").read_text())
+    with pytest.raises(InputError, match="no metrics.json"):
+        load_runs(only)

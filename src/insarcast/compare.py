@@ -133,7 +133,11 @@ def read_metrics(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, flo
     """One ``metrics.json``: the run row (arch, strategy, seed, rmse, mae, r2, val_loss, n, file)
     and its baselines {name: {metric: value}}. Raises :class:`InputError` naming file and field."""
     path = Path(path)
-    doc = _read_object(path)
+    return _metrics_row(_read_object(path), path)
+
+
+def _metrics_row(doc: dict, path: Path) -> tuple[dict, dict[str, dict[str, float]]]:
+    """:func:`read_metrics` of the object ``doc`` read from ``path``."""
     for key in ("arch", "strategy"):
         if key not in doc:
             raise InputError("missing field", path=path, field=key)
@@ -167,12 +171,13 @@ def load_runs(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError("run directory not found", path=run_dir)
-    files = [p for p in sorted(run_dir.rglob("metrics.json")) if not _is_trial(p)]
-    if not files:
+    # each file read once: the single trials of a study ("kind": "trial", written by insarcast tune) skipped
+    docs = [(p, doc) for p in sorted(run_dir.rglob("metrics.json")) if (doc := _read_object(p)).get("kind") != "trial"]
+    if not docs:
         raise InputError("no metrics.json found below the run directory", path=run_dir)
     rows, base_rows, seen = [], [], {}
-    for path in files:
-        row, baselines = read_metrics(path)
+    for path, doc in docs:
+        row, baselines = _metrics_row(doc, path)
         key = (row["arch"], row["strategy"], row["seed"])
         if key in seen:
             raise InputError(f"same arch, strategy and seed {key} as {seen[key]}", path=path)
@@ -183,14 +188,6 @@ def load_runs(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.DataFrame(rows, columns=["arch", "strategy", "seed", *METRICS, "val_loss", "n", "file"])
     runs = runs.sort_values(["arch", "strategy", "seed"], key=_arch_key).reset_index(drop=True)
     return runs, pd.DataFrame(base_rows, columns=["file", "baseline", "metric", "value"])
-
-
-def _is_trial(path: Path) -> bool:
-    """Whether a metrics.json describes one trial of a study rather than a run."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("kind") == "trial"
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError, IsADirectoryError):
-        return False          # read_metrics reports what is wrong with it
 
 
 def load_histories(run_dir: str | os.PathLike) -> pd.DataFrame:
