@@ -184,18 +184,18 @@ def gridding_floor_on(name: str, *, data: Path, origins: int) -> dict:
     zones = skill.zone_mask(folder / "zones.geojson", cube)
     years = bl.decimal_years(cube["t"].values)
     nt = d.shape[0]
-    sq: dict[str, list] = {k: [] for k in ("gridded truth", "persistence", "linear", "trend_annual")}
+    sq: dict[str, list] = {k: [] for k in ("gridded truth", *bl.SIMPLE_BASELINES)}
     for a in skill.origins(nt, history=T, horizon=F, start=int(round(0.9 * nt)), count=origins):
         true = truth[a + 1: a + F + 1] - truth[a]
         maps = {"gridded truth": gridded[a + 1: a + F + 1] - gridded[a],
-                **bl.forecasts(("persistence", "linear", "trend_annual"), d, years, a, F, history=T)}
+                **bl.forecasts(bl.SIMPLE_BASELINES, d, years, a, F, history=T)}
         for k, m in maps.items():
             sq[k].append((m - true)[:, valid])
     zone = zones[valid] if zones is not None else np.zeros(int(valid.sum()), bool)
     result = {"scenario": name}
     for region, keep in (("overall", slice(None)), ("zones", zone)):
         rmse = {k: float(np.sqrt(np.mean(np.stack(v)[..., keep] ** 2))) for k, v in sq.items()}
-        best = min(("persistence", "linear", "trend_annual"), key=rmse.get)
+        best = min(bl.SIMPLE_BASELINES, key=rmse.get)
         result[region] = {**rmse, "best": best, "ratio": rmse["gridded truth"] / rmse[best]}
     return result
 
