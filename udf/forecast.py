@@ -23,6 +23,7 @@ from insarcast.baselines import decimal_years
 from insarcast.cadence import median_spacing
 
 from .correction import EPOCH_DAYS as CORRECTION_EPOCH_DAYS, provenance as correction_provenance
+from .fronts import FRONT_RADIUS, carry_of
 from .inputs import check_inputs, forecast_scale, hindcast_origins, norm_values, reference_fit, uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
@@ -225,7 +226,7 @@ def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizo
     given) from one pass over the region, then the products; returns ``(fc, median, stack, thresholds)``."""
     import dask.array as da
 
-    fitted = widths = None
+    fitted = widths = carry = None
     if settings["inputs"] != "paper":
         steps, series = settings["horizon_steps"], da.asarray(last).rechunk({0: -1})
         if valid_data is not None:
@@ -242,7 +243,15 @@ def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizo
             fitted = materialise(fitted)
         if settings["spatial_filter"]:
             widths = fitted[2 * steps]
-    fc = forecast_dask(last, valid_data, widths=widths, **settings)
+            if hindcast_origins(settings["inputs"]):
+                # a front's carry reads FRONT_RADIUS cells of the series and RADIUS of the reference around a pixel
+                reach = max(FRONT_RADIUS, RADIUS)
+                both = da.concatenate([series[:epochs], fitted.rechunk((-1,) + series.chunks[1:])]).rechunk({0: -1})
+                carry = da.map_overlap(_carry, both, depth={0: 0, 1: reach, 2: reach}, boundary=np.nan,
+                                       epochs=epochs, history=settings["history"], dtype=np.float32)[:steps]
+                if materialise is not None:
+                    carry = materialise(carry)
+    fc = forecast_dask(last, valid_data, widths=widths, carry=carry, **settings)
     if materialise is not None:
         fc = materialise(fc)
     d = fc[:, horizon - 1] if offset is None else fc[:, horizon - 1] + da.asarray(offset).rechunk(fc.chunks[2:])
@@ -276,13 +285,15 @@ def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horiz
     usable = finite & (True if valid_data is None else valid_data)
     if not usable.any():
         raise no_usable_pixel(history, int(finite.sum()), None if valid_data is None else int(valid_data.sum()))
-    fitted = widths = None
+    fitted = widths = carry = None
     if settings["inputs"] != "paper":
         series = last if valid_data is None else np.where(valid_data, last, np.nan)
         fitted = reference_fit(series, settings["years"], history=history, horizon=settings["horizon_steps"],
                                inputs=settings["inputs"])
         widths = fitted[-1] if settings["spatial_filter"] else None
-    fc = forecast_block(last, valid_data, widths=widths, **settings)
+        if settings["spatial_filter"] and hindcast_origins(settings["inputs"]):
+            carry = carry_of(series, fitted, history=history)
+    fc = forecast_block(last, valid_data, widths=widths, carry=carry, **settings)
     d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))
     median = _median(fc)
     scale = None
@@ -306,6 +317,15 @@ def _forecast_scale(both: np.ndarray, *, spatial_filter: bool) -> np.ndarray:
     steps = both.shape[0] // 3
     out = np.zeros(both.shape, np.float32)
     out[:steps] = forecast_scale(both[:2 * steps + 1], both[2 * steps + 1:], spatial_filter=spatial_filter)
+    return out
+
+
+def _carry(both: np.ndarray, *, epochs: int, history: int) -> np.ndarray:
+    """:func:`insarcast.udf.fronts.carry_of` of a block holding the series' ``epochs`` then ``reference_fit``'s
+    layers, in the first F layers of an array of the block's shape."""
+    carry = carry_of(both[:epochs], both[epochs:], history=history)
+    out = np.full(both.shape, np.nan, np.float32)
+    out[: len(carry)] = carry
     return out
 
 

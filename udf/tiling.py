@@ -45,8 +45,9 @@ import numpy as np
 
 from insarcast.errors import InputError
 
-from .inputs import check_inputs, denormalise, filter_widths, hindcast_origins, history_mask, model_inputs, norm_values, \
-    uses_spatial_filter
+from . import fronts
+from .inputs import check_inputs, denormalise, hindcast_origins, history_mask, model_inputs, norm_values, \
+    reference_fit, uses_spatial_filter
 from .spatial import BINOMIAL_RADIUS, CHOICE_RADIUS, RADIUS, adaptive_filter
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -114,7 +115,7 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
                    horizon_steps: int, members: int, patch: int, overlap: int,
                    norm: Mapping[str, Any], batch_size: int = 64, inputs: str = "paper",
                    years: np.ndarray | None = None, spatial_filter: bool | None = None,
-                   widths: np.ndarray | None = None) -> np.ndarray:
+                   widths: np.ndarray | None = None, carry: np.ndarray | None = None) -> np.ndarray:
     """Blended ensemble forecast ``(K, F, ny - 2 depth, nx - 2 depth)`` float32 mm of a block's core.
 
     ``block`` is ``(t, ny, nx)`` displacement in mm whose pixel ``[:, 0, 0]`` has global coordinates
@@ -132,13 +133,20 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
     :func:`insarcast.udf.inputs.filter_widths` of the block); the tiles are then evaluated for the core
     and a ring of :data:`insarcast.udf.spatial.RADIUS` cells around it, so the core equals the
     whole-array computation when ``depth >= P - 1 + RADIUS`` (and ``>= CHOICE_RADIUS`` without ``widths``).
+
+    Where the widths are chosen by hindcast, the members' median is then moved to the change a travelling
+    front carries (:mod:`insarcast.udf.fronts`) at the cells where one arrives: ``carry (F, ny, nx)``, NaN
+    elsewhere, as :func:`insarcast.udf.fronts.carry_of` gives it for the block (computed here with the
+    widths when these are not given).
     """
     inputs = check_inputs(inputs)
     filtered = uses_spatial_filter(inputs, spatial_filter)
     r = ring(inputs) if filtered else 0       # the ring the filter reads
     if filtered:
-        widths = _block_widths(block, valid, widths, years=years, history=history, horizon=horizon_steps,
-                               inputs=inputs)
+        widths, carry = _block_reference(block, valid, widths, carry, years=years, history=history,
+                                         horizon=horizon_steps, inputs=inputs)
+    else:
+        carry = None
     grow = max(0, r - depth)
     block = np.asarray(block)
     if grow:                          # no data beyond the block: a ring of invalid cells
@@ -152,7 +160,11 @@ def forecast_block(block: np.ndarray, valid: np.ndarray | None = None, *, offset
         return wide
     core = (slice(depth + grow - r, widths.shape[0] - depth - grow + r),
             slice(depth + grow - r, widths.shape[1] - depth - grow + r))
-    return adaptive_filter(wide, widths[core])[..., r:wide.shape[-2] - r, r:wide.shape[-1] - r]
+    out = adaptive_filter(wide, widths[core])[..., r:wide.shape[-2] - r, r:wide.shape[-1] - r]
+    if carry is not None:
+        ny, nx = carry.shape[-2:]
+        out = fronts.apply(out, carry[:, depth:ny - depth, depth:nx - depth])
+    return out
 
 
 def ring(inputs: str) -> int:
@@ -161,22 +173,27 @@ def ring(inputs: str) -> int:
     return RADIUS if hindcast_origins(inputs) else BINOMIAL_RADIUS
 
 
-def _block_widths(block: np.ndarray, valid: np.ndarray | None, widths: np.ndarray | None, *,
-                  years: np.ndarray | None, history: int, horizon: int, inputs: str) -> np.ndarray:
-    """The filter's widths ``(ny, nx)`` of a block: ``widths`` as given, else those of its series (the
+def _block_reference(block: np.ndarray, valid: np.ndarray | None, widths: np.ndarray | None,
+                     carry: np.ndarray | None, *, years: np.ndarray | None, history: int, horizon: int,
+                     inputs: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The filter's widths ``(ny, nx)`` of a block and the change a front carries there ``(F, ny, nx)``
+    (None where the widths are not chosen by hindcast): as given, else those of its series (widths: the
     binomial kernel, 0, where the formulation has no hindcast or no times are given)."""
     shape = np.shape(block)[1:]
     if widths is not None:
         widths = np.asarray(widths)
         if widths.shape != shape:
             raise InputError(f"widths has shape {widths.shape}, expected the block's {shape}", field="widths")
-        return np.nan_to_num(widths).astype(np.int8)
+        if carry is not None and np.shape(carry) != (horizon,) + shape:
+            raise InputError(f"carry has shape {np.shape(carry)}, expected {(horizon,) + shape}", field="carry")
+        return np.nan_to_num(widths).astype(np.int8), carry
     if not hindcast_origins(inputs) or years is None:
-        return np.zeros(shape, np.int8)
+        return np.zeros(shape, np.int8), None
     d = np.asarray(block)
     if valid is not None:
         d = np.where(np.asarray(valid, bool), d, np.nan)
-    return filter_widths(d, years, history=history, horizon=horizon, inputs=inputs)
+    fitted = reference_fit(d, years, history=history, horizon=horizon, inputs=inputs)
+    return fitted[-1].astype(np.int8), fronts.carry_of(d, fitted, history=history)
 
 
 def _blend_tiles(block: np.ndarray, valid: np.ndarray | None, *, offset_y: int, offset_x: int, depth: int,
@@ -263,7 +280,7 @@ def _gather(d: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np
 def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int, horizon_steps: int,
                   members: int, patch: int, overlap: int, norm: Mapping[str, Any], batch_size: int = 64,
                   offset_y: int = 0, offset_x: int = 0, inputs: str = "paper", years: np.ndarray | None = None,
-                  spatial_filter: bool | None = None, widths=None):
+                  spatial_filter: bool | None = None, widths=None, carry=None):
     """Lazy :func:`forecast_block` over a Dask array ``(t, y, x)``: ``(K, F, y, x)`` float32 mm.
 
     ``offset_y``, ``offset_x``: global coordinates of the array's pixel ``[:, 0, 0]`` (see
@@ -275,7 +292,8 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
     the halo first), and :func:`forecast_block` returns the block's core. Output chunks are
     ``(K, F)`` whole and the (possibly merged) spatial chunks. ``widths (y, x)``: the spatial filter's
     widths (:func:`insarcast.udf.inputs.filter_widths` of the whole array); without them each block
-    computes its own and the halo is at least :data:`~insarcast.udf.spatial.CHOICE_RADIUS`.
+    computes its own and the halo is at least :data:`~insarcast.udf.spatial.CHOICE_RADIUS`. ``carry (F, y, x)``:
+    the change a front carries (:func:`insarcast.udf.fronts.carry_of` of the whole array), given with the widths.
     """
     import dask.array as da
 
@@ -293,6 +311,9 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
     if valid is not None:
         valid = da.asarray(valid).astype(bool).rechunk(d.chunks[1:])
         d = da.where(valid, d, np.nan)
+    epochs = d.shape[0]
+    if carry is not None:             # the carry travels with the series, in the same blocks and halo
+        d = da.concatenate([d, da.asarray(carry).astype(d.dtype).rechunk((-1,) + d.chunks[1:])]).rechunk({0: -1})
     if depth == 0:
         d_o = d
     else:
@@ -309,11 +330,12 @@ def forecast_dask(displacement, valid=None, *, predict: Predictor, history: int,
 
     def run(block, w=None, block_id=None):
         iy, ix = block_id[2], block_id[3]
+        block, c = (block, None) if carry is None else (block[:epochs], block[epochs:])
         return forecast_block(block, None, offset_y=int(offset_y) + int(start_y[iy]) - depth,
                               offset_x=int(offset_x) + int(start_x[ix]) - depth, depth=depth, predict=predict,
                               history=history, horizon_steps=horizon_steps, members=members, patch=patch,
                               overlap=overlap, norm=norm, batch_size=batch_size, inputs=inputs, years=years,
-                              spatial_filter=spatial_filter, widths=w)
+                              spatial_filter=spatial_filter, widths=w, carry=c)
 
     args = (d_o,) if w_o is None else (d_o, w_o[None])
     return da.map_blocks(lambda block, *w, block_id=None: run(block, *(x[0] for x in w), block_id=block_id),

@@ -313,6 +313,12 @@ def _fits(d: np.ndarray, years: np.ndarray, anchor: int, horizon: int, *, histor
                 history, factors, scores, level_factors, hindcast_change=changes)
 
 
+def epoch_noise(d: np.ndarray, anchor: int, *, history: int) -> np.ndarray:
+    """``(...)`` the noise of one epoch of ``d (t, ...)`` at ``anchor``, as :func:`fits` estimates it
+    (:attr:`Fits.noise`), without the fits."""
+    return _noise(_series(d, anchor), anchor, history).reshape(np.shape(d)[1:])
+
+
 def _noise(past: np.ndarray, b: int, history: int) -> np.ndarray:
     """``(n,)`` the noise of one epoch of ``past (t, n)`` from its epochs ``b - 4T + 1 .. b``: 1.4826 MAD of the
     second differences / sqrt 6 (white noise: var(second difference) = 6 sigma^2; a smooth curve's second
