@@ -84,24 +84,53 @@ def carried(series: np.ndarray, reference: np.ndarray, *, horizon: int, history:
     noise = bl.epoch_noise(series, a, history=history)
     level_variance = 2.0 * noise ** 2 / LEVEL_EPOCHS
 
-    def misfit(diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ok = np.isfinite(diff)
-        mean, square = box_means(np.stack([np.where(ok, diff, 0.0), np.where(ok, diff, 0.0) ** 2]), ok, (BOX,))[0]
-        return square - mean ** 2, mean
-
-    e0, _ = misfit(now - then)
+    e0, _ = _misfit(now - then)
     with np.errstate(invalid="ignore"):
-        if not (e0 > GAIN * level_variance).any():         # nothing moved beyond the noise: no front
-            return out
+        moved = e0 > GAIN * level_variance                   # a front needs this (the gain is at most e0)
+    if not moved.any():
+        return out
+    # the shifts are matched only around the cells that moved: a cell's value reads the levels within
+    # REACH + BOX // 2 cells, so the crop gives the whole block's values there
+    rows, cols = np.flatnonzero(moved.any(axis=1)), np.flatnonzero(moved.any(axis=0))
+    m = REACH + BOX // 2
+    crop = (slice(max(rows[0] - m, 0), rows[-1] + m + 1), slice(max(cols[0] - m, 0), cols[-1] + m + 1))
+    inside = _carried_crop(now[crop], then[crop], e0[crop], level_variance[crop], valid[crop],
+                          np.asarray(reference)[crop], horizon=horizon)
+    out[(slice(None),) + crop] = inside
+    return out
+
+
+def _misfit(diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The variance and the mean of ``diff (..., y, x)`` over the valid cells of the BOX x BOX box around each
+    cell."""
+    ok = np.isfinite(diff)
+    values = np.where(ok, diff, 0.0)
+    mean, square = np.moveaxis(box_means(np.stack([values, values ** 2], axis=-3), ok[..., None, :, :], (BOX,))[0], -3, 0)
+    return square - mean ** 2, mean
+
+
+def _carried_crop(now: np.ndarray, then: np.ndarray, e0: np.ndarray, level_variance: np.ndarray, valid: np.ndarray,
+                 reference: np.ndarray, *, horizon: int) -> np.ndarray:
+    """:func:`carried` over a window of the levels ``now`` and ``then`` (y, x), given no shift's misfit ``e0``."""
+    shape = now.shape
+
     best, change = np.full(shape, np.inf), np.full(shape, np.nan)
-    for dy in range(-REACH, REACH + 1):
-        for dx in range(-REACH, REACH + 1):
-            if dy == dx == 0:
-                continue
-            e, offset = misfit(now - _shifted(then, dy, dx))
-            better = e < best
-            best = np.where(better, e, best)
-            change = np.where(better, _shifted(now, dy, dx) - now + offset, change)
+    ny, nx = shape
+    pad = ((REACH, REACH), (REACH, REACH))
+    then_p, now_p = np.pad(then, pad, constant_values=np.nan), np.pad(now, pad, constant_values=np.nan)
+    for dy in range(-REACH, REACH + 1):       # a row of shifts at a time: (2 REACH + 1, y, x) arrays
+        dxs = [dx for dx in range(-REACH, REACH + 1) if (dy, dx) != (0, 0)]
+        # b(p) = a(p - s): the padded array read from (REACH - dy, REACH - dx)
+        rows = slice(REACH - dy, REACH - dy + ny)
+        moved_then = np.stack([then_p[rows, REACH - dx: REACH - dx + nx] for dx in dxs])
+        moved_now = np.stack([now_p[rows, REACH - dx: REACH - dx + nx] for dx in dxs])
+        e, offset = _misfit(now - moved_then)
+        k = np.argmin(np.where(np.isfinite(e), e, np.inf), axis=0)
+        e_k = np.take_along_axis(e, k[None], 0)[0]
+        better = e_k < best
+        best = np.where(better, e_k, best)
+        candidate = np.take_along_axis(moved_now + offset, k[None], 0)[0] - now
+        change = np.where(better, candidate, change)
     with np.errstate(invalid="ignore", divide="ignore"):
         take = (valid & np.isfinite(change) & (e0 >= RATIO * best) & (e0 - best > GAIN * level_variance)
                 & (np.abs(np.nan_to_num(reference, nan=np.inf)) < ARRIVE * np.abs(change)))
@@ -116,15 +145,6 @@ def carry_of(series: np.ndarray, fitted: np.ndarray, *, history: int) -> np.ndar
     steps = np.shape(fitted)[0] // 2
     reference = adaptive_filter(fitted[steps:2 * steps], fitted[2 * steps])[-1]
     return carried(series, reference, horizon=steps, history=history)
-
-
-def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``b (y, x)`` with ``b(p) = a(p - s)``, ``s = (dy, dx)``; NaN where ``p - s`` lies outside ``a``."""
-    out = np.full(a.shape, np.nan)
-    ny, nx = a.shape
-    out[max(dy, 0): ny + min(dy, 0), max(dx, 0): nx + min(dx, 0)] = \
-        a[max(-dy, 0): ny - max(dy, 0), max(-dx, 0): nx - max(dx, 0)]
-    return out
 
 
 def apply(members: np.ndarray, carry: np.ndarray) -> np.ndarray:
