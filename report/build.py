@@ -253,6 +253,9 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
             inputs.notes.append(note)
         if str(prod.attrs.get("spatial_filter", "none")) != "none":
             inputs.notes.append(width_note(ref, d, history=hind.history, horizon=hind.steps))
+            note = front_note(ref, d, history=hind.history, horizon=hind.steps, km2=maps.km2)
+            if note:
+                inputs.notes.append(note)
     zone_tab = _zone_table(inputs, hind, maps=maps, zones=zones, bands=bands)
     key_tab = tables.key_numbers(_key_entries(prod, layers, hind, res, cal, horizon=horizon, km2=maps.km2)
                                  + _skill_entries(scores))
@@ -886,6 +889,29 @@ def width_note(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int) -> st
             "(insarcast.udf.spatial; wide where the forecast's noise dominates, narrow where the ground varies "
             "faster): " + ", ".join(f"{name} on {100 * share:.0f} %" for name, share in zip(names, shares))
             + " of the valid pixels")
+
+
+def front_note(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int, km2: float) -> str | None:
+    """Where the products carried a travelling front forward at the last epoch of ``d (t, y, x)``
+    (:mod:`insarcast.udf.fronts`, with the reference ``ref`` of :func:`final_reference` through the filter):
+    a sentence, or None where no cell took it."""
+    from insarcast.udf.fronts import carried
+    from insarcast.udf.inputs import hindcast_widths
+    from insarcast.udf.spatial import adaptive_filter
+
+    finite = np.isfinite(d).all(axis=0)
+    widths = hindcast_widths(ref, d, d.shape[0] - 1, horizon=horizon, history=history, valid=finite)
+    reference = adaptive_filter(np.where(finite, bl.change(ref.adaptive(), history), np.nan), widths)[-1]
+    carry = carried(np.where(finite, d, np.nan), reference, horizon=horizon, history=history)[-1]
+    taken = np.isfinite(carry)
+    if not taken.any():
+        return None
+    return (f"at {int(taken.sum())} pixels ({taken.sum() * km2:.2f} km²) a front that travels reaches still ground "
+            f"within the horizon, and the forecast there is the settling the ground beside it underwent, carried "
+            f"along the shift that matches its last {horizon} epochs (insarcast.udf.fronts; "
+            f"{np.abs(carry[taken]).min():.1f} to {np.abs(carry[taken]).max():.1f} mm at the horizon): a "
+            "tunnel's or a longwall's face, or a pattern the noise made, worth checking against what is known of "
+            "the works there; the error scale counts its departure from the pixel's own curve")
 
 
 def _provenance_section(inputs: dict, notes: list[str]) -> Section:

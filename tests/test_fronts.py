@@ -150,3 +150,16 @@ def test_a_carry_of_the_wrong_shape_is_refused():
     widths = np.zeros(d.shape[1:], np.int8)
     with pytest.raises(Exception, match="carry has shape"):
         forecast_block(d, None, years=years, widths=widths, carry=np.zeros((F, 3, 3), np.float32), **SETTINGS)
+
+
+def test_the_report_names_where_a_front_was_carried_and_says_nothing_on_still_ground():
+    from insarcast.report.build import final_reference, front_note
+
+    d, _, years, _ = _front(ny=30, nx=44, width=0.5)
+    note = front_note(final_reference(d, years, history=T, horizon=F), d, history=T, horizon=F, km2=0.01)
+    fitted = reference_fit(d, years, history=T, horizon=F, inputs="residual-hindcast")
+    taken = int(np.isfinite(carry_of(d, fitted, history=T)[-1]).sum())
+    assert taken > 0 and note.startswith(f"at {taken} pixels ({taken * 0.01:.2f} km²) a front that travels")
+    still = np.random.default_rng(3).normal(0.0, 2.0, d.shape).astype(np.float32)
+    assert front_note(final_reference(still, years, history=T, horizon=F), still, history=T, horizon=F,
+                      km2=0.01) is None
