@@ -117,6 +117,11 @@ def test_the_products_forecast_the_arriving_front_the_same_whole_tiled_or_chunke
     lazy = forecast_products(_cube(d, years).chunk({"t": -1, "y": 7, "x": 9}), _zero, **kw).compute()
     for name in ("forecast", "median", "forecast_scale", "class"):
         np.testing.assert_array_equal(eager[name].values, lazy[name].values)
+    assert eager.attrs["front_carry"].startswith("where a front that travels reaches still ground")
+    assert lazy.attrs["front_carry"] == eager.attrs["front_carry"]
+    # the paper's formulation, and a filter switched off, carry nothing and say so
+    for off in ({"inputs": "paper"}, {"spatial_filter": False}):
+        assert forecast_products(_cube(d, years), _zero, **{**kw, **off}).attrs["front_carry"] == "none"
     true = _future_change(n, ny, nx, F, width=0.5)
     arriving = np.zeros((ny, nx), bool)
     arriving[FRONT_RADIUS:ny - FRONT_RADIUS] = true[-1][FRONT_RADIUS:ny - FRONT_RADIUS] < -5.0

@@ -23,7 +23,7 @@ from insarcast.baselines import decimal_years
 from insarcast.cadence import median_spacing
 
 from .correction import EPOCH_DAYS as CORRECTION_EPOCH_DAYS, provenance as correction_provenance
-from .fronts import FRONT_RADIUS, carry_of
+from .fronts import FRONT_NAME, FRONT_RADIUS, carry_of
 from .inputs import check_inputs, forecast_scale, hindcast_origins, norm_values, reference_fit, uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
@@ -210,9 +210,10 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
             "long_name": "standard error of the forecast of the change: the least-squares prediction error of "
                          "the adaptive curve and the median's departure from that curve (what was learnt "
                          "elsewhere) in quadrature, the spread the products give each member"})
+    filtered = uses_spatial_filter(inputs, spatial_filter)
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs,
-                     spatial_filter=(FILTER_NAME if hindcast_origins(inputs) else BINOMIAL_NAME)
-                     if uses_spatial_filter(inputs, spatial_filter) else "none")
+                     spatial_filter=(FILTER_NAME if hindcast_origins(inputs) else BINOMIAL_NAME) if filtered else "none",
+                     front_carry=FRONT_NAME if filtered and hindcast_origins(inputs) else "none")
     if inputs == "residual-corrected":
         t = template["t"].values if "t" in template.coords else ()
         days = median_spacing(t) if len(t) > 1 else CORRECTION_EPOCH_DAYS

@@ -55,6 +55,11 @@ RATIO = 4.0      # the best shift's misfit is at most this much smaller than no 
 GAIN = 1.0       # ... and smaller by more than this x the noise's variance of a level difference
 ARRIVE = 0.25    # the reference's own forecast at F is below this x the carried change
 LEVEL_EPOCHS = 3  # epochs averaged into a level
+#: What the products record of the carry (their ``front_carry`` attribute; ``none`` where it does not apply).
+FRONT_NAME = ("where a front that travels reaches still ground, the median is the level field carried along the "
+              "shift (up to 4 cells) that maps it F epochs back onto now over a 7 x 7 box, taken where that shift "
+              "fits 4 x better than none, by more than the noise, and the pixel's own reference forecasts under a "
+              "quarter of it (insarcast.udf.fronts)")
 #: Cells the carried change of a pixel reads on each side (the shift, the box, the 3 x 3 kernel).
 FRONT_RADIUS = REACH + BOX // 2 + 1
 
