@@ -13,7 +13,7 @@ pytest.importorskip("requests_mock")
 from openeo.rest._testing import DummyBackend  # noqa: E402
 
 from insarcast.errors import InputError  # noqa: E402
-from insarcast.udf.openeo_job import ARCHIVE, job_options, write_archive  # noqa: E402
+from insarcast.udf.openeo_job import ARCHIVE, job_options, udf_peak_mib, write_archive  # noqa: E402
 from insarcast.udf.openeo_submit import run_job  # noqa: E402
 
 URL = "https://oeo.test/"
@@ -159,3 +159,13 @@ def test_the_cli_refuses_a_folder_that_is_no_job_with_one_line_and_exit_2(tmp_pa
                                        "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "not a job folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_the_job_asks_for_the_memory_of_the_cubes_epochs():
+    """One UDF call on a 256-cell tile peaked at 470 MiB with 12 epochs and 958 with 335 (the demo's
+    residual-corrected ensemble, bench/openeo.py): the job's python memory follows the epochs."""
+    assert udf_peak_mib(12) == udf_peak_mib(5) == 461
+    assert udf_peak_mib(335) >= 958
+    # 1.5 x (461 + 1.6 x 323 + 20) = 1497 MiB, rounded up to 256 MiB: 1536m (the 12-epoch figure gave 768m)
+    assert job_options(archive_url="https://x/u.zip", peak_mib=udf_peak_mib(335), ensemble_mib=20)[
+        "python-memory"] == "1536m"

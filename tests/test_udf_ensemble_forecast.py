@@ -585,9 +585,12 @@ def test_openeo_build_writes_an_archive_whose_udf_gives_the_local_products(tiny_
     job = tmp_path / "job"
     options = json.loads((job / "job_options.json").read_text())
     assert options["udf-dependency-archives"] == ["https://example.org/u.zip#insarcast-udf"]
-    from insarcast.udf.openeo_job import UDF_PEAK_MIB
+    from insarcast.udf.openeo_job import UDF_PEAK_MIB, UDF_PEAK_MIB_PER_EPOCH
 
-    assert options["python-memory"].endswith("m") and int(options["python-memory"][:-1]) >= 1.5 * UDF_PEAK_MIB
+    # the job asks for the memory of the cube's epochs: 1.5 x (461 + 1.6 per epoch beyond 12), at least
+    epochs = len(json.loads((job / "job.json").read_text())["epochs"])
+    assert options["python-memory"].endswith("m") and int(options["python-memory"][:-1]) >= 1.5 * (
+        UDF_PEAK_MIB + UDF_PEAK_MIB_PER_EPOCH * max(0, epochs - 12))
     graph = json.loads((job / "process_graph.json").read_text())
     statistics = json.loads((job / "statistics_graph.json").read_text())["process_graph"]
     definitions = Path(__file__).resolve().parents[2] / "shared" / "openeo-processes"

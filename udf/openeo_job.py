@@ -40,6 +40,12 @@ ARCHIVE_FOLDER = "insarcast-udf"
 # a trained ResNet-Transformer's session memory is not in it (job_options adds the members' file size and
 # a 1.5 x margin; rerun the bench with --ensemble for a real ensemble's figure)
 UDF_PEAK_MIB = 461
+# ... and what each epoch of the tile beyond those 12 adds (MiB): the tile itself, its float64 slices and,
+# for the residual formulations, the reference's fit of the whole record. `bench/openeo.py --ensemble DEMO/ensemble
+# --epochs 12` and `--epochs 335` (the demo's residual-corrected ensemble, 2026-12-05): 470 and 958 MiB,
+# (958 - 470) / (335 - 12) = 1.51; before, a 335-epoch job asked for the memory of 12 epochs
+UDF_PEAK_MIB_PER_EPOCH = 1.6
+UDF_PEAK_EPOCHS = 12
 # --tile bounds: GeoPySpark's apply_neighborhood refuses UDF windows under 32 cells ("window sizes smaller
 # then 32 are not yet supported for UDFs"), and a tile under the ensemble's patch P cannot hold one model
 # tile; UDF_PEAK_MIB (and so job_options' python-memory) is measured on a 256-cell tile, so a larger tile
@@ -113,6 +119,12 @@ def cube_extent(collection: Mapping[str, Any]) -> tuple[float, float, float, flo
         edges.append((low, high))
     (west, east), (south, north) = edges
     return west, south, east, north
+
+
+def udf_peak_mib(epochs: int) -> float:
+    """The peak memory (MiB) of one UDF call on a tile of :data:`TILE_MAX` cells and its halo with ``epochs``
+    bands: :data:`UDF_PEAK_MIB` and :data:`UDF_PEAK_MIB_PER_EPOCH` for each epoch beyond :data:`UDF_PEAK_EPOCHS`."""
+    return UDF_PEAK_MIB + UDF_PEAK_MIB_PER_EPOCH * max(0, int(epochs) - UDF_PEAK_EPOCHS)
 
 
 def job_options(*, archive_url: str, peak_mib: float = UDF_PEAK_MIB, ensemble_mib: float = 0.0) -> dict[str, Any]:
@@ -204,7 +216,7 @@ def build_job(*, cube_stac: str, ensemble: str | os.PathLike, bbox: Sequence[flo
         size = write_archive(folder / ARCHIVE, ensemble, checked.manifest)
         for name, graph in {**graphs, "job.json": spec}.items():
             (folder / name).write_text(json.dumps(graph, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        options = job_options(archive_url=archive_url, ensemble_mib=size / 2**20)
+        options = job_options(archive_url=archive_url, peak_mib=udf_peak_mib(len(epochs)), ensemble_mib=size / 2**20)
         (folder / "job_options.json").write_text(json.dumps(options, indent=2, allow_nan=False) + "\n",
                                                  encoding="utf-8")
     return out
