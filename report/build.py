@@ -252,8 +252,9 @@ def build_report(*, cube: PathLike, products: PathLike, compare_dir: PathLike, o
         if note:
             inputs.notes.append(note)
         if str(prod.attrs.get("spatial_filter", "none")) != "none":
-            inputs.notes.append(width_note(ref, d, history=hind.history, horizon=hind.steps))
-            note = front_note(ref, d, history=hind.history, horizon=hind.steps, km2=maps.km2)
+            widths = final_widths(ref, d, history=hind.history, horizon=hind.steps)
+            inputs.notes.append(width_note(ref, d, history=hind.history, horizon=hind.steps, widths=widths))
+            note = front_note(ref, d, history=hind.history, horizon=hind.steps, km2=maps.km2, widths=widths)
             if note:
                 inputs.notes.append(note)
     zone_tab = _zone_table(inputs, hind, maps=maps, zones=zones, bands=bands)
@@ -874,15 +875,25 @@ def step_note(ref: bl.Fits, d: np.ndarray, *, history: int, km2: float) -> str |
             "of the points behind the cell, worth checking in the EGMS points")
 
 
-def width_note(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int) -> str:
-    """The spatial filter's widths at the last epoch of ``d (t, y, x)`` (the products' anchor), chosen by
-    hindcast (:func:`insarcast.udf.inputs.hindcast_widths` of the reference ``ref``, :func:`final_reference`):
-    the share of the valid pixels at each."""
+def final_widths(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int) -> np.ndarray:
+    """``(y, x)`` the spatial filter's widths at the last epoch of ``d (t, y, x)`` (the products' anchor), chosen
+    by hindcast (:func:`insarcast.udf.inputs.hindcast_widths` of the reference ``ref``, :func:`final_reference`):
+    what :func:`width_note` and :func:`front_note` read."""
     from insarcast.udf.inputs import hindcast_widths
+
+    finite = np.isfinite(d).all(axis=0)
+    return hindcast_widths(ref, d, d.shape[0] - 1, horizon=horizon, history=history, valid=finite)
+
+
+def width_note(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int, widths: np.ndarray | None = None) -> str:
+    """The share of the valid pixels of ``d (t, y, x)`` at each of the spatial filter's widths
+    (:func:`final_widths`, computed here unless given)."""
     from insarcast.udf.spatial import WIDTHS
 
     finite = np.isfinite(d).all(axis=0)
-    widths = hindcast_widths(ref, d, d.shape[0] - 1, horizon=horizon, history=history, valid=finite)[finite]
+    if widths is None:
+        widths = final_widths(ref, d, history=history, horizon=horizon)
+    widths = np.asarray(widths)[finite]
     shares = np.bincount(widths, minlength=len(WIDTHS)) / max(widths.size, 1)
     names = ["the 3 x 3 binomial kernel" if w == "binomial" else f"a Gaussian of sigma {w:g} cells" for w in WIDTHS]
     return ("the spatial filter's width, chosen at each pixel by the hindcast of its 31 x 31-cell neighbourhood "
@@ -891,16 +902,17 @@ def width_note(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int) -> st
             + " of the valid pixels")
 
 
-def front_note(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int, km2: float) -> str | None:
+def front_note(ref: bl.Fits, d: np.ndarray, *, history: int, horizon: int, km2: float,
+               widths: np.ndarray | None = None) -> str | None:
     """Where the products carried a travelling front forward at the last epoch of ``d (t, y, x)``
-    (:mod:`insarcast.udf.fronts`, with the reference ``ref`` of :func:`final_reference` through the filter):
-    a sentence, or None where no cell took it."""
+    (:mod:`insarcast.udf.fronts`, with the reference ``ref`` of :func:`final_reference` through the filter at
+    :func:`final_widths`, computed here unless given): a sentence, or None where no cell took it."""
     from insarcast.udf.fronts import carried
-    from insarcast.udf.inputs import hindcast_widths
     from insarcast.udf.spatial import adaptive_filter
 
     finite = np.isfinite(d).all(axis=0)
-    widths = hindcast_widths(ref, d, d.shape[0] - 1, horizon=horizon, history=history, valid=finite)
+    if widths is None:
+        widths = final_widths(ref, d, history=history, horizon=horizon)
     reference = adaptive_filter(np.where(finite, bl.change(ref.adaptive(), history), np.nan), widths)[-1]
     carry = carried(np.where(finite, d, np.nan), reference, horizon=horizon, history=history)[-1]
     taken = np.isfinite(carry)
