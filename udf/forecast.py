@@ -24,7 +24,8 @@ from insarcast.cadence import median_spacing
 
 from .correction import EPOCH_DAYS as CORRECTION_EPOCH_DAYS, provenance as correction_provenance
 from .fronts import FRONT_NAME, FRONT_RADIUS, carry_of
-from .inputs import check_inputs, forecast_scale, hindcast_origins, norm_values, reference_fit, uses_spatial_filter
+from .inputs import carries_fronts, check_inputs, forecast_scale, hindcast_origins, norm_values, reference_fit, \
+    uses_spatial_filter
 from .products import (BIVARIATE_NAMES, CLASS_NAMES, CLASS_PRODUCTS, MODES, NODATA_CLASS, PRODUCTS,
                        Thresholds, check_horizon, member_statistics, product_stack, select)
 from .products import thresholds as compute_thresholds
@@ -210,10 +211,10 @@ def assemble_products(template: xr.DataArray, fc, median, stack, scale=None, *, 
             "long_name": "standard error of the forecast of the change: the least-squares prediction error of "
                          "the adaptive curve and the median's departure from that curve (what was learnt "
                          "elsewhere) in quadrature, the spread the products give each member"})
-    filtered = uses_spatial_filter(inputs, spatial_filter)
     out.attrs.update(tile_offset_y=int(offset_y), tile_offset_x=int(offset_x), inputs=inputs,
-                     spatial_filter=(FILTER_NAME if hindcast_origins(inputs) else BINOMIAL_NAME) if filtered else "none",
-                     front_carry=FRONT_NAME if filtered and hindcast_origins(inputs) else "none")
+                     spatial_filter=(FILTER_NAME if hindcast_origins(inputs) else BINOMIAL_NAME)
+                     if uses_spatial_filter(inputs, spatial_filter) else "none",
+                     front_carry=FRONT_NAME if carries_fronts(inputs, spatial_filter) else "none")
     if inputs == "residual-corrected":
         t = template["t"].values if "t" in template.coords else ()
         days = median_spacing(t) if len(t) > 1 else CORRECTION_EPOCH_DAYS
@@ -244,7 +245,7 @@ def _products_dask(last, valid_data, offset, settings: dict[str, Any], *, horizo
             fitted = materialise(fitted)
         if settings["spatial_filter"]:
             widths = fitted[2 * steps]
-            if hindcast_origins(settings["inputs"]):
+            if carries_fronts(settings["inputs"], settings["spatial_filter"]):
                 # a front's carry reads FRONT_RADIUS cells of the series and RADIUS of the reference around a pixel
                 reach = max(FRONT_RADIUS, RADIUS)
                 both = da.concatenate([series[:epochs], fitted.rechunk((-1,) + series.chunks[1:])]).rechunk({0: -1})
@@ -292,7 +293,7 @@ def _products_numpy(last, valid_data, offset, settings: dict[str, Any], *, horiz
         fitted = reference_fit(series, settings["years"], history=history, horizon=settings["horizon_steps"],
                                inputs=settings["inputs"])
         widths = fitted[-1] if settings["spatial_filter"] else None
-        if settings["spatial_filter"] and hindcast_origins(settings["inputs"]):
+        if carries_fronts(settings["inputs"], settings["spatial_filter"]):
             carry = carry_of(series, fitted, history=history)
     fc = forecast_block(last, valid_data, widths=widths, carry=carry, **settings)
     d = select(fc, horizon=horizon, mode=mode, offset=None if offset is None else np.asarray(offset))

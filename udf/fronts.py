@@ -117,10 +117,8 @@ def _misfit(diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _carried_crop(now: np.ndarray, then: np.ndarray, e0: np.ndarray, level_variance: np.ndarray, valid: np.ndarray,
                  reference: np.ndarray, *, horizon: int) -> np.ndarray:
     """:func:`carried` over a window of the levels ``now`` and ``then`` (y, x), given no shift's misfit ``e0``."""
-    shape = now.shape
-
+    ny, nx = shape = now.shape
     best, change = np.full(shape, np.inf), np.full(shape, np.nan)
-    ny, nx = shape
     pad = ((REACH, REACH), (REACH, REACH))
     then_p, now_p = np.pad(then, pad, constant_values=np.nan), np.pad(now, pad, constant_values=np.nan)
     for dy in range(-REACH, REACH + 1):       # a row of shifts at a time: (2 REACH + 1, y, x) arrays

@@ -153,6 +153,12 @@ def uses_spatial_filter(inputs: str, asked: bool | None = None) -> bool:
     return SPATIAL_FILTER[check_inputs(inputs)] if asked is None else bool(asked)
 
 
+def carries_fronts(inputs: str, asked: bool | None = None) -> bool:
+    """Whether the products of formulation ``inputs`` carry a travelling front forward
+    (:mod:`insarcast.udf.fronts`): where its members are filtered at widths chosen by hindcast."""
+    return uses_spatial_filter(inputs, asked) and hindcast_origins(inputs)
+
+
 def static_channels(inputs: str) -> tuple[str, ...]:
     """The channels of formulation ``inputs`` that :func:`model_inputs` repeats at every epoch of a window
     (none for the paper's): the last ones, after :data:`DYNAMIC`."""
